@@ -35,5 +35,9 @@ class ContextError(PhenoadaptError, ValueError):
     """A plate context unfit for an adaptation method (no or too few controls)."""
 
 
+class TableError(PhenoadaptError, ValueError):
+    """A feature table with missing columns, NaN or constant features, or too few rows."""
+
+
 class Cancelled(PhenoadaptError):
     """Raised inside a job when the user pressed Cancel."""
