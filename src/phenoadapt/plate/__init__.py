@@ -2,6 +2,14 @@
 
 from .channels import CELL_PAINTING_ROLES, Channel, ChannelRole, make_channels, role_from_name
 from .model import ImageRef, PixelSource, Plate, TiffSource
+from .platemap import (
+    NotEnoughControlsError,
+    PlateMap,
+    make_platemap,
+    read_jump_platemap,
+    read_platemap,
+    write_platemap,
+)
 from .wells import PLATE_96, PLATE_384, PLATE_1536, PlateFormat, normalize_well, plate_format
 
 __all__ = [
@@ -9,15 +17,21 @@ __all__ = [
     "Channel",
     "ChannelRole",
     "ImageRef",
+    "NotEnoughControlsError",
     "PLATE_96",
     "PLATE_384",
     "PLATE_1536",
     "PixelSource",
     "Plate",
     "PlateFormat",
+    "PlateMap",
     "TiffSource",
     "make_channels",
+    "make_platemap",
     "normalize_well",
     "plate_format",
+    "read_jump_platemap",
+    "read_platemap",
     "role_from_name",
+    "write_platemap",
 ]

@@ -1,0 +1,31 @@
+"""Plate maps: which treatment, MoA, concentration and role each well of a plate has.
+
+Read a map with :func:`read_platemap` (CSV/TSV with common column names, or a
+JUMP map joined with its compound metadata), build one with
+:func:`make_platemap` or :meth:`PlateMap.from_frame`, edit roles with
+:meth:`PlateMap.set_role` / :meth:`PlateMap.mark_controls_where`, and save it
+with :func:`write_platemap`.  Negative controls (``Role.CONTROL``, usually
+DMSO) are what CS-ARM-BN adapts a model with; :meth:`PlateMap.require_controls`
+says clearly when a plate has too few.
+"""
+
+from .canonical import DEFAULT_CONTROLS
+from .check import WellCheck
+from .columns import ALIASES, parse_role
+from .io import read_jump_platemap, read_platemap, read_table, sniff_delimiter, write_platemap
+from .model import NotEnoughControlsError, PlateMap, make_platemap
+
+__all__ = [
+    "ALIASES",
+    "DEFAULT_CONTROLS",
+    "NotEnoughControlsError",
+    "PlateMap",
+    "WellCheck",
+    "make_platemap",
+    "parse_role",
+    "read_jump_platemap",
+    "read_platemap",
+    "read_table",
+    "sniff_delimiter",
+    "write_platemap",
+]

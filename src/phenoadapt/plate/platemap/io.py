@@ -1,0 +1,269 @@
+"""Reading and writing plate-map files: CSV or TSV, phenoadapt's schema or JUMP's.
+
+Reading sniffs the delimiter, finds columns by their common names and checks
+every well; writing is atomic (a temporary file renamed over the target), so
+an interrupted save never leaves half a plate map behind.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from ...errors import PlateMapError
+from ..wells import PLATE_384, PlateFormat
+from .canonical import Origin
+from .model import PlateMap
+
+# Delimiters tried when sniffing, in order of preference on ties.
+_DELIMITERS = ("\t", ",", ";")
+_TAB_SUFFIXES = (".tsv", ".tab")
+_SPREADSHEET_SUFFIXES = (".xlsx", ".xls", ".ods")
+
+
+def _suffix(path: Path) -> str:
+    """The suffix that says the format, looking past ``.gz``."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
+
+
+def _first_line(path: Path) -> str:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace") as handle:
+        for line in handle:
+            if line.strip():
+                return line
+    return ""
+
+
+def sniff_delimiter(path: str | Path) -> str:
+    """The delimiter of a CSV/TSV file: the one that splits its header line most.
+
+    Header names seldom contain a delimiter, while values often do (InChI
+    strings are full of commas), so the header line decides.  A file with a
+    single column gets a tab for ``.tsv`` names and a comma otherwise.
+    """
+    path = Path(path)
+    header = _first_line(path)
+    counts = {d: header.count(d) for d in _DELIMITERS}
+    if _suffix(path) in _TAB_SUFFIXES:
+        counts["\t"] += 0.5  # break ties in favour of what the name says
+    best = max(_DELIMITERS, key=lambda d: counts[d])
+    if counts[best] >= 1:
+        return best
+    return "\t" if _suffix(path) in _TAB_SUFFIXES else ","
+
+
+def read_table(path: str | Path, *, what: str = "plate map") -> tuple[pd.DataFrame, Origin]:
+    """Read a CSV/TSV table as text, indexed by file line number.
+
+    Parameters
+    ----------
+    path
+        The file (``.csv``, ``.tsv``, ``.txt``, optionally gzipped).
+    what
+        What the file should be, for error messages.
+
+    Returns
+    -------
+    (DataFrame, Origin)
+        Every cell as text (empty cells and ``NA`` as missing), blank lines and
+        empty unnamed columns dropped, and where the rows came from.
+
+    Raises
+    ------
+    PlateMapError
+        When the file is missing, a spreadsheet, empty or not a table.
+    """
+    path = Path(path)
+    origin = Origin(path.name, row_word="line")
+    if not path.is_file():
+        raise PlateMapError(
+            f"No {what} at {path}: check the path"
+            f"{' (it is a folder)' if path.is_dir() else ''}."
+        )
+    if _suffix(path) in _SPREADSHEET_SUFFIXES:
+        raise PlateMapError(
+            f"{path.name} is a spreadsheet: save the {what} as CSV (File > Save As > CSV) and use "
+            "that file."
+        )
+    if not _first_line(path).strip():
+        raise PlateMapError(f"The {what} {path} is empty: it needs a header line and one row per well.")
+    try:
+        table = pd.read_csv(
+            path, sep=sniff_delimiter(path), dtype=str, encoding="utf-8-sig",
+            skip_blank_lines=False, skipinitialspace=True,
+        )
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise PlateMapError(
+            f"{path.name} is not a readable CSV/TSV table: {exc}. Check that every line has the "
+            "same number of fields."
+        ) from exc
+    table.columns = [str(c).strip() for c in table.columns]
+    # Line numbers as the user sees them: the header is line 1.
+    table.index = pd.RangeIndex(2, len(table) + 2)
+    table = table.dropna(how="all")
+    # Trailing delimiters make empty "Unnamed: n" columns; they carry nothing.
+    empty_unnamed = [c for c in table.columns if c.startswith("Unnamed:") and table[c].isna().all()]
+    table = table.drop(columns=empty_unnamed)
+    if table.empty:
+        raise PlateMapError(
+            f"The {what} {path.name} has a header ({', '.join(table.columns)}) but no rows: "
+            "add one row per well."
+        )
+    return table, origin
+
+
+def read_platemap(
+    path: str | Path,
+    *,
+    plate_format: PlateFormat | int | None = None,
+    columns: Mapping[str, str | None] | None = None,
+    controls: str | Sequence[str] | None = None,
+    compound_metadata: str | Path | pd.DataFrame | None = None,
+    plate_id: str | None = None,
+) -> PlateMap:
+    """Read a plate map from a CSV or TSV file.
+
+    Parameters
+    ----------
+    path
+        The plate map: one row per well.  Columns are found by their common
+        names (``Metadata_Well``/``well``/``well_position``...,
+        ``Metadata_Treatment``/``compound``/``pert_iname``/``broad_sample``...,
+        ``moa``, ``concentration``/``dose``..., ``Metadata_Role``/``role``/
+        ``pert_type``/``control_type``).
+    plate_format
+        Plate format or number of wells; guessed from the wells when None.
+    columns
+        Field -> column name where the aliases do not find the right column
+        (``{"well": "Pos", "treatment": "Drug"}``; None ignores a field).
+    controls
+        Treatment name(s) of the negative controls.  Without a role column
+        they decide (default: DMSO); with one, their wells are added to the
+        controls the file marks.
+    compound_metadata
+        A per-compound table (file or DataFrame) to join on the map's compound
+        column, e.g. ``JUMP-MOA_compound_metadata.tsv``: adds compound names,
+        MoAs and control types (JUMP ``negcon`` wells become controls).
+    plate_id
+        The plate's id; selects that plate's rows in a map of several plates.
+
+    Returns
+    -------
+    PlateMap
+        An unmodified map whose ``source`` is ``path``.
+
+    Raises
+    ------
+    PlateMapError
+        For an unreadable or empty file, missing columns, bad wells, repeated
+        wells, wells outside the plate, unknown roles or compounds.
+    """
+    table, origin = read_table(path)
+    meta_origin = Origin("the compound metadata")
+    if compound_metadata is not None and not isinstance(compound_metadata, pd.DataFrame):
+        compound_metadata, meta_origin = read_table(compound_metadata, what="compound metadata")
+    return PlateMap.from_frame(
+        table, plate_format=plate_format, plate_id=plate_id, columns=columns, controls=controls,
+        compound_metadata=compound_metadata, source=path, origin=origin, meta_origin=meta_origin,
+    )
+
+
+def read_jump_platemap(
+    platemap_path: str | Path,
+    metadata_path: str | Path,
+    *,
+    plate_format: PlateFormat | int = PLATE_384,
+    controls: str | Sequence[str] | None = None,
+    plate_id: str | None = None,
+) -> PlateMap:
+    """Read a JUMP Cell Painting plate map with its compound metadata.
+
+    The plate map (``well_position``, ``broad_sample``, ``solvent``) is joined
+    on ``broad_sample`` with the metadata (``pert_iname``, ``moa``,
+    ``pert_type``, ``control_type``).  Treatments are compound names
+    (``pert_iname``); ``control_type`` ``negcon`` (DMSO, written with an empty
+    ``broad_sample``) marks the controls; positive controls count as treated.
+
+    Parameters
+    ----------
+    platemap_path, metadata_path
+        The two JUMP files (e.g. ``JUMP-MOA_compound_platemap.tsv`` and
+        ``JUMP-MOA_compound_metadata.tsv``).
+    plate_format
+        JUMP plates have 384 wells.
+    controls, plate_id
+        As for :func:`read_platemap`.
+    """
+    table, origin = read_table(platemap_path)
+    if "broad_sample" not in table.columns:
+        raise PlateMapError(
+            f"{origin.name} is not a JUMP plate map: it needs a 'broad_sample' column (found "
+            f"{', '.join(table.columns)}). Use read_platemap for other plate maps."
+        )
+    metadata, meta_origin = read_table(metadata_path, what="compound metadata")
+    return PlateMap.from_frame(
+        table, plate_format=plate_format, plate_id=plate_id, controls=controls,
+        compound_metadata=metadata, source=platemap_path, origin=origin, meta_origin=meta_origin,
+    )
+
+
+def write_platemap(platemap: PlateMap, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write a plate map in phenoadapt's schema, atomically.
+
+    Columns are those of :meth:`PlateMap.to_frame`; tab-separated for
+    ``.tsv``/``.tab`` names, comma-separated otherwise, gzipped for ``.gz``.
+    The map is marked saved.  Reading the file back gives an equal map.
+
+    Parameters
+    ----------
+    platemap
+        The map to write.
+    path
+        Target file; its folder must exist.
+    overwrite
+        Replace an existing file; without it an existing file is an error.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    PlateMapError
+        When the file exists (and ``overwrite`` is False) or its folder does not.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise PlateMapError(f"{path} is a folder: give a file name such as {path / 'platemap.csv'}.")
+    if path.exists() and not overwrite:
+        raise PlateMapError(
+            f"{path} already exists: choose another file name, or overwrite it "
+            "(overwrite=True, CLI --overwrite)."
+        )
+    if not path.parent.is_dir():
+        raise PlateMapError(f"Cannot write {path}: the folder {path.parent} does not exist.")
+    sep = "\t" if _suffix(path) in _TAB_SUFFIXES else ","
+    compression = "gzip" if path.name.lower().endswith(".gz") else None
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(handle)
+    try:
+        platemap.to_frame().to_csv(temp, sep=sep, index=False, compression=compression)
+        # mkstemp makes a private file; give the map the permissions of the one it
+        # replaces, or the usual rw-r--r-- of a new file.
+        os.chmod(temp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    platemap.mark_saved(path)
+    return path
