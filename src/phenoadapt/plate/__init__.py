@@ -10,6 +10,7 @@ from .platemap import (
     read_platemap,
     write_platemap,
 )
+from .readers import open_plate, verify_plate, write_ome_zarr
 from .wells import PLATE_96, PLATE_384, PLATE_1536, PlateFormat, normalize_well, plate_format
 
 __all__ = [
@@ -29,9 +30,12 @@ __all__ = [
     "make_channels",
     "make_platemap",
     "normalize_well",
+    "open_plate",
     "plate_format",
     "read_jump_platemap",
     "read_platemap",
     "role_from_name",
+    "verify_plate",
+    "write_ome_zarr",
     "write_platemap",
 ]

@@ -69,7 +69,10 @@ class TiffSource:
         return ref.path.name if ref.page is None else f"{ref.path.name} (page {ref.page})"
 
     def read_plane(self, well: str, site: int, channel: Channel) -> np.ndarray:
-        ref = self.ref(well, site, channel)
+        return self.read_ref(self.ref(well, site, channel))
+
+    def read_ref(self, ref: ImageRef) -> np.ndarray:
+        """Read the page an :class:`ImageRef` points to; a clear error for a bad file."""
         try:
             data = tifffile.imread(ref.path, key=ref.page if ref.page is not None else 0)
         except Exception as exc:  # tifffile raises many types for bad files

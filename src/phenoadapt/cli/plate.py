@@ -1,0 +1,197 @@
+"""``phenoadapt info`` and ``phenoadapt convert``: look at a plate folder, convert it to OME-Zarr."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..plate.model import Plate
+from ..plate.readers import LAYOUTS, open_plate, parse_channel_names, verify_plate, write_ome_zarr
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``info`` and ``convert`` subcommands."""
+    info = subparsers.add_parser(
+        "info",
+        help="describe a plate: layout, wells, sites, channels and roles, field size",
+        description="Open a plate folder or OME-Zarr plate (reading no pixels) and describe it.",
+    )
+    _add_open_options(info)
+    info.add_argument(
+        "--check",
+        action="store_true",
+        help="also read every file's header to find corrupt files or sites of another size",
+    )
+    info.set_defaults(func=run_info)
+
+    convert = subparsers.add_parser(
+        "convert",
+        help="convert a plate to an OME-Zarr HCS plate",
+        description=(
+            "Write a plate as an OME-Zarr HCS plate (NGFF), one field at a time. Site numbers "
+            "and channel names are kept."
+        ),
+    )
+    _add_open_options(convert)
+    convert.add_argument("output", metavar="OUT.zarr", help="output OME-Zarr folder")
+    convert.add_argument(
+        "--overwrite", action="store_true", help="replace OUT.zarr if it is an existing Zarr store"
+    )
+    convert.add_argument(
+        "--wells", help="comma-separated wells to convert (e.g. A01,B02); all by default"
+    )
+    convert.add_argument(
+        "--ngff-version",
+        choices=("0.4", "0.5"),
+        default="0.5",
+        help="NGFF version: 0.5 (Zarr v3, default) or 0.4 (Zarr v2, for older viewers)",
+    )
+    convert.add_argument(
+        "--pyramid",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add N downsampled levels (factors 2, 4, ...) for faster viewing; 0 by default",
+    )
+    convert.set_defaults(func=run_convert)
+
+
+def _add_open_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("plate", metavar="PLATE", help="plate folder or OME-Zarr plate")
+    parser.add_argument(
+        "--pattern",
+        metavar="RE",
+        help=(
+            "regular expression with named groups well (or row and column), site, channel "
+            r"describing the file names, e.g. '(?P<well>[A-P]\d{2})_s(?P<site>\d+)_w(?P<channel>\d)\.tif'"
+        ),
+    )
+    parser.add_argument(
+        "--layout",
+        choices=[name for name in LAYOUTS if name != "pattern"],
+        help="force a layout instead of recognising it from the file names",
+    )
+    parser.add_argument(
+        "--channels",
+        metavar="NAMES",
+        help="channel names in channel order (DNA,ER,RNA,AGP,Mito) or by key (1=DNA,2=ER,...)",
+    )
+    parser.add_argument("--plate-id", help="plate id (barcode) to use instead of the detected one")
+    parser.add_argument(
+        "--plate-format", type=int, choices=(96, 384, 1536), help="plate format in wells"
+    )
+    parser.add_argument(
+        "--plane",
+        help="z-plane to read when files hold several (from 1; default the lowest) or 'max'",
+    )
+
+
+def _open(args: argparse.Namespace) -> Plate:
+    return open_plate(
+        args.plate,
+        layout=args.layout,
+        pattern=args.pattern,
+        channel_names=parse_channel_names(args.channels) if args.channels else None,
+        plate_id=args.plate_id,
+        plate_format=args.plate_format,
+        plane=args.plane,
+    )
+
+
+def describe(plate: Plate) -> str:
+    """A multi-line, human-readable description of a plate."""
+    wells = plate.wells
+    site_counts = sorted({len(plate.sites_of(w)) for w in wells})
+    per_well = (
+        str(site_counts[0]) if len(site_counts) == 1 else f"{site_counts[0]}-{site_counts[-1]}"
+    )
+    instrument = plate.metadata.get("instrument")
+    rows = [
+        ("plate", plate.plate_id),
+        ("path", plate.path),
+        ("layout", plate.layout + (f" ({instrument})" if instrument else "")),
+        ("format", plate.format),
+        ("wells", f"{len(wells)} ({_well_summary(wells)})"),
+        ("sites", f"{per_well} per well, {plate.n_fields} fields"),
+        ("field shape", f"{plate.field_shape[0]} x {plate.field_shape[1]}"),
+        ("dtype", plate.dtype),
+    ]
+    optional = {
+        "plane": "plane read",
+        "pixel_size_um": "pixel size um",
+        "index_file": "metadata file",
+        "ignored_files": "files ignored",
+    }
+    rows += [(label, plate.metadata[k]) for k, label in optional.items() if plate.metadata.get(k)]
+    width = max(len(label) for label, _ in rows) + 2
+    lines = [f"{label + ':':<{width}}{value}" for label, value in rows]
+    lines.append("channels:")
+    for i, channel in enumerate(plate.channels):
+        lines.append(f"  {i}: {channel.name:<14} role {channel.role!s:<12} key {channel.key}")
+    return "\n".join(lines)
+
+
+def _well_summary(wells: list[str]) -> str:
+    if len(wells) <= 6:
+        return ", ".join(wells)
+    return f"{', '.join(wells[:3])}, ..., {', '.join(wells[-2:])}"
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Print the description of a plate; with ``--check``, verify every file's header."""
+    plate = _open(args)
+    print(describe(plate))
+    if args.check:
+        checked = verify_plate(plate)
+        print(f"check: {checked} files read, all fit the plate")
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """Convert a plate to OME-Zarr and report what was written."""
+    plate = _open(args)
+    wells = [w.strip() for w in args.wells.split(",") if w.strip()] if args.wells else None
+    if wells is not None:
+        from ..plate.wells import normalize_well
+
+        wells = [normalize_well(w) for w in wells]
+    if args.pyramid < 0:
+        raise ValueError("--pyramid must be 0 or more levels.")
+    factors = tuple(2 ** (i + 1) for i in range(args.pyramid))
+    progress = _Progress()
+    out = write_ome_zarr(
+        plate,
+        args.output,
+        wells=wells,
+        overwrite=args.overwrite,
+        ngff_version=args.ngff_version,
+        scale_factors=factors,
+        progress=progress,
+    )
+    progress.close()
+    n_fields = progress.total
+    print(
+        f"wrote {out}: plate {plate.plate_id}, {n_fields} fields, "
+        f"channels {', '.join(plate.channel_names)} (OME-Zarr NGFF {args.ngff_version})"
+    )
+    return 0
+
+
+class _Progress:
+    """A tqdm bar on stderr (hidden when stderr is not a terminal)."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.total = 0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=stage, unit="field", file=sys.stderr, disable=None)
+        self.total = total
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

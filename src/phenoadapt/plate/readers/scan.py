@@ -1,0 +1,55 @@
+"""Listing a plate folder: every file, recursively, as a ``/``-separated relative path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ...errors import PlateLayoutError, PlateReadError
+
+
+def check_folder(path: str | Path) -> Path:
+    """``path`` as a :class:`Path` if it is an existing folder; a clear error otherwise."""
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise PlateReadError(
+            f"{folder} does not exist: check the path (a plate is a folder of images or an "
+            "OME-Zarr plate folder)."
+        )
+    if not folder.is_dir():
+        raise PlateLayoutError(
+            f"{folder} is a file, not a folder: open the folder that holds the plate's images "
+            f"({folder.parent}), not one image."
+        )
+    return folder
+
+
+def list_files(folder: Path) -> list[str]:
+    """All files under ``folder`` (hidden ones skipped), relative, sorted, ``/``-separated.
+
+    Only names are listed (``os.scandir`` reads directory entries, not files), so
+    this costs one directory read per folder however large the images.
+    """
+    found: list[str] = []
+    stack = [("", folder)]
+    seen: set[str] = set()  # real paths, so that a symbolic link loop is listed once
+    while stack:
+        prefix, directory = stack.pop()
+        real = os.path.realpath(directory)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            entries = list(os.scandir(directory))
+        except OSError as exc:
+            raise PlateReadError(f"Cannot list {directory}: {exc}.") from exc
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue  # .DS_Store, ._AppleDouble files, editor leftovers
+            rel = f"{prefix}{entry.name}"
+            if entry.is_dir(follow_symlinks=True):
+                stack.append((rel + "/", Path(entry.path)))
+            elif entry.is_file(follow_symlinks=True):
+                found.append(rel)
+    found.sort()
+    return found
