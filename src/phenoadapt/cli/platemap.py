@@ -23,29 +23,42 @@ from ..plate.wells import PLATE_FORMATS
 def _add_reading_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("map", metavar="MAP", help="plate map, CSV or TSV, one row per well")
     parser.add_argument(
-        "--format", type=int, choices=sorted(PLATE_FORMATS), default=None,
+        "--format",
+        type=int,
+        choices=sorted(PLATE_FORMATS),
+        default=None,
         help="number of wells of the plate (default: guessed from the wells)",
     )
     parser.add_argument(
-        "--compound-metadata", metavar="META", default=None,
+        "--compound-metadata",
+        metavar="META",
+        default=None,
         help="per-compound table to join on the compound column "
         "(JUMP: *_compound_metadata.tsv, adds names, MoAs and negcon controls)",
     )
     parser.add_argument(
-        "--controls", metavar="TREATMENT", action="append", default=None,
+        "--controls",
+        metavar="TREATMENT",
+        action="append",
+        default=None,
         help="treatment of the negative-control wells (repeat for several); "
         "default: the map's role column, else DMSO",
     )
     parser.add_argument(
-        "--plate", metavar="ID", default=None,
+        "--plate",
+        metavar="ID",
+        default=None,
         help="plate id: pick this plate's rows in a map of several plates",
     )
 
 
 def _read(args: argparse.Namespace) -> PlateMap:
     return read_platemap(
-        args.map, plate_format=args.format, controls=args.controls,
-        compound_metadata=args.compound_metadata, plate_id=args.plate,
+        args.map,
+        plate_format=args.format,
+        controls=args.controls,
+        compound_metadata=args.compound_metadata,
+        plate_id=args.plate,
     )
 
 
@@ -79,29 +92,37 @@ def run_convert(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``platemap`` command and its ``check`` and ``convert`` actions."""
     parser = subparsers.add_parser(
-        "platemap", help="check plate maps and convert them to phenoadapt's schema",
+        "platemap",
+        help="check plate maps and convert them to phenoadapt's schema",
         description="Check a plate map (wells, treatments, MoAs, controls) or convert it, "
         "e.g. a JUMP plate map with its compound metadata, to phenoadapt's CSV schema.",
     )
     actions = parser.add_subparsers(title="actions", metavar="ACTION", required=True)
 
     check = actions.add_parser(
-        "check", help="read a plate map and print a summary; exit status 2 on errors",
+        "check",
+        help="read a plate map and print a summary; exit status 2 on errors",
         description="Read a plate map, check every well and print a summary.",
     )
     _add_reading_options(check)
     check.add_argument(
-        "--min-controls", type=int, default=0, metavar="N",
+        "--min-controls",
+        type=int,
+        default=0,
+        metavar="N",
         help="fail unless the map has at least N negative-control wells (default: only warn "
         "when it has none)",
     )
     check.add_argument(
-        "--method", default="CS-ARM-BN", help="method named in messages about controls",
+        "--method",
+        default="CS-ARM-BN",
+        help="method named in messages about controls",
     )
     check.set_defaults(func=run_check)
 
     convert = actions.add_parser(
-        "convert", help="write a plate map in phenoadapt's schema (CSV, or TSV for .tsv)",
+        "convert",
+        help="write a plate map in phenoadapt's schema (CSV, or TSV for .tsv)",
         description="Read a plate map and write it with phenoadapt's columns "
         "(Metadata_Well, Metadata_Treatment, Metadata_MoA, Metadata_Concentration, Metadata_Role).",
     )

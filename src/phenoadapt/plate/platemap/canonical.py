@@ -60,6 +60,11 @@ class Origin:
         return f"{self.row_word} {label} of {self.name}"
 
 
+# Defaults for tables that do not come from a file.
+MAP_TABLE = Origin("the plate map")
+COMPOUND_TABLE = Origin("the compound metadata")
+
+
 def listing(items: Sequence[str], shown: int = _SHOWN) -> str:
     """``"A, B, C and 4 more"``: a short list for error messages."""
     items = list(items)
@@ -81,13 +86,12 @@ def as_format(fmt: PlateFormat | int | str | None) -> PlateFormat | None:
 
 def describe_format(fmt: PlateFormat) -> str:
     """``"a 96-well plate (rows A-H, columns 1-12)"``."""
-    return (
-        f"a {fmt} plate (rows A-{row_name(fmt.n_rows)}, columns 1-{fmt.n_columns})"
-    )
+    return f"a {fmt} plate (rows A-{row_name(fmt.n_rows)}, columns 1-{fmt.n_columns})"
 
 
 def as_text(values: pd.Series) -> pd.Series:
     """Text column: strings stripped of spaces, empty cells NA, pandas string dtype."""
+
     def clean(value: object) -> object:
         if value is None or (not isinstance(value, str) and pd.isna(value)):
             return np.nan
@@ -130,7 +134,8 @@ def split_plate(
         keep = plates == str(plate_id)
         if not keep.any():
             raise PlateMapError(
-                f"{origin.name} has no rows for plate {plate_id!r}; its plates are {listing(names)}."
+                f"{origin.name} has no rows for plate {plate_id!r}; "
+                f"its plates are {listing(names)}."
             )
         return frame[keep.to_numpy()], str(plate_id)
     if len(names) > 1:
@@ -145,13 +150,18 @@ def _canonical_wells(wells: pd.Series, origin: Origin) -> pd.Series:
     """Canonical well names; one error listing every cell that is not a well."""
     names, bad = [], []
     for label, value in wells.items():
-        text = "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+        text = (
+            "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+        )
         try:
             names.append(normalize_well(text))
         except PlateMapError:
             names.append(None)
-            bad.append(f"{text.strip()!r} ({origin.at(label)})" if text.strip() else
-                       f"an empty well name ({origin.at(label)})")
+            bad.append(
+                f"{text.strip()!r} ({origin.at(label)})"
+                if text.strip()
+                else f"an empty well name ({origin.at(label)})"
+            )
     if bad:
         raise PlateMapError(
             f"{len(bad)} well name(s) in {origin.name} are not wells: {listing(bad)}. "
@@ -179,7 +189,8 @@ def _check_on_plate(wells: pd.Series, fmt: PlateFormat, origin: Origin, given: b
     if outside:
         hint = (
             "Pass the right format (plate_format=384, CLI --format 384) or fix the well names."
-            if given else "Fix the well names."
+            if given
+            else "Fix the well names."
         )
         raise PlateMapError(
             f"{len(outside)} well(s) of {origin.name} lie outside {describe_format(fmt)}: "
@@ -201,10 +212,14 @@ def _concentrations(values: pd.Series, wells: pd.Series, origin: Origin) -> pd.S
     return numbers
 
 
-def _roles(frame: pd.DataFrame, wells: pd.Series, origin: Origin,
-           controls: Sequence[str]) -> pd.Series:
-    given = frame[schema.ROLE] if schema.ROLE in frame.columns else pd.Series(
-        None, index=frame.index, dtype=object)
+def _roles(
+    frame: pd.DataFrame, wells: pd.Series, origin: Origin, controls: Sequence[str]
+) -> pd.Series:
+    given = (
+        frame[schema.ROLE]
+        if schema.ROLE in frame.columns
+        else pd.Series(None, index=frame.index, dtype=object)
+    )
     roles = []
     for label in frame.index:
         role = parse_role(given[label], where=f"well {wells[label]} ({origin.at(label)})")
@@ -218,7 +233,7 @@ def canonical_frame(
     frame: pd.DataFrame,
     plate_format: PlateFormat | int | None = None,
     *,
-    origin: Origin = Origin(),
+    origin: Origin = MAP_TABLE,
     controls: Sequence[str] = DEFAULT_CONTROLS,
 ) -> tuple[pd.DataFrame, PlateFormat]:
     """Check a schema-named table and return the canonical frame and plate format.
@@ -263,8 +278,11 @@ def canonical_frame(
     _check_on_plate(wells, fmt, origin, given=given)
 
     for column in TEXT_COLUMNS:
-        frame[column] = as_text(frame[column]) if column in frame.columns else pd.Series(
-            np.nan, index=frame.index, dtype="str")
+        frame[column] = (
+            as_text(frame[column])
+            if column in frame.columns
+            else pd.Series(np.nan, index=frame.index, dtype="str")
+        )
     frame[schema.CONCENTRATION] = (
         _concentrations(frame[schema.CONCENTRATION], wells, origin)
         if schema.CONCENTRATION in frame.columns

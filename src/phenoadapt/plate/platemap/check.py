@@ -122,7 +122,9 @@ def compare_wells(
         matched=tuple(matched),
         not_in_map=tuple(w for w in imaged if w not in map_wells),
         not_imaged=tuple(
-            w for w, role in map_wells.items() if role != Role.EXCLUDED.value and w not in imaged_set
+            w
+            for w, role in map_wells.items()
+            if role != Role.EXCLUDED.value and w not in imaged_set
         ),
         imaged_controls=tuple(w for w in matched if map_wells[w] == Role.CONTROL.value),
     )

@@ -35,18 +35,41 @@ PLATE = "plate"
 
 ALIASES: dict[str, tuple[str, ...]] = {
     WELL: (
-        schema.WELL, "well", "well_position", "WellName", "well_name", "Image_Metadata_Well",
-        "Metadata_well_position", "well_id", "WellID",
+        schema.WELL,
+        "well",
+        "well_position",
+        "WellName",
+        "well_name",
+        "Image_Metadata_Well",
+        "Metadata_well_position",
+        "well_id",
+        "WellID",
     ),
     TREATMENT: (
-        schema.TREATMENT, "treatment", "pert_iname", "Metadata_pert_iname", "compound",
-        "compound_name", "Metadata_Compound", "Image_Metadata_Compound", "drug", "perturbation",
-        "broad_sample", "Metadata_broad_sample", "compound_id",
+        schema.TREATMENT,
+        "treatment",
+        "pert_iname",
+        "Metadata_pert_iname",
+        "compound",
+        "compound_name",
+        "Metadata_Compound",
+        "Image_Metadata_Compound",
+        "drug",
+        "perturbation",
+        "broad_sample",
+        "Metadata_broad_sample",
+        "compound_id",
     ),
     MOA: (schema.MOA, "moa", "mechanism", "mechanism_of_action", "Metadata_mechanism"),
     CONCENTRATION: (
-        schema.CONCENTRATION, "concentration", "conc", "dose", "mmoles_per_liter",
-        "Metadata_mmoles_per_liter", "Image_Metadata_Concentration", "concentration_uM",
+        schema.CONCENTRATION,
+        "concentration",
+        "conc",
+        "dose",
+        "mmoles_per_liter",
+        "Metadata_mmoles_per_liter",
+        "Image_Metadata_Concentration",
+        "concentration_uM",
     ),
     ROLE: (schema.ROLE, "role", "well_role", "well_type", "Metadata_well_type"),
     CONTROL_TYPE: ("control_type", "Metadata_control_type"),
@@ -70,15 +93,43 @@ SCHEMA_COLUMN = {
 # a label; only negative controls describe the plate's untreated state.
 _ROLE_WORDS: dict[Role, tuple[str, ...]] = {
     Role.CONTROL: (
-        "control", "controls", "negcon", "negative", "negativecontrol", "negctrl", "ctrlneg",
-        "neg", "ctrl", "ctl", "nc", "vehicle",
+        "control",
+        "controls",
+        "negcon",
+        "negative",
+        "negativecontrol",
+        "negctrl",
+        "ctrlneg",
+        "neg",
+        "ctrl",
+        "ctl",
+        "nc",
+        "vehicle",
     ),
     Role.TREATED: (
-        "treated", "treatment", "trt", "sample", "compound", "test", "poscon", "positive",
-        "positivecontrol", "posctrl", "ctrlpos", "pos",
+        "treated",
+        "treatment",
+        "trt",
+        "sample",
+        "compound",
+        "test",
+        "poscon",
+        "positive",
+        "positivecontrol",
+        "posctrl",
+        "ctrlpos",
+        "pos",
     ),
     Role.EXCLUDED: (
-        "excluded", "exclude", "empty", "blank", "skip", "ignore", "ignored", "failed", "unused",
+        "excluded",
+        "exclude",
+        "empty",
+        "blank",
+        "skip",
+        "ignore",
+        "ignored",
+        "failed",
+        "unused",
     ),
 }
 _ROLE_LOOKUP = {word: role for role, words in _ROLE_WORDS.items() for word in words}
@@ -112,7 +163,7 @@ def find_column(columns: Iterable[str], field: str) -> str | None:
 
 
 def _field_of(name: str) -> str:
-    """Field named by a key of a ``columns=`` mapping (``"treatment"`` or ``"Metadata_Treatment"``)."""
+    """Field named by a key of a ``columns=`` mapping (``"treatment"``, ``"Metadata_MoA"``)."""
     for field, column in SCHEMA_COLUMN.items():
         if column_key(name) in (column_key(field), column_key(column)):
             return field
@@ -166,7 +217,8 @@ def resolve_columns(
             resolved[CONTROL_TYPE] = resolved[PERT_TYPE] = None
     if resolved[WELL] is None:
         raise PlateMapError(
-            f"{source} has no well column. Columns found: {', '.join(map(str, columns)) or 'none'}. "
+            f"{source} has no well column. "
+            f"Columns found: {', '.join(map(str, columns)) or 'none'}. "
             f"Accepted names for the well column: {', '.join(ALIASES[WELL])}; "
             "or name it explicitly (columns={'well': 'MyColumn'}, or rename the header)."
         )

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ...errors import PlateMapError
 from ..wells import PLATE_384, PlateFormat
-from .canonical import Origin
+from .canonical import COMPOUND_TABLE, Origin
 from .model import PlateMap
 
 # Delimiters tried when sniffing, in order of preference on ties.
@@ -86,8 +86,7 @@ def read_table(path: str | Path, *, what: str = "plate map") -> tuple[pd.DataFra
     origin = Origin(path.name, row_word="line")
     if not path.is_file():
         raise PlateMapError(
-            f"No {what} at {path}: check the path"
-            f"{' (it is a folder)' if path.is_dir() else ''}."
+            f"No {what} at {path}: check the path{' (it is a folder)' if path.is_dir() else ''}."
         )
     if _suffix(path) in _SPREADSHEET_SUFFIXES:
         raise PlateMapError(
@@ -95,11 +94,17 @@ def read_table(path: str | Path, *, what: str = "plate map") -> tuple[pd.DataFra
             "that file."
         )
     if not _first_line(path).strip():
-        raise PlateMapError(f"The {what} {path} is empty: it needs a header line and one row per well.")
+        raise PlateMapError(
+            f"The {what} {path} is empty: it needs a header line and one row per well."
+        )
     try:
         table = pd.read_csv(
-            path, sep=sniff_delimiter(path), dtype=str, encoding="utf-8-sig",
-            skip_blank_lines=False, skipinitialspace=True,
+            path,
+            sep=sniff_delimiter(path),
+            dtype=str,
+            encoding="utf-8-sig",
+            skip_blank_lines=False,
+            skipinitialspace=True,
         )
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise PlateMapError(
@@ -168,12 +173,19 @@ def read_platemap(
         wells, wells outside the plate, unknown roles or compounds.
     """
     table, origin = read_table(path)
-    meta_origin = Origin("the compound metadata")
+    meta_origin = COMPOUND_TABLE
     if compound_metadata is not None and not isinstance(compound_metadata, pd.DataFrame):
         compound_metadata, meta_origin = read_table(compound_metadata, what="compound metadata")
     return PlateMap.from_frame(
-        table, plate_format=plate_format, plate_id=plate_id, columns=columns, controls=controls,
-        compound_metadata=compound_metadata, source=path, origin=origin, meta_origin=meta_origin,
+        table,
+        plate_format=plate_format,
+        plate_id=plate_id,
+        columns=columns,
+        controls=controls,
+        compound_metadata=compound_metadata,
+        source=path,
+        origin=origin,
+        meta_origin=meta_origin,
     )
 
 
@@ -211,8 +223,14 @@ def read_jump_platemap(
         )
     metadata, meta_origin = read_table(metadata_path, what="compound metadata")
     return PlateMap.from_frame(
-        table, plate_format=plate_format, plate_id=plate_id, controls=controls,
-        compound_metadata=metadata, source=platemap_path, origin=origin, meta_origin=meta_origin,
+        table,
+        plate_format=plate_format,
+        plate_id=plate_id,
+        controls=controls,
+        compound_metadata=metadata,
+        source=platemap_path,
+        origin=origin,
+        meta_origin=meta_origin,
     )
 
 
@@ -244,7 +262,9 @@ def write_platemap(platemap: PlateMap, path: str | Path, *, overwrite: bool = Fa
     """
     path = Path(path)
     if path.is_dir():
-        raise PlateMapError(f"{path} is a folder: give a file name such as {path / 'platemap.csv'}.")
+        raise PlateMapError(
+            f"{path} is a folder: give a file name such as {path / 'platemap.csv'}."
+        )
     if path.exists() and not overwrite:
         raise PlateMapError(
             f"{path} already exists: choose another file name, or overwrite it "

@@ -23,6 +23,7 @@ from ...errors import ContextError, PlateMapError
 from ...schema import Role
 from ..wells import PlateFormat, normalize_well, row_index, row_name, well_position
 from .canonical import (
+    COMPOUND_TABLE,
     DEFAULT_CONTROLS,
     Origin,
     as_format,
@@ -101,11 +102,12 @@ class PlateMap:
         plate_format: PlateFormat | int | None = None,
         plate_id: str | None = None,
         *,
-        controls: Sequence[str] = DEFAULT_CONTROLS,
+        controls: str | Sequence[str] = DEFAULT_CONTROLS,
         source: str | Path | None = None,
         origin: Origin | None = None,
     ) -> None:
         origin = origin or Origin(Path(source).name if source else "the plate map")
+        controls = _as_list(controls)  # one name or several
         if schema.WELL not in frame.columns and frame.index.name == schema.WELL:
             frame = frame.reset_index()
         frame, plate_id = split_plate(frame, plate_id, origin)
@@ -167,23 +169,25 @@ class PlateMap:
             raise PlateMapError(f"{origin.name} lists no wells: add one row per well.")
         if compound_metadata is not None:
             table = join_compound_metadata(
-                table, compound_metadata, origin=origin,
-                meta_origin=meta_origin or Origin("the compound metadata"),
+                table,
+                compound_metadata,
+                origin=origin,
+                meta_origin=meta_origin or COMPOUND_TABLE,
             )
-        schema_table, has_roles = to_schema_table(table, columns=columns, origin=origin)
+        schema_table = to_schema_table(table, columns=columns, origin=origin)
         rule = _as_list(controls) if controls is not None else list(DEFAULT_CONTROLS)
         platemap = cls(
             schema_table, plate_format, plate_id, controls=rule, source=source, origin=origin
         )
-        if controls is not None and has_roles:
+        if controls is not None:
+            # Adds the named controls to those a role column marks, and makes a
+            # misspelt control name an error rather than a plate without controls.
             platemap.mark_controls_where(treatment=rule)
         platemap.mark_saved()
         return platemap
 
     @classmethod
-    def from_records(
-        cls, records: Iterable[Mapping[str, Any]], **kwargs: Any
-    ) -> PlateMap:
+    def from_records(cls, records: Iterable[Mapping[str, Any]], **kwargs: Any) -> PlateMap:
         """Build a plate map from one mapping per well (``{"well": "A01", "treatment": "DMSO"}``).
 
         Keyword arguments are those of :meth:`from_frame`.
@@ -472,7 +476,10 @@ class PlateMap:
             raise PlateMapError("Say which wells are controls: give a treatment or an MoA.")
         matching = self.wells_where(treatment=treatment, moa=moa)
         if not matching:
-            rule = f"treatment {treatment!r}" if treatment is not None else f"MoA {moa!r}"
+            names = _as_list(treatment if treatment is not None else moa)
+            rule = f"{'treatment' if treatment is not None else 'MoA'} " + " or ".join(
+                repr(n) for n in names
+            )
             known = self.treatments() if treatment is not None else self.moas()
             raise PlateMapError(
                 f"No well of the plate map has {rule}; its "
@@ -480,7 +487,9 @@ class PlateMap:
                 f"{listing(known, 12) or 'none'}."
             )
         if not include_excluded:
-            matching = [w for w in matching if self._frame.at[w, schema.ROLE] != Role.EXCLUDED.value]
+            matching = [
+                w for w in matching if self._frame.at[w, schema.ROLE] != Role.EXCLUDED.value
+            ]
         roles = self._frame[schema.ROLE].copy()
         if replace:
             others = roles.index[(roles == Role.CONTROL.value) & ~roles.index.isin(matching)]
@@ -515,8 +524,10 @@ class PlateMap:
                 f"Well(s) {listing(outside)} lie outside {describe_format(self._format)}."
             )
         values = {
-            schema.TREATMENT: treatment, schema.MOA: moa,
-            schema.CONCENTRATION: concentration, schema.ROLE: role,
+            schema.TREATMENT: treatment,
+            schema.MOA: moa,
+            schema.CONCENTRATION: concentration,
+            schema.ROLE: role,
         }
         values = {c: (np.nan if v is None else v) for c, v in values.items() if v is not UNSET}
         if not values:
@@ -606,15 +617,14 @@ class PlateMap:
         if len(controls):
             per = controls[schema.TREATMENT].fillna("(no treatment)").value_counts()
             lines.append(
-                "  controls: " + ", ".join(f"{name} ({n} wells)" for name, n in per.items())
+                "  controls: "
+                + ", ".join(f"{name} ({n} well{'s' if n != 1 else ''})" for name, n in per.items())
             )
         else:
             lines.append("  controls: none")
         concentration = self._frame[schema.CONCENTRATION].dropna()
         if len(concentration):
-            lines.append(
-                f"  concentrations: {concentration.min():g} to {concentration.max():g}"
-            )
+            lines.append(f"  concentrations: {concentration.min():g} to {concentration.max():g}")
         return "\n".join(lines)
 
 
@@ -625,7 +635,7 @@ def make_platemap(
     fill: str | None = None,
     moas: Mapping[str, str] | None = None,
     plate_id: str | None = None,
-    controls: Sequence[str] = DEFAULT_CONTROLS,
+    controls: str | Sequence[str] = DEFAULT_CONTROLS,
 ) -> PlateMap:
     """Build a plate map from a well -> treatment (or well -> fields) mapping.
 
@@ -676,7 +686,8 @@ def make_platemap(
     if schema.TREATMENT not in frame.columns:
         frame[schema.TREATMENT] = None
     if moas:
-        given = frame[schema.MOA] if schema.MOA in frame.columns else pd.Series(None, index=frame.index)
+        given = (
+            frame[schema.MOA] if schema.MOA in frame.columns else pd.Series(None, index=frame.index)
+        )
         frame[schema.MOA] = given.where(given.notna(), frame[schema.TREATMENT].map(moas))
     return PlateMap(frame, fmt, plate_id, controls=controls, origin=Origin("the assignments"))
-

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ... import schema
 from ...errors import PlateMapError
-from .canonical import Origin, as_text, listing
+from .canonical import COMPOUND_TABLE, MAP_TABLE, Origin, as_text, listing
 from .columns import (
     ALIASES,
     CONCENTRATION,
@@ -37,8 +37,9 @@ from .columns import (
 _COMPOUND_FIELDS = (TREATMENT, MOA, CONCENTRATION, ROLE, CONTROL_TYPE, PERT_TYPE)
 
 
-def _join_key(table: pd.DataFrame, metadata: pd.DataFrame, origin: Origin,
-              meta_origin: Origin) -> tuple[str, str]:
+def _join_key(
+    table: pd.DataFrame, metadata: pd.DataFrame, origin: Origin, meta_origin: Origin
+) -> tuple[str, str]:
     """The compound column of the plate map and its namesake in the compound table."""
     map_key = find_column(table.columns, TREATMENT)
     if map_key is None:
@@ -61,8 +62,8 @@ def join_compound_metadata(
     table: pd.DataFrame,
     metadata: pd.DataFrame,
     *,
-    origin: Origin = Origin(),
-    meta_origin: Origin = Origin("the compound metadata"),
+    origin: Origin = MAP_TABLE,
+    meta_origin: Origin = COMPOUND_TABLE,
 ) -> pd.DataFrame:
     """Add name, MoA and role columns of a per-compound table to a per-well table.
 
@@ -123,8 +124,8 @@ def to_schema_table(
     table: pd.DataFrame,
     *,
     columns: Mapping[str, str | None] | None = None,
-    origin: Origin = Origin(),
-) -> tuple[pd.DataFrame, bool]:
+    origin: Origin = MAP_TABLE,
+) -> pd.DataFrame:
     """Rename a plate-map table's columns to the schema, found by alias.
 
     Wells with no treatment but a solvent (JUMP writes DMSO wells as an empty
@@ -144,8 +145,8 @@ def to_schema_table(
 
     Returns
     -------
-    (DataFrame, bool)
-        The schema-named table (same index) and whether it says roles.
+    DataFrame
+        The schema-named table, with the same index.
 
     Raises
     ------
@@ -175,11 +176,12 @@ def to_schema_table(
     for column in table.columns:
         if column not in used and column not in reserved:
             out[column] = table[column]
-    return out, bool(role_columns)
+    return out
 
 
-def _jump_roles(table: pd.DataFrame, found: dict[str, str | None], out: pd.DataFrame,
-                origin: Origin) -> list[object]:
+def _jump_roles(
+    table: pd.DataFrame, found: dict[str, str | None], out: pd.DataFrame, origin: Origin
+) -> list[object]:
     control_type = table[found[CONTROL_TYPE]] if found[CONTROL_TYPE] else None
     pert_type = table[found[PERT_TYPE]] if found[PERT_TYPE] else None
     roles: list[object] = []
