@@ -9,11 +9,12 @@ DMSO) are what CS-ARM-BN adapts a model with; :meth:`PlateMap.require_controls`
 says clearly when a plate has too few.
 """
 
+from .build import make_platemap
 from .canonical import DEFAULT_CONTROLS
 from .check import WellCheck
 from .columns import ALIASES, parse_role
 from .io import read_jump_platemap, read_platemap, read_table, sniff_delimiter, write_platemap
-from .model import NotEnoughControlsError, PlateMap, make_platemap
+from .model import NotEnoughControlsError, PlateMap
 
 __all__ = [
     "ALIASES",
