@@ -1,0 +1,57 @@
+"""Plate-context adaptation: batch-norm statistics from a plate's own images.
+
+- :mod:`.batchnorm`: exact batch-norm statistics of a context and a context
+  manager that applies them and restores the model afterwards;
+- :mod:`.methods`: ERM, AdaBN, ARM-BN, BEN and CS-ARM-BN contexts and adapted
+  per-cell / per-well predictions.
+"""
+
+from .batchnorm import (
+    Statistics,
+    apply_statistics,
+    batchnorm_layers,
+    context_statistics,
+    preserved_state,
+    use_statistics,
+)
+from .methods import (
+    DEFAULT_METHOD,
+    METHODS,
+    Context,
+    ContextOutput,
+    Method,
+    PlatePredictions,
+    bad_images,
+    check_images,
+    context_from_cells,
+    normalized_entropy,
+    parse_method,
+    plan_contexts,
+    predict_contexts,
+    predict_plate,
+    summarize_wells,
+)
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "METHODS",
+    "Context",
+    "ContextOutput",
+    "Method",
+    "PlatePredictions",
+    "Statistics",
+    "apply_statistics",
+    "bad_images",
+    "batchnorm_layers",
+    "check_images",
+    "context_from_cells",
+    "context_statistics",
+    "normalized_entropy",
+    "parse_method",
+    "plan_contexts",
+    "predict_contexts",
+    "predict_plate",
+    "preserved_state",
+    "summarize_wells",
+    "use_statistics",
+]
