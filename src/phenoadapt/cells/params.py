@@ -87,7 +87,7 @@ class SegmentationParams:
     cellpose_model: str = "cpsam"
 
     def __post_init__(self) -> None:
-        _positive("nucleus_diameter", self.nucleus_diameter, "pixels")
+        _positive("nucleus_diameter", self.nucleus_diameter, "of pixels")
         if self.nucleus_diameter < 4:
             raise CellsError(
                 f"nucleus_diameter={self.nucleus_diameter:g} pixels is too small to segment: "
@@ -98,7 +98,7 @@ class SegmentationParams:
         for name in ("min_nucleus_diameter", "max_nucleus_diameter", "max_cell_radius"):
             value = getattr(self, name)
             if value is not None:
-                _positive(name, value, "pixels")
+                _positive(name, value, "of pixels")
         if self.nucleus_size_range[0] >= self.nucleus_size_range[1]:
             raise CellsError(
                 f"min_nucleus_diameter ({self.nucleus_size_range[0]:g}) must be smaller than "

@@ -1,0 +1,201 @@
+"""``phenoadapt segment``: segment and measure every cell of a plate, write tables.
+
+Writes the per-cell table (``--out``) and, on request, per-well and per-site
+median profiles.  Files are written atomically (a temporary file renamed into
+place) and an existing file is never replaced without ``--overwrite``.  Fields
+that fail are listed on stderr; the command fails only when no field worked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from ..cells import MeasureParams, SegmentationParams, segment_plate
+from ..cells.params import THRESHOLD_METHODS
+from ..cells.process import PlateCells, default_workers
+from ..errors import CellsError
+from ..plate import open_plate, read_platemap
+from ..plate.wells import normalize_well
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``segment`` subcommand."""
+    parser = subparsers.add_parser(
+        "segment",
+        help="segment nuclei and cells of a plate and measure them (per-cell and per-well tables)",
+        description=(
+            "Segment nuclei (DNA channel) and whole cells (a cytoplasm channel) in every field "
+            "of a plate, measure shape, intensity and texture per compartment, and write a "
+            "per-cell table with CellProfiler-style columns. Fields run in parallel."
+        ),
+    )
+    parser.add_argument("plate", metavar="PLATE", help="plate folder or OME-Zarr plate")
+    parser.add_argument("--platemap", metavar="MAP", help="plate map (CSV/TSV) for role, treatment, MoA")
+    parser.add_argument(
+        "--wells", nargs="+", metavar="WELL", help="wells to process (A01 B02 or A01,B02); all by default"
+    )
+    parser.add_argument("--out", default="cells.csv", help="per-cell table (default: cells.csv)")
+    parser.add_argument("--per-well", metavar="CSV", help="also write per-well median profiles")
+    parser.add_argument("--per-site", metavar="CSV", help="also write per-site median profiles")
+    parser.add_argument(
+        "--nucleus-diameter",
+        type=float,
+        default=SegmentationParams.nucleus_diameter,
+        metavar="D",
+        help="typical nucleus diameter in pixels (default: %(default)g, about right at 20x)",
+    )
+    parser.add_argument(
+        "--cytoplasm-channel",
+        default=SegmentationParams.cytoplasm_channel,
+        help="channel (name or role) that outlines whole cells (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--threshold-method",
+        choices=THRESHOLD_METHODS,
+        default=SegmentationParams.threshold_method,
+        help="nucleus threshold (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--threshold-correction",
+        type=float,
+        default=1.0,
+        help="factor on the nucleus threshold, >1 stricter (default: 1)",
+    )
+    parser.add_argument(
+        "--exclude-border", action="store_true", help="drop cells touching the field's edge"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("classical", "cellpose"),
+        default="classical",
+        help="segmentation method; cellpose needs the package and its weights on disk",
+    )
+    parser.add_argument("--no-texture", action="store_true", help="skip texture features (faster)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"processes working on fields in parallel (default: all cores, here {default_workers()})",
+    )
+    parser.add_argument(
+        "--pattern",
+        metavar="RE",
+        help="regular expression with named groups well (or row, column), site, channel for file names",
+    )
+    parser.add_argument("--plate-id", help="plate id to use (and to pick the plate's rows of the map)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.set_defaults(func=run_segment)
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    """Run ``phenoadapt segment``."""
+    outputs = [Path(p) for p in (args.out, args.per_well, args.per_site) if p]
+    check_outputs(outputs, args.overwrite)
+    if args.workers is not None and args.workers < 1:
+        raise CellsError(f"--workers {args.workers}: give at least 1 process.")
+    params = SegmentationParams(
+        nucleus_diameter=args.nucleus_diameter,
+        cytoplasm_channel=args.cytoplasm_channel,
+        threshold_method=args.threshold_method,
+        threshold_correction=args.threshold_correction,
+        exclude_border=args.exclude_border,
+        backend=args.backend,
+    )
+    plate = open_plate(args.plate, pattern=args.pattern, plate_id=args.plate_id)
+    platemap = None
+    if args.platemap:
+        platemap = read_platemap(args.platemap, plate_format=plate.format, plate_id=args.plate_id)
+    wells = parse_wells(args.wells)
+    result = _run_with_bar(plate, wells, params, MeasureParams(texture=not args.no_texture),
+                           platemap, args.workers)
+    report_failures(result)
+    if result.cells.empty:
+        raise CellsError(
+            f"No cell was found in any of the {result.n_fields} fields of plate {plate.plate_id} "
+            "(see the messages above); nothing was written."
+        )
+    write_csv_atomic(result.cells, Path(args.out), args.overwrite)
+    written = [f"{len(result.cells)} cells -> {args.out}"]
+    if args.per_well:
+        wells_table = result.per_well()
+        write_csv_atomic(wells_table, Path(args.per_well), args.overwrite)
+        written.append(f"{len(wells_table)} wells -> {args.per_well}")
+    if args.per_site:
+        sites_table = result.per_site()
+        write_csv_atomic(sites_table, Path(args.per_site), args.overwrite)
+        written.append(f"{len(sites_table)} sites -> {args.per_site}")
+    done = result.n_fields - len(result.failures)
+    print(f"{done} of {result.n_fields} fields segmented: " + "; ".join(written))
+    return 0
+
+
+def _run_with_bar(plate, wells, params, measure, platemap, workers) -> PlateCells:
+    from tqdm import tqdm
+
+    with tqdm(total=0, unit="field", desc="segment", disable=None, file=sys.stderr) as bar:
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        return segment_plate(
+            plate, wells, params, measure, platemap=platemap, workers=workers, progress=progress
+        )
+
+
+def parse_wells(values: list[str] | None) -> list[str] | None:
+    """Wells from ``--wells A01 B02`` or ``--wells A01,B02``, in canonical spelling."""
+    if not values:
+        return None
+    wells = [w for value in values for w in value.split(",") if w.strip()]
+    return [normalize_well(w) for w in wells]
+
+
+def report_failures(result: PlateCells) -> None:
+    """List failed fields on stderr."""
+    if result.failures:
+        print(
+            f"phenoadapt: {len(result.failures)} of {result.n_fields} fields failed and were "
+            "skipped:",
+            file=sys.stderr,
+        )
+        for failure in result.failures:
+            print(f"  - {failure.message}", file=sys.stderr)
+
+
+def check_outputs(paths: list[Path], overwrite: bool) -> None:
+    """Refuse, before any work, outputs that exist (without ``--overwrite``) or have no folder."""
+    if len(set(paths)) != len(paths):
+        raise CellsError("The output files must differ (--out, --per-well, --per-site).")
+    for path in paths:
+        if path.is_dir():
+            raise CellsError(f"{path} is a folder: give a file name such as {path / 'cells.csv'}.")
+        if path.exists() and not overwrite:
+            raise CellsError(
+                f"{path} already exists: choose another file name or add --overwrite."
+            )
+        if not path.parent.is_dir():
+            raise CellsError(f"Cannot write {path}: the folder {path.parent} does not exist.")
+
+
+def write_csv_atomic(table: pd.DataFrame, path: Path, overwrite: bool = False) -> None:
+    """Write a CSV (gzipped for ``.gz``) through a temporary file renamed into place."""
+    if path.exists() and not overwrite:
+        raise CellsError(f"{path} already exists: choose another file name or add --overwrite.")
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(handle)
+    try:
+        compression = "gzip" if path.name.lower().endswith(".gz") else None
+        table.to_csv(temp, index=False, compression=compression)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
