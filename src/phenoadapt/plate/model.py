@@ -80,7 +80,15 @@ class TiffSource:
                 f"Cannot read {ref.path}: {exc}. The file may be corrupt or truncated; "
                 "copy it again from the instrument or remove it from the folder."
             ) from exc
-        return np.asarray(data)
+        data = np.asarray(data)
+        if data.ndim < 2 or data.size == 0:
+            # tifffile returns an empty array (with a logged warning) when the image
+            # directory lies past the end of a truncated file.
+            raise PlateReadError(
+                f"Cannot read {ref.path}: it holds no image data. The file is probably "
+                "truncated; copy it again from the instrument or remove it from the folder."
+            )
+        return data
 
 
 @dataclass
@@ -192,7 +200,7 @@ class Plate:
             plane = np.squeeze(plane)
         if plane.shape != tuple(self.field_shape):
             raise PlateReadError(
-                f"{self.source.describe(well, site, ch)} is {plane.shape[0]}x{plane.shape[1]} "
+                f"{self.source.describe(well, site, ch)} is {'x'.join(map(str, plane.shape))} "
                 f"pixels but the plate's fields are {self.field_shape[0]}x{self.field_shape[1]}: "
                 "all sites of a plate must have the same size (was it acquired with other settings?)."
             )

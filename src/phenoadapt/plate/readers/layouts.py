@@ -27,6 +27,9 @@ GROUPS = ("well", "row", "column", "site", "channel", "plane", "timepoint", "pla
 # A leading folder part: files may sit under Images/, TimePoint_1/ and so on.
 _DIRS = r"(?:.*/)?"
 _TIFF = r"\.tiff?"
+# ImageXpress appends a GUID to the channel; any other hex id must start with a letter so
+# that it cannot be mistaken for more channel digits (w1 + 0A1B... is not w10 + A1B...).
+_IXM_ID = r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}|[A-Fa-f][0-9A-Fa-f-]*"
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ IMAGEXPRESS = FileLayout(
     regex=re.compile(
         _DIRS + r"(?:TimePoint_(?P<timepoint>\d+)/)?(?:ZStep_(?P<plane>\d+)/)?"
         r"(?P<plate>[^/]+?)_(?P<well>[A-Za-z]{1,2}\d{2})(?:_s(?P<site>\d+))?"
-        r"_w(?P<channel>\d{1,2})(?P<uuid>[0-9A-Fa-f-]*)" + _TIFF,
+        r"_w(?P<channel>\d{1,2}?)(?P<uuid>" + _IXM_ID + ")?" + _TIFF,
         re.IGNORECASE,
     ),
     example="PLATE1_A01_s1_w1A8E3B2C4-0D36-4B60-8E63-8A0F8E3D1E1F.tif",

@@ -75,6 +75,17 @@ class SampleStackSource(TiffSource):
         self._lock = threading.Lock()
         self._last: tuple[ImageRef, np.ndarray] | None = None
 
+    def __getstate__(self) -> dict:
+        # Locks cannot be pickled; a worker process gets its own lock and an empty cache.
+        state = self.__dict__.copy()
+        del state["_lock"]
+        state["_last"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def describe(self, well: str, site: int, channel: Channel) -> str:
         return f"{self.ref(well, site, channel).path.name} (channel {self.samples[channel.key][0]})"
 
