@@ -3,7 +3,9 @@
 - :mod:`.batchnorm`: exact batch-norm statistics of a context and a context
   manager that applies them and restores the model afterwards;
 - :mod:`.methods`: ERM, AdaBN, ARM-BN, BEN and CS-ARM-BN contexts and adapted
-  per-cell / per-well predictions.
+  per-cell / per-well predictions;
+- :mod:`.embedding`: corrections of embeddings and profiles with each plate's
+  controls (phenotype correction, TVN, sphering, z-scores).
 """
 
 from .batchnorm import (
@@ -13,6 +15,15 @@ from .batchnorm import (
     context_statistics,
     preserved_state,
     use_statistics,
+)
+from .embedding import (
+    ControlSphering,
+    TypicalVariationNormalizer,
+    control_zscore,
+    global_zscore,
+    phenotype_correction,
+    sphering,
+    tvn,
 )
 from .methods import (
     DEFAULT_METHOD,
@@ -33,6 +44,13 @@ from .methods import (
 )
 
 __all__ = [
+    "ControlSphering",
+    "TypicalVariationNormalizer",
+    "control_zscore",
+    "global_zscore",
+    "phenotype_correction",
+    "sphering",
+    "tvn",
     "DEFAULT_METHOD",
     "METHODS",
     "Context",

@@ -52,12 +52,11 @@ class CleaningReport:
 
 
 def _constant(values: np.ndarray) -> np.ndarray:
-    """Columns whose finite values are all equal (or that have no finite value)."""
-    finite = np.where(np.isfinite(values), values, np.nan)
-    with np.errstate(all="ignore"):
-        spread = np.nanmax(finite, axis=0) - np.nanmin(finite, axis=0)
-    # All-NaN columns give NaN spread; they are reported as NaN columns, not constant.
-    return spread == 0
+    """Columns whose finite values are all equal (all-NaN columns count as NaN, not constant)."""
+    finite = np.isfinite(values)
+    high = np.where(finite, values, -np.inf).max(axis=0)
+    low = np.where(finite, values, np.inf).min(axis=0)
+    return finite.any(axis=0) & (high == low)
 
 
 def find_bad_features(
