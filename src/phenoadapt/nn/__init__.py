@@ -1,0 +1,43 @@
+"""Networks in plain torch: ResNets for any channel count, input normalization, runtime helpers.
+
+- :mod:`.normalize`: per-channel clip / log / standardize module fitted on training crops;
+- :mod:`.resnet`: ResNet-10/18/34/50 with any channel count and base width;
+- :mod:`.registry`: the allow-list of architectures a checkpoint may name;
+- :mod:`.runtime`: device choice, mixed precision, batched inference with OOM retry.
+"""
+
+from .normalize import ChannelNormalizer, Normalization, fit_normalization
+from .registry import build_network, known_families, register_family
+from .resnet import (
+    ARCHITECTURES,
+    ResNetBackbone,
+    ResNetClassifier,
+    ResNetConfig,
+    build_resnet,
+    resnet10,
+    resnet18,
+    resnet34,
+    resnet50,
+)
+from .runtime import forward_in_batches, retry_on_oom, select_device
+
+__all__ = [
+    "ARCHITECTURES",
+    "ChannelNormalizer",
+    "Normalization",
+    "ResNetBackbone",
+    "ResNetClassifier",
+    "ResNetConfig",
+    "build_network",
+    "build_resnet",
+    "fit_normalization",
+    "forward_in_batches",
+    "known_families",
+    "register_family",
+    "resnet10",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "retry_on_oom",
+    "select_device",
+]
