@@ -1,0 +1,410 @@
+"""Dock widget: segment the field on screen (or chosen wells) and show cells as Labels.
+
+The widget finds the field from the channel image layers the plate reader
+adds (``layer.metadata["phenoadapt"]`` with ``plate_path``, ``well``, ``site``,
+``channel``, ``role``).  Segmentation and measurement run in a napari
+``thread_worker`` that yields progress, so napari stays responsive and Cancel
+stops at the next field.  Each segmented field becomes a ``Labels`` layer whose
+``features`` hold the per-cell table (hovering a cell shows its values) and
+whose metadata carry the same keys plus ``"kind": "cells"``.  Errors are napari
+notifications, never tracebacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .. import schema
+from ..cells import MeasureParams, SegmentationParams, measure_cells, segment_field
+from ..cells.params import THRESHOLD_METHODS
+from ..cells.process import field_name, process_field
+from ..cells.table import cell_table
+from ..errors import PhenoadaptError
+from ..plate.channels import Channel, ChannelRole, role_from_name
+from ..plate.wells import normalize_well
+
+if TYPE_CHECKING:
+    import napari
+
+META_KEY = "phenoadapt"
+SCOPES = ("Field on screen", "Wells")
+CYTOPLASM_CHOICES = ("AGP", "RNA", "ER", "Mito")
+
+
+@dataclass
+class ScreenField:
+    """A field assembled from the channel image layers on screen."""
+
+    plate_path: str
+    plate_id: str
+    well: str
+    site: int
+    image: np.ndarray  # (channel, y, x)
+    channels: list[Channel]
+    scale: tuple[float, ...]
+    translate: tuple[float, ...]
+
+    @property
+    def name(self) -> str:
+        return f"plate {self.plate_id}, well {self.well}, site {self.site}"
+
+
+@dataclass
+class FieldDone:
+    """A segmented field, ready to become layers."""
+
+    plate_path: str
+    plate_id: str
+    well: str
+    site: int
+    nuclei: np.ndarray
+    cells: np.ndarray
+    table: pd.DataFrame
+    scale: tuple[float, ...] = (1.0, 1.0)
+    translate: tuple[float, ...] = (0.0, 0.0)
+
+
+def field_layers(viewer: napari.Viewer) -> dict[tuple[str, str, int], list[Any]]:
+    """Channel image layers on screen grouped by (plate path, well, site)."""
+    from napari.layers import Image
+
+    groups: dict[tuple[str, str, int], list[Any]] = {}
+    for layer in viewer.layers:
+        info = layer.metadata.get(META_KEY)
+        if not isinstance(layer, Image) or not info or "channel" not in info:
+            continue
+        key = (str(info.get("plate_path", "")), str(info["well"]), int(info["site"]))
+        groups.setdefault(key, []).append(layer)
+    return groups
+
+
+def screen_field(viewer: napari.Viewer) -> ScreenField:
+    """The field to segment: that of the selected layer, else of the top visible one.
+
+    Raises
+    ------
+    PhenoadaptError
+        When no layer on screen comes from a plate.
+    """
+    groups = field_layers(viewer)
+    if not groups:
+        raise PhenoadaptError(
+            "No plate field on screen: open a plate folder (File > Open Folder) so that its "
+            "channels appear as layers, then segment."
+        )
+    chosen = None
+    for layer in [*viewer.layers.selection, *reversed([lay for lay in viewer.layers if lay.visible])]:
+        info = layer.metadata.get(META_KEY) or {}
+        key = (str(info.get("plate_path", "")), str(info.get("well")), int(info.get("site", -1)))
+        if key in groups:
+            chosen = key
+            break
+    layers = groups[chosen or next(iter(groups))]
+    info0 = layers[0].metadata[META_KEY]
+    channels = [
+        Channel(
+            key=str(i),
+            name=str(lay.metadata[META_KEY]["channel"]),
+            role=_role(lay.metadata[META_KEY]),
+        )
+        for i, lay in enumerate(layers)
+    ]
+    image = np.stack([np.asarray(lay.data) for lay in layers])
+    return ScreenField(
+        plate_path=str(info0.get("plate_path", "")),
+        plate_id=str(info0.get("plate_id", "") or _plate_id(info0)),
+        well=str(info0["well"]),
+        site=int(info0["site"]),
+        image=image,
+        channels=channels,
+        scale=tuple(layers[0].scale),
+        translate=tuple(layers[0].translate),
+    )
+
+
+def _role(info: dict) -> ChannelRole:
+    try:
+        return ChannelRole(info.get("role"))
+    except ValueError:
+        return role_from_name(str(info.get("channel", "")))
+
+
+def _plate_id(info: dict) -> str:
+    from pathlib import Path
+
+    return Path(str(info.get("plate_path", "plate"))).name
+
+
+def segment_jobs(
+    target: ScreenField | tuple[str, list[str]],
+    params: SegmentationParams,
+    measure: MeasureParams,
+) -> Iterator[tuple[str, Any]]:
+    """The work of one click, as a generator of events for the GUI thread.
+
+    Yields ``("progress", (done, total))``, ``("field", FieldDone)`` and
+    ``("error", message)``; a failing field is reported and the next one
+    processed.  Nothing is raised: every error becomes a message.
+    """
+    try:
+        if isinstance(target, ScreenField):
+            yield "progress", (0, 1)
+            yield _segment_screen_field(target, params, measure)
+            yield "progress", (1, 1)
+            return
+        from ..plate import open_plate
+
+        plate_path, wells = target
+        plate = open_plate(plate_path)
+        fields = list(plate.fields(wells or None))
+        yield "progress", (0, len(fields))
+        for done, (well, site) in enumerate(fields, start=1):
+            try:
+                seg, table = process_field(plate, well, site, params, measure)
+                yield "field", FieldDone(
+                    plate_path, plate.plate_id, well, site, seg.nuclei, seg.cells, table
+                )
+            except PhenoadaptError as exc:
+                yield "error", str(exc)
+            except Exception as exc:  # odd pixels must not stop the other wells
+                yield "error", f"{field_name(plate, well, site)} failed: {exc}"
+            yield "progress", (done, len(fields))
+    except PhenoadaptError as exc:
+        yield "error", str(exc)
+    except Exception as exc:
+        yield "error", f"Segmentation failed: {type(exc).__name__}: {exc}"
+
+
+def _segment_screen_field(
+    target: ScreenField, params: SegmentationParams, measure: MeasureParams
+) -> tuple[str, Any]:
+    try:
+        seg = segment_field(target.image, target.channels, params, field_name=target.name)
+        values = measure_cells(target.image, target.channels, seg, measure, target.name)
+    except PhenoadaptError as exc:
+        return "error", str(exc)
+    table = cell_table(values, target.plate_id, target.well, target.site)
+    return "field", FieldDone(
+        target.plate_path,
+        target.plate_id,
+        target.well,
+        target.site,
+        seg.nuclei,
+        seg.cells,
+        table,
+        target.scale,
+        target.translate,
+    )
+
+
+def add_field_layers(viewer: napari.Viewer, done: FieldDone) -> Any:
+    """Add (or replace) the cells and nuclei Labels layers of a segmented field."""
+    base = {"plate_path": done.plate_path, "plate_id": done.plate_id, "well": done.well,
+            "site": done.site}
+    tag = f"[{done.plate_id} {done.well} s{done.site}]"
+    features = done.table.copy()
+    # napari maps label values to feature rows through an 'index' column.
+    features.insert(0, "index", features[schema.CELL_ID].to_numpy())
+    for name in (f"nuclei {tag}", f"cells {tag}"):
+        if name in viewer.layers:
+            viewer.layers.remove(name)
+    viewer.add_labels(
+        done.nuclei,
+        name=f"nuclei {tag}",
+        scale=done.scale,
+        translate=done.translate,
+        opacity=0.8,
+        metadata={META_KEY: {**base, "kind": "nuclei"}},
+    ).contour = 1
+    cells = viewer.add_labels(
+        done.cells,
+        name=f"cells {tag}",
+        features=features,
+        scale=done.scale,
+        translate=done.translate,
+        opacity=0.35,
+        metadata={META_KEY: {**base, "kind": "cells"}},
+    )
+    return cells
+
+
+class SegmentationWidget(QWidget):
+    """Segment nuclei and cells of the field on screen or of chosen wells.
+
+    Parameters
+    ----------
+    napari_viewer
+        The viewer (napari passes it when the dock opens).
+    """
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker = None
+        self.results: list[FieldDone] = []
+        self.errors: list[str] = []
+        self._build()
+
+    # -- layout ---------------------------------------------------------------
+    def _build(self) -> None:
+        defaults = SegmentationParams()
+        self.diameter = QDoubleSpinBox()
+        self.diameter.setRange(4, 500)
+        self.diameter.setValue(defaults.nucleus_diameter)
+        self.diameter.setSuffix(" px")
+        self.diameter.setToolTip("Typical nucleus diameter in pixels (about 40 at 20x).")
+        self.cytoplasm = QComboBox()
+        self.cytoplasm.addItems(CYTOPLASM_CHOICES)
+        self.cytoplasm.setToolTip("Channel whose signal outlines whole cells.")
+        self.threshold = QComboBox()
+        self.threshold.addItems(THRESHOLD_METHODS)
+        self.threshold.setCurrentText(defaults.threshold_method)
+        self.correction = QDoubleSpinBox()
+        self.correction.setRange(0.1, 10)
+        self.correction.setSingleStep(0.05)
+        self.correction.setValue(1.0)
+        self.correction.setToolTip("Factor on the nucleus threshold: >1 stricter, <1 more lenient.")
+        self.exclude_border = QCheckBox("Drop cells touching the edge")
+        self.texture = QCheckBox("Texture features")
+        self.texture.setChecked(True)
+        self.scope = QComboBox()
+        self.scope.addItems(SCOPES)
+        self.wells = QLineEdit()
+        self.wells.setPlaceholderText("A01, B02 (empty: all wells)")
+        self.wells.setEnabled(False)
+        self.scope.currentTextChanged.connect(lambda s: self.wells.setEnabled(s == "Wells"))
+        self.run_button = QPushButton("Segment")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Nucleus diameter", self.diameter)
+        form.addRow("Cytoplasm channel", self.cytoplasm)
+        form.addRow("Threshold", self.threshold)
+        form.addRow("Threshold correction", self.correction)
+        form.addRow(self.exclude_border)
+        form.addRow(self.texture)
+        form.addRow("Segment", self.scope)
+        form.addRow("Wells", self.wells)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addStretch()
+
+    # -- actions --------------------------------------------------------------
+    def params(self) -> SegmentationParams:
+        """Segmentation parameters from the controls."""
+        return SegmentationParams(
+            nucleus_diameter=self.diameter.value(),
+            cytoplasm_channel=self.cytoplasm.currentText(),
+            threshold_method=self.threshold.currentText(),
+            threshold_correction=self.correction.value(),
+            exclude_border=self.exclude_border.isChecked(),
+        )
+
+    def target(self) -> ScreenField | tuple[str, list[str]]:
+        """What to segment: the field on screen, or (plate path, wells)."""
+        field = screen_field(self.viewer)
+        if self.scope.currentText() != "Wells":
+            return field
+        if not field.plate_path:
+            raise PhenoadaptError(
+                "The field on screen does not say which plate folder it comes from; "
+                "open the plate with phenoadapt's reader to segment whole wells."
+            )
+        text = self.wells.text().replace(";", ",").replace(" ", ",")
+        return field.plate_path, [normalize_well(w) for w in text.split(",") if w.strip()]
+
+    def run(self) -> None:
+        """Start segmenting in a worker thread."""
+        from napari.qt.threading import thread_worker
+        from napari.utils.notifications import show_error
+
+        if self.worker is not None:
+            return
+        try:
+            params = self.params()
+            target = self.target()
+        except PhenoadaptError as exc:
+            show_error(str(exc))
+            self.status.setText(str(exc))
+            return
+        measure = MeasureParams(texture=self.texture.isChecked())
+        self.results, self.errors = [], []
+        worker = thread_worker(segment_jobs, start_thread=False)(target, params, measure)
+        worker.yielded.connect(self._on_event)
+        worker.finished.connect(self._on_finished)
+        worker.aborted.connect(lambda: self.status.setText("Cancelled."))
+        self.worker = worker
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 0)  # busy until the first progress event
+        self.status.setText("Segmenting...")
+        worker.start()
+
+    def cancel(self) -> None:
+        """Ask the worker to stop after the field in progress."""
+        if self.worker is not None:
+            self.status.setText("Cancelling after the current field...")
+            self.worker.quit()
+
+    def _on_event(self, event: tuple[str, Any]) -> None:
+        from napari.utils.notifications import show_error
+
+        kind, value = event
+        if kind == "progress":
+            done, total = value
+            self.progress.setRange(0, max(total, 1))
+            self.progress.setValue(done)
+        elif kind == "field":
+            add_field_layers(self.viewer, value)
+            self.results.append(value)
+            self.status.setText(
+                f"{len(value.table)} cells in well {value.well}, site {value.site}."
+            )
+        elif kind == "error":
+            self.errors.append(value)
+            show_error(value)
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
+        cells = sum(len(r.table) for r in self.results)
+        if self.status.text() != "Cancelled.":
+            summary = f"Done: {len(self.results)} field(s), {cells} cells"
+            if self.errors:
+                summary += f"; {len(self.errors)} field(s) failed"
+            self.status.setText(summary + ".")
