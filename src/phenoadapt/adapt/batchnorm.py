@@ -1,0 +1,306 @@
+"""Exact batch-norm statistics of a plate context, and a way to apply them temporarily.
+
+Plate-context adaptation (AdaBN, ARM-BN, BEN, CS-ARM-BN) replaces each batch-norm
+layer's running statistics with the mean and variance of its input over a
+*context*: a set of images of one plate.  Those statistics must be the statistics
+of the context, not an exponential moving average that depends on the order and
+size of batches:
+
+- when the whole context fits in one forward pass, a pass with the batch-norm
+  layers in training mode normalizes every layer with exactly the context's
+  statistics; hooks record them (:func:`context_statistics` with no chunking);
+- when it does not fit, layer ``k``'s input depends on the statistics of layers
+  ``1..k-1``, so the layers are done one at a time in execution order: with
+  layers ``1..k-1`` fixed to their (already exact) context statistics, every
+  chunk is passed up to layer ``k`` (the pass stops there), its per-channel
+  sums are accumulated in float64, and layer ``k``'s statistics are fixed.
+
+Both give the same numbers up to float32 rounding.  The variance stored is the
+*biased* (population) variance, the one train-mode batch norm normalizes with,
+so eval-mode outputs under the context statistics equal train-mode outputs on
+the context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..errors import Cancelled
+from ..nn.runtime import is_oom, iter_batches, to_device
+
+# Layer name -> (mean, biased variance), float32 tensors on the model's device.
+Statistics = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass once the layer of interest has its input."""
+
+
+def batchnorm_layers(model: nn.Module) -> dict[str, _BatchNorm]:
+    """The model's batch-norm layers by qualified name (in registration order).
+
+    Raises
+    ------
+    ValueError
+        If a layer keeps no running statistics (``track_running_stats=False``):
+        such a layer always uses batch statistics and cannot hold a context's.
+    """
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, _BatchNorm)}
+    for name, layer in layers.items():
+        if layer.running_mean is None or layer.running_var is None:
+            raise ValueError(
+                f"Batch-norm layer {name!r} keeps no running statistics "
+                "(track_running_stats=False); plate-context adaptation needs them."
+            )
+    return layers
+
+
+def _channel_sums(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per-channel sum and sum of squares (float64) over all dims but 1, and the count."""
+    x64 = x.detach().to(torch.float64)
+    dims = [d for d in range(x.ndim) if d != 1]
+    return x64.sum(dims), (x64 * x64).sum(dims), x.numel() // x.shape[1]
+
+
+def _finish(total: torch.Tensor, total_sq: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = total / count
+    var = torch.clamp(total_sq / count - mean * mean, min=0.0)
+    return mean.float(), var.float()
+
+
+@dataclass
+class _Snapshot:
+    """Everything adaptation touches, to put it back afterwards."""
+
+    buffers: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float | None]]
+    training: dict[str, bool]
+
+    @classmethod
+    def take(cls, model: nn.Module) -> _Snapshot:
+        buffers = {}
+        for name, layer in batchnorm_layers(model).items():
+            nbt = layer.num_batches_tracked
+            buffers[name] = (
+                layer.running_mean.detach().clone(),
+                layer.running_var.detach().clone(),
+                None if nbt is None else nbt.detach().clone(),
+                layer.momentum,
+            )
+        training = {name: m.training for name, m in model.named_modules()}
+        return cls(buffers, training)
+
+    def restore(self, model: nn.Module) -> None:
+        layers = batchnorm_layers(model)
+        with torch.no_grad():
+            for name, (mean, var, nbt, momentum) in self.buffers.items():
+                layer = layers[name]
+                layer.running_mean.copy_(mean)
+                layer.running_var.copy_(var)
+                if nbt is not None and layer.num_batches_tracked is not None:
+                    layer.num_batches_tracked.copy_(nbt)
+                layer.momentum = momentum
+        for name, module in model.named_modules():
+            module.training = self.training.get(name, module.training)
+
+
+@contextlib.contextmanager
+def preserved_state(model: nn.Module) -> Iterator[nn.Module]:
+    """Restore the batch-norm buffers and train/eval flags of ``model`` on exit."""
+    snapshot = _Snapshot.take(model)
+    try:
+        yield model
+    finally:
+        snapshot.restore(model)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _as_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    if isinstance(images, torch.Tensor):
+        return images
+    return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+
+
+def _execution_order(model: nn.Module, probe: torch.Tensor, layers: dict[str, _BatchNorm]) -> list[str]:
+    """Names of the batch-norm layers in the order a forward pass calls them."""
+    order: list[str] = []
+    handles = [
+        layer.register_forward_pre_hook(lambda _m, _a, name=name: order.append(name))
+        for name, layer in layers.items()
+    ]
+    try:
+        with preserved_state(model), torch.no_grad():
+            model.eval()
+            model(probe)
+    finally:
+        for handle in handles:
+            handle.remove()
+    repeated = sorted({name for name in order if order.count(name) > 1})
+    if repeated:
+        raise ValueError(
+            f"Batch-norm layers {repeated} are called more than once per forward pass; their "
+            "context statistics would be ambiguous."
+        )
+    return order
+
+
+def _one_pass(model: nn.Module, images: torch.Tensor, layers: dict[str, _BatchNorm]) -> Statistics:
+    """Context statistics from one train-mode pass over the whole context."""
+    sums: dict[str, tuple[torch.Tensor, torch.Tensor, int]] = {}
+
+    def record(name: str) -> Callable:
+        def hook(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            sums[name] = _channel_sums(args[0])
+
+        return hook
+
+    handles = [layer.register_forward_pre_hook(record(name)) for name, layer in layers.items()]
+    try:
+        with preserved_state(model), torch.no_grad():
+            model.eval()  # dropout and the like off; only batch norm in training mode
+            for layer in layers.values():
+                layer.train()
+            model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: _finish(*sums[name]) for name in layers if name in sums}
+
+
+def _layer_by_layer(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    layers: dict[str, _BatchNorm],
+    chunk_size: int,
+    device: torch.device,
+    cancel: Callable[[], bool] | None,
+) -> Statistics:
+    """Context statistics over chunks, one batch-norm layer at a time (see module docstring)."""
+    n = int(images.shape[0])
+    order = _execution_order(model, to_device(_as_tensor(images[:1]), device), layers)
+    stats: Statistics = {}
+    with preserved_state(model), torch.no_grad():
+        model.eval()
+        for name in order:
+            layer = layers[name]
+            acc: list[tuple[torch.Tensor, torch.Tensor, int]] = []
+
+            def grab(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+                acc.append(_channel_sums(args[0]))
+                raise _StopForward
+
+            handle = layer.register_forward_pre_hook(grab)
+            try:
+                for sl in iter_batches(n, chunk_size):
+                    if cancel is not None and cancel():
+                        raise Cancelled("Cancelled while computing batch-norm statistics.")
+                    try:
+                        model(to_device(_as_tensor(images[sl]), device))
+                    except _StopForward:
+                        pass
+            finally:
+                handle.remove()
+            total = sum(a[0] for a in acc)
+            total_sq = sum(a[1] for a in acc)
+            count = sum(a[2] for a in acc)
+            mean, var = _finish(total, total_sq, count)
+            stats[name] = (mean, var)
+            # Later layers must see this layer normalized with the context statistics.
+            layer.running_mean.copy_(mean)
+            layer.running_var.copy_(var)
+    return stats
+
+
+def context_statistics(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    *,
+    chunk_size: int | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Statistics:
+    """Exact per-layer batch-norm statistics of ``model`` over a context of images.
+
+    Parameters
+    ----------
+    model
+        Any module with batch-norm layers (left unchanged on return).
+    images
+        The context, ``(n, C, h, w)`` raw intensities (numpy or torch, any device).
+    chunk_size
+        Largest number of images per forward pass.  None or ``>= n``: one pass
+        (falls back to chunks of half the size on an out-of-memory error).
+        Smaller: layer-by-layer accumulation over chunks.
+    cancel
+        Polled between chunks; raises :class:`~phenoadapt.errors.Cancelled`.
+
+    Returns
+    -------
+    dict
+        Layer name -> (mean, biased variance), float32 tensors on the model's device.
+        Computed in float32 without autocast, whatever the inference precision.
+    """
+    n = int(images.shape[0])
+    if n == 0:
+        raise ValueError("A batch-norm context needs at least one image.")
+    layers = batchnorm_layers(model)
+    if not layers:
+        return {}
+    device = _device_of(model)
+    if chunk_size is None or chunk_size >= n:
+        try:
+            return _one_pass(model, to_device(_as_tensor(images), device), layers)
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not is_oom(exc) or n == 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            chunk_size = max(n // 2, 1)
+    return _layer_by_layer(model, images, layers, max(int(chunk_size), 1), device, cancel)
+
+
+def apply_statistics(model: nn.Module, stats: Statistics) -> None:
+    """Write context statistics into the running buffers of ``model`` (permanently).
+
+    Layers missing from ``stats`` (never reached by a forward pass) keep theirs.
+    """
+    layers = batchnorm_layers(model)
+    unknown = sorted(set(stats) - set(layers))
+    if unknown:
+        raise ValueError(f"Statistics name layers the model does not have: {unknown[:5]}.")
+    with torch.no_grad():
+        for name, (mean, var) in stats.items():
+            layers[name].running_mean.copy_(mean)
+            layers[name].running_var.copy_(var)
+
+
+@contextlib.contextmanager
+def use_statistics(model: nn.Module, stats: Statistics) -> Iterator[nn.Module]:
+    """Evaluate ``model`` with context statistics; restore buffers and modes on exit.
+
+    Inside the block the model is in eval mode and its batch-norm layers
+    normalize with ``stats``.  Empty ``stats`` means the training running
+    statistics (ERM).
+
+    Examples
+    --------
+    >>> stats = context_statistics(model, context_images)        # doctest: +SKIP
+    >>> with use_statistics(model, stats):                         # doctest: +SKIP
+    ...     logits = model(images_to_predict)
+    """
+    with preserved_state(model):
+        apply_statistics(model, stats)
+        model.eval()
+        yield model

@@ -1,0 +1,726 @@
+"""Plate-context adaptation methods: which cells give the statistics, and predictions with them.
+
+Five ways to set the batch-norm statistics used for a plate at test time:
+
+========== ========================================== =====================
+method     statistics from                            default context
+========== ========================================== =====================
+erm        the training running statistics            (none)
+adabn      all images of the plate (treated+controls) the whole plate
+arm-bn     the plate's treated images only            64 treated
+ben        the plate's negative controls only         the whole plate
+cs-arm-bn  treated and controls pooled (the default)  64 treated + 128 controls
+========== ========================================== =====================
+
+A *context* is one set of statistics and the cells predicted with them.  With
+64-treated contexts a plate of 1,000 treated cells is split at random into 16
+contexts of 62-63 treated each (every treated cell predicted once), and each
+draws 128 of the plate's controls.  Control cells are predicted too (with the
+statistics of a context that used them, or else of one chosen in turn), so
+control wells get a prediction in the well table; they carry no label.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .. import schema
+from ..errors import Cancelled, ContextError
+from ..nn.runtime import forward_in_batches, select_device, use_amp, use_channels_last
+from .batchnorm import context_statistics, use_statistics
+
+METHOD_COLUMN = "adapt_method"
+N_CELLS_COLUMN = "n_cells"
+AGREEMENT_COLUMN = "agreement"
+
+ProgressFn = Callable[[str, int, int], None]
+CancelFn = Callable[[], bool]
+
+
+class Method(str, Enum):
+    """A test-time batch-norm procedure."""
+
+    ERM = "erm"
+    ADABN = "adabn"
+    ARM_BN = "arm-bn"
+    BEN = "ben"
+    CS_ARM_BN = "cs-arm-bn"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What a method takes from the plate."""
+
+    uses_treated: bool
+    uses_controls: bool
+    whole_plate: bool  # default context: the whole plate rather than 64-treated contexts
+    fallback: Method | None  # used when controls are missing, if the caller allows it
+    label: str
+
+
+METHODS: dict[Method, MethodInfo] = {
+    Method.ERM: MethodInfo(False, False, True, None, "ERM"),
+    Method.ADABN: MethodInfo(True, True, True, None, "AdaBN"),
+    Method.ARM_BN: MethodInfo(True, False, False, None, "ARM-BN"),
+    Method.BEN: MethodInfo(False, True, True, Method.ADABN, "BEN"),
+    Method.CS_ARM_BN: MethodInfo(True, True, False, Method.ARM_BN, "CS-ARM-BN"),
+}
+DEFAULT_METHOD = Method.CS_ARM_BN
+DEFAULT_TREATED_PER_CONTEXT = 64
+DEFAULT_CONTROLS_PER_CONTEXT = 128
+DEFAULT_MIN_CONTROLS = 32
+WHOLE_PLATE = "plate"
+
+
+def parse_method(method: str | Method) -> Method:
+    """Return the :class:`Method` named ``method`` (``"cs-arm-bn"``, ``"CS_ARM_BN"``...)."""
+    if isinstance(method, Method):
+        return method
+    key = str(method).strip().lower().replace("_", "-")
+    for m in Method:
+        if key in (m.value, m.value.replace("-", "")):
+            return m
+    raise ValueError(
+        f"Unknown adaptation method {method!r}: use one of {', '.join(m.value for m in Method)}."
+    )
+
+
+@dataclass(frozen=True)
+class Context:
+    """One set of batch-norm statistics and the cells predicted with them.
+
+    Attributes
+    ----------
+    plate
+        Plate of every cell in the context.
+    method
+        Method whose rule chose the cells.
+    statistics
+        Positions (row numbers of the table and images) of the cells whose images
+        give the statistics; empty = the training running statistics (ERM).
+    predict
+        Positions of the cells predicted with those statistics.
+    """
+
+    plate: str
+    method: Method
+    statistics: np.ndarray
+    predict: np.ndarray
+
+
+def context_from_cells(
+    plate: str, method: str | Method, treated: np.ndarray, controls: np.ndarray
+) -> Context:
+    """Context of a method from a sample of treated and control cells (treated are predicted).
+
+    Used by evaluation samplers that choose the cells themselves (e.g. label shift).
+    """
+    m = parse_method(method)
+    info = METHODS[m]
+    parts = []
+    if info.uses_treated:
+        parts.append(np.asarray(treated, dtype=np.int64))
+    if info.uses_controls:
+        parts.append(np.asarray(controls, dtype=np.int64))
+    stats = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    return Context(str(plate), m, stats, np.asarray(treated, dtype=np.int64))
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _roles(table: pd.DataFrame) -> np.ndarray:
+    if schema.ROLE not in table.columns or schema.PLATE not in table.columns:
+        raise ContextError(
+            f"The cell table needs columns {schema.PLATE} and {schema.ROLE} to build plate "
+            "contexts: attach a plate map that marks control and treated wells."
+        )
+    return table[schema.ROLE].astype(str).str.lower().to_numpy()
+
+
+def _resolve_method(
+    plate: str, method: Method, n_treated: int, n_controls: int, min_controls: int, allow_fallback: bool
+) -> Method:
+    """The method a plate can support, or a ContextError saying why not."""
+    info = METHODS[method]
+    if info.uses_controls and n_controls < min_controls:
+        if n_controls == 0:
+            problem = f"Plate {plate} has no control cells"
+        else:
+            problem = f"Plate {plate} has only {n_controls} control cells"
+        need = (
+            f"{info.label} needs at least {min_controls} (min_controls) negative-control cells "
+            f"(e.g. DMSO wells with {schema.ROLE} 'control')"
+        )
+        if info.fallback is not None and allow_fallback:
+            warnings.warn(
+                f"{problem}; {need}. Falling back to {METHODS[info.fallback].label} for this plate.",
+                stacklevel=3,
+            )
+            return _resolve_method(
+                plate, info.fallback, n_treated, n_controls, min_controls, allow_fallback
+            )
+        hint = (
+            f"; or allow the fallback to {METHODS[info.fallback].label}"
+            if info.fallback is not None
+            else ""
+        )
+        raise ContextError(
+            f"{problem}; {need}. Mark the control wells in the plate map, lower min_controls"
+            f"{hint}."
+        )
+    if method is Method.ARM_BN and n_treated == 0:
+        raise ContextError(
+            f"Plate {plate} has no treated cells: ARM-BN computes its statistics from treated "
+            "images. Check the plate map's roles, or use 'ben' (controls only)."
+        )
+    if n_treated + n_controls == 0:
+        raise ContextError(
+            f"Plate {plate} has no control or treated cells to predict: every well is excluded."
+        )
+    return method
+
+
+def _split_treated(treated: np.ndarray, per_context: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Random near-equal parts of at most ``per_context`` treated cells (at least one part)."""
+    k = max(1, math.ceil(len(treated) / per_context))
+    return [np.sort(p) for p in np.array_split(rng.permutation(treated), k)]
+
+
+def _control_blocks(
+    controls: np.ndarray, n_blocks: int, per_block: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Control samples for ``n_blocks`` contexts: disjoint while controls last, then reshuffled."""
+    size = min(per_block, len(controls))
+    if size == 0:
+        return [np.empty(0, dtype=np.int64) for _ in range(n_blocks)]
+    blocks: list[np.ndarray] = []
+    pool = rng.permutation(controls)
+    cursor = 0
+    for _ in range(n_blocks):
+        if cursor + size > len(pool):
+            pool, cursor = rng.permutation(controls), 0
+        blocks.append(np.sort(pool[cursor : cursor + size]))
+        cursor += size
+    return blocks
+
+
+def _plate_contexts(
+    plate: str,
+    method: Method,
+    treated: np.ndarray,
+    controls: np.ndarray,
+    per_context: int | None,
+    controls_per_context: int,
+    predict_controls: bool,
+    rng: np.random.Generator,
+) -> list[Context]:
+    info = METHODS[method]
+    empty = np.empty(0, dtype=np.int64)
+    to_predict_controls = controls if predict_controls else empty
+    if method is Method.ERM or per_context is None:
+        stats = np.concatenate(
+            [treated if info.uses_treated else empty, controls if info.uses_controls else empty]
+        )
+        predict = np.sort(np.concatenate([treated, to_predict_controls]))
+        return [Context(plate, method, np.sort(stats), predict)]
+
+    parts = _split_treated(treated, per_context, rng)
+    blocks = (
+        _control_blocks(controls, len(parts), controls_per_context, rng)
+        if info.uses_controls
+        else [empty] * len(parts)
+    )
+    # Each control is predicted once: by the first context whose statistics include it,
+    # the others in turn across contexts.
+    owner: dict[int, int] = {}
+    for i, block in enumerate(blocks):
+        for cell in block.tolist():
+            owner.setdefault(cell, i)
+    extra: list[list[int]] = [[] for _ in parts]
+    for j, cell in enumerate(c for c in to_predict_controls.tolist() if c not in owner):
+        extra[j % len(parts)].append(cell)
+    contexts = []
+    for i, (part, block) in enumerate(zip(parts, blocks)):
+        stats = np.concatenate([part if info.uses_treated else empty, block])
+        own = [c for c in block.tolist() if owner[c] == i] if predict_controls else []
+        predict = np.sort(np.concatenate([part, np.asarray(own + extra[i], dtype=np.int64)]))
+        contexts.append(Context(plate, method, np.sort(stats), predict))
+    return contexts
+
+
+def plan_contexts(
+    table: pd.DataFrame,
+    method: str | Method = DEFAULT_METHOD,
+    *,
+    treated_per_context: int | str | None = None,
+    controls_per_context: int = DEFAULT_CONTROLS_PER_CONTEXT,
+    min_controls: int = DEFAULT_MIN_CONTROLS,
+    allow_fallback: bool = False,
+    predict_controls: bool = True,
+    seed: int = 0,
+) -> list[Context]:
+    """Split each plate of a cell table into the contexts of an adaptation method.
+
+    Parameters
+    ----------
+    table
+        One row per cell with ``Metadata_Plate`` and ``Metadata_Role``; positions
+        in the returned contexts are row numbers of this table.
+    method
+        One of :class:`Method` (default CS-ARM-BN).
+    treated_per_context
+        Treated cells per context, or ``"plate"`` for one context per plate.
+        None: the method's default (64 for ARM-BN and CS-ARM-BN, the whole plate
+        for AdaBN and BEN).
+    controls_per_context
+        Controls drawn per context (all of them when the plate has fewer).
+        Unused for whole-plate contexts, which take every control.
+    min_controls
+        Fewest control cells a plate needs for BEN and CS-ARM-BN.
+    allow_fallback
+        When a plate has too few controls: False (default) raises
+        :class:`~phenoadapt.errors.ContextError`; True warns and uses CS-ARM-BN ->
+        ARM-BN, BEN -> AdaBN for that plate.
+    predict_controls
+        Also predict control cells.
+    seed
+        Seed of the random split into contexts.
+
+    Returns
+    -------
+    list of Context
+        Plates in sorted order; excluded cells appear in no context.
+    """
+    base = parse_method(method)
+    roles = _roles(table)
+    plates = table[schema.PLATE].astype(str).to_numpy()
+    rng = np.random.default_rng(seed)
+    contexts: list[Context] = []
+    for plate in sorted(set(plates)):
+        on_plate = plates == plate
+        treated = np.flatnonzero(on_plate & (roles == schema.Role.TREATED.value))
+        controls = np.flatnonzero(on_plate & (roles == schema.Role.CONTROL.value))
+        m = _resolve_method(plate, base, len(treated), len(controls), min_controls, allow_fallback)
+        size = treated_per_context
+        if size is None:
+            size = WHOLE_PLATE if METHODS[m].whole_plate else DEFAULT_TREATED_PER_CONTEXT
+        if size == WHOLE_PLATE:
+            per_context = None
+        elif isinstance(size, int | np.integer) and size >= 1:
+            per_context = int(size)
+        else:
+            raise ValueError(f"treated_per_context must be a positive int or 'plate', got {size!r}.")
+        contexts += _plate_contexts(
+            plate, m, treated, controls, per_context, controls_per_context, predict_controls, rng
+        )
+    return contexts
+
+
+# --------------------------------------------------------------------------- image checks
+
+
+def bad_images(images: np.ndarray | torch.Tensor, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of images with NaN/inf pixels and of constant images (every channel flat).
+
+    Returns
+    -------
+    (nonfinite, constant)
+        Boolean arrays of length ``n``.
+    """
+    n = int(images.shape[0])
+    nonfinite = np.zeros(n, dtype=bool)
+    constant = np.zeros(n, dtype=bool)
+    for start in range(0, n, chunk):
+        block = images[start : start + chunk]
+        block = block.detach().cpu().numpy() if isinstance(block, torch.Tensor) else np.asarray(block)
+        flat = block.reshape(block.shape[0], block.shape[1], -1)
+        finite = np.isfinite(flat).all(axis=(1, 2)) if flat.dtype.kind == "f" else np.ones(len(flat), bool)
+        nonfinite[start : start + len(flat)] = ~finite
+        with np.errstate(invalid="ignore"):
+            spread = flat.max(axis=2) - flat.min(axis=2)
+        constant[start : start + len(flat)] = finite & (spread == 0).all(axis=1)
+    return nonfinite, constant
+
+
+def _where(table: pd.DataFrame, mask: np.ndarray, limit: int = 5) -> str:
+    """'plate P1 well B03 (4 cells), ...' for the flagged rows."""
+    cols = [c for c in (schema.PLATE, schema.WELL) if c in table.columns]
+    if not cols:
+        rows = np.flatnonzero(mask)[:limit]
+        return "rows " + ", ".join(map(str, rows))
+    counts = table.loc[mask, cols].astype(str).value_counts(sort=True)
+    parts = []
+    for key, count in list(counts.items())[:limit]:
+        key = key if isinstance(key, tuple) else (key,)
+        label = " ".join(f"{c.removeprefix('Metadata_').lower()} {v}" for c, v in zip(cols, key))
+        parts.append(f"{label} ({count} cells)")
+    more = f" and {len(counts) - limit} more wells" if len(counts) > limit else ""
+    return ", ".join(parts) + more
+
+
+def check_images(images: np.ndarray | torch.Tensor, table: pd.DataFrame) -> None:
+    """Raise :class:`ContextError` when crops hold NaN/inf pixels or are constant.
+
+    Such crops (failed segmentation, crops off the field, corrupt planes) would
+    corrupt every statistic of their context.
+    """
+    if int(images.shape[0]) != len(table):
+        raise ContextError(
+            f"{int(images.shape[0])} images were given for {len(table)} table rows: "
+            "images and table must describe the same cells in the same order."
+        )
+    nonfinite, constant = bad_images(images)
+    n = len(table)
+    if nonfinite.any():
+        raise ContextError(
+            f"{int(nonfinite.sum())} of {n} crops contain NaN or infinite pixels, in "
+            f"{_where(table, nonfinite)}. Re-read those fields or drop these cells."
+        )
+    if constant.any():
+        raise ContextError(
+            f"{int(constant.sum())} of {n} crops are constant (every pixel of every channel has "
+            f"the same value), in {_where(table, constant)}. These are usually crops of empty or "
+            "blank fields or failed segmentation; drop these cells before adapting."
+        )
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+@dataclass
+class ContextOutput:
+    """Predictions of one context: rows follow ``context.predict``."""
+
+    context: Context
+    probabilities: np.ndarray
+    embeddings: np.ndarray | None = None
+
+
+def _gather(images: np.ndarray | torch.Tensor, idx: np.ndarray, input_size: int | None) -> torch.Tensor:
+    """Images at positions ``idx`` as a float32 tensor, centre-cropped to ``input_size``."""
+    if isinstance(images, torch.Tensor):
+        batch = images[torch.as_tensor(idx, dtype=torch.long, device=images.device)].float()
+    else:
+        batch = torch.from_numpy(np.ascontiguousarray(np.asarray(images)[idx], dtype=np.float32))
+    if input_size is not None:
+        h, w = batch.shape[-2:]
+        if h < input_size or w < input_size:
+            raise ValueError(
+                f"Images of {h}x{w} pixels are smaller than the model's input size {input_size}: "
+                "extract larger crops."
+            )
+        top, left = (h - input_size) // 2, (w - input_size) // 2
+        batch = batch[..., top : top + input_size, left : left + input_size]
+    return batch
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next(iter(model.parameters())).device
+
+
+def predict_contexts(
+    models: nn.Module | Sequence[nn.Module],
+    images: np.ndarray | torch.Tensor,
+    contexts: Sequence[Context],
+    *,
+    batch_size: int = 256,
+    max_pass_size: int = 512,
+    input_size: int | None = None,
+    amp: bool | None = None,
+    channels_last: bool | None = None,
+    return_embeddings: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> list[ContextOutput]:
+    """Class probabilities of each context's cells under that context's statistics.
+
+    Parameters
+    ----------
+    models
+        One classifier or an ensemble (probabilities are averaged).  Each runs on
+        the device it is on and is left as it was.
+    images
+        ``(n, C, h, w)`` raw intensities; context positions index its first axis.
+    contexts
+        From :func:`plan_contexts` or :func:`context_from_cells`.
+    batch_size
+        Prediction batch (halved on out-of-memory errors).
+    max_pass_size
+        Largest context passed at once for the statistics; larger contexts are
+        accumulated exactly, layer by layer (see :mod:`.batchnorm`).
+    input_size
+        Centre-crop images to this size first (models trained on random crops).
+    amp, channels_last
+        None: bfloat16 autocast and channels-last on CUDA only.
+    return_embeddings
+        Also return pooled features (single model only: an ensemble's members
+        have unrelated feature spaces).
+    progress, cancel
+        ``progress("adapt", done, total)`` after each context; ``cancel()`` polled
+        between contexts and batches.
+    """
+    members = [models] if isinstance(models, nn.Module) else list(models)
+    if not members:
+        raise ValueError("predict_contexts needs at least one model.")
+    if return_embeddings and len(members) > 1:
+        raise ValueError("Embeddings can be returned for a single model, not an ensemble.")
+    outputs: list[ContextOutput] = []
+    for i, ctx in enumerate(contexts):
+        if cancel is not None and cancel():
+            raise Cancelled("Cancelled during plate-context adaptation.")
+        stat_images = _gather(images, ctx.statistics, input_size) if len(ctx.statistics) else None
+        predict_images = _gather(images, ctx.predict, input_size)
+        prob_sum: torch.Tensor | None = None
+        features = None
+        for model in members:
+            device = _model_device(model)
+            amp_on = use_amp(device, amp)
+            cl = use_channels_last(device, channels_last)
+            stats = (
+                context_statistics(model, stat_images, chunk_size=max_pass_size, cancel=cancel)
+                if stat_images is not None
+                else {}
+            )
+            with use_statistics(model, stats):
+                if return_embeddings:
+                    feats, logits = forward_in_batches(
+                        lambda x, m=model: _embed_and_classify(m, x),
+                        predict_images, batch_size=batch_size, device=device, amp=amp_on,
+                        channels_last=cl, cancel=cancel,
+                    )  # fmt: skip
+                    features = feats.numpy()
+                else:
+                    (logits,) = forward_in_batches(
+                        model, predict_images, batch_size=batch_size, device=device,
+                        amp=amp_on, channels_last=cl, cancel=cancel,
+                    )  # fmt: skip
+            probs = torch.softmax(logits.float(), dim=1)
+            prob_sum = probs if prob_sum is None else prob_sum + probs
+        outputs.append(ContextOutput(ctx, (prob_sum / len(members)).numpy(), features))
+        if progress is not None:
+            progress("adapt", i + 1, len(contexts))
+    return outputs
+
+
+def _embed_and_classify(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    features = model.embed(x)
+    return features, model.classify(features)
+
+
+def normalized_entropy(probabilities: np.ndarray) -> np.ndarray:
+    """Entropy of each row divided by ``log(K)``: 0 = certain, 1 = uniform."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1.0)
+    k = p.shape[1]
+    if k < 2:
+        return np.zeros(len(p))
+    return -(p * np.log(p)).sum(axis=1) / math.log(k)
+
+
+@dataclass
+class PlatePredictions:
+    """Adapted predictions of one or more plates.
+
+    Attributes
+    ----------
+    cells
+        One row per input cell (same index as the input table): metadata,
+        ``adapt_method``, ``prob_<class>``, ``predicted_moa``, ``confidence`` (highest
+        probability) and ``uncertainty`` (normalized entropy); NaN for excluded cells.
+    wells
+        One row per well: mean probabilities, predicted class of the mean,
+        confidence, uncertainty, ``n_cells`` and ``agreement`` (fraction of cells
+        voting for the well's class).
+    methods
+        Method used per plate (differs from the request after a fallback).
+    embeddings
+        ``(n_cells, feature_dim)`` pooled features under the context statistics,
+        NaN rows for excluded cells; None unless asked for.
+    """
+
+    cells: pd.DataFrame
+    wells: pd.DataFrame
+    methods: dict[str, Method]
+    classes: tuple[str, ...]
+    embeddings: np.ndarray | None = field(default=None, repr=False)
+
+
+def prob_columns(classes: Sequence[str]) -> list[str]:
+    """Column names of class probabilities (``prob_<class>``)."""
+    return [f"{schema.PROB_PREFIX}{c}" for c in classes]
+
+
+def summarize_wells(cells: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+    """Aggregate per-cell predictions into per-well predictions (mean probability).
+
+    Parameters
+    ----------
+    cells
+        The ``cells`` table of :class:`PlatePredictions` (rows with NaN
+        probabilities, i.e. excluded cells, are ignored).
+    classes
+        Class names, in the order of the probability columns.
+    """
+    pcols = prob_columns(classes)
+    keys = [schema.PLATE, schema.WELL]
+    done = cells.dropna(subset=pcols)
+    if done.empty:
+        return pd.DataFrame(columns=keys + [N_CELLS_COLUMN, *pcols, schema.PREDICTION,
+                                            schema.CONFIDENCE, schema.UNCERTAINTY, AGREEMENT_COLUMN])  # fmt: skip
+    grouped = done.groupby(keys, sort=True)
+    wells = grouped[pcols].mean()
+    meta = [c for c in done.columns if schema.is_metadata(c) and c not in keys and c != schema.SITE]
+    meta += [METHOD_COLUMN] if METHOD_COLUMN in done.columns else []
+    if meta:
+        wells = grouped[meta].first().join(wells)
+    wells.insert(len(meta), N_CELLS_COLUMN, grouped.size())
+    probs = wells[pcols].to_numpy()
+    well_class = np.asarray(classes, dtype=object)[probs.argmax(axis=1)]
+    wells[schema.PREDICTION] = well_class
+    wells[schema.CONFIDENCE] = probs.max(axis=1)
+    wells[schema.UNCERTAINTY] = normalized_entropy(probs)
+    votes = done[keys + [schema.PREDICTION]].merge(
+        pd.DataFrame({schema.PREDICTION + "_well": well_class}, index=wells.index).reset_index(),
+        on=keys,
+    )
+    agree = (votes[schema.PREDICTION] == votes[schema.PREDICTION + "_well"]).groupby(
+        [votes[k] for k in keys]
+    ).mean()
+    wells[AGREEMENT_COLUMN] = agree.reindex(wells.index).to_numpy()
+    return wells.reset_index()
+
+
+def predict_plate(
+    models: nn.Module | Sequence[nn.Module],
+    images: np.ndarray | torch.Tensor,
+    table: pd.DataFrame,
+    classes: Sequence[str],
+    method: str | Method = DEFAULT_METHOD,
+    *,
+    treated_per_context: int | str | None = None,
+    controls_per_context: int = DEFAULT_CONTROLS_PER_CONTEXT,
+    min_controls: int = DEFAULT_MIN_CONTROLS,
+    allow_fallback: bool = False,
+    seed: int = 0,
+    batch_size: int = 256,
+    max_pass_size: int = 512,
+    input_size: int | None = None,
+    device: str | torch.device | None = "auto",
+    amp: bool | None = None,
+    return_embeddings: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> PlatePredictions:
+    """Predict every cell of one or more plates with plate-context batch-norm statistics.
+
+    Parameters
+    ----------
+    models
+        A classifier (or an ensemble whose probabilities are averaged).  Moved
+        to ``device``; its weights and statistics are left unchanged.
+    images
+        ``(n, C, h, w)`` raw-intensity crops (or tiles), row ``i`` = table row ``i``.
+    table
+        Per-cell table with ``Metadata_Plate``, ``Metadata_Well``, ``Metadata_Role``.
+    classes
+        Class names in the order of the model's outputs.
+    method, treated_per_context, controls_per_context, min_controls, allow_fallback, seed
+        See :func:`plan_contexts`.
+    batch_size, max_pass_size, input_size, amp, return_embeddings, progress, cancel
+        See :func:`predict_contexts`.
+    device
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...; None keeps the
+        models where they are.
+
+    Raises
+    ------
+    ContextError
+        Missing or too few controls (unless ``allow_fallback``), NaN or constant
+        crops, or images that do not match the table.
+    """
+    members = [models] if isinstance(models, nn.Module) else list(models)
+    classes = tuple(str(c) for c in classes)
+    for model in members:
+        n_out = getattr(model, "num_classes", len(classes))
+        if n_out != len(classes):
+            raise ValueError(f"The model has {n_out} outputs but {len(classes)} classes were given.")
+    if device is not None:
+        target = select_device(device)
+        for model in members:
+            model.to(target)
+    check_images(images, table)
+    contexts = plan_contexts(
+        table, method, treated_per_context=treated_per_context,
+        controls_per_context=controls_per_context, min_controls=min_controls,
+        allow_fallback=allow_fallback, seed=seed,
+    )  # fmt: skip
+    outputs = predict_contexts(
+        members, images, contexts, batch_size=batch_size, max_pass_size=max_pass_size,
+        input_size=input_size, amp=amp, return_embeddings=return_embeddings,
+        progress=progress, cancel=cancel,
+    )  # fmt: skip
+    n = len(table)
+    probs = np.full((n, len(classes)), np.nan)
+    method_of = np.full(n, None, dtype=object)
+    embeddings = None
+    for out in outputs:
+        probs[out.context.predict] = out.probabilities
+        method_of[out.context.predict] = out.context.method.value
+        if out.embeddings is not None:
+            if embeddings is None:
+                embeddings = np.full((n, out.embeddings.shape[1]), np.nan, dtype=np.float32)
+            embeddings[out.context.predict] = out.embeddings
+    cells = _cell_table(table, classes, probs, method_of)
+    methods = {ctx.plate: ctx.method for ctx in contexts}
+    return PlatePredictions(cells, summarize_wells(cells, classes), methods, classes, embeddings)
+
+
+def _cell_table(
+    table: pd.DataFrame, classes: tuple[str, ...], probs: np.ndarray, method_of: np.ndarray
+) -> pd.DataFrame:
+    keep = [c for c in table.columns if schema.is_metadata(c)]
+    keep += [c for c in (schema.CELL_ID, schema.CENTROID_Y, schema.CENTROID_X) if c in table.columns]
+    cells = table[keep].copy()
+    cells[METHOD_COLUMN] = method_of
+    pcols = prob_columns(classes)
+    cells[pcols] = probs
+    predicted = np.isfinite(probs).all(axis=1)
+    best = np.where(predicted, np.nan_to_num(probs).argmax(axis=1), 0)
+    cells[schema.PREDICTION] = np.where(predicted, np.asarray(classes, dtype=object)[best], None)
+    cells[schema.CONFIDENCE] = np.where(predicted, np.nan_to_num(probs).max(axis=1), np.nan)
+    cells[schema.UNCERTAINTY] = np.where(predicted, normalized_entropy(np.nan_to_num(probs, nan=1.0)), np.nan)
+    return cells
+
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "METHODS",
+    "METHOD_COLUMN",
+    "Context",
+    "ContextOutput",
+    "Method",
+    "MethodInfo",
+    "PlatePredictions",
+    "bad_images",
+    "check_images",
+    "context_from_cells",
+    "normalized_entropy",
+    "parse_method",
+    "plan_contexts",
+    "predict_contexts",
+    "predict_plate",
+    "prob_columns",
+    "summarize_wells",
+]
