@@ -56,7 +56,9 @@ def phenix_names(
         for site in sites:
             for plane in planes:
                 for ch in channels:
-                    names.append(f"r{row:02d}c{col:02d}f{site:02d}p{plane:02d}-ch{ch}sk1fk1fl1.tiff")
+                    names.append(
+                        f"r{row:02d}c{col:02d}f{site:02d}p{plane:02d}-ch{ch}sk1fk1fl1.tiff"
+                    )
     return names
 
 
@@ -103,7 +105,8 @@ HARMONY_V5 = """<?xml version="1.0" encoding="utf-8"?>
     <PlateRows>8</PlateRows><PlateColumns>12</PlateColumns></Plate></Plates>
   <Images>
     <Image Version="1"><id>a</id><ChannelID>1</ChannelID><ChannelName>DAPI</ChannelName></Image>
-    <Image Version="1"><id>b</id><ChannelID>2</ChannelID><ChannelName>Phalloidin</ChannelName></Image>
+    <Image Version="1"><id>b</id><ChannelID>2</ChannelID>
+      <ChannelName>Phalloidin</ChannelName></Image>
   </Images>
 </EvaluationInputData>
 """
@@ -245,7 +248,12 @@ def test_imagexpress_single_site(tmp_path):
 
 # -- Cellomics ------------------------------------------------------------------------------
 def test_cellomics_zero_based_fields_and_channels(tmp_path):
-    names = [f"MFGTMP_140206_{w}f{f:02d}d{d}.tif" for w in ("D03", "P24") for f in (0, 1) for d in range(5)]
+    names = [
+        f"MFGTMP_140206_{w}f{f:02d}d{d}.tif"
+        for w in ("D03", "P24")
+        for f in (0, 1)
+        for d in range(5)
+    ]
     values = write_files(tmp_path, names)
     plate = open_plate(tmp_path)
     assert plate.layout == "cellomics" and plate.plate_id == "MFGTMP_140206"
@@ -314,7 +322,10 @@ def test_stacks_ome_tiff_channel_names(tmp_path):
     assert plate.layout == "stack"
     assert plate.channel_names == ["Hoechst", "ConA", "SYTO14", "WGA"]
     assert [c.role for c in plate.channels] == [
-        ChannelRole.DNA, ChannelRole.ER, ChannelRole.RNA, ChannelRole.AGP
+        ChannelRole.DNA,
+        ChannelRole.ER,
+        ChannelRole.RNA,
+        ChannelRole.AGP,
     ]
     assert int(plate.read_plane("B02", 1, "WGA")[0, 0]) == 4
     assert "page 3" in plate.source.describe("B02", 1, plate.channel("WGA"))
@@ -329,9 +340,16 @@ def test_stacks_imagej_hyperstack_reads_first_z(tmp_path):
 
 # -- user patterns ---------------------------------------------------------------------------
 def test_pattern_with_well_site_channel(tmp_path):
-    names = [f"exp/{w}--pos{s}--{ch}.tif" for w in ("a1", "b12") for s in (1, 2) for ch in ("DAPI", "Mito")]
+    names = [
+        f"exp/{w}--pos{s}--{ch}.tif"
+        for w in ("a1", "b12")
+        for s in (1, 2)
+        for ch in ("DAPI", "Mito")
+    ]
     values = write_files(tmp_path, names)
-    plate = open_plate(tmp_path, pattern=r"(?P<well>[a-h]\d+)--pos(?P<site>\d)--(?P<channel>\w+)\.tif")
+    plate = open_plate(
+        tmp_path, pattern=r"(?P<well>[a-h]\d+)--pos(?P<site>\d)--(?P<channel>\w+)\.tif"
+    )
     assert plate.layout == "pattern"
     assert plate.wells == ["A01", "B12"]
     # Channels captured as stain names name themselves, and so get roles.
@@ -341,7 +359,13 @@ def test_pattern_with_well_site_channel(tmp_path):
 
 
 def test_pattern_with_numeric_row_and_column(tmp_path):
-    names = [f"plate7/{r}-{c}-{s}-{ch}.tiff" for r in (1, 16) for c in (2, 24) for s in (1,) for ch in (1, 2)]
+    names = [
+        f"plate7/{r}-{c}-{s}-{ch}.tiff"
+        for r in (1, 16)
+        for c in (2, 24)
+        for s in (1,)
+        for ch in (1, 2)
+    ]
     values = write_files(tmp_path, names)
     pattern = r"(?P<plate>\w+)/(?P<row>\d+)-(?P<column>\d+)-(?P<site>\d+)-(?P<channel>\d)\.tiff"
     plate = open_plate(tmp_path, pattern=pattern, channel_names=["DNA", "AGP"])
@@ -351,8 +375,12 @@ def test_pattern_with_numeric_row_and_column(tmp_path):
 
 
 def test_pattern_with_row_letters_and_no_site(tmp_path):
-    write_files(tmp_path, [f"row{r}_col{c}_ch{k}.tif" for r in "CD" for c in (3, 4) for k in (0, 1)])
-    plate = open_plate(tmp_path, pattern=r"row(?P<row>[A-Z])_col(?P<column>\d+)_ch(?P<channel>\d)\.tif")
+    write_files(
+        tmp_path, [f"row{r}_col{c}_ch{k}.tif" for r in "CD" for c in (3, 4) for k in (0, 1)]
+    )
+    plate = open_plate(
+        tmp_path, pattern=r"row(?P<row>[A-Z])_col(?P<column>\d+)_ch(?P<channel>\d)\.tif"
+    )
     assert plate.wells == ["C03", "C04", "D03", "D04"]
     assert plate.sites["C03"] == [1]
 
@@ -464,9 +492,17 @@ def test_open_memory_grows_with_file_count_only(tmp_path):
     Measured (tracemalloc peak while opening; see docs/benchmarks/open_plate.md):
     96 wells x 5 channels (480 files) ~0.5 MB, 384 wells (1,920 files) ~1.9 MB.
     """
-    small_96 = write_copies(tmp_path / "p96", phenix_names(PLATE_96.wells(), [1], range(1, 6)), tiff_bytes(1))
-    write_copies(tmp_path / "p384", phenix_names(PLATE_384.wells(), [1], range(1, 6)), tiff_bytes(1))
-    write_copies(tmp_path / "big96", phenix_names(PLATE_96.wells(), [1], range(1, 6)), tiff_bytes(1, (128, 128)))
+    small_96 = write_copies(
+        tmp_path / "p96", phenix_names(PLATE_96.wells(), [1], range(1, 6)), tiff_bytes(1)
+    )
+    write_copies(
+        tmp_path / "p384", phenix_names(PLATE_384.wells(), [1], range(1, 6)), tiff_bytes(1)
+    )
+    write_copies(
+        tmp_path / "big96",
+        phenix_names(PLATE_96.wells(), [1], range(1, 6)),
+        tiff_bytes(1, (128, 128)),
+    )
     _open_peak(tmp_path / "p96")  # warm imports and caches
     peak_96, peak_384 = _open_peak(tmp_path / "p96"), _open_peak(tmp_path / "p384")
     peak_big = _open_peak(tmp_path / "big96")
@@ -492,7 +528,9 @@ def test_empty_folder(tmp_path):
 
 
 def test_unrelated_files_suggest_a_working_pattern(tmp_path):
-    names = [f"scan_{w}_pos{s}_c{c}.tif" for w in ("B03", "B04", "C03") for s in (1, 2) for c in (1, 2)]
+    names = [
+        f"scan_{w}_pos{s}_c{c}.tif" for w in ("B03", "B04", "C03") for s in (1, 2) for c in (1, 2)
+    ]
     write_files(tmp_path, ["notes.txt", *names])
     with pytest.raises(PlateLayoutError) as info:
         open_plate(tmp_path)

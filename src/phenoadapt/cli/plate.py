@@ -1,4 +1,4 @@
-"""``phenoadapt info`` and ``phenoadapt convert``: look at a plate folder, convert it to OME-Zarr."""
+"""``phenoadapt info`` and ``phenoadapt convert``: describe a plate, convert it to OME-Zarr."""
 
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ def _add_open_options(parser: argparse.ArgumentParser) -> None:
         metavar="RE",
         help=(
             "regular expression with named groups well (or row and column), site, channel "
-            r"describing the file names, e.g. '(?P<well>[A-P]\d{2})_s(?P<site>\d+)_w(?P<channel>\d)\.tif'"
+            r"describing the file names, "
+            r"e.g. '(?P<well>[A-P]\d{2})_s(?P<site>\d+)_w(?P<channel>\d)\.tif'"
         ),
     )
     parser.add_argument(

@@ -48,7 +48,7 @@ ome-zarr-py or ``phenoadapt convert``)::
 matched against each file's path relative to the folder (or just its name)::
 
     open_plate(folder, pattern=r"(?P<well>[A-P]\d{2})_s(?P<site>\d+)_w(?P<channel>\d)\.tif")
-    phenoadapt info FOLDER --pattern '(?P<row>\d+)-(?P<column>\d+)-(?P<site>\d+)-(?P<channel>\w+)\.tif'
+    phenoadapt info DIR --pattern '(?P<row>\d+)-(?P<column>\d+)-(?P<channel>\w+)\.tif'
 
   Groups: ``well`` (``A01``, ``a1``, ``r03c03``), or ``row`` and ``column`` (letters
   or numbers); ``site`` (default 1); ``channel`` (leave it out when each file is a

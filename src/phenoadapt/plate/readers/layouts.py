@@ -106,7 +106,8 @@ IMAGEXPRESS = FileLayout(
 CELLOMICS = FileLayout(
     name="cellomics",
     regex=re.compile(
-        _DIRS + r"(?P<plate>[^/]+)_(?P<well>[A-Za-z]{1,2}\d{2})f(?P<site>\d{2,})d(?P<channel>\d)"
+        _DIRS
+        + r"(?P<plate>[^/]+)_(?P<well>[A-Za-z]{1,2}\d{2})f(?P<site>\d{2,})d(?P<channel>\d)"
         + _TIFF,
         re.IGNORECASE,
     ),

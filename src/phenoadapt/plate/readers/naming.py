@@ -91,11 +91,11 @@ def resolve_channels(
             )
         return make_channels(keys, names)
     if metadata is not None and not isinstance(metadata, Mapping):
-        metadata = dict(zip(keys, metadata))
+        metadata = dict(zip(keys, metadata, strict=False))
     resolved = dict(metadata or {})
     if not resolved:
         if all(_NUMBERED_KEY.match(k) for k in keys):
-            resolved = dict(zip(keys, default_names(len(keys))))
+            resolved = dict(zip(keys, default_names(len(keys)), strict=True))
         else:
             resolved = {k: k for k in keys}
     if user is not None:

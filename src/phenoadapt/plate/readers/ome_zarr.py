@@ -18,8 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from ome_zarr.format import FormatV04, FormatV05
-from ome_zarr.writer import write_image, write_plate_metadata, write_well_metadata
 
 from ...errors import Cancelled, PhenoadaptError, PlateLayoutError, PlateReadError
 from ..channels import Channel
@@ -38,7 +36,8 @@ _HEX = {
     "magenta": "FF00FF",
     "gray": "FFFFFF",
 }
-_FORMATS = {"0.4": (FormatV04, 2), "0.5": (FormatV05, 3)}
+# NGFF version -> (ome_zarr.format class name, Zarr format version).
+_FORMATS = {"0.4": ("FormatV04", 2), "0.5": ("FormatV05", 3)}
 # How many opened field arrays a source keeps (metadata only, a few kB each).
 _ARRAY_CACHE = 64
 
@@ -128,7 +127,7 @@ class ZarrSource:
         path = self.field_path(well, site)
         array, axes, dataset = self.field_array(path)
         index: list[int | slice] = []
-        for axis, size in zip(axes, array.shape):
+        for axis, size in zip(axes, array.shape, strict=True):
             if axis in ("y", "x"):
                 index.append(slice(None))
             elif axis == "c":
@@ -191,9 +190,9 @@ def open_ome_zarr(path: Path, options: OpenOptions) -> Plate:
     if len(keys) != n_channels:
         keys = [str(i) for i in range(n_channels)]
     labels = [c.get("label") for c in image_meta.get("omero", {}).get("channels", [])]
-    metadata_names = dict(zip(keys, labels)) if labels and all(labels) else None
-    if labels and len(labels) != n_channels:
-        metadata_names = None
+    # Labels in another number than the channels describe something else: not trusted.
+    usable = len(labels) == n_channels and all(labels)
+    metadata_names = dict(zip(keys, labels, strict=True)) if usable else None
     sites: dict[str, list[int]] = {}
     for well, site in fields:
         sites.setdefault(well, []).append(site)
@@ -294,8 +293,12 @@ def write_ome_zarr(
     _prepare_output(plate, path, overwrite)
     if ngff_version not in _FORMATS:
         raise PlateLayoutError(f"NGFF version {ngff_version!r} is not one of 0.4, 0.5.")
-    fmt_class, zarr_format = _FORMATS[ngff_version]
-    fmt = fmt_class()
+    # ome-zarr-py (and its pydantic models) takes a second to import: only writers pay it.
+    import ome_zarr.format
+    from ome_zarr.writer import write_image, write_plate_metadata, write_well_metadata
+
+    format_name, zarr_format = _FORMATS[ngff_version]
+    fmt = getattr(ome_zarr.format, format_name)()
     chosen = plate.wells if wells is None else [w for w in plate.wells if w in set(wells)]
     if wells is not None and len(chosen) != len(set(wells)):
         unknown = sorted(set(wells) - set(plate.wells))
@@ -325,7 +328,7 @@ def write_ome_zarr(
 
     total = sum(len(plate.sites_of(w)) for w in chosen)
     done = 0
-    for well, well_path in zip(chosen, well_paths):
+    for well, well_path in zip(chosen, well_paths, strict=True):
         well_group = root.require_group(well_path)
         sites = plate.sites_of(well)
         write_well_metadata(well_group, [{"path": str(s)} for s in sites], fmt=fmt)
@@ -357,7 +360,7 @@ def _omero_channels(channels: Sequence[Channel], field: np.ndarray) -> list[dict
     else:
         lowest, highest = float(np.min(field)), float(np.max(field))
     entries = []
-    for channel, plane in zip(channels, field):
+    for channel, plane in zip(channels, field, strict=True):
         entries.append(
             {
                 "label": channel.name,

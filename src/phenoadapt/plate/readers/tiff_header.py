@@ -112,8 +112,7 @@ def _stack_places(path: Path, series, page) -> tuple[tuple[ChannelPlace, ...], t
         axis = page_axes.index("S")
         first = _page_index(series, 0)
         places = tuple(
-            ChannelPlace(page=first, sample=i, sample_axis=axis)
-            for i in range(page.shape[axis])
+            ChannelPlace(page=first, sample=i, sample_axis=axis) for i in range(page.shape[axis])
         )
         return places, _yx(page)
     if has_samples:
@@ -130,7 +129,9 @@ def _stack_places(path: Path, series, page) -> tuple[tuple[ChannelPlace, ...], t
     for c in range(outer_shape[channel_axis]):
         index = [0] * n_outer
         index[channel_axis] = c
-        places.append(ChannelPlace(page=_page_index(series, int(np.ravel_multi_index(index, outer_shape)))))
+        places.append(
+            ChannelPlace(page=_page_index(series, int(np.ravel_multi_index(index, outer_shape))))
+        )
     return tuple(places), _yx(page)
 
 

@@ -185,7 +185,9 @@ def _check_channels(
 ) -> None:
     """Every site that has some channel files must have all of them."""
     problems = []
-    for (well, site), channels in sorted(slots.items(), key=lambda i: (well_position(i[0][0]), i[0][1])):
+    for (well, site), channels in sorted(
+        slots.items(), key=lambda i: (well_position(i[0][0]), i[0][1])
+    ):
         missing = [k for k in keys if k not in channels]
         if missing:
             sibling = next(iter(next(iter(channels.values())).values()))
@@ -252,11 +254,11 @@ def _stack_files(
     files: dict[tuple[str, int, str], ImageRef] = {}
     for (well, site), record in by_site.items():
         path = folder / record.path
-        for key, place in zip(keys, header.channels):
+        for key, place in zip(keys, header.channels, strict=True):
             files[(well, site, key)] = ImageRef(path, place.page)
     source: PixelSource
     if header.channels[0].sample is not None:
-        samples = {k: (p.sample, p.sample_axis) for k, p in zip(keys, header.channels)}
+        samples = {k: (p.sample, p.sample_axis) for k, p in zip(keys, header.channels, strict=True)}
         source = SampleStackSource(files, samples)  # type: ignore[arg-type]
     else:
         source = TiffSource(files)
