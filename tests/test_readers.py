@@ -490,7 +490,7 @@ def test_open_memory_grows_with_file_count_only(tmp_path):
     """Peak memory of opening: about 1 kB per file, whatever the image size.
 
     Measured (tracemalloc peak while opening; see docs/benchmarks/open_plate.md):
-    96 wells x 5 channels (480 files) ~0.5 MB, 384 wells (1,920 files) ~1.9 MB.
+    96 wells x 5 channels (480 files) ~0.45 MB, 384 wells (1,920 files) ~1.8 MB.
     """
     small_96 = write_copies(
         tmp_path / "p96", phenix_names(PLATE_96.wells(), [1], range(1, 6)), tiff_bytes(1)
