@@ -213,3 +213,14 @@ def test_missing_image_is_named_when_read(tmp_path, tiff_plate):
     plate = open_plate(out)  # the first field is probed; B03 site 2 only when read
     with pytest.raises(PlateReadError, match="B/3/2"):
         plate.read_field("B03", 2)
+
+
+def test_concurrent_reads_match_sequential(tmp_path, tiff_plate):
+    from concurrent.futures import ThreadPoolExecutor
+
+    plate = open_plate(write_ome_zarr(tiff_plate, tmp_path / "out.zarr"))
+    jobs = [(w, s, c) for w, s in plate.fields() for c in range(3)] * 4
+    with ThreadPoolExecutor(4) as pool:
+        planes = list(pool.map(lambda j: plate.read_plane(*j), jobs))
+    for job, plane in zip(jobs, planes, strict=True):
+        assert np.array_equal(plane, tiff_plate.read_plane(*job))

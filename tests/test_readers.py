@@ -294,6 +294,21 @@ def test_stacks_written_as_samples(tmp_path):
     assert int(restored.read_plane("A01", 1, plate.channels[0])[0, 0]) == 1
 
 
+def test_stacks_as_samples_read_from_threads(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    for site in range(1, 5):
+        stack = _stack([site, 10 + site, 20 + site])
+        tifffile.imwrite(
+            tmp_path / f"A01_s{site}.tif", stack, photometric="minisblack", planarconfig="separate"
+        )
+    plate = open_plate(tmp_path)
+    jobs = [("A01", s, c) for s in range(1, 5) for c in range(3)] * 5
+    with ThreadPoolExecutor(4) as pool:
+        values = list(pool.map(lambda j: int(plate.read_plane(*j)[0, 0]), jobs))
+    assert values == [10 * c + s for _, s, c in jobs]
+
+
 def test_stacks_rgb_contiguous_samples(tmp_path):
     rgb = np.zeros((6, 7, 3), np.uint8)
     rgb[..., 1] = 9

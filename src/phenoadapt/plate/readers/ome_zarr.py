@@ -13,6 +13,7 @@ reads just that plane.  Channel names come from ``omero.channels[].label``.
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -82,12 +83,18 @@ class ZarrSource:
         self.channel_index = channel_index
         self.plane = plane
         self._arrays: dict[str, tuple[zarr.Array, list[str], str]] = {}
+        self._lock = threading.Lock()  # napari and dask read planes from several threads
 
     def __getstate__(self) -> dict:
-        # Opened arrays stay behind when a plate is sent to a worker process.
+        # Opened arrays and the lock stay behind when a plate is sent to a worker process.
         state = self.__dict__.copy()
         state["_arrays"] = {}
+        del state["_lock"]
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def field_path(self, well: str, site: int) -> str:
         """The image group of a field; a clear error when the plate has no such field."""
@@ -100,7 +107,9 @@ class ZarrSource:
 
     def field_array(self, path: str) -> tuple[zarr.Array, list[str], str]:
         """Level-0 array, axis names and dataset path of the image group ``path``."""
-        if path not in self._arrays:
+        with self._lock:
+            cached = self._arrays.get(path)
+        if cached is None:
             try:
                 image = zarr.open_group(str(self.store), path=path, mode="r")
                 multiscale = _ome(image)["multiscales"][0]
@@ -114,10 +123,12 @@ class ZarrSource:
                 ) from exc
             if not axes:  # NGFF 0.1-0.3 had no axes: always t, c, z, y, x
                 axes = ["t", "c", "z", "y", "x"][-array.ndim :]
-            if len(self._arrays) >= _ARRAY_CACHE:
-                self._arrays.pop(next(iter(self._arrays)))
-            self._arrays[path] = (array, axes, dataset)
-        return self._arrays[path]
+            cached = (array, axes, dataset)
+            with self._lock:
+                if len(self._arrays) >= _ARRAY_CACHE:
+                    self._arrays.pop(next(iter(self._arrays)))
+                self._arrays[path] = cached
+        return cached
 
     def describe(self, well: str, site: int, channel: Channel) -> str:
         path = self.field_path(well, site)
