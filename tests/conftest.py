@@ -1,0 +1,34 @@
+"""Shared pytest configuration.
+
+GUI tests (marked ``gui`` or using napari's ``make_napari_viewer`` fixture) need
+a display: CI runs the suite under ``xvfb-run``.  Without a display they are
+skipped with a message that says how to run them, rather than crashing Qt.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+
+def _has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _has_display():
+        return
+    skip = pytest.mark.skip(reason="needs a display: run the suite under `xvfb-run -a python -m pytest`")
+    for item in items:
+        if "gui" in item.keywords or "make_napari_viewer" in getattr(item, "fixturenames", ()):
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """Folder of the test data shipped with the repository."""
+    return DATA
