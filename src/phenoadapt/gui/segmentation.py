@@ -226,23 +226,26 @@ def add_field_layers(viewer: napari.Viewer, done: FieldDone) -> Any:
     for name in (f"nuclei {tag}", f"cells {tag}"):
         if name in viewer.layers:
             viewer.layers.remove(name)
-    viewer.add_labels(
+    # Outlines, not filled regions: the stains under each cell stay visible.
+    nuclei = viewer.add_labels(
         done.nuclei,
         name=f"nuclei {tag}",
         scale=done.scale,
         translate=done.translate,
         opacity=0.8,
         metadata={META_KEY: {**base, "kind": "nuclei"}},
-    ).contour = 1
+    )
+    nuclei.contour = 1
     cells = viewer.add_labels(
         done.cells,
         name=f"cells {tag}",
         features=features,
         scale=done.scale,
         translate=done.translate,
-        opacity=0.35,
+        opacity=1.0,
         metadata={META_KEY: {**base, "kind": "cells"}},
     )
+    cells.contour = 2
     return cells
 
 
