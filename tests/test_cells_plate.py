@@ -20,7 +20,7 @@ from phenoadapt.cells import (
 )
 from phenoadapt.errors import Cancelled, CellsError
 from phenoadapt.plate import open_plate
-from phenoadapt.plate.synthetic.field import render_field
+from phenoadapt.plate.synthetic import render_field
 from phenoadapt.plate.wells import well_position
 
 SYNTH = SegmentationParams(nucleus_diameter=16)

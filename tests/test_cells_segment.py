@@ -19,7 +19,7 @@ from phenoadapt.cells import (
 from phenoadapt.cells.cellpose_backend import pair_cells_with_nuclei
 from phenoadapt.errors import CellsError
 from phenoadapt.plate.channels import make_channels
-from phenoadapt.plate.synthetic.field import render_field
+from phenoadapt.plate.synthetic import render_field
 
 CP5 = make_channels(["1", "2", "3", "4", "5"], ["DNA", "ER", "RNA", "AGP", "Mito"])
 REAL = Path(__file__).parent / "data" / "phenix_BR00143976"

@@ -160,6 +160,17 @@ def _shape_features(labels: np.ndarray, ids: np.ndarray, compartment: str) -> pd
     return pd.DataFrame(out)
 
 
+_INTENSITY = (
+    "IntegratedIntensity",
+    "MeanIntensity",
+    "StdIntensity",
+    "MinIntensity",
+    "MaxIntensity",
+    *_QUARTILES,
+    "MassDisplacement",
+)
+
+
 def _intensity_features(
     labels: np.ndarray,
     intensity: np.ndarray,
@@ -167,54 +178,46 @@ def _intensity_features(
     ids: np.ndarray,
     compartment: str,
 ) -> pd.DataFrame:
-    props = regionprops_table(
-        labels,
-        intensity,
-        properties=(
-            "label",
-            "area",
-            "centroid",
-            "intensity_mean",
-            "intensity_std",
-            "intensity_min",
-            "intensity_max",
-            "centroid_weighted",
-        ),
-    )
-    area = _reindex(props, "area", ids)
-    cy, cx = _reindex(props, "centroid-0", ids), _reindex(props, "centroid-1", ids)
-    quantiles = _label_quantiles(labels, intensity, ids, tuple(_QUARTILES.values()))
-    out: dict[str, np.ndarray] = {}
-    for c, name in enumerate(names):
-        prefix = f"{compartment}_Intensity_"
-        mean = _reindex(props, f"intensity_mean-{c}", ids)
-        out[f"{prefix}IntegratedIntensity_{name}"] = mean * area
-        out[f"{prefix}MeanIntensity_{name}"] = mean
-        out[f"{prefix}StdIntensity_{name}"] = _reindex(props, f"intensity_std-{c}", ids)
-        out[f"{prefix}MinIntensity_{name}"] = _reindex(props, f"intensity_min-{c}", ids)
-        out[f"{prefix}MaxIntensity_{name}"] = _reindex(props, f"intensity_max-{c}", ids)
-        for q, feature in enumerate(_QUARTILES):
-            out[f"{prefix}{feature}_{name}"] = quantiles[c, q]
-        wy = _reindex(props, f"centroid_weighted-0-{c}", ids)
-        wx = _reindex(props, f"centroid_weighted-1-{c}", ids)
-        out[f"{prefix}MassDisplacement_{name}"] = np.hypot(wy - cy, wx - cx)
-    return pd.DataFrame(out)
+    """Intensity statistics of every object, read through its bounding box.
 
-
-def _label_quantiles(
-    labels: np.ndarray, intensity: np.ndarray, ids: np.ndarray, qs: tuple[float, ...]
-) -> np.ndarray:
-    """Quantiles of each channel within each label, as an array (channel, q, label).
-
-    Each object is read through its bounding box, so the cost grows with the
-    objects' area, not with the field's.
+    One pass over the objects with numpy on each object's pixels is much faster
+    than one ``regionprops`` property at a time (each a Python call per object
+    and channel), and the cost grows with the objects' area, not the field's.
     """
-    out = np.full((intensity.shape[-1], len(qs), len(ids)), np.nan)
+    values = np.full((len(_INTENSITY), len(names), len(ids)), np.nan)
     for k, sl in enumerate(_find_objects(labels, ids)):
         if sl is not None:
-            pixels = intensity[sl][labels[sl] == ids[k]]  # (n_pixels, channel)
-            out[:, :, k] = np.quantile(pixels, qs, axis=0).T
-    return out
+            values[:, :, k] = _object_intensity(labels[sl] == ids[k], intensity[sl], sl)
+    return pd.DataFrame(
+        {
+            f"{compartment}_Intensity_{feature}_{name}": values[f, c]
+            for c, name in enumerate(names)
+            for f, feature in enumerate(_INTENSITY)
+        }
+    )
+
+
+def _object_intensity(mask: np.ndarray, patch: np.ndarray, sl: tuple) -> np.ndarray:
+    """The :data:`_INTENSITY` statistics of one object, as an array (feature, channel)."""
+    pixels = patch[mask].astype(np.float64)  # (n_pixels, channel)
+    ys, xs = np.nonzero(mask)
+    ys, xs = ys + sl[0].start, xs + sl[1].start
+    total = pixels.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # Distance between the object's centre and its intensity-weighted centre.
+        wy, wx = (ys @ pixels) / total, (xs @ pixels) / total
+        displacement = np.hypot(wy - ys.mean(), wx - xs.mean())
+    return np.vstack(
+        [
+            total,
+            pixels.mean(axis=0),
+            pixels.std(axis=0),
+            pixels.min(axis=0),
+            pixels.max(axis=0),
+            np.quantile(pixels, tuple(_QUARTILES.values()), axis=0),
+            displacement,
+        ]
+    )
 
 
 def _texture_features(
