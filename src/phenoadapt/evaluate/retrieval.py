@@ -192,7 +192,7 @@ def map_consistency(
     require_columns(table, [moa_column, *different], "mAP of phenotypic consistency")
     keep = table[moa_column].notna().to_numpy()
     if role_column is not None and role_column in table.columns:
-        keep &= ~control_mask(table, role_column)
+        keep = keep & ~control_mask(table, role_column)
     table = table[keep]
     features = list(features) if features is not None else feature_columns(table)
     meta = table[[moa_column, *different]].reset_index(drop=True).astype(str)
