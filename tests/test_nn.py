@@ -24,6 +24,15 @@ from phenoadapt.nn import (
 from phenoadapt.nn.resnet import BasicBlock, Bottleneck
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny networks gain nothing from threads; on a shared CPU they only contend.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 @pytest.mark.parametrize("channels", [3, 5, 6])
 def test_resnet_shapes_any_channels_and_sizes(arch: str, channels: int) -> None:

@@ -1,0 +1,360 @@
+"""Checkpoints: weights in safetensors, everything else as JSON in the same file's header.
+
+One file (``model.safetensors``) holds the tensors and, under the header key
+``"phenoadapt"``, a JSON document: the network spec (architecture and input
+normalization), the classes, the channel names and order, the crop size, the
+training method and plates, package versions and metrics.  Loading rebuilds the
+network from the allow-list in :mod:`phenoadapt.nn.registry` and copies the
+tensors in; nothing is ever unpickled, so a checkpoint from a stranger cannot
+run code.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .. import __version__
+from ..errors import ModelError
+from ..nn.registry import build_network
+from ..plate.channels import Channel, ChannelRole, role_from_name
+
+FORMAT_NAME = "phenoadapt-checkpoint"
+FORMAT_VERSION = 1
+METADATA_KEY = "phenoadapt"
+SUFFIX = ".safetensors"
+
+
+@dataclass
+class CheckpointMetadata:
+    """What a checkpoint says about its network and how it was trained.
+
+    Attributes
+    ----------
+    network
+        JSON spec of the network (family, architecture, normalization...).
+    classes
+        Class names in the order of the outputs.
+    channel_names
+        Channel names in the order the network expects them.
+    method
+        Training method (``erm``, ``arm-bn``, ``cs-arm-bn``); also the default
+        test-time method.
+    crop_size
+        Size of the crops it was trained on (what the pipeline should extract).
+    input_size
+        Centre crop applied at test time (random crop of this size in training),
+        or None when crops are used whole.
+    training_plates, validation_plates
+        Plates used.
+    metrics
+        Validation metrics (``val_loss``, ``val_accuracy``, ``best_epoch``...).
+    training
+        Training settings (the ``TrainConfig`` as a dict).
+    versions
+        Package versions at save time (filled in by :func:`save_checkpoint`).
+    created
+        ISO time stamp (filled in by :func:`save_checkpoint`).
+    extra
+        Free-form JSON-ready notes.
+    """
+
+    network: dict[str, Any]
+    classes: tuple[str, ...]
+    channel_names: tuple[str, ...]
+    method: str = "cs-arm-bn"
+    crop_size: int | None = None
+    input_size: int | None = None
+    training_plates: tuple[str, ...] = ()
+    validation_plates: tuple[str, ...] = ()
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def normalization(self) -> dict[str, Any] | None:
+        """The input normalization (part of the network spec)."""
+        return self.network.get("normalization")
+
+    @property
+    def architecture(self) -> str:
+        """Architecture name, e.g. ``resnet50``."""
+        return str(self.network.get("arch", self.network.get("family", "?")))
+
+    def to_json(self) -> str:
+        """The JSON document stored in the file header."""
+        data = asdict(self)
+        data["format"] = FORMAT_NAME
+        data["format_version"] = FORMAT_VERSION
+        data["normalization"] = self.normalization
+        return json.dumps(data, sort_keys=True, default=_json_default)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "checkpoint") -> CheckpointMetadata:
+        """Parse and check the header document; :class:`ModelError` if it is not ours."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{source}: the phenoadapt metadata is not valid JSON ({exc}).") from exc
+        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+            raise ModelError(f"{source} is not a phenoadapt checkpoint (unknown metadata format).")
+        version = int(data.get("format_version", 0))
+        if version > FORMAT_VERSION:
+            raise ModelError(
+                f"{source} was written by a newer phenoadapt (checkpoint format {version}, this "
+                f"version reads up to {FORMAT_VERSION}): update phenoadapt."
+            )
+        try:
+            return cls(
+                network=dict(data["network"]),
+                classes=tuple(str(c) for c in data["classes"]),
+                channel_names=tuple(str(c) for c in data["channel_names"]),
+                method=str(data.get("method", "cs-arm-bn")),
+                crop_size=data.get("crop_size"),
+                input_size=data.get("input_size"),
+                training_plates=tuple(data.get("training_plates", ())),
+                validation_plates=tuple(data.get("validation_plates", ())),
+                metrics=dict(data.get("metrics", {})),
+                training=dict(data.get("training", {})),
+                versions=dict(data.get("versions", {})),
+                created=str(data.get("created", "")),
+                extra=dict(data.get("extra", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{source}: incomplete phenoadapt metadata (missing {exc}).") from exc
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the network (eval mode) and its metadata."""
+
+    model: nn.Module
+    metadata: CheckpointMetadata
+    path: Path | None = None
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that determine how a checkpoint behaves."""
+    return {
+        "phenoadapt": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "safetensors": safetensors.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel (or similar) wrapper."""
+    return getattr(model, "module", model)
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: CheckpointMetadata) -> Path:
+    """Write ``model`` and ``metadata`` to one safetensors file, atomically.
+
+    Parameters
+    ----------
+    path
+        Target file; ``.safetensors`` is appended when it has no suffix.
+    model
+        The network (a DDP wrapper is unwrapped).  Its ``spec()`` replaces
+        ``metadata.network`` so the two cannot disagree.
+    metadata
+        Classes, channels, method...; ``versions`` and ``created`` are filled in.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    model = _unwrap(model)
+    path = Path(path)
+    if not path.suffix:
+        path = path.with_suffix(SUFFIX)
+    if hasattr(model, "spec"):
+        metadata.network = model.spec()
+    n_out = getattr(model, "num_classes", len(metadata.classes))
+    if n_out != len(metadata.classes):
+        raise ValueError(f"The model has {n_out} outputs but {len(metadata.classes)} classes.")
+    n_in = metadata.network.get("in_channels", len(metadata.channel_names))
+    if n_in != len(metadata.channel_names):
+        raise ValueError(f"The model takes {n_in} channels but {len(metadata.channel_names)} are named.")
+    metadata.versions = package_versions()
+    metadata.created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    header = {"format": FORMAT_NAME, METADATA_KEY: metadata.to_json()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write next to the target and rename: a crash never leaves half a checkpoint.
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=header)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def read_checkpoint_metadata(path: str | os.PathLike) -> CheckpointMetadata:
+    """The metadata of a checkpoint, without loading its weights.
+
+    Raises
+    ------
+    ModelError
+        Missing file, not a safetensors file, or no phenoadapt metadata.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"No checkpoint file at {path}.")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for foreign files
+        raise ModelError(
+            f"{path} is not a phenoadapt checkpoint: it cannot be read as a safetensors file "
+            f"({exc}). Checkpoints are .safetensors files written by phenoadapt."
+        ) from exc
+    if METADATA_KEY not in header:
+        raise ModelError(
+            f"{path} is a safetensors file without phenoadapt metadata (written by another "
+            "program?): phenoadapt cannot tell its architecture, classes or channels."
+        )
+    return CheckpointMetadata.from_json(header[METADATA_KEY], source=str(path))
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
+    """Rebuild the network of a checkpoint and load its weights (never unpickles).
+
+    Parameters
+    ----------
+    path
+        A file written by :func:`save_checkpoint`.
+    device
+        Where to put the model.
+
+    Returns
+    -------
+    Checkpoint
+        Model in eval mode, and metadata.
+    """
+    path = Path(path)
+    metadata = read_checkpoint_metadata(path)
+    model = build_network(metadata.network)
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise ModelError(f"Cannot read the weights of {path}: {exc}") from exc
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        raise ModelError(
+            f"The weights in {path} do not fit its {metadata.architecture} description "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]}): "
+            "the file is damaged or was edited."
+        )
+    model.load_state_dict(tensors, strict=True)
+    model.to(device).eval()
+    return Checkpoint(model, metadata, path)
+
+
+# --------------------------------------------------------------------------- fit to a plate
+
+
+def _channel_role(channel: str | Channel) -> ChannelRole:
+    if isinstance(channel, Channel):
+        return channel.role if channel.role is not ChannelRole.OTHER else role_from_name(channel.name)
+    return role_from_name(str(channel))
+
+
+def _channel_name(channel: str | Channel) -> str:
+    return channel.name if isinstance(channel, Channel) else str(channel)
+
+
+def match_channels(metadata: CheckpointMetadata, plate_channels: Sequence[str | Channel]) -> list[int]:
+    """Indices of the plate channels that feed the checkpoint's channels, in its order.
+
+    A checkpoint channel matches a plate channel of the same name
+    (case-insensitive), else one of the same Cell Painting role (``"Hoechst"``
+    feeds ``"DNA"``).
+
+    Raises
+    ------
+    ModelError
+        When some checkpoint channel has no (or no unambiguous) plate channel.
+    """
+    names = [_channel_name(c).strip().lower() for c in plate_channels]
+    roles = [_channel_role(c) for c in plate_channels]
+    picked: list[int] = []
+    missing: list[str] = []
+    ambiguous: list[str] = []
+    for wanted in metadata.channel_names:
+        if wanted.strip().lower() in names:
+            picked.append(names.index(wanted.strip().lower()))
+            continue
+        role = role_from_name(wanted)
+        same = [i for i, r in enumerate(roles) if r is role and role is not ChannelRole.OTHER]
+        if len(same) == 1:
+            picked.append(same[0])
+        elif same:
+            ambiguous.append(f"{wanted} ({', '.join(_channel_name(plate_channels[i]) for i in same)})")
+        else:
+            missing.append(wanted)
+    have = ", ".join(_channel_name(c) for c in plate_channels) or "none"
+    if missing or ambiguous:
+        problems = []
+        if missing:
+            problems.append(f"no plate channel for {', '.join(missing)}")
+        if ambiguous:
+            problems.append(f"several plate channels could be {'; '.join(ambiguous)}")
+        raise ModelError(
+            f"The checkpoint expects channels {', '.join(metadata.channel_names)} but the plate "
+            f"has {have}: {' and '.join(problems)}. Name the plate's channels so that each "
+            "checkpoint channel is found once."
+        )
+    return picked
+
+
+def check_classes(metadata: CheckpointMetadata, moas: Iterable[str]) -> None:
+    """Raise :class:`ModelError` when plate MoAs are not among the checkpoint's classes.
+
+    Needed where predictions are scored against the plate map (accuracy); a
+    plain prediction of unknown compounds does not need it.
+    """
+    known = set(metadata.classes)
+    plate = {str(m) for m in moas if isinstance(m, str) and m.strip()}
+    unknown = sorted(plate - known)
+    if unknown:
+        raise ModelError(
+            f"The plate map has MoAs {unknown} that the checkpoint does not know (its classes: "
+            f"{', '.join(metadata.classes)}): those wells cannot be scored; exclude them or use "
+            "a checkpoint trained on these classes."
+        )
