@@ -215,6 +215,7 @@ def test_phenix_first_timepoint(tmp_path):
     write_files(tmp_path, [n.replace("sk1", "sk2") for n in phenix_names(["A01"], [1], [1, 2])])
     plate = open_plate(tmp_path)
     assert plate.metadata["timepoints"] == [1, 2]
+    assert plate.metadata["n_files"] == 2 and plate.metadata["ignored_files"] == 0
     assert "sk1" in plate.source.describe("A01", 1, plate.channels[0])
 
 

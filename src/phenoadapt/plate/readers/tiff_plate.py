@@ -17,7 +17,7 @@ from ...errors import PlateLayoutError
 from ..model import ImageRef, PixelSource, Plate, TiffSource
 from ..wells import PlateFormat, well_position
 from .layouts import PHENIX, FileLayout, FileRecord, expected_name
-from .metadata import find_index, read_harmony_index
+from .metadata import HarmonyIndex, find_index, read_harmony_index
 from .naming import ChannelNames, folder_plate_id, natural_key, resolve_channels, resolve_format
 from .sources import ProjectionSource, SampleStackSource
 from .tiff_header import TiffHeader, read_header
@@ -64,13 +64,13 @@ def open_tiff_plate(
         Channel names, plate id, plate format and z-plane choice.
     """
     plate_name = _single_plate(folder, records)
-    records, timepoints = _first_timepoint(records)
     metadata: dict = {
         "instrument": layout.instrument,
-        "n_files": len(records),
         "ignored_files": n_files - len(records),
         "per_site_stacks": layout.per_site_stacks,
     }
+    records, timepoints = _first_timepoint(records)
+    metadata["n_files"] = len(records)
     if len(timepoints) > 1:
         metadata["timepoints"] = timepoints
         metadata["timepoint"] = timepoints[0]
@@ -83,19 +83,18 @@ def open_tiff_plate(
         if len(planes) > 1 or options.plane is not None:
             metadata["planes"] = planes
             metadata["plane"] = options.plane if options.plane is not None else planes[0]
+    if header.pixel_size_um is not None:
+        metadata["pixel_size_um"] = header.pixel_size_um
     harmony_format = None
-    index_path = find_index(folder, list(all_paths)) if layout is PHENIX else None
-    if index_path is not None:
-        index = read_harmony_index(index_path, keys)
+    index = _harmony_index(folder, all_paths, keys) if layout is PHENIX else None
+    if index is not None:
         metadata_names = index.channel_names or None
         plate_name = index.plate_id or plate_name
-        metadata["index_file"] = str(index_path)
+        metadata["index_file"] = str(index.path)
         if index.pixel_size_um is not None:
             metadata["pixel_size_um"] = index.pixel_size_um
         if index.n_rows and index.n_columns:
             harmony_format = PlateFormat(index.n_rows, index.n_columns)
-    if header.pixel_size_um is not None:
-        metadata.setdefault("pixel_size_um", header.pixel_size_um)
     sites: dict[str, list[int]] = {}
     for well, site in {(w, s) for (w, s, _) in files}:
         sites.setdefault(well, []).append(site)
@@ -111,6 +110,12 @@ def open_tiff_plate(
         layout=layout.name,
         metadata=metadata,
     )
+
+
+def _harmony_index(folder: Path, all_paths: Sequence[str], keys: list[str]) -> HarmonyIndex | None:
+    """The Harmony index of a Phenix folder, read, or None when the folder has none."""
+    path = find_index(folder, list(all_paths))
+    return None if path is None else read_harmony_index(path, keys)
 
 
 # -- checks on the listing -------------------------------------------------------
