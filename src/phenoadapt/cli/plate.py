@@ -7,6 +7,7 @@ import sys
 
 from ..plate.model import Plate
 from ..plate.readers import LAYOUTS, open_plate, parse_channel_names, verify_plate, write_ome_zarr
+from ..plate.wells import normalize_well
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -153,8 +154,6 @@ def run_convert(args: argparse.Namespace) -> int:
     plate = _open(args)
     wells = [w.strip() for w in args.wells.split(",") if w.strip()] if args.wells else None
     if wells is not None:
-        from ..plate.wells import normalize_well
-
         wells = [normalize_well(w) for w in wells]
     if args.pyramid < 0:
         raise ValueError("--pyramid must be 0 or more levels.")
