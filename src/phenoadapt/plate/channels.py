@@ -54,7 +54,7 @@ ROLE_COLORMAPS: dict[ChannelRole, str] = {
 _ROLE_PATTERNS: tuple[tuple[ChannelRole, str], ...] = (
     (ChannelRole.BRIGHTFIELD, r"bright|^bf$|brightfield|phase|dpc"),
     (ChannelRole.DNA, r"dna|hoechst|dapi|nucle(us|i)$|draq"),
-    (ChannelRole.ER, r"^er$|er[_ ]|endoplasm|conca|cona|alexa ?488"),
+    (ChannelRole.ER, r"\ber\b|^er[_-]|endoplasm|conca|\bcona\b|alexa ?488"),
     (ChannelRole.RNA, r"rna|syto|nucleol"),
     (ChannelRole.AGP, r"agp|actin|phalloid|wga|golgi|membrane"),
     (ChannelRole.MITO, r"mito"),
