@@ -59,8 +59,10 @@ BIG = SyntheticPlateConfig(
 
 def synthetic_quality(seeds: int) -> list[str]:
     """F1 of nuclei and cells against ground truth, per MoA, on 256 x 256 fields."""
-    rows = ["| MoA | fields | true cells | found | nuclei F1 | cells F1 | cells mean IoU |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| MoA | fields | true cells | found | nuclei F1 | cells F1 | cells mean IoU |",
+        "|---|---|---|---|---|---|---|",
+    ]
     params = SegmentationParams(nucleus_diameter=16)
     totals = []
     for moa in ("DMSO", *MOAS):
@@ -90,12 +92,21 @@ def real_quality() -> list[str]:
     """Agreement with CellProfiler on the real field."""
     plate = open_plate(REAL)
     image = plate.read_field(*next(plate.fields()))
-    rows = ["| threshold correction (cells) | nuclei F1 (all) | nuclei mean IoU | cells recall "
-            "| cells F1 (CellProfiler's cells) | cells mean IoU |", "|---|---|---|---|---|---|"]
-    ref_n = labels_from_outlines(tifffile.imread(REAL / "outlines/NucleiOutlines_BR00143976_C03_3.tiff"))
-    ref_c = labels_from_outlines(tifffile.imread(REAL / "outlines/CellsOutlines_BR00143976_C03_3.tiff"))
+    rows = [
+        "| threshold correction (cells) | nuclei F1 (all) | nuclei mean IoU | cells recall "
+        "| cells F1 (CellProfiler's cells) | cells mean IoU |",
+        "|---|---|---|---|---|---|",
+    ]
+    ref_n = labels_from_outlines(
+        tifffile.imread(REAL / "outlines/NucleiOutlines_BR00143976_C03_3.tiff")
+    )
+    ref_c = labels_from_outlines(
+        tifffile.imread(REAL / "outlines/CellsOutlines_BR00143976_C03_3.tiff")
+    )
     for correction in (1.0, 1.05):
-        seg = segment_field(image, plate.channels, SegmentationParams(cell_threshold_correction=correction))
+        seg = segment_field(
+            image, plate.channels, SegmentationParams(cell_threshold_correction=correction)
+        )
         nuclei = match_labels(ref_n, seg.nuclei)
         # CellProfiler kept 31 of the field's cells (it drops some at the edges): score
         # only the predicted cells whose nucleus lies in one of its cells.
@@ -117,7 +128,9 @@ def overlay(path: Path) -> None:
     plate = open_plate(REAL)
     image = plate.read_field(*next(plate.fields()))
     seg = segment_field(image, plate.channels)
-    ref_c = labels_from_outlines(tifffile.imread(REAL / "outlines/CellsOutlines_BR00143976_C03_3.tiff"))
+    ref_c = labels_from_outlines(
+        tifffile.imread(REAL / "outlines/CellsOutlines_BR00143976_C03_3.tiff")
+    )
 
     def unit(plane: np.ndarray) -> np.ndarray:
         lo, hi = np.percentile(plane, [1, 99.5])
@@ -148,9 +161,35 @@ def build_plate(folder: Path, n_fields: int, synthetic: bool, field_dir: Path) -
     return folder
 
 
+def cpu_per_field(field_dir: Path, repeats: int = 3) -> list[str]:
+    """CPU seconds of each stage for one field, in this process (robust to other jobs)."""
+    from phenoadapt.cells import measure_cells
+
+    plate = open_plate(field_dir)
+    well, site = next(plate.fields())
+    stages = {"read 6 planes": [], "segment": [], "measure": []}
+    for _ in range(repeats):
+        start = time.process_time()
+        image = plate.read_field(well, site)
+        read = time.process_time()
+        seg = segment_field(image, plate.channels)
+        segmented = time.process_time()
+        measure_cells(image, plate.channels, seg)
+        stages["read 6 planes"].append(read - start)
+        stages["segment"].append(segmented - read)
+        stages["measure"].append(time.process_time() - segmented)
+    total = sum(min(v) for v in stages.values())
+    rows = ["| stage | CPU seconds per field (best of 3) |", "|---|---|"]
+    rows += [f"| {name} | {min(values):.2f} |" for name, values in stages.items()]
+    rows.append(f"| **total** | **{total:.2f}** ({seg.n_cells} cells) |")
+    return rows
+
+
 def speed(n_fields: int, synthetic: bool, field_dir: Path) -> list[str]:
-    rows = ["| fields | processes | seconds | fields/s | cells/s | cells/field | load average |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| fields | processes | seconds | fields/s | cells/s | cells/field | load average |",
+        "|---|---|---|---|---|---|---|",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         plate = open_plate(build_plate(Path(tmp) / "BENCH", n_fields, synthetic, field_dir))
         for workers in sorted({1, default_workers()}):
@@ -196,6 +235,11 @@ def main() -> None:
         "(6 planes read per field, 5 fluorescent channels measured):",
         "",
         *speed(args.fields, args.synthetic, args.field_dir),
+        "",
+        "CPU time per field of the real field, by stage (independent of other jobs on the "
+        "machine; one process per core ideally gives cores / total fields per second):",
+        "",
+        *cpu_per_field(args.field_dir),
     ]
     text = "\n".join(lines)
     print(text)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_cells_plate import write_plate
 
 from phenoadapt import schema
 from phenoadapt.cells import CELL_COUNT
 from phenoadapt.cli import main
-from test_cells_plate import write_plate
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +29,17 @@ def test_segment_writes_cells_and_profiles(plate_dir, tmp_path, capsys):
     ).to_csv(platemap, index=False)
     cells, wells, sites = tmp_path / "cells.csv", tmp_path / "wells.csv", tmp_path / "sites.csv.gz"
     status = _segment(
-        plate_dir, "--platemap", str(platemap), "--out", str(cells), "--per-well", str(wells),
-        "--per-site", str(sites), "--workers", "2",
+        plate_dir,
+        "--platemap",
+        str(platemap),
+        "--out",
+        str(cells),
+        "--per-well",
+        str(wells),
+        "--per-site",
+        str(sites),
+        "--workers",
+        "2",
     )
     out, err = capsys.readouterr()
     assert status == 0
@@ -38,8 +47,15 @@ def test_segment_writes_cells_and_profiles(plate_dir, tmp_path, capsys):
     assert "well B03, site 1" in err and "all zero" in err  # the failed field is named
     table = pd.read_csv(cells)
     assert list(table.columns[:9]) == [
-        schema.PLATE, schema.WELL, schema.SITE, schema.CELL_ID, schema.CENTROID_Y,
-        schema.CENTROID_X, schema.ROLE, schema.TREATMENT, schema.MOA,
+        schema.PLATE,
+        schema.WELL,
+        schema.SITE,
+        schema.CELL_ID,
+        schema.CENTROID_Y,
+        schema.CENTROID_X,
+        schema.ROLE,
+        schema.TREATMENT,
+        schema.MOA,
     ]
     assert set(table[schema.WELL]) == {"B02", "C05"}
     assert set(table.loc[table[schema.WELL] == "B02", schema.ROLE]) == {"control"}
@@ -55,8 +71,10 @@ def test_segment_never_overwrites_without_flag(plate_dir, tmp_path, capsys):
     out.write_text("keep me")
     assert _segment(plate_dir, "--out", str(out), "--wells", "C05", "--workers", "1") == 2
     assert "already exists" in capsys.readouterr().err and out.read_text() == "keep me"
-    assert _segment(plate_dir, "--out", str(out), "--wells", "C05", "--workers", "1",
-                    "--overwrite") == 0
+    assert (
+        _segment(plate_dir, "--out", str(out), "--wells", "C05", "--workers", "1", "--overwrite")
+        == 0
+    )
     assert set(pd.read_csv(out)[schema.WELL]) == {"C05"}
 
 

@@ -134,8 +134,16 @@ def test_cell_table_has_schema_columns_and_platemap_values():
     platemap = _platemap()
     table = cell_table(values, "P1", "B02", 3, platemap)
     lead = [
-        schema.PLATE, schema.WELL, schema.SITE, schema.CELL_ID, schema.CENTROID_Y,
-        schema.CENTROID_X, schema.ROLE, schema.TREATMENT, schema.MOA, schema.CONCENTRATION,
+        schema.PLATE,
+        schema.WELL,
+        schema.SITE,
+        schema.CELL_ID,
+        schema.CENTROID_Y,
+        schema.CENTROID_X,
+        schema.ROLE,
+        schema.TREATMENT,
+        schema.MOA,
+        schema.CONCENTRATION,
     ]
     assert list(table.columns[: len(lead)]) == lead
     assert table[schema.TREATMENT].tolist() == ["taxol", "taxol"]

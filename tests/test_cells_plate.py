@@ -29,7 +29,7 @@ FIELDS = {("B02", 1): 11, ("B02", 2): 12, ("B03", 1): 13, ("C05", 1): 14}
 
 
 def write_plate(folder: Path, broken: tuple[str, int] | None = None) -> Path:
-    """A small 5-channel Opera Phenix plate of synthetic fields (DNA channel of ``broken`` blank)."""
+    """A small 5-channel Opera Phenix plate of synthetic fields; ``broken`` has no DNA signal."""
     folder.mkdir(parents=True, exist_ok=True)
     for (well, site), seed in FIELDS.items():
         image = render_field(seed=seed, well=well, site=site).image
@@ -67,7 +67,12 @@ def test_plate_run_records_failed_field_and_goes_on(serial, plate):
     done = serial.cells.groupby([schema.WELL, schema.SITE]).size()
     assert set(done.index) == {("B02", 1), ("B02", 2), ("C05", 1)}
     assert (done > 20).all()
-    assert list(serial.cells.columns[:4]) == [schema.PLATE, schema.WELL, schema.SITE, schema.CELL_ID]
+    assert list(serial.cells.columns[:4]) == [
+        schema.PLATE,
+        schema.WELL,
+        schema.SITE,
+        schema.CELL_ID,
+    ]
     # Plate order, and cell ids restart at 1 in every field.
     assert serial.cells[schema.WELL].tolist() == sorted(serial.cells[schema.WELL])
     assert (serial.cells.groupby([schema.WELL, schema.SITE])[schema.CELL_ID].min() == 1).all()
@@ -76,7 +81,10 @@ def test_plate_run_records_failed_field_and_goes_on(serial, plate):
 def test_pool_gives_the_same_table_and_reports_progress(plate, serial):
     calls = []
     pooled = segment_plate(
-        plate, segmentation=SYNTH, measure=FAST, workers=2,
+        plate,
+        segmentation=SYNTH,
+        measure=FAST,
+        workers=2,
         progress=lambda stage, done, total: calls.append((stage, done, total)),
     )
     pd.testing.assert_frame_equal(pooled.cells, serial.cells)
@@ -184,8 +192,9 @@ def test_stream_yields_fixed_batches_and_skips_failed_fields(plate, serial):
 
 
 def test_stream_from_a_saved_table_and_cancel(plate, serial):
-    stream = CropStream(plate, wells=["C05"], batch_size=1000, crop=CropParams(size=16),
-                        cells=serial.cells)
+    stream = CropStream(
+        plate, wells=["C05"], batch_size=1000, crop=CropParams(size=16), cells=serial.cells
+    )
     (batch,) = list(stream)
     assert len(batch) == (serial.cells[schema.WELL] == "C05").sum()
     with pytest.raises(CellsError, match="mask_neighbours needs cell labels"):

@@ -59,8 +59,12 @@ def test_real_field_agrees_with_cellprofiler():
     image, channels = _real_field()
     seg = segment_field(image, channels, field_name="BR00143976 C03 s3")
     _check_consistent(seg)
-    ref_nuclei = labels_from_outlines(tifffile.imread(REAL / "outlines/NucleiOutlines_BR00143976_C03_3.tiff"))
-    ref_cells = labels_from_outlines(tifffile.imread(REAL / "outlines/CellsOutlines_BR00143976_C03_3.tiff"))
+    ref_nuclei = labels_from_outlines(
+        tifffile.imread(REAL / "outlines/NucleiOutlines_BR00143976_C03_3.tiff")
+    )
+    ref_cells = labels_from_outlines(
+        tifffile.imread(REAL / "outlines/CellsOutlines_BR00143976_C03_3.tiff")
+    )
     assert ref_nuclei.max() == 37 and ref_cells.max() == 31
     nuclei = match_labels(ref_nuclei, seg.nuclei)
     assert nuclei.f1 > 0.9 and nuclei.mean_iou > 0.85, nuclei
@@ -74,8 +78,12 @@ def test_touching_nuclei_are_split():
     for cy, cx in ((64, 50), (64, 76)):  # two discs of radius 14 overlapping by 2 pixels
         dna[(yy - cy) ** 2 + (xx - cx) ** 2 <= 14**2] = 2000
     rng = np.random.default_rng(0)
-    image = np.stack([dna, dna * 0.3, dna * 0.3, dna * 0.5 + 300, dna * 0.3]) + rng.normal(0, 5, (5, 128, 128))
-    seg = segment_field(np.clip(image, 0, None).astype(np.uint16), CP5, SegmentationParams(nucleus_diameter=28))
+    image = np.stack([dna, dna * 0.3, dna * 0.3, dna * 0.5 + 300, dna * 0.3]) + rng.normal(
+        0, 5, (5, 128, 128)
+    )
+    seg = segment_field(
+        np.clip(image, 0, None).astype(np.uint16), CP5, SegmentationParams(nucleus_diameter=28)
+    )
     assert seg.n_cells == 2
     _check_consistent(seg)
 
@@ -83,7 +91,9 @@ def test_touching_nuclei_are_split():
 def test_exclude_border_drops_edge_cells():
     field = render_field(seed=4)
     everything = segment_field(field.image, CP5, SYNTH)
-    inner = segment_field(field.image, CP5, SegmentationParams(nucleus_diameter=16, exclude_border=True))
+    inner = segment_field(
+        field.image, CP5, SegmentationParams(nucleus_diameter=16, exclude_border=True)
+    )
     _check_consistent(inner)
     assert 0 < inner.n_cells < everything.n_cells
     edge = np.concatenate([inner.cells[0], inner.cells[-1], inner.cells[:, 0], inner.cells[:, -1]])
@@ -125,7 +135,9 @@ def test_missing_channel_is_named(synthetic_image):
     with pytest.raises(CellsError, match="no AGP channel.*Tubulin"):
         segment_field(synthetic_image, channels, SYNTH, field_name="well A01")
     seg = segment_field(
-        synthetic_image, channels, SegmentationParams(nucleus_diameter=16, cytoplasm_channel="Tubulin")
+        synthetic_image,
+        channels,
+        SegmentationParams(nucleus_diameter=16, cytoplasm_channel="Tubulin"),
     )
     assert seg.n_cells > 10
 
@@ -188,11 +200,15 @@ def test_cellpose_without_weights_names_the_folder(synthetic_image, monkeypatch,
     _fake_cellpose(monkeypatch, lambda image: np.zeros(image.shape[:2], int))
     monkeypatch.setenv("CELLPOSE_LOCAL_MODELS_PATH", str(tmp_path))
     with pytest.raises(CellsError, match="weights 'cpsam' were not found") as info:
-        segment_field(synthetic_image, CP5, SegmentationParams(nucleus_diameter=16, backend="cellpose"))
+        segment_field(
+            synthetic_image, CP5, SegmentationParams(nucleus_diameter=16, backend="cellpose")
+        )
     assert str(tmp_path / "cpsam") in str(info.value)
 
 
-def test_cellpose_backend_uses_local_weights_and_pairs_nuclei(synthetic_image, monkeypatch, tmp_path):
+def test_cellpose_backend_uses_local_weights_and_pairs_nuclei(
+    synthetic_image, monkeypatch, tmp_path
+):
     from phenoadapt.cells import cellpose_backend
 
     cellpose_backend._load_model.cache_clear()
@@ -202,7 +218,9 @@ def test_cellpose_backend_uses_local_weights_and_pairs_nuclei(synthetic_image, m
     calls = _fake_cellpose(monkeypatch, lambda image: reversed_cells)
     (tmp_path / "cpsam").write_bytes(b"weights")
     monkeypatch.setenv("CELLPOSE_LOCAL_MODELS_PATH", str(tmp_path))
-    seg = segment_field(synthetic_image, CP5, SegmentationParams(nucleus_diameter=16, backend="cellpose"))
+    seg = segment_field(
+        synthetic_image, CP5, SegmentationParams(nucleus_diameter=16, backend="cellpose")
+    )
     cellpose_backend._load_model.cache_clear()
     assert calls["weights"] == str(tmp_path / "cpsam")
     assert calls["kwargs"]["channel_axis"] == -1

@@ -13,21 +13,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from test_cells_plate import write_plate
 
 from phenoadapt import schema
 from phenoadapt.gui.segmentation import META_KEY, SegmentationWidget
-from test_cells_plate import write_plate
 
 REAL = Path(__file__).parent / "data" / "phenix_BR00143976"
 PHENIX_CHANNELS = ("brightfield", "ER", "AGP", "Mito", "DNA", "RNA")
-COLOURS = {"brightfield": "gray", "ER": "green", "AGP": "yellow", "Mito": "magenta",
-           "DNA": "blue", "RNA": "cyan"}
+COLOURS = {
+    "brightfield": "gray",
+    "ER": "green",
+    "AGP": "yellow",
+    "Mito": "magenta",
+    "DNA": "blue",
+    "RNA": "cyan",
+}
 DOCS_IMAGE = Path(__file__).parents[1] / "docs" / "images" / "segmentation_napari.png"
 
 
 def _add_field(viewer, planes, names, plate_path, plate_id, well, site):
     """Channel layers as phenoadapt's plate reader adds them."""
-    for plane, name in zip(planes, names):
+    for plane, name in zip(planes, names, strict=True):
         lo, hi = np.percentile(plane, [0.5, 99.8])
         hi = max(hi, lo + 1)  # a blank plane still needs a contrast range
         viewer.add_image(
@@ -37,8 +43,16 @@ def _add_field(viewer, planes, names, plate_path, plate_id, well, site):
             blending="additive",
             contrast_limits=(float(lo), float(hi)),
             visible=name != "brightfield",
-            metadata={META_KEY: {"plate_path": str(plate_path), "plate_id": plate_id,
-                                 "well": well, "site": site, "channel": name, "role": name}},
+            metadata={
+                META_KEY: {
+                    "plate_path": str(plate_path),
+                    "plate_id": plate_id,
+                    "well": well,
+                    "site": site,
+                    "channel": name,
+                    "role": name,
+                }
+            },
         )
 
 
@@ -67,11 +81,16 @@ def test_segments_the_real_field_on_screen(make_napari_viewer, qtbot, errors):
     assert errors == []
     cells = viewer.layers["cells [BR00143976 C03 s3]"]
     assert cells.metadata[META_KEY] == {
-        "plate_path": str(REAL), "plate_id": "BR00143976", "well": "C03", "site": 3,
+        "plate_path": str(REAL),
+        "plate_id": "BR00143976",
+        "well": "C03",
+        "site": 3,
         "kind": "cells",
     }
     features = cells.features
-    assert 30 <= len(features) <= 45 and features["index"].tolist() == list(range(1, len(features) + 1))
+    assert 30 <= len(features) <= 45 and features["index"].tolist() == list(
+        range(1, len(features) + 1)
+    )
     assert {schema.WELL, "Cells_AreaShape_Area", "Cytoplasm_Texture_Contrast_ER"} <= set(features)
     assert int(cells.data.max()) == len(features)
     # Hovering a cell shows its values.
@@ -100,8 +119,9 @@ def test_errors_are_notifications(make_napari_viewer, qtbot, errors):
     widget.run()  # nothing on screen
     assert widget.worker is None
     assert "No plate field on screen" in errors[-1]
-    planes = [np.zeros((128, 128), np.uint16)] + [np.full((128, 128), 100, np.uint16) + i
-                                                  for i in range(4)]
+    planes = [np.zeros((128, 128), np.uint16)] + [
+        np.full((128, 128), 100, np.uint16) + i for i in range(4)
+    ]
     planes[1][::2] += 7  # not constant
     planes[2][::3] += 5
     planes[3][::2] += 9
@@ -131,7 +151,9 @@ def test_wells_mode_and_cancel(make_napari_viewer, qtbot, errors, tmp_path):
     widget.wells.setText("B02, B03")
     widget.run()
     _wait(qtbot, widget)
-    names = {lay.name for lay in viewer.layers if lay.metadata.get(META_KEY, {}).get("kind") == "cells"}
+    names = {
+        lay.name for lay in viewer.layers if lay.metadata.get(META_KEY, {}).get("kind") == "cells"
+    }
     assert names == {"cells [SYN003 B02 s1]", "cells [SYN003 B02 s2]"}
     assert len(errors) == 1 and "well B03, site 1" in errors[0]  # the plate run went on
     assert widget.progress.value() == widget.progress.maximum() == 3

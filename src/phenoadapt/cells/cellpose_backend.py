@@ -32,7 +32,10 @@ INSTALL_HINT = (
 
 
 def models_folder() -> Path:
-    """Where cellpose looks for weights: ``$CELLPOSE_LOCAL_MODELS_PATH`` or ``~/.cellpose/models``."""
+    """Where cellpose looks for weights.
+
+    ``$CELLPOSE_LOCAL_MODELS_PATH``, by default ``~/.cellpose/models``.
+    """
     env = os.environ.get("CELLPOSE_LOCAL_MODELS_PATH")
     return Path(env).expanduser() if env else Path.home() / ".cellpose" / "models"
 
@@ -111,11 +114,9 @@ def pair_cells_with_nuclei(cells: np.ndarray, nuclei: np.ndarray) -> Segmentatio
     without any nucleus pixel are dropped, as are nuclei outside every cell.
     """
     both = (cells > 0) & (nuclei > 0)
-    pairs, overlap = np.unique(
-        np.stack([cells[both], nuclei[both]]), axis=1, return_counts=True
-    )
+    pairs, overlap = np.unique(np.stack([cells[both], nuclei[both]]), axis=1, return_counts=True)
     best: dict[int, tuple[int, int]] = {}  # cell -> (overlap, nucleus)
-    for (cell, nucleus), count in zip(pairs.T, overlap):
+    for (cell, nucleus), count in zip(pairs.T, overlap, strict=True):
         if count > best.get(int(cell), (0, 0))[0]:
             best[int(cell)] = (int(count), int(nucleus))
     cell_lut = np.zeros(int(cells.max(initial=0)) + 1, dtype=np.int32)

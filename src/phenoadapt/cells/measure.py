@@ -61,7 +61,11 @@ _TEXTURE = {
     "homogeneity": "InverseDifferenceMoment",
     "variance": "Variance",
 }
-_QUARTILES = {"LowerQuartileIntensity": 0.25, "MedianIntensity": 0.5, "UpperQuartileIntensity": 0.75}
+_QUARTILES = {
+    "LowerQuartileIntensity": 0.25,
+    "MedianIntensity": 0.5,
+    "UpperQuartileIntensity": 0.75,
+}
 _ANGLES = (0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4)
 
 

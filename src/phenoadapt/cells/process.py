@@ -16,7 +16,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ..errors import Cancelled, CellsError, PhenoadaptError
@@ -168,7 +167,7 @@ def segment_plate(
         if unknown:
             raise CellsError(
                 f"Wells {', '.join(unknown)} were not imaged on plate {plate.plate_id}; "
-                f"imaged wells: {', '.join(plate.wells[:12])}{'...' if len(plate.wells) > 12 else ''}."
+                f"imaged wells: {_listing(plate.wells)}."
             )
     fields = list(plate.fields(wells))
     workers = max(1, min(workers or default_workers(), len(fields) or 1))
@@ -180,13 +179,18 @@ def segment_plate(
     else:
         outcomes = _run_pool(fields, args, workers, report, cancel, plate)
     tables, failures = [], []
-    for (well, site), (ok, value) in zip(fields, outcomes):
+    for (well, site), (ok, value) in zip(fields, outcomes, strict=True):
         if ok:
             tables.append(value)
         else:
             failures.append(FieldFailure(well, site, value))
     cells = pd.concat(tables, ignore_index=True) if tables else empty_cell_table()
     return PlateCells(cells=cells, failures=failures, n_fields=len(fields))
+
+
+def _listing(items: list[str], shown: int = 12) -> str:
+    """``A01, A02, ...`` with at most ``shown`` items."""
+    return ", ".join(items[:shown]) + (", ..." if len(items) > shown else "")
 
 
 # -- execution ------------------------------------------------------------------
@@ -228,7 +232,11 @@ def _cancelled(cancel: Cancel | None, done: int, total: int, plate: Plate) -> Ca
 
 
 def _run_serial(
-    fields: list[tuple[str, int]], args: tuple, report: Progress, cancel: Cancel | None, plate: Plate
+    fields: list[tuple[str, int]],
+    args: tuple,
+    report: Progress,
+    cancel: Cancel | None,
+    plate: Plate,
 ) -> list[Outcome]:
     outcomes = []
     for done, (well, site) in enumerate(fields):
@@ -242,8 +250,12 @@ def _run_serial(
 def _pool_context() -> multiprocessing.context.BaseContext:
     # 'forkserver' (or 'spawn') rather than 'fork': the GUI calls this from a
     # thread, and forking a multi-threaded process can deadlock.
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    # Workers forked from a server that has already imported this module start faster.
+    context.set_forkserver_preload([__name__])
+    return context
 
 
 def _run_pool(
@@ -286,14 +298,3 @@ def _future_outcome(future: Future, plate: Plate, well: str, site: int) -> Outco
         return future.result()
     except Exception as exc:  # BrokenProcessPool, unpicklable results...
         return False, f"{field_name(plate, well, site)} failed in a worker process: {exc}"
-
-
-def label_statistics(seg: Segmentation) -> dict[str, float]:
-    """Counts and median areas of a segmentation (for summaries and benchmarks)."""
-    nuclei_area = np.bincount(seg.nuclei.ravel())[1:]
-    cell_area = np.bincount(seg.cells.ravel())[1:]
-    return {
-        "n_cells": seg.n_cells,
-        "median_nucleus_area": float(np.median(nuclei_area)) if nuclei_area.size else np.nan,
-        "median_cell_area": float(np.median(cell_area)) if cell_area.size else np.nan,
-    }

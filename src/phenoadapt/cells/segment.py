@@ -116,7 +116,7 @@ def check_field(
             f"{field_name} is {image.shape[1]}x{image.shape[2]} pixels, too small for nuclei of "
             f"{params.nucleus_diameter:g} pixels: check nucleus_diameter."
         )
-    for plane, ch in zip(image, channels):
+    for plane, ch in zip(image, channels, strict=True):
         if ch.role is ChannelRole.BRIGHTFIELD:
             continue  # brightfield is neither segmented nor measured
         lo, hi = plane.min(), plane.max()
@@ -197,7 +197,7 @@ def segment_nuclei(
 
     Smoothing scales with the nucleus diameter; a global threshold separates
     nuclei from background; touching nuclei are split at the saddles of the
-    distance transform (seeds at least half a nucleus diameter apart); objects
+    distance transform (seeds at least a quarter of a nucleus diameter apart); objects
     outside the allowed size range are dropped.
 
     Returns
@@ -229,9 +229,7 @@ def segment_nuclei(
     return labels
 
 
-def segment_cells(
-    cyto: np.ndarray, nuclei: np.ndarray, params: SegmentationParams
-) -> np.ndarray:
+def segment_cells(cyto: np.ndarray, nuclei: np.ndarray, params: SegmentationParams) -> np.ndarray:
     """Grow whole cells from their nuclei on a cytoplasm image.
 
     The cell foreground is a threshold of the log-intensity (dim cell edges
@@ -334,15 +332,3 @@ def _drop_border_cells(result: Segmentation) -> Segmentation:
     lookup = np.zeros(result.cells.max() + 1, dtype=np.int32)
     lookup[kept] = np.arange(1, len(kept) + 1)
     return Segmentation(nuclei=lookup[result.nuclei], cells=lookup[cells])
-
-
-
-
-
-
-
-
-
-
-
-

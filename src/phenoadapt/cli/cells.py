@@ -36,9 +36,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("plate", metavar="PLATE", help="plate folder or OME-Zarr plate")
-    parser.add_argument("--platemap", metavar="MAP", help="plate map (CSV/TSV) for role, treatment, MoA")
     parser.add_argument(
-        "--wells", nargs="+", metavar="WELL", help="wells to process (A01 B02 or A01,B02); all by default"
+        "--platemap", metavar="MAP", help="plate map (CSV/TSV) for role, treatment, MoA"
+    )
+    parser.add_argument(
+        "--wells",
+        nargs="+",
+        metavar="WELL",
+        help="wells to process (A01 B02 or A01,B02); all by default",
     )
     parser.add_argument("--out", default="cells.csv", help="per-cell table (default: cells.csv)")
     parser.add_argument("--per-well", metavar="CSV", help="also write per-well median profiles")
@@ -82,14 +87,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         metavar="N",
-        help=f"processes working on fields in parallel (default: all cores, here {default_workers()})",
+        help=f"processes for fields in parallel (default: all cores, here {default_workers()})",
     )
     parser.add_argument(
         "--pattern",
         metavar="RE",
-        help="regular expression with named groups well (or row, column), site, channel for file names",
+        help="regular expression for file names, with named groups well (or row, column), "
+        "site, channel",
     )
-    parser.add_argument("--plate-id", help="plate id to use (and to pick the plate's rows of the map)")
+    parser.add_argument(
+        "--plate-id", help="plate id to use (and to pick the plate's rows of the map)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.set_defaults(func=run_segment)
 
@@ -113,8 +121,9 @@ def run_segment(args: argparse.Namespace) -> int:
     if args.platemap:
         platemap = read_platemap(args.platemap, plate_format=plate.format, plate_id=args.plate_id)
     wells = parse_wells(args.wells)
-    result = _run_with_bar(plate, wells, params, MeasureParams(texture=not args.no_texture),
-                           platemap, args.workers)
+    result = _run_with_bar(
+        plate, wells, params, MeasureParams(texture=not args.no_texture), platemap, args.workers
+    )
     report_failures(result)
     if result.cells.empty:
         raise CellsError(
@@ -179,9 +188,7 @@ def check_outputs(paths: list[Path], overwrite: bool) -> None:
         if path.is_dir():
             raise CellsError(f"{path} is a folder: give a file name such as {path / 'cells.csv'}.")
         if path.exists() and not overwrite:
-            raise CellsError(
-                f"{path} already exists: choose another file name or add --overwrite."
-            )
+            raise CellsError(f"{path} already exists: choose another file name or add --overwrite.")
         if not path.parent.is_dir():
             raise CellsError(f"Cannot write {path}: the folder {path.parent} does not exist.")
 

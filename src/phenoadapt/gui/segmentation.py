@@ -111,7 +111,10 @@ def screen_field(viewer: napari.Viewer) -> ScreenField:
             "channels appear as layers, then segment."
         )
     chosen = None
-    for layer in [*viewer.layers.selection, *reversed([lay for lay in viewer.layers if lay.visible])]:
+    for layer in [
+        *viewer.layers.selection,
+        *reversed([lay for lay in viewer.layers if lay.visible]),
+    ]:
         info = layer.metadata.get(META_KEY) or {}
         key = (str(info.get("plate_path", "")), str(info.get("well")), int(info.get("site", -1)))
         if key in groups:
@@ -179,8 +182,9 @@ def segment_jobs(
         for done, (well, site) in enumerate(fields, start=1):
             try:
                 seg, table = process_field(plate, well, site, params, measure)
-                yield "field", FieldDone(
-                    plate_path, plate.plate_id, well, site, seg.nuclei, seg.cells, table
+                yield (
+                    "field",
+                    FieldDone(plate_path, plate.plate_id, well, site, seg.nuclei, seg.cells, table),
                 )
             except PhenoadaptError as exc:
                 yield "error", str(exc)
@@ -217,8 +221,12 @@ def _segment_screen_field(
 
 def add_field_layers(viewer: napari.Viewer, done: FieldDone) -> Any:
     """Add (or replace) the cells and nuclei Labels layers of a segmented field."""
-    base = {"plate_path": done.plate_path, "plate_id": done.plate_id, "well": done.well,
-            "site": done.site}
+    base = {
+        "plate_path": done.plate_path,
+        "plate_id": done.plate_id,
+        "well": done.well,
+        "site": done.site,
+    }
     tag = f"[{done.plate_id} {done.well} s{done.site}]"
     features = done.table.copy()
     # napari maps label values to feature rows through an 'index' column.
