@@ -297,6 +297,12 @@ def test_cancel_removes_the_partial_plate_and_progress_is_reported(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_cancel_with_worker_processes(tmp_path):
+    with pytest.raises(Cancelled):
+        generate_plate(tmp_path, ROW_A, seed=1, plate_id="P", workers=2, cancel=lambda: True)
+    assert not any(tmp_path.iterdir())
+
+
 # -- technical effects ---------------------------------------------------------------------
 def _signal(lab=IDEAL, batch=None, plate=None, moa="DMSO", well="C03", seed=0, config=FIELD):
     return render_field(config, moa=moa, lab=lab, batch=batch, plate=plate, well=well, seed=seed)

@@ -20,7 +20,7 @@ import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -205,7 +205,9 @@ def _run_tasks(
 
     def check_cancel() -> None:
         if cancel is not None and cancel():
-            raise Cancelled(f"Generation of {stage} was cancelled; nothing was kept.")
+            raise Cancelled(
+                f"Generation of plate {stage} was cancelled; its partial folder was removed."
+            )
 
     if executor is None:
         for i, task in enumerate(tasks):
@@ -224,8 +226,11 @@ def _run_tasks(
                     progress(stage, done, total)
                 check_cancel()
         finally:
+            # On cancel or error, drop the queued wells and let running ones finish
+            # before the caller removes the partial folder they write into.
             for future in futures:
                 future.cancel()
+            wait([f for f in futures if not f.cancelled()])
     return [r for r in results if r is not None]
 
 

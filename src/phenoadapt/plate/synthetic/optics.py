@@ -17,9 +17,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from .effects import BatchEffects, LabEffects, WellConditions, illumination
+from .spectral import gaussian_blur
 
 UINT16_MAX = 65535
 
@@ -94,7 +94,7 @@ def image_field(
         )
         signal = stain * np.float32(amount)
         if sigma > 0.05:
-            signal = ndi.gaussian_filter(signal, sigma, truncate=3.5)
+            signal = gaussian_blur(signal, sigma)
         signal = signal[crop]
         counts = profile * (np.float32(lab.gain[c]) * signal + np.float32(lab.background[c]))
         if lab.shot_noise > 0 or lab.read_noise > 0:

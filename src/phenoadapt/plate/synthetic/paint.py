@@ -26,6 +26,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
 from .geometry import CellLayout
+from .spectral import gaussian_blur, gaussian_noise
 
 # Per-cell traits: trait name -> one value per cell (by cell id - 1).
 Traits = dict[str, np.ndarray]
@@ -42,9 +43,8 @@ def lut(values: np.ndarray) -> np.ndarray:
 
 
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    """Gaussian-filtered white noise with unit standard deviation."""
-    noise = ndi.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma, truncate=3)
-    return noise / (noise.std() + 1e-6)
+    """Smooth random texture with unit standard deviation (correlation length ``sigma``)."""
+    return gaussian_noise(rng, shape, sigma)
 
 
 def splat(
@@ -57,7 +57,7 @@ def splat(
     inside = (iy >= 0) & (iy < shape[0]) & (ix >= 0) & (ix < shape[1])
     np.add.at(image, (iy[inside], ix[inside]), weights[inside].astype(np.float32))
     # Scale so that a lone point keeps its weight as the peak of its spot.
-    return ndi.gaussian_filter(image, sigma, truncate=3) * np.float32(2 * math.pi * sigma**2)
+    return gaussian_blur(image, sigma) * np.float32(2 * math.pi * sigma**2)
 
 
 def fibre_textures(
@@ -210,7 +210,9 @@ def paint_agp(
     inside = cells > 0
     agp = lut(traits["agp"])[cells]
     borders = find_boundaries(cells, mode="inner").astype(np.float32)
-    membrane = 2.2 * ndi.gaussian_filter(borders, 0.7 * scale, truncate=3) * agp
+    # Membranes vary in brightness along their length (ruffles, WGA patches).
+    ruffles = np.clip(1.0 + 0.35 * smooth_noise(rng, shape, 2.0 * scale), 0.2, None)
+    membrane = 1.8 * gaussian_blur(borders, 0.7 * scale) * agp * ruffles
     # Each cell shows the fibre texture closest to its long axis.
     angle_bin = (
         np.round((layout.orientation % math.pi) / (math.pi / _N_FIBRE_ANGLES)).astype(np.int64)
