@@ -94,7 +94,7 @@ def image_field(
         )
         signal = stain * np.float32(amount)
         if sigma > 0.05:
-            signal = gaussian_blur(signal, sigma)
+            signal = np.maximum(gaussian_blur(signal, sigma), 0)
         signal = signal[crop]
         counts = profile * (np.float32(lab.gain[c]) * signal + np.float32(lab.background[c]))
         if lab.shot_noise > 0 or lab.read_noise > 0:

@@ -323,7 +323,7 @@ def paint_stains(
     dist_nucleus = ndi.distance_transform_edt(layout.nuclei == 0).astype(np.float32)
     radius = lut(layout.cell_radii)
     r_nuc = nucleus_radius * traits["nucleus_size"]
-    return np.stack(
+    stains = np.stack(
         [
             paint_dna(rng, layout, traits, scale, nucleus_edge),
             paint_er(rng, layout, traits, scale, nucleus_edge, dist_nucleus, radius),
@@ -332,3 +332,5 @@ def paint_stains(
             paint_mito(rng, layout, traits, scale, radius, r_nuc, nominal_radius),
         ]
     ).astype(np.float32, copy=False)
+    # Stains are amounts: no negative values (Fourier blurs ring a little).
+    return np.maximum(stains, 0, out=stains)
