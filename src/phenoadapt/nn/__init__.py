@@ -2,11 +2,18 @@
 
 - :mod:`.normalize`: per-channel clip / log / standardize module fitted on training crops;
 - :mod:`.resnet`: ResNet-10/18/34/50 with any channel count and base width;
+- :mod:`.cdc`, :mod:`.phenoprofiler`: central-difference convolutions and the PhenoProfiler embedder;
 - :mod:`.registry`: the allow-list of architectures a checkpoint may name;
 - :mod:`.runtime`: device choice, mixed precision, batched inference with OOM retry.
 """
 
 from .normalize import ChannelNormalizer, Normalization, fit_normalization
+from .phenoprofiler import (
+    PhenoProfiler,
+    PhenoProfilerConfig,
+    build_phenoprofiler,
+    phenoprofiler,
+)
 from .registry import build_network, known_families, register_family
 from .resnet import (
     ARCHITECTURES,
@@ -25,14 +32,18 @@ __all__ = [
     "ARCHITECTURES",
     "ChannelNormalizer",
     "Normalization",
+    "PhenoProfiler",
+    "PhenoProfilerConfig",
     "ResNetBackbone",
     "ResNetClassifier",
     "ResNetConfig",
     "build_network",
+    "build_phenoprofiler",
     "build_resnet",
     "fit_normalization",
     "forward_in_batches",
     "known_families",
+    "phenoprofiler",
     "register_family",
     "resnet10",
     "resnet18",

@@ -17,6 +17,8 @@ from typing import Any
 from torch import nn
 
 from ..errors import ModelError
+from .phenoprofiler import FAMILY as PHENOPROFILER_FAMILY
+from .phenoprofiler import build_phenoprofiler_spec
 from .resnet import FAMILY as RESNET_FAMILY
 from .resnet import ResNetConfig, build_resnet
 
@@ -27,7 +29,10 @@ def _build_resnet_spec(spec: dict[str, Any]) -> nn.Module:
     return build_resnet(ResNetConfig.from_dict(spec))
 
 
-_FAMILIES: dict[str, NetworkBuilder] = {RESNET_FAMILY: _build_resnet_spec}
+_FAMILIES: dict[str, NetworkBuilder] = {
+    RESNET_FAMILY: _build_resnet_spec,
+    PHENOPROFILER_FAMILY: build_phenoprofiler_spec,
+}
 
 
 def register_family(name: str, builder: NetworkBuilder) -> None:

@@ -7,6 +7,7 @@
 - :mod:`.checkpoint`: safetensors + JSON checkpoints, channel and class checks;
 - :mod:`.distributed`: multi-GPU / multi-node data parallelism under torchrun;
 - :mod:`.predict`: adapted prediction from checkpoint files (ensembles);
+- :mod:`.phenoprofiler`, :mod:`.phenoprofiler_data`: PhenoProfiler losses, targets and trainer;
 - :mod:`.toy`: tiny synthetic crops with plate effects.
 """
 
@@ -21,6 +22,15 @@ from .checkpoint import (
 )
 from .data import CellData, split_plates
 from .distributed import DistributedInfo, init_distributed, is_main_process, shutdown_distributed
+from .phenoprofiler import (
+    EmbedderTrainConfig,
+    EmbedderTrainResult,
+    LossWeights,
+    contrastive_loss,
+    phenoprofiler_loss,
+    train_phenoprofiler,
+)
+from .phenoprofiler_data import EmbedderData, ProfileTargets
 from .predict import load_ensemble, predict_with_checkpoints
 from .samplers import (
     Episode,
@@ -44,15 +54,21 @@ __all__ = [
     "Checkpoint",
     "CheckpointMetadata",
     "DistributedInfo",
+    "EmbedderData",
+    "EmbedderTrainConfig",
+    "EmbedderTrainResult",
     "Episode",
     "Evaluation",
     "LabelShiftContext",
     "LabelShiftSampler",
+    "LossWeights",
     "MixedBatchSampler",
     "PlateEpisodeSampler",
+    "ProfileTargets",
     "TrainConfig",
     "TrainResult",
     "check_classes",
+    "contrastive_loss",
     "evaluate_contexts",
     "evaluate_plates",
     "init_distributed",
@@ -61,10 +77,12 @@ __all__ = [
     "load_ensemble",
     "make_toy_plates",
     "match_channels",
+    "phenoprofiler_loss",
     "predict_with_checkpoints",
     "read_checkpoint_metadata",
     "save_checkpoint",
     "shutdown_distributed",
     "split_plates",
     "train_model",
+    "train_phenoprofiler",
 ]

@@ -1,0 +1,147 @@
+"""``phenoadapt embed``: PhenoProfiler embeddings of a plate's cells, sites or wells.
+
+Cuts a crop around every cell (segmenting the plate, or at the centroids of a
+per-cell table given with ``--cells``), embeds the crops with a PhenoProfiler
+checkpoint, aggregates per site or well, applies the chosen correction and
+writes one CSV.  The file is written atomically and never replaces an existing
+one without ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from .. import schema
+from ..cells import SegmentationParams
+from ..embed import LEVELS, STATISTICS, embed_plate, load_embedder, parse_correction
+from ..evaluate import add_umap
+from ..plate import open_plate, read_platemap
+from ..profiles import read_table
+from .cells import check_outputs, parse_wells, write_csv_atomic
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``embed`` subcommand."""
+    parser = subparsers.add_parser(
+        "embed",
+        help="PhenoProfiler embeddings of a plate per cell, site or well (CSV)",
+        description=(
+            "Embed every cell of a plate with a PhenoProfiler checkpoint and write cell, site "
+            "or well embeddings (Metadata_* columns, then emb_0..emb_{d-1}). Corrections use "
+            "the plate's negative controls: phenotype (subtract 0.7 x the plate's control "
+            "mean), tvn, or plate-context batch-norm statistics (cs-arm-bn, adabn, arm-bn, ben; "
+            "'bn' = cs-arm-bn), or a batch-norm method and an embedding correction joined by "
+            "'+' (cs-arm-bn+phenotype)."
+        ),
+    )
+    parser.add_argument("plate", metavar="PLATE", help="plate folder or OME-Zarr plate")
+    parser.add_argument(
+        "--checkpoint", required=True, metavar="CKPT", help="PhenoProfiler .safetensors file"
+    )
+    parser.add_argument(
+        "--platemap", metavar="MAP", help="plate map (CSV/TSV): roles, treatments, MoAs"
+    )
+    parser.add_argument(
+        "--cells",
+        metavar="CSV",
+        help="per-cell table (phenoadapt segment) whose centroids are cropped; "
+        "without it the plate is segmented",
+    )
+    parser.add_argument("--level", choices=LEVELS, default="well", help="default: %(default)s")
+    parser.add_argument(
+        "--statistic",
+        choices=STATISTICS,
+        default="mean",
+        help="aggregation of cell embeddings per site/well (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--correction", default="none", help="none (default), phenotype, tvn, bn, cs-arm-bn+tvn..."
+    )
+    parser.add_argument(
+        "--out", default="embeddings.csv", help="output CSV (default: embeddings.csv)"
+    )
+    parser.add_argument("--wells", nargs="+", metavar="WELL", help="wells to embed; all by default")
+    parser.add_argument(
+        "--umap",
+        action="store_true",
+        help="add umap_1, umap_2 columns (a 2-D map of the rows, seeded)",
+    )
+    parser.add_argument(
+        "--umap-neighbors", type=int, default=15, metavar="K", help="UMAP neighbours (default 15)"
+    )
+    parser.add_argument("--batch-size", type=int, default=256, metavar="N")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
+    parser.add_argument("--seed", type=int, default=0, help="seed of contexts and UMAP")
+    parser.add_argument(
+        "--nucleus-diameter",
+        type=float,
+        default=SegmentationParams.nucleus_diameter,
+        metavar="D",
+        help="nucleus diameter in pixels when segmenting (default: %(default)g)",
+    )
+    parser.add_argument("--pattern", metavar="RE", help="regular expression for file names")
+    parser.add_argument("--plate-id", help="plate id to use (and to pick the plate's map rows)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.set_defaults(func=run_embed)
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    """Run ``phenoadapt embed``."""
+    out = Path(args.out)
+    check_outputs([out], args.overwrite)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: give at least 1.")
+    correction = parse_correction(args.correction)
+    checkpoint = load_embedder(args.checkpoint, device=args.device)
+    plate = open_plate(args.plate, pattern=args.pattern, plate_id=args.plate_id)
+    platemap = None
+    if args.platemap:
+        platemap = read_platemap(args.platemap, plate_format=plate.format, plate_id=args.plate_id)
+    cells = None
+    if args.cells:
+        cells = read_table(args.cells)
+        cells[schema.WELL] = cells[schema.WELL].astype(str)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = _embed_with_bar(args, plate, checkpoint, platemap, cells, correction)
+    for warning in caught:
+        print(f"phenoadapt: warning: {warning.message}", file=sys.stderr)
+    if args.umap:
+        table = add_umap(table, n_neighbors=args.umap_neighbors, seed=args.seed)
+    write_csv_atomic(table, out, args.overwrite)
+    n_emb = sum(c.startswith(schema.EMBEDDING_PREFIX) for c in table.columns)
+    print(
+        f"{len(table)} {args.level} embeddings of {n_emb} dimensions ({correction.name}) -> {out}"
+    )
+    return 0
+
+
+def _embed_with_bar(args, plate, checkpoint, platemap, cells, correction):
+    from tqdm import tqdm
+
+    with tqdm(total=0, desc="embed", disable=None, file=sys.stderr) as bar:
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.set_description(stage)
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        return embed_plate(
+            plate,
+            checkpoint,
+            platemap,
+            cells=cells,
+            wells=parse_wells(args.wells),
+            level=args.level,
+            statistic=args.statistic,
+            correction=correction,
+            segmentation=SegmentationParams(nucleus_diameter=args.nucleus_diameter),
+            batch_size=args.batch_size,
+            seed=args.seed,
+            device=args.device,
+            progress=progress,
+        )
