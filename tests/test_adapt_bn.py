@@ -1,4 +1,4 @@
-"""Plate-context batch-norm adaptation: exact statistics, contexts per method, predictions, errors."""
+"""Plate-context batch-norm adaptation: exact statistics, contexts, predictions, errors."""
 
 from __future__ import annotations
 
@@ -45,11 +45,13 @@ def plates() -> tuple[np.ndarray, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def model(plates: tuple[np.ndarray, pd.DataFrame]) -> nn.Module:
     images, _ = plates
-    config = ResNetConfig("resnet10", 3, 3, width=4, stem="small", normalization=fit_normalization(images))
+    config = ResNetConfig(
+        "resnet10", 3, 3, width=4, stem="small", normalization=fit_normalization(images)
+    )
     net = build_resnet(config, seed=0)
     # Non-trivial running statistics and affine parameters, as after training.
     with torch.no_grad():
-        for i, layer in enumerate(batchnorm_layers(net).values()):
+        for layer in batchnorm_layers(net).values():
             layer.running_mean.uniform_(-0.5, 0.5)
             layer.running_var.uniform_(0.5, 2.0)
             layer.weight.uniform_(0.5, 1.5)
@@ -106,7 +108,9 @@ def test_model_is_restored_after_adaptation(model: nn.Module, plates) -> None:
     model.backbone.layer1.eval()  # a mixed state must come back as it was
     stats = context_statistics(model, plates[0][:30], chunk_size=8)
     with use_statistics(model, stats):
-        assert not torch.equal(model.backbone.stem[1].running_mean, before["backbone.stem.1.running_mean"])
+        assert not torch.equal(
+            model.backbone.stem[1].running_mean, before["backbone.stem.1.running_mean"]
+        )
     with pytest.raises(RuntimeError, match="boom"), use_statistics(model, stats):
         raise RuntimeError("boom")
     after = model.state_dict()
@@ -159,8 +163,8 @@ def test_context_plan_is_deterministic_given_seed(plates) -> None:
     a = plan_contexts(table, "cs-arm-bn", treated_per_context=20, controls_per_context=10, seed=1)
     b = plan_contexts(table, "cs-arm-bn", treated_per_context=20, controls_per_context=10, seed=1)
     c = plan_contexts(table, "cs-arm-bn", treated_per_context=20, controls_per_context=10, seed=2)
-    assert all(np.array_equal(x.statistics, y.statistics) for x, y in zip(a, b))
-    assert not all(np.array_equal(x.statistics, y.statistics) for x, y in zip(a, c))
+    assert all(np.array_equal(x.statistics, y.statistics) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x.statistics, y.statistics) for x, y in zip(a, c, strict=True))
 
 
 def test_ben_predictions_use_controls_only_statistics(model: nn.Module, plates) -> None:
@@ -203,8 +207,12 @@ def test_predict_plate_tables(model: nn.Module, plates) -> None:
     assert set(done[METHOD_COLUMN]) == {"cs-arm-bn"}
     # A well's prediction is its cells' mean probability.
     well = wells.iloc[7]
-    members = done[(done[schema.PLATE] == well[schema.PLATE]) & (done[schema.WELL] == well[schema.WELL])]
-    np.testing.assert_allclose(well[pcols].to_numpy(float), members[pcols].mean().to_numpy(), atol=1e-9)
+    members = done[
+        (done[schema.PLATE] == well[schema.PLATE]) & (done[schema.WELL] == well[schema.WELL])
+    ]
+    np.testing.assert_allclose(
+        well[pcols].to_numpy(float), members[pcols].mean().to_numpy(), atol=1e-9
+    )
     assert well["n_cells"] == len(members)
     assert well[schema.PREDICTION] == CLASSES[int(np.argmax(well[pcols].to_numpy(float)))]
     assert len(wells) == table.groupby([schema.PLATE, schema.WELL]).ngroups
@@ -247,7 +255,9 @@ def _without_controls(table: pd.DataFrame, plate: str, keep: int) -> pd.DataFram
 
 def test_no_controls_is_a_context_error(plates) -> None:
     table = _without_controls(plates[1], "P2", 0)
-    with pytest.raises(ContextError, match="Plate P2 has no control cells.*CS-ARM-BN needs at least 32"):
+    with pytest.raises(
+        ContextError, match="Plate P2 has no control cells.*CS-ARM-BN needs at least 32"
+    ):
         plan_contexts(table, "cs-arm-bn")
     with pytest.raises(ContextError, match="BEN"):
         plan_contexts(table, "ben")
@@ -256,7 +266,9 @@ def test_no_controls_is_a_context_error(plates) -> None:
 
 def test_too_few_controls_says_how_many_and_falls_back_only_if_allowed(plates) -> None:
     table = _without_controls(plates[1], "P1", 10)
-    with pytest.raises(ContextError, match="only 10 control cells.*at least 32.*fallback to ARM-BN"):
+    with pytest.raises(
+        ContextError, match="only 10 control cells.*at least 32.*fallback to ARM-BN"
+    ):
         plan_contexts(table, "cs-arm-bn")
     assert plan_contexts(table, "cs-arm-bn", min_controls=8)[0].method is Method.CS_ARM_BN
     with pytest.warns(UserWarning, match="Falling back to ARM-BN"):
@@ -266,6 +278,12 @@ def test_too_few_controls_says_how_many_and_falls_back_only_if_allowed(plates) -
     with pytest.warns(UserWarning, match="Falling back to AdaBN"):
         contexts = plan_contexts(table, "ben", allow_fallback=True)
     assert {c.plate: c.method for c in contexts}["P1"] is Method.ADABN
+
+
+def test_fully_excluded_plate_is_skipped(plates) -> None:
+    table = plates[1].copy()
+    table.loc[table[schema.PLATE] == "P2", schema.ROLE] = "excluded"
+    assert {c.plate for c in plan_contexts(table, "cs-arm-bn")} == {"P1"}
 
 
 def test_missing_role_column_and_unknown_method(plates) -> None:
@@ -280,7 +298,9 @@ def test_nan_and_constant_crops_are_reported_with_count_and_place(model: nn.Modu
     bad = images.copy()
     bad[3, 1, 2, 2] = np.nan
     bad[4, 0, 0, 0] = np.inf
-    with pytest.raises(ContextError, match=r"2 of 280 crops contain NaN.*plate P1 well A01 \(2 cells\)"):
+    with pytest.raises(
+        ContextError, match=r"2 of 280 crops contain NaN.*plate P1 well A01 \(2 cells\)"
+    ):
         check_images(bad, table)
     flat = images.copy()
     flat[200] = 7.0  # a cell of plate P2

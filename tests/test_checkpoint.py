@@ -1,4 +1,4 @@
-"""Checkpoints: safetensors + JSON round trip, ensembles, and clear errors for foreign or unfit files."""
+"""Checkpoints: safetensors + JSON round trip, ensembles, errors for foreign or unfit files."""
 
 from __future__ import annotations
 

@@ -340,6 +340,23 @@ def test_psf_blur_and_magnification():
     assert 1.6 < ratio < 2.4  # lengths x1.4 -> areas about x1.96
 
 
+def _sharpness(plane):
+    return np.abs(np.diff(plane.astype(float), axis=1)).mean()
+
+
+def test_chromatic_aberration_and_focus_drift_blur():
+    lab = replace(IDEAL, psf_sigma=1.0)
+    base = _signal(lab=lab).image
+    chroma = _signal(lab=replace(lab, chromatic=(1, 1, 1, 1, 2.5))).image
+    assert np.array_equal(chroma[0], base[0])
+    assert _sharpness(chroma[4]) < 0.7 * _sharpness(base[4])
+    drift = PlateEffects(focus_drift=2.0)
+    first = _signal(lab=lab, plate=drift, well="A01").image[0]
+    last = _signal(lab=lab, plate=drift, well="H01").image[0]
+    assert np.array_equal(first, _signal(lab=lab, well="A01").image[0])
+    assert _sharpness(last) < 0.7 * _sharpness(_signal(lab=lab, well="H01").image[0])
+
+
 def test_illumination_vignetting_and_tilt():
     flat = illumination(IDEAL, (65, 65))
     assert np.allclose(flat, 1.0)

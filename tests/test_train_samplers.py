@@ -79,7 +79,9 @@ def test_arm_bn_episodes_have_no_controls_and_missing_controls_error(data: CellD
     arm = PlateEpisodeSampler(data.table, 32, 0, 2)
     assert all(len(e.controls) == 0 for s in arm.steps(0) for e in s)
     table = data.table.copy()
-    table.loc[(table[schema.PLATE] == "P3") & (table[schema.ROLE] == "control"), schema.ROLE] = "excluded"
+    table.loc[(table[schema.PLATE] == "P3") & (table[schema.ROLE] == "control"), schema.ROLE] = (
+        "excluded"
+    )
     with pytest.raises(ValueError, match=r"\['P3'\] have no control cells"):
         PlateEpisodeSampler(table, 16, 8, 2)
 
@@ -97,7 +99,9 @@ def test_mixed_batches_for_erm(data: CellData) -> None:
 
 @pytest.mark.parametrize("alpha", [0.01, 1.0, 1000.0])
 def test_label_shift_contexts_follow_dirichlet(data: CellData, alpha: float) -> None:
-    sampler = LabelShiftSampler(data.table, data.labels, alpha, 30, 20, contexts_per_plate=40, seed=0)
+    sampler = LabelShiftSampler(
+        data.table, data.labels, alpha, 30, 20, contexts_per_plate=40, seed=0
+    )
     contexts = sampler.contexts()
     assert len(contexts) == 4 * 40
     dominant = []
@@ -119,7 +123,7 @@ def test_label_shift_contexts_follow_dirichlet(data: CellData, alpha: float) -> 
 def test_label_shift_is_deterministic_and_gives_method_contexts(data: CellData) -> None:
     a = LabelShiftSampler(data.table, data.labels, 0.1, 16, 8, 3, seed=2).contexts()
     b = LabelShiftSampler(data.table, data.labels, 0.1, 16, 8, 3, seed=2).contexts()
-    assert all(np.array_equal(x.treated, y.treated) for x, y in zip(a, b))
+    assert all(np.array_equal(x.treated, y.treated) for x, y in zip(a, b, strict=True))
     ctx = a[0]
     cs = ctx.context("cs-arm-bn")
     assert cs.method is Method.CS_ARM_BN and len(cs.statistics) == 24
@@ -175,7 +179,7 @@ def test_random_crop_windows_and_determinism() -> None:
 def test_flips_and_rotations_preserve_pixels() -> None:
     x = torch.rand(16, 2, 5, 5)
     out = random_flip_rotate(x, torch.Generator().manual_seed(1))
-    for a, b in zip(x, out):
+    for a, b in zip(x, out, strict=True):
         assert torch.equal(a.flatten().sort().values, b.flatten().sort().values)
         options = [torch.rot90(f, k, dims=(-2, -1)) for f in (a, a.flip(-1)) for k in range(4)]
         assert any(torch.equal(b, o) for o in options)

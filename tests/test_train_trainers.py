@@ -1,4 +1,4 @@
-"""Trainers: ERM degrades on a shifted plate and CS-ARM-BN recovers; early stopping, hooks, determinism."""
+"""Trainers: ERM degrades on a shifted plate, CS-ARM-BN recovers; early stopping, hooks."""
 
 from __future__ import annotations
 
@@ -71,7 +71,9 @@ def test_erm_degrades_on_a_shifted_plate_and_cs_arm_bn_recovers(data: CellData, 
     erm, cs = trained["erm"].model, trained["cs-arm-bn"].model
     erm_val = evaluate_plates(erm, val, "erm").accuracy
     erm_test = evaluate_plates(erm, test, "erm").accuracy
-    cs_test = evaluate_plates(cs, test, "cs-arm-bn", treated_per_context=24, controls_per_context=24)
+    cs_test = evaluate_plates(
+        cs, test, "cs-arm-bn", treated_per_context=24, controls_per_context=24
+    )
     # ERM learned the task on unshifted plates but loses it on the shifted plate ...
     assert erm_val > 0.8
     assert erm_test < erm_val - 0.2

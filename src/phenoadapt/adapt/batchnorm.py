@@ -69,7 +69,9 @@ def _channel_sums(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     return x64.sum(dims), (x64 * x64).sum(dims), x.numel() // x.shape[1]
 
 
-def _finish(total: torch.Tensor, total_sq: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _finish(
+    total: torch.Tensor, total_sq: torch.Tensor, count: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     mean = total / count
     var = torch.clamp(total_sq / count - mean * mean, min=0.0)
     return mean.float(), var.float()
@@ -134,7 +136,9 @@ def _as_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
 
 
-def _execution_order(model: nn.Module, probe: torch.Tensor, layers: dict[str, _BatchNorm]) -> list[str]:
+def _execution_order(
+    model: nn.Module, probe: torch.Tensor, layers: dict[str, _BatchNorm]
+) -> list[str]:
     """Names of the batch-norm layers in the order a forward pass calls them."""
     order: list[str] = []
     handles = [
@@ -198,7 +202,7 @@ def _layer_by_layer(
             layer = layers[name]
             acc: list[tuple[torch.Tensor, torch.Tensor, int]] = []
 
-            def grab(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            def grab(_module: nn.Module, args: tuple[torch.Tensor, ...], acc=acc) -> None:
                 acc.append(_channel_sums(args[0]))
                 raise _StopForward
 

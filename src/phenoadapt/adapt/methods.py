@@ -26,7 +26,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 import pandas as pd
@@ -46,7 +46,7 @@ ProgressFn = Callable[[str, int, int], None]
 CancelFn = Callable[[], bool]
 
 
-class Method(str, Enum):
+class Method(StrEnum):
     """A test-time batch-norm procedure."""
 
     ERM = "erm"
@@ -55,9 +55,6 @@ class Method(str, Enum):
     BEN = "ben"
     CS_ARM_BN = "cs-arm-bn"
 
-    def __str__(self) -> str:
-        return self.value
-
 
 @dataclass(frozen=True)
 class MethodInfo:
@@ -65,17 +62,18 @@ class MethodInfo:
 
     uses_treated: bool
     uses_controls: bool
+    needs_controls: bool  # raise (or fall back) when a plate lacks controls
     whole_plate: bool  # default context: the whole plate rather than 64-treated contexts
     fallback: Method | None  # used when controls are missing, if the caller allows it
     label: str
 
 
 METHODS: dict[Method, MethodInfo] = {
-    Method.ERM: MethodInfo(False, False, True, None, "ERM"),
-    Method.ADABN: MethodInfo(True, True, True, None, "AdaBN"),
-    Method.ARM_BN: MethodInfo(True, False, False, None, "ARM-BN"),
-    Method.BEN: MethodInfo(False, True, True, Method.ADABN, "BEN"),
-    Method.CS_ARM_BN: MethodInfo(True, True, False, Method.ARM_BN, "CS-ARM-BN"),
+    Method.ERM: MethodInfo(False, False, False, True, None, "ERM"),
+    Method.ADABN: MethodInfo(True, True, False, True, None, "AdaBN"),
+    Method.ARM_BN: MethodInfo(True, False, False, False, None, "ARM-BN"),
+    Method.BEN: MethodInfo(False, True, True, True, Method.ADABN, "BEN"),
+    Method.CS_ARM_BN: MethodInfo(True, True, True, False, Method.ARM_BN, "CS-ARM-BN"),
 }
 DEFAULT_METHOD = Method.CS_ARM_BN
 DEFAULT_TREATED_PER_CONTEXT = 64
@@ -151,11 +149,16 @@ def _roles(table: pd.DataFrame) -> np.ndarray:
 
 
 def _resolve_method(
-    plate: str, method: Method, n_treated: int, n_controls: int, min_controls: int, allow_fallback: bool
+    plate: str,
+    method: Method,
+    n_treated: int,
+    n_controls: int,
+    min_controls: int,
+    allow_fallback: bool,
 ) -> Method:
     """The method a plate can support, or a ContextError saying why not."""
     info = METHODS[method]
-    if info.uses_controls and n_controls < min_controls:
+    if info.needs_controls and n_controls < min_controls:
         if n_controls == 0:
             problem = f"Plate {plate} has no control cells"
         else:
@@ -166,7 +169,8 @@ def _resolve_method(
         )
         if info.fallback is not None and allow_fallback:
             warnings.warn(
-                f"{problem}; {need}. Falling back to {METHODS[info.fallback].label} for this plate.",
+                f"{problem}; {need}. "
+                f"Falling back to {METHODS[info.fallback].label} for this plate.",
                 stacklevel=3,
             )
             return _resolve_method(
@@ -178,22 +182,19 @@ def _resolve_method(
             else ""
         )
         raise ContextError(
-            f"{problem}; {need}. Mark the control wells in the plate map, lower min_controls"
-            f"{hint}."
+            f"{problem}; {need}. Mark the control wells in the plate map, lower min_controls{hint}."
         )
     if method is Method.ARM_BN and n_treated == 0:
         raise ContextError(
             f"Plate {plate} has no treated cells: ARM-BN computes its statistics from treated "
             "images. Check the plate map's roles, or use 'ben' (controls only)."
         )
-    if n_treated + n_controls == 0:
-        raise ContextError(
-            f"Plate {plate} has no control or treated cells to predict: every well is excluded."
-        )
     return method
 
 
-def _split_treated(treated: np.ndarray, per_context: int, rng: np.random.Generator) -> list[np.ndarray]:
+def _split_treated(
+    treated: np.ndarray, per_context: int, rng: np.random.Generator
+) -> list[np.ndarray]:
     """Random near-equal parts of at most ``per_context`` treated cells (at least one part)."""
     k = max(1, math.ceil(len(treated) / per_context))
     return [np.sort(p) for p in np.array_split(rng.permutation(treated), k)]
@@ -253,7 +254,7 @@ def _plate_contexts(
     for j, cell in enumerate(c for c in to_predict_controls.tolist() if c not in owner):
         extra[j % len(parts)].append(cell)
     contexts = []
-    for i, (part, block) in enumerate(zip(parts, blocks)):
+    for i, (part, block) in enumerate(zip(parts, blocks, strict=True)):
         stats = np.concatenate([part if info.uses_treated else empty, block])
         own = [c for c in block.tolist() if owner[c] == i] if predict_controls else []
         predict = np.sort(np.concatenate([part, np.asarray(own + extra[i], dtype=np.int64)]))
@@ -302,7 +303,8 @@ def plan_contexts(
     Returns
     -------
     list of Context
-        Plates in sorted order; excluded cells appear in no context.
+        Plates in sorted order; excluded cells appear in no context (a plate whose
+        cells are all excluded, in none).
     """
     base = parse_method(method)
     roles = _roles(table)
@@ -313,6 +315,8 @@ def plan_contexts(
         on_plate = plates == plate
         treated = np.flatnonzero(on_plate & (roles == schema.Role.TREATED.value))
         controls = np.flatnonzero(on_plate & (roles == schema.Role.CONTROL.value))
+        if len(treated) + len(controls) == 0:
+            continue  # every cell excluded: nothing to adapt or predict
         m = _resolve_method(plate, base, len(treated), len(controls), min_controls, allow_fallback)
         size = treated_per_context
         if size is None:
@@ -322,7 +326,9 @@ def plan_contexts(
         elif isinstance(size, int | np.integer) and size >= 1:
             per_context = int(size)
         else:
-            raise ValueError(f"treated_per_context must be a positive int or 'plate', got {size!r}.")
+            raise ValueError(
+                f"treated_per_context must be a positive int or 'plate', got {size!r}."
+            )
         contexts += _plate_contexts(
             plate, m, treated, controls, per_context, controls_per_context, predict_controls, rng
         )
@@ -332,7 +338,9 @@ def plan_contexts(
 # --------------------------------------------------------------------------- image checks
 
 
-def bad_images(images: np.ndarray | torch.Tensor, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def bad_images(
+    images: np.ndarray | torch.Tensor, chunk: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
     """Masks of images with NaN/inf pixels and of constant images (every channel flat).
 
     Returns
@@ -345,9 +353,15 @@ def bad_images(images: np.ndarray | torch.Tensor, chunk: int = 1024) -> tuple[np
     constant = np.zeros(n, dtype=bool)
     for start in range(0, n, chunk):
         block = images[start : start + chunk]
-        block = block.detach().cpu().numpy() if isinstance(block, torch.Tensor) else np.asarray(block)
+        block = (
+            block.detach().cpu().numpy() if isinstance(block, torch.Tensor) else np.asarray(block)
+        )
         flat = block.reshape(block.shape[0], block.shape[1], -1)
-        finite = np.isfinite(flat).all(axis=(1, 2)) if flat.dtype.kind == "f" else np.ones(len(flat), bool)
+        finite = (
+            np.isfinite(flat).all(axis=(1, 2))
+            if flat.dtype.kind == "f"
+            else np.ones(len(flat), bool)
+        )
         nonfinite[start : start + len(flat)] = ~finite
         with np.errstate(invalid="ignore"):
             spread = flat.max(axis=2) - flat.min(axis=2)
@@ -365,7 +379,9 @@ def _where(table: pd.DataFrame, mask: np.ndarray, limit: int = 5) -> str:
     parts = []
     for key, count in list(counts.items())[:limit]:
         key = key if isinstance(key, tuple) else (key,)
-        label = " ".join(f"{c.removeprefix('Metadata_').lower()} {v}" for c, v in zip(cols, key))
+        label = " ".join(
+            f"{c.removeprefix('Metadata_').lower()} {v}" for c, v in zip(cols, key, strict=True)
+        )
         parts.append(f"{label} ({count} cells)")
     more = f" and {len(counts) - limit} more wells" if len(counts) > limit else ""
     return ", ".join(parts) + more
@@ -409,7 +425,9 @@ class ContextOutput:
     embeddings: np.ndarray | None = None
 
 
-def _gather(images: np.ndarray | torch.Tensor, idx: np.ndarray, input_size: int | None) -> torch.Tensor:
+def _gather(
+    images: np.ndarray | torch.Tensor, idx: np.ndarray, input_size: int | None
+) -> torch.Tensor:
     """Images at positions ``idx`` as a float32 tensor, centre-cropped to ``input_size``."""
     if isinstance(images, torch.Tensor):
         batch = images[torch.as_tensor(idx, dtype=torch.long, device=images.device)].float()
@@ -577,8 +595,8 @@ def summarize_wells(cells: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame
     keys = [schema.PLATE, schema.WELL]
     done = cells.dropna(subset=pcols)
     if done.empty:
-        return pd.DataFrame(columns=keys + [N_CELLS_COLUMN, *pcols, schema.PREDICTION,
-                                            schema.CONFIDENCE, schema.UNCERTAINTY, AGREEMENT_COLUMN])  # fmt: skip
+        columns = [*keys, N_CELLS_COLUMN, *pcols, schema.PREDICTION, schema.CONFIDENCE]
+        return pd.DataFrame(columns=[*columns, schema.UNCERTAINTY, AGREEMENT_COLUMN])
     grouped = done.groupby(keys, sort=True)
     wells = grouped[pcols].mean()
     meta = [c for c in done.columns if schema.is_metadata(c) and c not in keys and c != schema.SITE]
@@ -595,9 +613,11 @@ def summarize_wells(cells: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame
         pd.DataFrame({schema.PREDICTION + "_well": well_class}, index=wells.index).reset_index(),
         on=keys,
     )
-    agree = (votes[schema.PREDICTION] == votes[schema.PREDICTION + "_well"]).groupby(
-        [votes[k] for k in keys]
-    ).mean()
+    agree = (
+        (votes[schema.PREDICTION] == votes[schema.PREDICTION + "_well"])
+        .groupby([votes[k] for k in keys])
+        .mean()
+    )
     wells[AGREEMENT_COLUMN] = agree.reindex(wells.index).to_numpy()
     return wells.reset_index()
 
@@ -655,7 +675,9 @@ def predict_plate(
     for model in members:
         n_out = getattr(model, "num_classes", len(classes))
         if n_out != len(classes):
-            raise ValueError(f"The model has {n_out} outputs but {len(classes)} classes were given.")
+            raise ValueError(
+                f"The model has {n_out} outputs but {len(classes)} classes were given."
+            )
     if device is not None:
         target = select_device(device)
         for model in members:
@@ -691,7 +713,9 @@ def _cell_table(
     table: pd.DataFrame, classes: tuple[str, ...], probs: np.ndarray, method_of: np.ndarray
 ) -> pd.DataFrame:
     keep = [c for c in table.columns if schema.is_metadata(c)]
-    keep += [c for c in (schema.CELL_ID, schema.CENTROID_Y, schema.CENTROID_X) if c in table.columns]
+    keep += [
+        c for c in (schema.CELL_ID, schema.CENTROID_Y, schema.CENTROID_X) if c in table.columns
+    ]
     cells = table[keep].copy()
     cells[METHOD_COLUMN] = method_of
     pcols = prob_columns(classes)
@@ -700,7 +724,9 @@ def _cell_table(
     best = np.where(predicted, np.nan_to_num(probs).argmax(axis=1), 0)
     cells[schema.PREDICTION] = np.where(predicted, np.asarray(classes, dtype=object)[best], None)
     cells[schema.CONFIDENCE] = np.where(predicted, np.nan_to_num(probs).max(axis=1), np.nan)
-    cells[schema.UNCERTAINTY] = np.where(predicted, normalized_entropy(np.nan_to_num(probs, nan=1.0)), np.nan)
+    cells[schema.UNCERTAINTY] = np.where(
+        predicted, normalized_entropy(np.nan_to_num(probs, nan=1.0)), np.nan
+    )
     return cells
 
 

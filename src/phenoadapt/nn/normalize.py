@@ -236,4 +236,3 @@ class ChannelNormalizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"channels={self.n_channels}, transform={self.transform}"
-

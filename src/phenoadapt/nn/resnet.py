@@ -203,7 +203,9 @@ class ResNetConfig:
 class ResNetBackbone(nn.Module):
     """Stem + four residual stages + global average pool: images -> ``(n, feature_dim)``."""
 
-    def __init__(self, arch: str, in_channels: int, width: int = 64, stem: str = "imagenet") -> None:
+    def __init__(
+        self, arch: str, in_channels: int, width: int = 64, stem: str = "imagenet"
+    ) -> None:
         super().__init__()
         block_name, depths = ARCHITECTURES[arch]
         block = BLOCKS[block_name]

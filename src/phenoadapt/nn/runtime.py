@@ -171,6 +171,6 @@ def forward_in_batches(
             parts.append(tuple(o.float().cpu() for o in out))
         if not parts:
             raise ValueError("forward_in_batches got no images.")
-        return tuple(torch.cat(cols) for cols in zip(*parts))
+        return tuple(torch.cat(cols) for cols in zip(*parts, strict=True))
 
     return retry_on_oom(run, batch_size)

@@ -111,7 +111,9 @@ class CheckpointMetadata:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ModelError(f"{source}: the phenoadapt metadata is not valid JSON ({exc}).") from exc
+            raise ModelError(
+                f"{source}: the phenoadapt metadata is not valid JSON ({exc})."
+            ) from exc
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
             raise ModelError(f"{source} is not a phenoadapt checkpoint (unknown metadata format).")
         version = int(data.get("format_version", 0))
@@ -175,7 +177,9 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: CheckpointMetadata) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike, model: nn.Module, metadata: CheckpointMetadata
+) -> Path:
     """Write ``model`` and ``metadata`` to one safetensors file, atomically.
 
     Parameters
@@ -204,7 +208,9 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: Checkpo
         raise ValueError(f"The model has {n_out} outputs but {len(metadata.classes)} classes.")
     n_in = metadata.network.get("in_channels", len(metadata.channel_names))
     if n_in != len(metadata.channel_names):
-        raise ValueError(f"The model takes {n_in} channels but {len(metadata.channel_names)} are named.")
+        raise ValueError(
+            f"The model takes {n_in} channels but {len(metadata.channel_names)} are named."
+        )
     metadata.versions = package_versions()
     metadata.created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -291,7 +297,9 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 def _channel_role(channel: str | Channel) -> ChannelRole:
     if isinstance(channel, Channel):
-        return channel.role if channel.role is not ChannelRole.OTHER else role_from_name(channel.name)
+        return (
+            channel.role if channel.role is not ChannelRole.OTHER else role_from_name(channel.name)
+        )
     return role_from_name(str(channel))
 
 
@@ -299,7 +307,9 @@ def _channel_name(channel: str | Channel) -> str:
     return channel.name if isinstance(channel, Channel) else str(channel)
 
 
-def match_channels(metadata: CheckpointMetadata, plate_channels: Sequence[str | Channel]) -> list[int]:
+def match_channels(
+    metadata: CheckpointMetadata, plate_channels: Sequence[str | Channel]
+) -> list[int]:
     """Indices of the plate channels that feed the checkpoint's channels, in its order.
 
     A checkpoint channel matches a plate channel of the same name
@@ -325,7 +335,9 @@ def match_channels(metadata: CheckpointMetadata, plate_channels: Sequence[str | 
         if len(same) == 1:
             picked.append(same[0])
         elif same:
-            ambiguous.append(f"{wanted} ({', '.join(_channel_name(plate_channels[i]) for i in same)})")
+            ambiguous.append(
+                f"{wanted} ({', '.join(_channel_name(plate_channels[i]) for i in same)})"
+            )
         else:
             missing.append(wanted)
     have = ", ".join(_channel_name(c) for c in plate_channels) or "none"

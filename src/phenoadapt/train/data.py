@@ -110,7 +110,9 @@ class CellData:
         labels = np.full(len(table), UNLABELLED, dtype=np.int64)
         labels[treated] = [lookup[m] for m in names[treated]]
         n_ch = int(images.shape[1])
-        channels = tuple(channel_names) if channel_names else tuple(f"ch{i + 1}" for i in range(n_ch))
+        channels = (
+            tuple(channel_names) if channel_names else tuple(f"ch{i + 1}" for i in range(n_ch))
+        )
         if len(channels) != n_ch:
             raise ValueError(f"{len(channels)} channel names for {n_ch}-channel crops.")
         return cls(images, table, classes, labels, channels)
@@ -150,7 +152,9 @@ class CellData:
         if isinstance(self.images, torch.Tensor):
             idx = torch.as_tensor(positions, device=self.images.device)
             return self.images[idx].float()
-        return torch.from_numpy(np.ascontiguousarray(np.asarray(self.images)[positions], np.float32))
+        return torch.from_numpy(
+            np.ascontiguousarray(np.asarray(self.images)[positions], np.float32)
+        )
 
 
 def _wells(table: pd.DataFrame, mask: np.ndarray, limit: int = 5) -> str:
@@ -172,8 +176,13 @@ def split_plates(
     plates = sorted(str(p) for p in set(plates))
     if not 0 <= n_validation < len(plates):
         raise ValueError(
-            f"Cannot hold out {n_validation} of {len(plates)} plates: keep at least one for training."
+            f"Cannot hold out {n_validation} of {len(plates)} plates: "
+            "keep at least one for training."
         )
     rng = np.random.default_rng(seed)
-    held = set(rng.choice(plates, size=n_validation, replace=False).tolist()) if n_validation else set()
+    held = (
+        set(rng.choice(plates, size=n_validation, replace=False).tolist())
+        if n_validation
+        else set()
+    )
     return [p for p in plates if p not in held], [p for p in plates if p in held]

@@ -126,7 +126,9 @@ def contrastive_loss(
     targets = contrastive_targets(embeddings, profiles, temperature)
     loss = soft_cross_entropy(logits, targets)
     if symmetric:
-        loss = (loss + soft_cross_entropy(logits.T, targets.T)) / 2
+        # The similarity behind the targets is symmetric, so the profile-to-image
+        # rows get the same (row-normalized) targets.
+        loss = (loss + soft_cross_entropy(logits.T, targets)) / 2
     return loss
 
 

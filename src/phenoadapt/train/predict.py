@@ -82,6 +82,4 @@ def predict_with_checkpoints(
     meta = members[0].metadata
     chosen = parse_method(method if method is not None else meta.method)
     options.setdefault("input_size", meta.input_size)
-    return predict_plate(
-        [c.model for c in members], images, table, meta.classes, chosen, **options
-    )
+    return predict_plate([c.model for c in members], images, table, meta.classes, chosen, **options)

@@ -1,4 +1,4 @@
-"""Samplers: plate episodes for training, mixed minibatches for ERM, label-shift contexts for evaluation.
+"""Samplers: plate episodes for training, ERM minibatches, label-shift contexts for evaluation.
 
 An *episode* is what one forward pass sees.  For ARM-BN and CS-ARM-BN it is one
 plate: L treated cells (64) and, for CS-ARM-BN, C control cells (128) of that
@@ -175,10 +175,15 @@ class MixedBatchSampler:
         """The optimizer steps of an epoch, each a list of P minibatches."""
         rng = _epoch_rng(self.seed, epoch)
         k = math.ceil(len(self.treated) / self.batch_size)
-        batches = [Episode(None, np.sort(b), _EMPTY) for b in np.array_split(rng.permutation(self.treated), k)]
+        batches = [
+            Episode(None, np.sort(b), _EMPTY)
+            for b in np.array_split(rng.permutation(self.treated), k)
+        ]
         while len(batches) % self.batches_per_step:
             size = min(self.batch_size, len(self.treated))
-            batches.append(Episode(None, np.sort(rng.choice(self.treated, size, replace=False)), _EMPTY))
+            batches.append(
+                Episode(None, np.sort(rng.choice(self.treated, size, replace=False)), _EMPTY)
+            )
         p = self.batches_per_step
         return [batches[i : i + p] for i in range(0, len(batches), p)]
 
@@ -197,7 +202,7 @@ class LabelShiftContext:
     proportions: np.ndarray
 
     def context(self, method: str) -> Context:
-        """The adaptation :class:`~phenoadapt.adapt.methods.Context` of ``method`` (treated predicted)."""
+        """The :class:`~phenoadapt.adapt.methods.Context` of ``method``; treated are predicted."""
         return context_from_cells(self.plate, method, self.treated, self.controls)
 
 
@@ -254,12 +259,18 @@ class LabelShiftSampler:
         for plate, (treated, controls) in self.groups.items():
             if len(treated) == 0:
                 continue
-            by_class = {int(k): treated[self.labels[treated] == k] for k in np.unique(self.labels[treated])}
+            by_class = {
+                int(k): treated[self.labels[treated] == k] for k in np.unique(self.labels[treated])
+            }
             classes = sorted(by_class)
             for _ in range(self.contexts_per_plate):
                 p = rng.dirichlet(np.full(len(classes), self.alpha))
                 counts = rng.multinomial(self.treated_per_context, p)
-                chosen = [self._draw(by_class[c], n, rng) for c, n in zip(classes, counts) if n]
+                chosen = [
+                    self._draw(by_class[c], n, rng)
+                    for c, n in zip(classes, counts, strict=True)
+                    if n
+                ]
                 k = min(self.controls_per_context, len(controls))
                 ctrl = np.sort(rng.choice(controls, size=k, replace=False)) if k else _EMPTY
                 proportions = np.zeros(int(self.labels.max()) + 1)

@@ -229,7 +229,9 @@ def evaluate_contexts(
         tally = plate_counts.setdefault(out.context.plate, [0, 0])
         tally[0] += hits
         tally[1] += len(labels)
-    totals = dist_utils.all_reduce_sum(torch.tensor([loss_sum, correct, count], dtype=torch.float64))
+    totals = dist_utils.all_reduce_sum(
+        torch.tensor([loss_sum, correct, count], dtype=torch.float64)
+    )
     merged: dict[str, list[int]] = {}
     for part in dist_utils.all_gather_objects(plate_counts):
         for plate, (hits, n) in part.items():
@@ -268,9 +270,13 @@ def evaluate_plates(
     local = data.subset(plates) if plates else None
     contexts = (
         plan_contexts(
-            local.table, method, treated_per_context=treated_per_context,
-            controls_per_context=controls_per_context, min_controls=min_controls,
-            predict_controls=False, seed=seed,
+            local.table,
+            method,
+            treated_per_context=treated_per_context,
+            controls_per_context=controls_per_context,
+            min_controls=min_controls,
+            predict_controls=False,
+            seed=seed,
         )  # fmt: skip
         if local is not None
         else []
@@ -313,8 +319,9 @@ def _episode_loss(
     channels_last: bool,
 ) -> torch.Tensor:
     """Cross-entropy of the treated cells of one episode (controls only shape the BN statistics)."""
+    # Augment on the training device (random numbers come from the CPU generator).
     x = augment(
-        data.batch(episode.positions), generator, crop_size=config.input_size,
+        data.batch(episode.positions).to(device), generator, crop_size=config.input_size,
         flip=config.flip, rot90=config.rot90,
     )  # fmt: skip
     y = torch.as_tensor(data.labels[episode.treated], device=device)
@@ -373,7 +380,9 @@ def train_model(
     if val is not None:
         _check_data(val, "validation")
         if val.classes != train.classes:
-            raise ValueError(f"Validation classes {val.classes} differ from training {train.classes}.")
+            raise ValueError(
+                f"Validation classes {val.classes} differ from training {train.classes}."
+            )
     world, rank = dist_utils.world_size(), dist_utils.rank()
     if config.plates_per_step % world:
         raise ValueError(

@@ -1,0 +1,275 @@
+"""Embedding API and ``phenoadapt embed``: tables, aggregation, corrections, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from phenoadapt import schema
+from phenoadapt.adapt import context_statistics, use_statistics
+from phenoadapt.cells import CELL_COUNT, SegmentationParams
+from phenoadapt.cli import main
+from phenoadapt.embed import (
+    Correction,
+    aggregate_embeddings,
+    embed_images,
+    embed_plate,
+    embedding_columns,
+    load_embedder,
+    parse_correction,
+)
+from phenoadapt.errors import ContextError, ModelError
+from phenoadapt.nn import Normalization, ResNetConfig, build_resnet, phenoprofiler
+from phenoadapt.plate import open_plate, read_platemap
+from phenoadapt.plate.synthetic import SyntheticPlateConfig, generate_plate, read_cells
+from phenoadapt.train import CheckpointMetadata, make_toy_plates, save_checkpoint
+
+DIM = 6
+CHANNELS = ("DNA", "ER", "RNA", "AGP", "Mito")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _model(n_channels: int = 5):
+    norm = Normalization("log1p", (5.5,) * n_channels, (1.0,) * n_channels, None)
+    model = phenoprofiler(
+        n_channels, 3, DIM, arch="resnet10", width=4, stem="small", heads=2,
+        normalization=norm, seed=0,
+    )  # fmt: skip
+    with torch.no_grad():  # running statistics as after training
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def toy():
+    images, table = make_toy_plates(2, n_channels=5, size=16, treated_per_class=8,
+                                    n_controls=8, cells_per_well=4, seed=0)  # fmt: skip
+    table[schema.SITE] = np.where(np.arange(len(table)) % 2 == 0, 1, 2)
+    table[schema.CELL_ID] = np.arange(len(table))
+    return images, table, _model()
+
+
+def _emb(table: pd.DataFrame) -> np.ndarray:
+    return table[[c for c in table.columns if c.startswith("emb_")]].to_numpy()
+
+
+# --------------------------------------------------------------------------- corrections
+
+
+def test_parse_correction():
+    assert parse_correction("none") == Correction()
+    assert parse_correction("TVN").embedding == "tvn"
+    assert parse_correction("bn").bn_method.value == "cs-arm-bn"
+    both = parse_correction("adabn+phenotype")
+    assert (both.bn_method.value, both.embedding) == ("adabn", "phenotype")
+    assert both.name == "adabn+phenotype" and both.needs_controls
+    assert parse_correction("erm").bn_method is None and not parse_correction("erm").needs_controls
+    for bad in ("sphering", "tvn+phenotype", "bn+ben", "", "a+b+c"):
+        with pytest.raises(ValueError, match="(?i)correction"):
+            parse_correction(bad)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+@pytest.mark.parametrize("level", ["cell", "site", "well"])
+def test_tables_have_the_schema(toy, level):
+    images, table, model = toy
+    out = embed_images(model, images, table, level=level)
+    columns = list(out.columns)
+    emb = [c for c in columns if c.startswith("emb_")]
+    assert emb == embedding_columns(DIM) and columns[-DIM:] == emb
+    meta = [c for c in columns if c.startswith("Metadata_")]
+    assert columns[: len(meta)] == meta and columns[:2] == [schema.PLATE, schema.WELL]
+    n_sites = table.groupby([schema.PLATE, schema.WELL, schema.SITE]).ngroups
+    n_wells = table.groupby([schema.PLATE, schema.WELL]).ngroups
+    assert len(out) == {"cell": len(table), "site": n_sites, "well": n_wells}[level]
+    if level == "cell":
+        assert schema.CELL_ID in columns
+    else:
+        assert out[CELL_COUNT].sum() == len(table)
+    assert np.isfinite(_emb(out)).all()
+
+
+@pytest.mark.parametrize("statistic", ["mean", "median"])
+def test_aggregation_statistics(toy, statistic):
+    images, table, model = toy
+    cells = embed_images(model, images, table, level="cell")
+    wells = aggregate_embeddings(cells, "well", statistic)
+    keys = [schema.PLATE, schema.WELL]
+    expected = getattr(cells.groupby(keys, sort=False)[embedding_columns(DIM)], statistic)()
+    assert np.allclose(_emb(wells), expected.to_numpy())
+
+
+def test_excluded_wells_are_left_out(toy):
+    images, table, model = toy
+    excluded = table.copy()
+    excluded.loc[excluded[schema.WELL] == excluded[schema.WELL].iloc[-1], schema.ROLE] = "excluded"
+    out = embed_images(model, images, excluded, level="cell")
+    assert len(out) == int((excluded[schema.ROLE] != "excluded").sum())
+
+
+# --------------------------------------------------------------------------- corrections applied
+
+
+def test_phenotype_correction_subtracts_070_of_the_control_mean(toy):
+    images, table, model = toy
+    raw = embed_images(model, images, table, level="well")
+    corrected = embed_images(model, images, table, level="well", correction="phenotype")
+    for plate in ("P1", "P2"):
+        on = (raw[schema.PLATE] == plate).to_numpy()
+        controls = on & (raw[schema.ROLE] == "control").to_numpy()
+        shift = 0.7 * _emb(raw)[controls].mean(axis=0)
+        assert np.allclose(_emb(corrected)[on], _emb(raw)[on] - shift, atol=1e-5)
+
+
+def test_tvn_aligns_each_plates_controls(toy):
+    images, table, model = toy
+    out = embed_images(model, images, table, level="cell", correction="tvn")
+    emb = [c for c in out.columns if c.startswith("emb_")]
+    assert emb == embedding_columns(len(emb)) and 0 < len(emb) <= DIM
+    for plate in ("P1", "P2"):
+        controls = (out[schema.PLATE] == plate) & (out[schema.ROLE] == "control")
+        assert np.allclose(_emb(out[controls]).mean(axis=0), 0, atol=1e-4)
+
+
+def test_plate_context_statistics_are_used(toy):
+    images, table, model = toy
+    raw = embed_images(model, images, table, level="cell")
+    adapted = embed_images(
+        model, images, table, level="cell", correction="bn", treated_per_context="plate"
+    )
+    assert not np.allclose(_emb(raw), _emb(adapted), atol=1e-3)
+    on = (table[schema.PLATE] == "P2").to_numpy()
+    x = torch.from_numpy(images[on])
+    stats = context_statistics(model, x)  # CS-ARM-BN with the whole plate: all its images
+    with use_statistics(model, stats), torch.no_grad():
+        expected = model.embed(x).numpy()
+    assert np.allclose(_emb(adapted)[on], expected, atol=1e-4)
+    # Default contexts (64 treated + 128 controls) are seeded and cover every image.
+    a = embed_images(model, images, table, correction="cs-arm-bn+phenotype", seed=3)
+    b = embed_images(model, images, table, correction="cs-arm-bn+phenotype", seed=3)
+    assert np.array_equal(_emb(a), _emb(b)) and len(a) == len(table)
+    assert model.training is False  # the model is left as it was
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_channel_mismatch_is_a_model_error(toy):
+    images, table, model = toy
+    with pytest.raises(ModelError, match="takes 5 channels but the images have 3"):
+        embed_images(model, images[:, :3], table)
+
+
+def test_corrections_need_controls(toy):
+    images, table, model = toy
+    no_roles = table.drop(columns=[schema.ROLE])
+    with pytest.raises(ContextError, match="no Metadata_Role"):
+        embed_images(model, images, no_roles, correction="phenotype")
+    no_controls = table.copy()
+    no_controls.loc[no_controls[schema.PLATE] == "P2", schema.ROLE] = "treated"
+    no_controls.loc[no_controls[schema.MOA].isna(), schema.MOA] = "moa_a"
+    for correction in ("phenotype", "tvn", "cs-arm-bn", "ben"):
+        with pytest.raises(ContextError, match="P2"):
+            embed_images(model, images, no_controls, correction=correction)
+    assert len(embed_images(model, images, no_controls, correction="adabn")) == len(table)
+
+
+# --------------------------------------------------------------------------- plates and CLI
+
+
+@pytest.fixture(scope="module")
+def plate_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("embed")
+    config = SyntheticPlateConfig(
+        sites=2, field_shape=(128, 128), wells=("A01", "A02", "A03", "B01", "B02", "B03")
+    )
+    synthetic = generate_plate(root, config, seed=1, plate_id="P1", workers=1)
+    cells = root / "cells.csv"
+    read_cells(synthetic.path).to_csv(cells, index=False)
+    model = _model()
+    meta = CheckpointMetadata(
+        network={}, classes=("DMSO", "a", "b"), channel_names=CHANNELS, method="erm",
+        crop_size=16, extra={"kind": "embedder", "unit": "cell", "crop_scale": 0.5},
+    )  # fmt: skip
+    ckpt = save_checkpoint(root / "pp.safetensors", model, meta)
+    classifier = build_resnet(ResNetConfig("resnet10", 5, 3, width=4, stem="small"), seed=0)
+    clf = save_checkpoint(
+        root / "clf.safetensors",
+        classifier,
+        CheckpointMetadata(network={}, classes=("a", "b", "c"), channel_names=CHANNELS),
+    )
+    return synthetic, cells, ckpt, clf
+
+
+def test_embed_plate_at_well_level(plate_files):
+    synthetic, cells_csv, ckpt, _ = plate_files
+    plate = open_plate(synthetic.path)
+    platemap = read_platemap(synthetic.platemap_path)
+    cells = pd.read_csv(cells_csv, dtype={schema.WELL: str, schema.PLATE: str})
+    checkpoint = load_embedder(ckpt)
+    stages = []
+    wells = embed_plate(
+        plate, checkpoint, platemap, cells=cells, level="well", correction="phenotype",
+        progress=lambda stage, done, total: stages.append(stage),
+    )  # fmt: skip
+    assert list(wells[schema.WELL]) == ["A01", "A02", "A03", "B01", "B02", "B03"]
+    assert wells[CELL_COUNT].sum() == len(cells)
+    assert (wells[schema.ROLE] == "control").sum() == 1 and "crops" in stages
+    control = wells[schema.ROLE] == "control"
+    raw = embed_plate(plate, checkpoint, platemap, cells=cells, level="well")
+    # One control well: the corrected control is 0.3 of the raw one.
+    assert np.allclose(_emb(wells[control]), 0.3 * _emb(raw[control]), atol=1e-5)
+    adapted = embed_plate(plate, checkpoint, platemap, cells=cells, level="site", correction="bn")
+    assert len(adapted) == 12 and not np.allclose(_emb(adapted)[:2], _emb(raw)[:1], atol=1e-3)
+    # Without a cell table the plate is segmented on the fly.
+    segmented = embed_plate(
+        plate, checkpoint, platemap, level="well", segmentation=SegmentationParams(16)
+    )
+    assert set(segmented[schema.WELL]) <= set(raw[schema.WELL]) and len(segmented) >= 5
+
+
+def test_embed_plate_refuses_corrections_without_a_platemap(plate_files):
+    synthetic, _, ckpt, _ = plate_files
+    with pytest.raises(ContextError, match="--platemap"):
+        embed_plate(open_plate(synthetic.path), ckpt, None, correction="tvn")
+
+
+def _embed(synthetic, ckpt: Path, out: Path, *extra: str) -> int:
+    return main(
+        ["embed", str(synthetic.path), "--checkpoint", str(ckpt), "--out", str(out), *extra]
+    )
+
+
+def test_cli_writes_embeddings_and_exits_2_on_bad_input(plate_files, tmp_path, capsys):
+    synthetic, cells, ckpt, clf = plate_files
+    out = tmp_path / "emb.csv"
+    common = ["--platemap", str(synthetic.platemap_path), "--cells", str(cells)]
+    assert _embed(synthetic, ckpt, out, *common, "--level", "site", "--correction", "tvn") == 0
+    table = pd.read_csv(out)
+    assert len(table) == 12 and table.columns[0] == schema.PLATE
+    assert "site embeddings" in capsys.readouterr().out
+    # No silent overwrite; a classifier checkpoint; too few rows for the UMAP neighbours.
+    assert _embed(synthetic, ckpt, out, *common) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert _embed(synthetic, clf, tmp_path / "b.csv", *common) == 2
+    assert "not a PhenoProfiler embedder" in capsys.readouterr().err
+    assert _embed(synthetic, ckpt, tmp_path / "c.csv", *common, "--umap") == 2
+    assert "n_neighbors" in capsys.readouterr().err
+    assert _embed(synthetic, ckpt, tmp_path / "d.csv", *common, "--correction", "magic") == 2
+    assert not (tmp_path / "d.csv").exists()
