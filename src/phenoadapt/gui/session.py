@@ -1,0 +1,249 @@
+"""What the phenoadapt docks of one napari viewer share: open plates, plate maps, results.
+
+Docks never talk to each other directly. They read and change a
+:class:`PlateSession` (one per viewer, from :func:`get_session`) and listen to
+its Qt signals, so the plate dock can show per-well results the run dock
+produced, and the UMAP dock can highlight cells another dock selected.
+
+The session also holds the "one GPU job at a time" lock: a dock that starts a
+long job calls :meth:`PlateSession.begin_job` and :meth:`PlateSession.end_job`.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QObject, Signal
+
+from .. import schema
+from ..errors import PhenoadaptError
+from ..plate import Plate, open_plate
+from ..plate.platemap import PlateMap, read_platemap
+from .layers import META_KEY, field_layer_data
+
+#: File names looked for next to (or inside) a plate folder when it is opened.
+PLATEMAP_NAMES = ("platemap.csv", "platemap.tsv", "plate_map.csv", "layout.csv")
+
+
+class JobRunningError(PhenoadaptError):
+    """A second long job was started while one is running."""
+
+
+@dataclass(frozen=True)
+class FieldKey:
+    """A field on screen: plate id, well and site."""
+
+    plate_id: str
+    well: str
+    site: int
+
+
+def find_platemap(plate: Plate) -> Path | None:
+    """A plate map file shipped with a plate folder (synthetic plates write one)."""
+    if plate.path is None:
+        return None
+    folder = Path(plate.path)
+    for base in (folder, folder.parent):
+        for name in PLATEMAP_NAMES:
+            candidate = base / name
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+class PlateSession(QObject):
+    """Shared state of the phenoadapt docks of one viewer.
+
+    Signals
+    -------
+    plates_changed()
+        A plate was opened or closed.
+    current_changed()
+        The field on screen changed (plate, well or site).
+    platemap_changed(str)
+        The plate map of this plate id was replaced or edited.
+    result_changed()
+        A new run result (or None).
+    cells_selected(object)
+        Positional rows of ``result.cells`` picked in a dock or in the viewer.
+    job_changed(bool)
+        A long job started (True) or ended (False).
+    """
+
+    plates_changed = Signal()
+    current_changed = Signal()
+    platemap_changed = Signal(str)
+    result_changed = Signal()
+    cells_selected = Signal(object)
+    job_changed = Signal(bool)
+
+    def __init__(self, viewer: Any) -> None:
+        super().__init__()
+        self._viewer = weakref.ref(viewer)
+        self.plates: dict[str, Plate] = {}
+        self.platemaps: dict[str, PlateMap] = {}
+        self.current: FieldKey | None = None
+        self.result: Any | None = None  # phenoadapt.pipeline.RunResult
+        self.selected_rows: np.ndarray = np.zeros(0, dtype=np.int64)
+        self._job: str | None = None
+
+    # ------------------------------------------------------------------ plates
+    @property
+    def viewer(self) -> Any:
+        """The napari viewer (None once it was closed)."""
+        return self._viewer()
+
+    def open_plate(self, path: str | Path, **reader_kwargs: Any) -> Plate:
+        """Open a plate folder and add it (with its plate map when one ships with it).
+
+        Raises
+        ------
+        PhenoadaptError
+            The folder is not a plate; the message says how to describe it.
+        """
+        plate = open_plate(path, **reader_kwargs)
+        platemap = None
+        found = find_platemap(plate)
+        if found is not None:
+            platemap = read_platemap(found, plate_format=plate.format)
+        self.add_plate(plate, platemap)
+        return plate
+
+    def add_plate(self, plate: Plate, platemap: PlateMap | None = None) -> None:
+        """Add an opened plate; a blank plate map (every well excluded) when none is given."""
+        self.plates[plate.plate_id] = plate
+        self.platemaps[plate.plate_id] = platemap or PlateMap.blank(plate.format, plate.plate_id)
+        self.plates_changed.emit()
+        self.platemap_changed.emit(plate.plate_id)
+
+    def close_plate(self, plate_id: str) -> None:
+        """Forget a plate (its layers stay in the viewer)."""
+        self.plates.pop(plate_id, None)
+        self.platemaps.pop(plate_id, None)
+        if self.current is not None and self.current.plate_id == plate_id:
+            self.current = None
+            self.current_changed.emit()
+        self.plates_changed.emit()
+
+    def plate(self, plate_id: str | None = None) -> Plate:
+        """A plate by id (the one on screen by default)."""
+        plate_id = plate_id or (self.current.plate_id if self.current else None)
+        if plate_id is None or plate_id not in self.plates:
+            raise PhenoadaptError("No plate is open: open a plate folder in the Plate dock first.")
+        return self.plates[plate_id]
+
+    # ------------------------------------------------------------- plate maps
+    def platemap(self, plate_id: str) -> PlateMap:
+        """The plate map of an open plate."""
+        return self.platemaps[plate_id]
+
+    def set_platemap(self, plate_id: str, platemap: PlateMap) -> None:
+        """Replace the plate map of an open plate."""
+        self.platemaps[plate_id] = platemap
+        self.platemap_changed.emit(plate_id)
+
+    def unsaved_platemaps(self) -> list[str]:
+        """Plate ids whose plate map has changes not written to a file."""
+        return [pid for pid, pm in self.platemaps.items() if pm.modified]
+
+    # ----------------------------------------------------------------- fields
+    def show_field(self, plate_id: str, well: str, site: int | None = None) -> FieldKey:
+        """Show a field as one image layer per channel, replacing the last field's layers.
+
+        Layers whose name matches a channel keep the user's contrast and visibility
+        choices: their data is swapped rather than the layer recreated.
+        """
+        plate = self.plate(plate_id)
+        site = plate.sites_of(well)[0] if site is None else int(site)
+        viewer = self.viewer
+        if viewer is None:
+            raise PhenoadaptError("The napari viewer was closed.")
+        old = {
+            layer.metadata[META_KEY].get("channel"): layer
+            for layer in list(viewer.layers)
+            if isinstance(layer.metadata.get(META_KEY), dict)
+            and "channel" in layer.metadata[META_KEY]
+        }
+        for data, kwargs, _kind in field_layer_data(plate, well, site):
+            channel = kwargs["metadata"][META_KEY]["channel"]
+            layer = old.pop(channel, None)
+            if layer is not None and layer.data.shape == data.shape:
+                layer.data = data
+                layer.metadata = kwargs["metadata"]
+                layer.name = kwargs["name"]
+            else:
+                if layer is not None:
+                    viewer.layers.remove(layer)
+                viewer.add_image(data, **kwargs)
+        for layer in old.values():  # channels of another plate that this one lacks
+            viewer.layers.remove(layer)
+        self.current = FieldKey(plate_id, well, site)
+        self.current_changed.emit()
+        return self.current
+
+    # ---------------------------------------------------------------- results
+    def set_result(self, result: Any | None) -> None:
+        """Store a run result (``phenoadapt.pipeline.RunResult``) and tell the docks."""
+        self.result = result
+        self.selected_rows = np.zeros(0, dtype=np.int64)
+        self.result_changed.emit()
+
+    def select_cells(self, rows: Any) -> None:
+        """Select cells by positional row of ``result.cells`` and tell the docks."""
+        self.selected_rows = np.unique(np.asarray(rows, dtype=np.int64))
+        self.cells_selected.emit(self.selected_rows)
+
+    def cells_of_field(self, key: FieldKey | None = None) -> np.ndarray:
+        """Positional rows of ``result.cells`` that lie in a field (the current one by default)."""
+        key = key or self.current
+        if self.result is None or key is None:
+            return np.zeros(0, dtype=np.int64)
+        cells = self.result.cells
+        mask = (
+            (cells[schema.PLATE].astype(str) == key.plate_id)
+            & (cells[schema.WELL].astype(str) == key.well)
+            & (cells[schema.SITE].astype(int) == key.site)
+        )
+        return np.flatnonzero(mask.to_numpy())
+
+    # ------------------------------------------------------------------- jobs
+    @property
+    def job(self) -> str | None:
+        """Name of the running long job, or None."""
+        return self._job
+
+    def begin_job(self, name: str) -> None:
+        """Claim the single job slot (one GPU job at a time).
+
+        Raises
+        ------
+        JobRunningError
+            Another job is running; the message names it.
+        """
+        if self._job is not None:
+            raise JobRunningError(
+                f"'{self._job}' is still running: wait for it to finish or cancel it first."
+            )
+        self._job = name
+        self.job_changed.emit(True)
+
+    def end_job(self) -> None:
+        """Release the job slot."""
+        self._job = None
+        self.job_changed.emit(False)
+
+
+_SESSIONS: weakref.WeakKeyDictionary[Any, PlateSession] = weakref.WeakKeyDictionary()
+
+
+def get_session(viewer: Any) -> PlateSession:
+    """The session of a viewer, created on first use."""
+    session = _SESSIONS.get(viewer)
+    if session is None:
+        session = PlateSession(viewer)
+        _SESSIONS[viewer] = session
+    return session
