@@ -356,7 +356,9 @@ def bad_images(
         block = (
             block.detach().cpu().numpy() if isinstance(block, torch.Tensor) else np.asarray(block)
         )
-        flat = block.reshape(block.shape[0], block.shape[1], -1)
+        # Images (n, C, ...) are judged per channel; a feature row (n, F) is one "channel".
+        channels = block.shape[1] if block.ndim > 2 else 1
+        flat = block.reshape(block.shape[0], channels, -1)
         finite = (
             np.isfinite(flat).all(axis=(1, 2))
             if flat.dtype.kind == "f"

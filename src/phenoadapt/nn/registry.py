@@ -17,6 +17,8 @@ from typing import Any
 from torch import nn
 
 from ..errors import ModelError
+from .mlp import FAMILY as MLP_FAMILY
+from .mlp import build_mlp_spec
 from .phenoprofiler import FAMILY as PHENOPROFILER_FAMILY
 from .phenoprofiler import build_phenoprofiler_spec
 from .resnet import FAMILY as RESNET_FAMILY
@@ -32,6 +34,7 @@ def _build_resnet_spec(spec: dict[str, Any]) -> nn.Module:
 _FAMILIES: dict[str, NetworkBuilder] = {
     RESNET_FAMILY: _build_resnet_spec,
     PHENOPROFILER_FAMILY: build_phenoprofiler_spec,
+    MLP_FAMILY: build_mlp_spec,
 }
 
 

@@ -69,7 +69,13 @@ def augment(
     flip: bool = True,
     rot90: bool = True,
 ) -> torch.Tensor:
-    """Random crop (when ``crop_size`` is set), flip and rotation of a batch."""
+    """Random crop (when ``crop_size`` is set), flip and rotation of a batch.
+
+    Feature vectors ``(n, F)`` (profile tables) have no geometry and are returned
+    unchanged: flipping would reorder the features.
+    """
+    if x.ndim == 2:
+        return x
     if crop_size is not None:
         x = random_crop(x, crop_size, generator)
     return random_flip_rotate(x, generator, flip=flip, rot90=rot90)
