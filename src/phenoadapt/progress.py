@@ -133,14 +133,18 @@ def iterate_progress(
                 yield last
                 continue
             # Merge a backlog of reports: the consumer only needs the newest one.
-            while isinstance(event, Progress) and not events.empty():
-                event = events.get_nowait()
-            if isinstance(event, _Done):
-                if event.error is not None:
-                    raise event.error
-                return event.result
-            last = event
-            yield event
+            backlog = [event]
+            while not isinstance(backlog[-1], _Done) and not events.empty():
+                backlog.append(events.get_nowait())
+            reports = [e for e in backlog if isinstance(e, Progress)]
+            if reports:
+                last = reports[-1]
+                yield last
+            end = backlog[-1]
+            if isinstance(end, _Done):
+                if end.error is not None:
+                    raise end.error
+                return end.result
     finally:
         if thread.is_alive():
             stop.set()
