@@ -4,9 +4,17 @@
 - :mod:`.resnet`: ResNet-10/18/34/50 with any channel count and base width;
 - :mod:`.cdc`, :mod:`.phenoprofiler`: central-difference convolutions and the PhenoProfiler embedder;
 - :mod:`.registry`: the allow-list of architectures a checkpoint may name;
+- :mod:`.abra`: feature-statistics perturbations and angular-margin head (ABRA);
 - :mod:`.runtime`: device choice, mixed precision, batched inference with OOM retry.
 """
 
+from .abra import (
+    AbraClassifier,
+    AbraNetConfig,
+    AngularHead,
+    FeatureStatPerturbation,
+    build_abra,
+)
 from .normalize import ChannelNormalizer, Normalization, fit_normalization
 from .phenoprofiler import (
     PhenoProfiler,
@@ -30,13 +38,18 @@ from .runtime import forward_in_batches, retry_on_oom, select_device
 
 __all__ = [
     "ARCHITECTURES",
+    "AbraClassifier",
+    "AbraNetConfig",
+    "AngularHead",
     "ChannelNormalizer",
+    "FeatureStatPerturbation",
     "Normalization",
     "PhenoProfiler",
     "PhenoProfilerConfig",
     "ResNetBackbone",
     "ResNetClassifier",
     "ResNetConfig",
+    "build_abra",
     "build_network",
     "build_phenoprofiler",
     "build_resnet",

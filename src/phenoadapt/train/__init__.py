@@ -3,6 +3,7 @@
 - :mod:`.data`: crops + cell table + labels (:class:`CellData`), plate splits;
 - :mod:`.augment`: random crop, flips, quarter turns;
 - :mod:`.samplers`: plate episodes, ERM minibatches, label-shift contexts;
+- :mod:`.abra`: the ABRA min-max game (adversarial feature statistics, alignment);
 - :mod:`.trainers`: :func:`train_model`, validation with the method's test-time procedure;
 - :mod:`.checkpoint`: safetensors + JSON checkpoints, channel and class checks;
 - :mod:`.distributed`: multi-GPU / multi-node data parallelism under torchrun;
@@ -11,6 +12,7 @@
 - :mod:`.toy`: tiny synthetic crops with plate effects.
 """
 
+from .abra import AbraConfig, AbraLosses, abra_loss, adversarial_offsets, alignment_loss
 from .checkpoint import (
     Checkpoint,
     CheckpointMetadata,
@@ -50,6 +52,8 @@ from .trainers import (
 )
 
 __all__ = [
+    "AbraConfig",
+    "AbraLosses",
     "CellData",
     "Checkpoint",
     "CheckpointMetadata",
@@ -67,6 +71,9 @@ __all__ = [
     "ProfileTargets",
     "TrainConfig",
     "TrainResult",
+    "abra_loss",
+    "adversarial_offsets",
+    "alignment_loss",
     "check_classes",
     "contrastive_loss",
     "evaluate_contexts",

@@ -51,6 +51,7 @@ from ..adapt.methods import (
 from ..errors import Cancelled
 from ..nn.runtime import autocast, select_device, to_device, use_amp, use_channels_last
 from . import distributed as dist_utils
+from .abra import AbraConfig, abra_loss
 from .augment import augment
 from .checkpoint import CheckpointMetadata, save_checkpoint
 from .data import CellData
@@ -95,6 +96,10 @@ class TrainConfig:
         Batch size of validation prediction.
     max_steps_per_epoch
         Cap on steps per epoch (quick runs); None = a full pass over treated cells.
+    abra
+        ABRA settings (:class:`~.abra.AbraConfig`): adversarial feature-statistics
+        perturbations and an angular margin on top of ``method``'s episodes; needs
+        an :class:`~phenoadapt.nn.abra.AbraClassifier`.  None = plain cross-entropy.
     """
 
     method: str = "cs-arm-bn"
@@ -118,6 +123,7 @@ class TrainConfig:
     val_seed: int = 0
     eval_batch_size: int = 256
     max_steps_per_epoch: int | None = None
+    abra: AbraConfig | None = None
 
     def __post_init__(self) -> None:
         method = parse_method(self.method)
@@ -129,6 +135,7 @@ class TrainConfig:
         self.method = method.value
         if self.val_method is not None:
             self.val_method = parse_method(self.val_method).value
+        self.abra = AbraConfig.from_value(self.abra)
         if self.max_epochs < 1 or self.patience < 1 or self.lr <= 0:
             raise ValueError("max_epochs and patience must be >= 1 and lr > 0.")
 
@@ -325,6 +332,9 @@ def _episode_loss(
         flip=config.flip, rot90=config.rot90,
     )  # fmt: skip
     y = torch.as_tensor(data.labels[episode.treated], device=device)
+    if config.abra is not None:  # min-max over feature statistics (see .abra)
+        return abra_loss(model, to_device(x, device, channels_last), y, config.abra,
+                         device=device, amp=amp).total  # fmt: skip
     with autocast(device, amp):
         logits = model(to_device(x, device, channels_last))
     # Controls are forwarded with the treated cells (pooled BN statistics) but
@@ -398,6 +408,12 @@ def train_model(
     if channels_last:
         model.to(memory_format=torch.channels_last)
     net: nn.Module = model
+    if config.abra is not None and dist_utils.is_distributed():
+        raise ValueError(
+            "ABRA training runs in a single process: its adversary needs several forward "
+            "passes per backward, which DistributedDataParallel does not allow. Run it "
+            "without torchrun."
+        )
     if dist_utils.is_distributed():
         # Buffers (BN running statistics) follow rank 0; parameters start equal.
         net = DistributedDataParallel(
