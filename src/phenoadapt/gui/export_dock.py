@@ -1,0 +1,136 @@
+"""Dock widget "Export": the run result as per-cell and per-well CSV files.
+
+The tables are those of :func:`phenoadapt.export.export_results` (``cells.csv``,
+``wells.csv`` and ``accuracy.csv`` in phenoadapt's schema), each written
+atomically.  Existing files are replaced only after the user said yes; a folder
+that cannot be written is a notification, never a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import PhenoadaptError
+from .run_dock import ask_overwrite
+from .session import get_session
+
+if TYPE_CHECKING:
+    import napari
+
+Confirm = Callable[[str, str], bool]
+
+
+class ExportWidget(QWidget):
+    """Write the session's run result to a folder of CSV files.
+
+    Parameters
+    ----------
+    napari_viewer
+        The viewer (napari passes it when the dock opens).
+    confirm
+        ``confirm(title, text) -> bool`` asked before replacing files; a Yes/No
+        message box by default (tests pass their own).
+    """
+
+    def __init__(self, napari_viewer: napari.Viewer, confirm: Confirm | None = None) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = get_session(napari_viewer)
+        self.confirm: Confirm = confirm or (lambda title, text: ask_overwrite(self, title, text))
+        self.written: dict[str, Path] = {}
+        self.folder = QLineEdit()
+        self.folder.setPlaceholderText("Folder for cells.csv, wells.csv, accuracy.csv")
+        browse = QPushButton("Browse...")
+        browse.clicked.connect(self._choose_folder)
+        self.export_button = QPushButton("Export CSV")
+        self.export_button.clicked.connect(self.export)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(self.folder)
+        row.addWidget(browse)
+        form = QFormLayout()
+        form.addRow("Folder", row)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.export_button)
+        layout.addWidget(self.status)
+        layout.addStretch()
+        self.session.result_changed.connect(self._on_result)
+        self._on_result()
+
+    def _choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export results to", self.folder.text())
+        if folder:
+            self.folder.setText(folder)
+
+    def _on_result(self) -> None:
+        result = self.session.result
+        self.export_button.setEnabled(result is not None)
+        self.status.setText(
+            "Run the plates first (Run dock)." if result is None
+            else f"{len(result.cells)} cells, {len(result.wells)} wells ready to export."
+        )  # fmt: skip
+
+    def export(self) -> dict[str, Path]:
+        """Write the tables; ask before replacing files; errors become notifications.
+
+        Returns
+        -------
+        dict
+            Table name -> file written (empty when nothing was written).
+        """
+        from napari.utils import notifications
+
+        try:
+            written = self._export()
+        except PhenoadaptError as exc:
+            notifications.show_error(str(exc))
+            self.status.setText(str(exc))
+            return {}
+        except OSError as exc:  # a folder that cannot be created, a full disk...
+            message = f"Could not write to {self.folder.text()}: {exc.strerror or exc}."
+            notifications.show_error(message + " Choose another folder.")
+            self.status.setText(message)
+            return {}
+        if written:
+            self.written = written
+            folder = next(iter(written.values())).parent
+            self.status.setText(f"Wrote {', '.join(p.name for p in written.values())} to {folder}.")
+            notifications.show_info(f"Results exported to {folder}.")
+        return written
+
+    def _export(self) -> dict[str, Path]:
+        from ..export import export_results
+
+        result = self.session.result
+        if result is None:
+            raise PhenoadaptError("Nothing to export yet: run the plates in the Run dock first.")
+        text = self.folder.text().strip()
+        if not text:
+            raise PhenoadaptError("Choose a folder to export to (Browse...).")
+        folder = Path(text).expanduser()
+        try:
+            return _as_paths(export_results(result, folder, overwrite=False))
+        except FileExistsError as exc:
+            if not self.confirm("Replace files?", f"{exc}\n\nReplace the existing files?"):
+                self.status.setText("Not exported: the existing files were kept.")
+                return {}
+        return _as_paths(export_results(result, folder, overwrite=True))
+
+
+def _as_paths(written: Any) -> dict[str, Path]:
+    return {str(k): Path(v) for k, v in dict(written).items()}

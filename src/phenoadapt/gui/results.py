@@ -1,0 +1,407 @@
+"""The results overlay: cells of the field on screen coloured by predicted MoA.
+
+When a run result arrives (``session.result_changed``) or another field is
+shown (``session.current_changed``), :class:`ResultsOverlay` puts a Labels
+layer named :data:`LAYER_NAME` over the field:
+
+- label values are the ``cell_id`` of ``result.cells``: the field is segmented
+  again with the run's :class:`~phenoadapt.cells.SegmentationParams`, which
+  gives the same labels the pipeline cut its crops from (segmentation is
+  deterministic), in a worker thread so the viewer stays responsive;
+- each cell is coloured by its predicted MoA (one colour per class, see
+  :func:`class_colours`, shown in :class:`ResultsLegend`);
+- the layer's ``features`` hold class, probability, uncertainty, treatment,
+  well and known MoA, so hovering a cell shows them in the status bar.
+
+Clicking a cell selects it (``session.select_cells``; Shift adds to the
+selection); cells selected anywhere (the UMAP dock, a table) are outlined in
+white in a second Labels layer, :data:`SELECTION_NAME`.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from qtpy.QtCore import QObject
+from qtpy.QtGui import QColor
+from qtpy.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
+
+from .. import schema
+from ..cells import SegmentationParams, segment_field
+from ..errors import PhenoadaptError
+from .layers import META_KEY
+from .session import FieldKey, PlateSession, get_session
+
+LAYER_NAME = "predicted MoA"
+SELECTION_NAME = "selected cells"
+#: Colours of the classes, in the order of ``result.classes`` (Okabe-Ito, then Tableau).
+PALETTE = (
+    "#e69f00",
+    "#56b4e9",
+    "#009e73",
+    "#f0e442",
+    "#0072b2",
+    "#d55e00",
+    "#cc79a7",
+    "#8c564b",
+    "#17becf",
+    "#bcbd22",
+    "#e377c2",
+    "#7f7f7f",
+)
+#: Colour of the negative-control class, when the model predicts one.
+CONTROL_COLOUR = "#b0b0b0"
+CONTROL_NAMES = ("dmso", "control", "negative control")
+#: Fields whose labels are kept, so going back to a field is instant.
+_CACHE_SIZE = 8
+
+
+def class_colours(classes: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """A hex colour per class: the palette in class order, grey for DMSO/control."""
+    colours: dict[str, str] = {}
+    others = [c for c in classes if str(c).casefold() not in CONTROL_NAMES]
+    for i, name in enumerate(others):
+        colours[name] = PALETTE[i % len(PALETTE)]
+    for name in classes:
+        colours.setdefault(name, CONTROL_COLOUR)
+    return colours
+
+
+def field_features(result: Any, rows: np.ndarray) -> pd.DataFrame:
+    """The layer ``features`` of a field's cells (rows of ``result.cells``).
+
+    Columns: ``index`` (label value, the cell id), ``class``, ``probability``,
+    ``uncertainty``, ``treatment``, ``well``, ``moa`` (known, from the plate map)
+    and ``row`` (position in ``result.cells``).
+    """
+    cells = result.cells.iloc[rows]
+
+    def column(name: str, default: Any = None) -> np.ndarray:
+        if name in cells:
+            return cells[name].to_numpy()
+        return np.full(len(cells), default, dtype=object)
+
+    return pd.DataFrame(
+        {
+            "index": cells[schema.CELL_ID].to_numpy(dtype=np.int64),
+            "class": column(schema.PREDICTION).astype(str),
+            "probability": np.round(column(schema.CONFIDENCE, np.nan).astype(float), 3),
+            "uncertainty": np.round(column(schema.UNCERTAINTY, np.nan).astype(float), 3),
+            "treatment": column(schema.TREATMENT, ""),
+            "well": column(schema.WELL).astype(str),
+            "moa": column(schema.MOA, ""),
+            "row": np.asarray(rows, dtype=np.int64),
+        }
+    )
+
+
+def label_colormap(features: pd.DataFrame, colours: dict[str, str]) -> Any:
+    """A ``DirectLabelColormap`` giving each cell the colour of its predicted class."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    color_dict: dict[int | None, Any] = {None: "transparent", 0: "transparent"}
+    for label, name in zip(features["index"], features["class"], strict=True):
+        color_dict[int(label)] = colours.get(name, CONTROL_COLOUR)
+    return DirectLabelColormap(color_dict=color_dict)
+
+
+def accuracy_summary(result: Any) -> pd.DataFrame:
+    """Per plate accuracy against the plate map's MoA (treated cells whose MoA is a class).
+
+    Uses ``result.accuracy`` when the pipeline computed it; otherwise counts from
+    ``result.cells``.  Columns: plate, n_cells, cell_accuracy, n_wells,
+    well_accuracy (NaN when no cell has a known MoA).
+    """
+    table = getattr(result, "accuracy", None)
+    if table is not None and len(table):
+        return table.reset_index(drop=schema.PLATE in table.columns)
+    cells = result.cells
+    if schema.MOA not in cells or schema.PREDICTION not in cells:
+        return pd.DataFrame(columns=[schema.PLATE, "n_cells", "cell_accuracy"])
+    known = cells[cells[schema.MOA].isin(list(result.classes))]
+    if schema.ROLE in known:
+        known = known[known[schema.ROLE].astype(str) != str(schema.Role.CONTROL)]
+    rows = []
+    for plate, group in known.groupby(schema.PLATE, sort=True):
+        hits = group[schema.PREDICTION].astype(str) == group[schema.MOA].astype(str)
+        rows.append({schema.PLATE: plate, "n_cells": len(group), "cell_accuracy": hits.mean()})
+    return pd.DataFrame(rows, columns=[schema.PLATE, "n_cells", "cell_accuracy"])
+
+
+def _segment(plate: Any, key: FieldKey, params: SegmentationParams) -> tuple[FieldKey, np.ndarray]:
+    image = plate.read_field(key.well, key.site)
+    name = f"plate {key.plate_id}, well {key.well}, site {key.site}"
+    return key, segment_field(image, plate.channels, params, field_name=name).cells
+
+
+class ResultsOverlay(QObject):
+    """Keeps the predicted-MoA Labels layer in step with the session (one per viewer).
+
+    Parameters
+    ----------
+    viewer
+        The napari viewer.
+    session
+        Its :class:`~.session.PlateSession`.
+
+    Attributes
+    ----------
+    segmentation
+        Parameters used to segment a field again (the run dock sets those of its run).
+    """
+
+    def __init__(self, viewer: Any, session: PlateSession) -> None:
+        super().__init__()
+        self._viewer = weakref.ref(viewer)
+        self.session = session
+        self.segmentation = SegmentationParams()
+        self._labels: OrderedDict[tuple[FieldKey, SegmentationParams], np.ndarray] = OrderedDict()
+        self._pending: FieldKey | None = None
+        self.worker: Any = None
+        session.result_changed.connect(self._on_result_changed)
+        session.current_changed.connect(self.refresh)
+        session.cells_selected.connect(self._show_selection)
+
+    # -- layers -----------------------------------------------------------------
+    @property
+    def viewer(self) -> Any:
+        return self._viewer()
+
+    def layer(self, name: str = LAYER_NAME) -> Any | None:
+        """The overlay layer (or the selection layer) when it is in the viewer."""
+        viewer = self.viewer
+        if viewer is None or name not in viewer.layers:
+            return None
+        return viewer.layers[name]
+
+    def _remove_layers(self) -> None:
+        viewer = self.viewer
+        for name in (LAYER_NAME, SELECTION_NAME):
+            if viewer is not None and name in viewer.layers:
+                viewer.layers.remove(name)
+
+    def _on_result_changed(self) -> None:
+        self._labels.clear()  # a new run may have used other segmentation settings
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Show the cells of the field on screen (segmenting it in a worker when needed)."""
+        session = self.session
+        key = session.current
+        rows = session.cells_of_field()
+        if session.result is None or key is None or not len(rows):
+            self._remove_layers()
+            return
+        cached = self._labels.get((key, self.segmentation))
+        if cached is not None:
+            self._apply(key, cached)
+            return
+        self._pending = key
+        if self.worker is None:
+            self._start_segmentation(key)
+
+    def _start_segmentation(self, key: FieldKey) -> None:
+        from napari.qt.threading import thread_worker
+
+        plate = self.session.plates.get(key.plate_id)
+        if plate is None:
+            return
+        worker = thread_worker(_segment, start_thread=False)(plate, key, self.segmentation)
+        params = self.segmentation
+        worker.returned.connect(lambda out: self._on_segmented(out, params))
+        worker.errored.connect(self._on_segment_error)
+        worker.finished.connect(self._on_segment_finished)
+        self.worker = worker
+        worker.start()
+
+    def _on_segmented(self, out: tuple[FieldKey, np.ndarray], params: SegmentationParams) -> None:
+        key, labels = out
+        self._labels[(key, params)] = labels
+        while len(self._labels) > _CACHE_SIZE:
+            self._labels.popitem(last=False)
+        if key == self.session.current and params == self.segmentation:
+            self._apply(key, labels)
+
+    def _on_segment_error(self, exc: BaseException) -> None:
+        from napari.utils import notifications
+
+        if isinstance(exc, PhenoadaptError):
+            notifications.show_error(str(exc))
+        else:
+            notifications.show_error(f"Could not outline the cells: {type(exc).__name__}: {exc}")
+
+    def _on_segment_finished(self) -> None:
+        self.worker = None
+        # The user moved on while this field was segmented: do the field now on screen.
+        pending, self._pending = self._pending, None
+        if pending is not None and pending == self.session.current:
+            if (pending, self.segmentation) not in self._labels:
+                self._pending = pending
+                self._start_segmentation(pending)
+
+    def _apply(self, key: FieldKey, labels: np.ndarray) -> None:
+        """Put the labels of a field in the overlay layer (main thread only)."""
+        viewer = self.viewer
+        result = self.session.result
+        if viewer is None or result is None:
+            return
+        rows = self.session.cells_of_field(key)
+        features = field_features(result, rows)
+        # Cells the run dropped (e.g. too close to the edge for a crop) stay uncoloured.
+        labels = np.where(np.isin(labels, features["index"].to_numpy()), labels, 0)
+        colormap = label_colormap(features, class_colours(tuple(result.classes)))
+        meta = {META_KEY: {"plate_id": key.plate_id, "well": key.well, "site": key.site,
+                           "kind": "predictions"}}  # fmt: skip
+        layer = self.layer()
+        if layer is None or layer.data.shape != labels.shape:
+            if layer is not None:
+                viewer.layers.remove(layer)
+            layer = viewer.add_labels(
+                labels, name=LAYER_NAME, opacity=0.45, features=features, metadata=meta
+            )
+            layer.colormap = colormap
+            layer.mouse_drag_callbacks.append(self._on_click)
+        else:
+            layer.data = labels
+            layer.features = features
+            layer.colormap = colormap
+            layer.metadata = meta
+        self._show_selection()
+
+    # -- selection --------------------------------------------------------------
+    def cell_rows_at(self, position: Any) -> np.ndarray:
+        """Row of ``result.cells`` under a world position (empty when none)."""
+        layer = self.layer()
+        if layer is None:
+            return np.zeros(0, dtype=np.int64)
+        value = layer.get_value(position, world=True)
+        if value is None or int(value) == 0:
+            return np.zeros(0, dtype=np.int64)
+        features = layer.features
+        return features.loc[features["index"] == int(value), "row"].to_numpy(dtype=np.int64)
+
+    def select_at(self, position: Any, add: bool = False) -> None:
+        """Select the cell under ``position`` (add it to the selection with ``add``)."""
+        rows = self.cell_rows_at(position)
+        if add:
+            rows = np.concatenate([self.session.selected_rows, rows])
+        self.session.select_cells(rows)
+
+    def _on_click(self, layer: Any, event: Any) -> Any:
+        if layer.mode != "pan_zoom":
+            return
+        start = np.asarray(event.position)
+        yield
+        moved = False
+        while event.type == "mouse_move":
+            moved = moved or np.linalg.norm(np.asarray(event.position) - start) > 2
+            yield
+        if not moved:  # a click, not a pan
+            self.select_at(event.position, add="Shift" in event.modifiers)
+
+    def _show_selection(self, *_: Any) -> None:
+        viewer = self.viewer
+        layer = self.layer()
+        if viewer is None:
+            return
+        selected = self.session.selected_rows
+        if layer is None or not len(selected):
+            if SELECTION_NAME in viewer.layers:
+                viewer.layers.remove(SELECTION_NAME)
+            return
+        here = layer.features.loc[layer.features["row"].isin(selected), "index"].to_numpy()
+        outlines = np.where(np.isin(layer.data, here), layer.data, 0)
+        from napari.utils.colormaps import DirectLabelColormap
+
+        white = DirectLabelColormap(color_dict={None: "white", 0: "transparent"})
+        if SELECTION_NAME in viewer.layers:
+            sel = viewer.layers[SELECTION_NAME]
+            sel.data = outlines
+        else:
+            sel = viewer.add_labels(outlines, name=SELECTION_NAME, opacity=1.0)
+            sel.colormap = white
+            sel.contour = 2
+            viewer.layers.selection.active = layer  # clicks keep going to the overlay
+
+
+_OVERLAYS: weakref.WeakKeyDictionary[Any, ResultsOverlay] = weakref.WeakKeyDictionary()
+
+
+def get_results_overlay(viewer: Any) -> ResultsOverlay:
+    """The results overlay of a viewer, created (and connected to its session) on first use."""
+    overlay = _OVERLAYS.get(viewer)
+    if overlay is None:
+        overlay = ResultsOverlay(viewer, get_session(viewer))
+        _OVERLAYS[viewer] = overlay
+    return overlay
+
+
+class ResultsLegend(QWidget):
+    """Colour of each predicted class, cells in the field, and accuracy per plate."""
+
+    def __init__(self, session: PlateSession) -> None:
+        super().__init__()
+        self.session = session
+        self.title = QLabel("")
+        self.swatches = QGridLayout()
+        self.accuracy = QLabel("")
+        self.accuracy.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 4, 0, 0)
+        layout.addWidget(self.title)
+        layout.addLayout(self.swatches)
+        layout.addWidget(self.accuracy)
+        session.result_changed.connect(self.refresh)
+        session.current_changed.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Redraw from the session's result."""
+        while self.swatches.count():
+            item = self.swatches.takeAt(0)
+            if item.widget() is not None:
+                item.widget().deleteLater()
+        result = self.session.result
+        if result is None:
+            self.title.setText("")
+            self.accuracy.setText("")
+            self.setVisible(False)
+            return
+        self.setVisible(True)
+        rows = self.session.cells_of_field()
+        counts = (
+            result.cells.iloc[rows][schema.PREDICTION].astype(str).value_counts()
+            if len(rows)
+            else pd.Series(dtype=int)
+        )
+        where = self.session.current
+        self.title.setText(
+            f"<b>Predicted MoA</b> — {len(rows)} cells in well {where.well}, site {where.site}"
+            if where is not None and len(rows)
+            else "<b>Predicted MoA</b>"
+        )
+        for i, (name, colour) in enumerate(class_colours(tuple(result.classes)).items()):
+            swatch = QLabel()
+            swatch.setFixedSize(14, 14)
+            swatch.setStyleSheet(f"background-color: {QColor(colour).name()}; border: 1px solid #222;")
+            text = QLabel(f"{name} ({int(counts.get(name, 0))})")
+            self.swatches.addWidget(swatch, i // 2, 2 * (i % 2))
+            self.swatches.addWidget(text, i // 2, 2 * (i % 2) + 1)
+        self.accuracy.setText(_accuracy_text(accuracy_summary(result)))
+
+
+def _accuracy_text(table: pd.DataFrame) -> str:
+    """One line per plate: cell (and well) accuracy against the plate map's MoA."""
+    if not len(table):
+        return "Accuracy: no treated cell has a known MoA among the model's classes."
+    lines = []
+    for _, row in table.iterrows():
+        text = f"{row.get(schema.PLATE, 'plate')}: cell accuracy {row['cell_accuracy']:.0%} (n={int(row['n_cells'])})"
+        if "well_accuracy" in row and pd.notna(row["well_accuracy"]):
+            text += f", well accuracy {row['well_accuracy']:.0%} (n={int(row['n_wells'])})"
+        lines.append(text)
+    return "Accuracy vs plate map:<br>" + "<br>".join(lines)

@@ -1,0 +1,709 @@
+"""Dock widget "Run": adapted predictions on the open plates, and a Train tab.
+
+The Run tab gathers a :class:`phenoadapt.pipeline.RunConfig` (checkpoint,
+adaptation method, device, batch size, plates) and runs
+:func:`phenoadapt.pipeline.run_plates` in a napari ``thread_worker``.  The
+worker is a generator of :class:`~phenoadapt.progress.Progress` events
+(:func:`~phenoadapt.progress.iterate_progress`), so the progress bar shows the
+stage and batch while napari stays responsive.  Cancel stops the job at its
+next batch; the result goes to the shared :class:`~.session.PlateSession`,
+where the results overlay, the plate dock and the UMAP dock pick it up.
+
+The Train tab trains a model on the open plates and their plate maps with
+:func:`phenoadapt.pipeline.train_plates`, with the same progress and cancel.
+
+Only one long job runs at a time (``session.begin_job``); layers and widgets
+change only on the main thread, in the worker's signal handlers.  User errors
+(no controls marked, a model for other channels...) are napari notifications
+carrying the pipeline's message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..cells import SegmentationParams
+from ..errors import Cancelled, PhenoadaptError
+from ..progress import Progress, iterate_progress
+from .results import ResultsLegend, get_results_overlay
+from .session import PlateSession, get_session
+
+if TYPE_CHECKING:
+    import napari
+
+#: (value passed to the pipeline, label in the combo, one-line explanation).
+METHOD_CHOICES: tuple[tuple[str, str, str], ...] = (
+    (
+        "cs-arm-bn",
+        "CS-ARM-BN",
+        "Batch-norm statistics from the plate's DMSO controls plus a few treated cells "
+        "(recommended; needs controls marked in the plate map).",
+    ),
+    ("erm", "ERM", "No adaptation: the training labs' statistics (the baseline)."),
+    ("adabn", "AdaBN", "Statistics from every cell of the new plate (no controls needed)."),
+    (
+        "arm-bn",
+        "ARM-BN",
+        "Statistics from small random groups of treated cells of the plate (no controls needed).",
+    ),
+    ("ben", "BEN", "Statistics from the plate's DMSO controls only (needs controls)."),
+)
+DEVICE_CHOICES: tuple[tuple[str, str], ...] = (
+    ("auto", "auto (CUDA when present)"),
+    ("cpu", "cpu"),
+    ("cuda", "cuda"),
+)
+#: How often a cancelled job is checked for having stopped (milliseconds).
+_POLL_MS = 50
+
+Confirm = Callable[[str, str], bool]
+
+
+def _notify_error(message: str) -> None:
+    # Looked up at call time so tests can capture notifications.
+    from napari.utils import notifications
+
+    notifications.show_error(message)
+
+
+def _notify_info(message: str) -> None:
+    from napari.utils import notifications
+
+    notifications.show_info(message)
+
+
+def ask_overwrite(parent: QWidget | None, title: str, text: str) -> bool:
+    """Ask the user whether to replace existing files (a Yes/No message box)."""
+    answer = QMessageBox.question(
+        parent,
+        title,
+        text,
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes
+
+
+# --------------------------------------------------------------------------- jobs
+def _job_events(
+    job: Callable[..., Any],
+    args: tuple,
+    kwargs: dict,
+    stop: threading.Event,
+    launched: threading.Event,
+    ended: threading.Event,
+):
+    """Generator run by the worker: the job's Progress events, returning its result.
+
+    ``stop`` is a second cancel flag the GUI sets directly: a napari worker's
+    ``quit()`` stops consuming the generator without closing it, so the job
+    would otherwise never learn it was cancelled.  ``ended`` is set once the
+    job's own thread has finished, which is when the job slot may be released.
+    """
+    launched.set()
+
+    def guarded(*a: Any, progress: Any, cancel: Callable[[], bool], **k: Any) -> Any:
+        try:
+            return job(*a, progress=progress, cancel=lambda: cancel() or stop.is_set(), **k)
+        finally:
+            ended.set()
+
+    return (yield from iterate_progress(guarded, *args, **kwargs))
+
+
+class JobRunner:
+    """One long pipeline job in a napari ``thread_worker``, holding the session's job slot.
+
+    Parameters
+    ----------
+    session
+        The viewer's session; its job slot is claimed by :meth:`start` and
+        released once the job's thread has really stopped.
+    name
+        Shown to the user when another job is refused.
+    job
+        A callback-style job ``job(*args, progress=..., cancel=..., **kwargs)``.
+    on_progress, on_result, on_end
+        Main-thread callbacks: each Progress event; the result (not called on
+        error or cancel); the end (``"done"``, ``"cancelled"`` or ``"failed"``).
+    """
+
+    def __init__(
+        self,
+        session: PlateSession,
+        name: str,
+        job: Callable[..., Any],
+        args: tuple = (),
+        kwargs: dict | None = None,
+        *,
+        on_progress: Callable[[Progress], None],
+        on_result: Callable[[Any], None],
+        on_end: Callable[[str], None],
+    ) -> None:
+        self.session = session
+        self.name = name
+        self.outcome = "done"
+        self._stop = threading.Event()
+        self._launched = threading.Event()
+        self._ended = threading.Event()
+        self._callbacks: dict[str, Callable] | None = {
+            "progress": on_progress,
+            "result": on_result,
+            "end": on_end,
+        }
+        self._job_args = (job, args, kwargs or {})
+        self.worker: Any = None
+
+    def start(self) -> None:
+        """Claim the job slot and start the worker.
+
+        Raises
+        ------
+        JobRunningError
+            Another job holds the slot.
+        """
+        from napari.qt.threading import thread_worker
+
+        self.session.begin_job(self.name)
+        job, args, kwargs = self._job_args
+        worker = thread_worker(_job_events, start_thread=False)(
+            job, args, kwargs, self._stop, self._launched, self._ended
+        )
+        worker.yielded.connect(self._on_yielded)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        worker.start()
+
+    @property
+    def running(self) -> bool:
+        """True until the job slot was released."""
+        return self.worker is not None
+
+    def cancel(self) -> None:
+        """Stop the job at its next batch; the worker stops yielding at once."""
+        self.outcome = "cancelled"
+        self._stop.set()
+        if self.worker is not None:
+            self.worker.quit()
+
+    def abandon(self) -> None:
+        """The dock is going away: cancel and call none of its callbacks any more."""
+        self._callbacks = None
+        self.cancel()
+
+    # -- worker signals (main thread) ---------------------------------------
+    def _call(self, which: str, *args: Any) -> None:
+        if self._callbacks is not None:
+            self._callbacks[which](*args)
+
+    def _on_yielded(self, event: Progress) -> None:
+        if not self._stop.is_set():
+            self._call("progress", event)
+
+    def _on_returned(self, result: Any) -> None:
+        if self._stop.is_set():  # finished just as Cancel was pressed: keep nothing
+            return
+        self._call("result", result)
+
+    def _on_errored(self, exc: BaseException) -> None:
+        if isinstance(exc, Cancelled) or self._stop.is_set():
+            self.outcome = "cancelled"
+            return
+        self.outcome = "failed"
+        if self._callbacks is None:
+            return
+        if isinstance(exc, PhenoadaptError):
+            _notify_error(str(exc))
+        else:  # a bug, but the user still gets a message rather than a dead dock
+            _notify_error(f"{self.name} failed: {type(exc).__name__}: {exc}")
+
+    def _on_finished(self) -> None:
+        # After quit() the worker finishes at once, but the job thread may still be
+        # inside a batch: hold the slot until it has noticed the cancel flag.
+        if self._launched.is_set() and not self._ended.is_set():
+            QTimer.singleShot(_POLL_MS, self._on_finished)
+            return
+        self.worker = None
+        self.session.end_job()
+        self._call("end", self.outcome)
+
+
+def _abandon_runners(runners: list[JobRunner]) -> None:
+    """Slot for a dock's ``destroyed`` signal (must not touch the deleted widget)."""
+    for runner in runners:
+        if runner.running:
+            runner.abandon()
+
+
+# ------------------------------------------------------------------- widgets
+class _JobControls(QWidget):
+    """Start/Cancel buttons, a progress bar with the stage, and a status line."""
+
+    def __init__(self, start_text: str) -> None:
+        super().__init__()
+        self.start_button = QPushButton(start_text)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("")
+        self.progress.setTextVisible(True)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+
+    def busy(self, text: str) -> None:
+        self.start_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 0)  # busy until the first progress report
+        self.progress.setFormat(text)
+        self.status.setText(text)
+
+    def show_progress(self, event: Progress) -> None:
+        if event.total > 0:
+            self.progress.setRange(0, event.total)
+            self.progress.setValue(min(event.done, event.total))
+        else:
+            self.progress.setRange(0, 0)
+        self.progress.setFormat(str(event))
+
+    def idle(self, text: str) -> None:
+        self.start_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
+        self.progress.setFormat("")
+        self.status.setText(text)
+
+
+def _checkpoint_row(placeholder: str, save: bool) -> tuple[QLineEdit, QWidget]:
+    """A path field with a Browse button."""
+    edit = QLineEdit()
+    edit.setPlaceholderText(placeholder)
+    browse = QPushButton("Browse...")
+    row = QWidget()
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(edit)
+    layout.addWidget(browse)
+
+    def choose() -> None:
+        pattern = "Checkpoints (*.safetensors *.json)"
+        if save:
+            path, _ = QFileDialog.getSaveFileName(row, "Save model as", edit.text(), pattern)
+        else:
+            path, _ = QFileDialog.getOpenFileName(row, "Choose a model", edit.text(), pattern)
+        if path:
+            edit.setText(path)
+
+    browse.clicked.connect(choose)
+    return edit, row
+
+
+def _diameter_box() -> QDoubleSpinBox:
+    box = QDoubleSpinBox()
+    box.setRange(0, 500)
+    box.setSpecialValueText("pipeline default")  # 0: let the pipeline choose
+    box.setSuffix(" px")
+    box.setValue(0)
+    box.setToolTip(
+        "Typical nucleus diameter in pixels for segmentation (about 40 at 20x); "
+        "'pipeline default' uses the pipeline's settings."
+    )
+    return box
+
+
+def _segmentation(box: QDoubleSpinBox) -> SegmentationParams | None:
+    value = box.value()
+    return SegmentationParams(nucleus_diameter=value) if value > 0 else None
+
+
+class RunWidget(QWidget):
+    """Run adapted predictions on the open plates (tab "Run") or train a model (tab "Train").
+
+    Parameters
+    ----------
+    napari_viewer
+        The viewer (napari passes it when the dock opens).
+    confirm
+        ``confirm(title, text) -> bool`` asked before replacing a checkpoint
+        file; a Yes/No message box by default (tests pass their own).
+    """
+
+    def __init__(self, napari_viewer: napari.Viewer, confirm: Confirm | None = None) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = get_session(napari_viewer)
+        self.confirm: Confirm = confirm or (lambda title, text: ask_overwrite(self, title, text))
+        self.runner: JobRunner | None = None
+        self.train_runner: JobRunner | None = None
+        self.overlay = get_results_overlay(napari_viewer)
+        self._runners: list[JobRunner] = []
+        self._build()
+        self.session.plates_changed.connect(self.refresh_plates)
+        self.refresh_plates()
+        # Closing the dock (or napari) during a job cancels it rather than leaving a
+        # worker that calls back into deleted widgets.
+        runners = self._runners
+        self.destroyed.connect(lambda *_: _abandon_runners(runners))
+
+    # -- layout --------------------------------------------------------------
+    def _build(self) -> None:
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self._build_run_tab(), "Run")
+        self.tabs.addTab(self._build_train_tab(), "Train")
+        self.legend = ResultsLegend(self.session)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.tabs)
+        layout.addWidget(self.legend)
+        layout.addStretch()
+
+    def _build_run_tab(self) -> QWidget:
+        self.checkpoint, checkpoint_row = _checkpoint_row("Shipped demo model", save=False)
+        self.checkpoint.setToolTip(
+            "Model checkpoint (.safetensors with its .json); empty: the demo model shipped "
+            "with phenoadapt."
+        )
+        self.method = QComboBox()
+        for value, label, _ in METHOD_CHOICES:
+            self.method.addItem(label, value)
+        self.method_help = QLabel()
+        self.method_help.setWordWrap(True)
+        self.method.currentIndexChanged.connect(self._explain_method)
+        self._explain_method()
+        self.device = _device_combo()
+        self.batch_size = QSpinBox()
+        self.batch_size.setRange(1, 65536)
+        self.batch_size.setValue(256)
+        self.batch_size.setToolTip("Cells per forward pass; lower it when the GPU runs out of memory.")
+        self.diameter = _diameter_box()
+        self.plates = QListWidget()
+        self.plates.setMaximumHeight(110)
+        self.plates.setToolTip("Plates to run (open them in the Plate dock).")
+        self.run_controls = _JobControls("Run")
+        self.run_controls.start_button.clicked.connect(self.run)
+        self.run_controls.cancel_button.clicked.connect(self.cancel)
+
+        tab = QWidget()
+        form = QFormLayout()
+        form.addRow("Model", checkpoint_row)
+        form.addRow("Method", self.method)
+        form.addRow(self.method_help)
+        form.addRow("Device", self.device)
+        form.addRow("Batch size", self.batch_size)
+        form.addRow("Nucleus diameter", self.diameter)
+        form.addRow("Plates", self.plates)
+        layout = QVBoxLayout(tab)
+        layout.addLayout(form)
+        layout.addWidget(self.run_controls)
+        return tab
+
+    def _build_train_tab(self) -> QWidget:
+        self.train_out, out_row = _checkpoint_row("model.safetensors", save=True)
+        self.train_out.setToolTip("Where the trained model is saved (.safetensors + .json).")
+        self.train_method = QComboBox()
+        for value, label, _ in METHOD_CHOICES:
+            if value in ("cs-arm-bn", "arm-bn", "erm"):  # the methods a model can be trained with
+                self.train_method.addItem(label, value)
+        self.train_epochs = QSpinBox()
+        self.train_epochs.setRange(1, 1000)
+        self.train_epochs.setValue(20)
+        self.train_device = _device_combo()
+        self.train_seed = QSpinBox()
+        self.train_seed.setRange(0, 2**31 - 1)
+        self.train_diameter = _diameter_box()
+        self.train_controls = _JobControls("Train")
+        self.train_controls.start_button.clicked.connect(self.train)
+        self.train_controls.cancel_button.clicked.connect(self.cancel_training)
+        help_text = QLabel(
+            "Trains on the plates ticked in the Run tab, with the MoA and roles of their "
+            "plate maps (treated wells with a known MoA are the training labels)."
+        )
+        help_text.setWordWrap(True)
+
+        tab = QWidget()
+        form = QFormLayout()
+        form.addRow(help_text)
+        form.addRow("Save as", out_row)
+        form.addRow("Method", self.train_method)
+        form.addRow("Epochs", self.train_epochs)
+        form.addRow("Device", self.train_device)
+        form.addRow("Seed", self.train_seed)
+        form.addRow("Nucleus diameter", self.train_diameter)
+        layout = QVBoxLayout(tab)
+        layout.addLayout(form)
+        layout.addWidget(self.train_controls)
+        return tab
+
+    def _explain_method(self) -> None:
+        self.method_help.setText(METHOD_CHOICES[max(self.method.currentIndex(), 0)][2])
+
+    # -- plates ---------------------------------------------------------------
+    def refresh_plates(self) -> None:
+        """List the session's open plates; new ones are ticked, others keep their state."""
+        ticked = {
+            self.plates.item(i).data(Qt.ItemDataRole.UserRole): self.plates.item(i).checkState()
+            for i in range(self.plates.count())
+        }
+        self.plates.clear()
+        for plate_id, plate in self.session.plates.items():
+            item = QListWidgetItem(f"{plate_id} ({len(plate.wells)} wells)")
+            item.setData(Qt.ItemDataRole.UserRole, plate_id)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(ticked.get(plate_id, Qt.CheckState.Checked))
+            self.plates.addItem(item)
+
+    def selected_plates(self) -> list[str]:
+        """Ids of the ticked plates."""
+        return [
+            self.plates.item(i).data(Qt.ItemDataRole.UserRole)
+            for i in range(self.plates.count())
+            if self.plates.item(i).checkState() == Qt.CheckState.Checked
+        ]
+
+    def _plates_and_maps(self) -> tuple[list[Any], list[Any]]:
+        ids = self.selected_plates()
+        if not ids:
+            raise PhenoadaptError(
+                "No plate to run: open a plate folder in the Plate dock and tick it in the "
+                "Run dock's plate list."
+            )
+        return (
+            [self.session.plates[i] for i in ids],
+            [self.session.platemaps.get(i) for i in ids],
+        )
+
+    # -- run ------------------------------------------------------------------
+    def run_config(self) -> Any:
+        """The :class:`phenoadapt.pipeline.RunConfig` the controls describe.
+
+        Raises
+        ------
+        PhenoadaptError
+            When the chosen checkpoint file does not exist.
+        """
+        from ..pipeline import RunConfig
+
+        text = self.checkpoint.text().strip()
+        if text and not Path(text).expanduser().exists():
+            raise PhenoadaptError(
+                f"The model file {text} does not exist: choose a checkpoint (.safetensors) or "
+                "clear the field to use the shipped demo model."
+            )
+        return RunConfig(
+            checkpoint=str(Path(text).expanduser()) if text else None,
+            method=self.method.currentData(),
+            device=self.device.currentData(),
+            batch_size=self.batch_size.value(),
+            segmentation=_segmentation(self.diameter),
+        )
+
+    def run(self) -> None:
+        """Start a run of the ticked plates (a notification when that is not possible)."""
+        from ..pipeline import run_plates
+
+        try:
+            plates, platemaps = self._plates_and_maps()
+            config = self.run_config()
+            runner = JobRunner(
+                self.session,
+                "Run",
+                run_plates,
+                (plates, platemaps, config),
+                on_progress=self.run_controls.show_progress,
+                on_result=lambda result: self._on_run_result(result, config),
+                on_end=self._on_run_end,
+            )
+            runner.start()
+        except PhenoadaptError as exc:
+            _notify_error(str(exc))
+            return
+        self.runner = runner
+        self._runners.append(runner)
+        self.run_controls.busy(f"Running {config.method} on {len(plates)} plate(s)...")
+
+    def cancel(self) -> None:
+        """Cancel the run (it stops at the next batch)."""
+        if self.runner is not None:
+            self.run_controls.status.setText("Cancelling...")
+            self.runner.cancel()
+
+    def _on_run_result(self, result: Any, config: Any) -> None:
+        self.overlay.segmentation = config.segmentation or SegmentationParams()
+        self.session.set_result(result)
+        self._show_field_of(result)
+
+    def _show_field_of(self, result: Any) -> None:
+        """Show a field with cells when the field on screen has none (or none is shown)."""
+        if len(self.session.cells_of_field()) or not len(result.cells):
+            return
+        from .. import schema
+
+        first = result.cells.iloc[0]
+        plate_id = str(first[schema.PLATE])
+        if plate_id in self.session.plates:
+            try:
+                self.session.show_field(plate_id, str(first[schema.WELL]), int(first[schema.SITE]))
+            except PhenoadaptError as exc:
+                _notify_error(str(exc))
+
+    def _on_run_end(self, outcome: str) -> None:
+        self.runner = None
+        result = self.session.result
+        if outcome == "done" and result is not None:
+            text = f"Done: {len(result.cells)} cells in {len(result.wells)} wells."
+            if getattr(result, "failures", None):
+                text += f" {len(result.failures)} field(s) failed (see the notifications)."
+                for failure in result.failures[:5]:
+                    _notify_error(str(getattr(failure, "message", failure)))
+        else:
+            text = {"cancelled": "Cancelled.", "failed": "Failed (see the notification)."}.get(
+                outcome, ""
+            )
+        self.run_controls.idle(text)
+
+    # -- train ----------------------------------------------------------------
+    def train(self) -> None:
+        """Train a model on the ticked plates into the chosen checkpoint path."""
+        from ..pipeline import train_plates
+
+        try:
+            plates, platemaps = self._plates_and_maps()
+            out = self._train_path()
+            if out is None:
+                return
+            config, call = _train_call(
+                train_plates,
+                method=self.train_method.currentData(),
+                epochs=self.train_epochs.value(),
+                device=self.train_device.currentData(),
+                seed=self.train_seed.value(),
+                segmentation=_segmentation(self.train_diameter),
+                overwrite=out.exists() or _sidecar(out).exists(),
+            )
+            runner = JobRunner(
+                self.session,
+                "Training",
+                call,
+                (plates, platemaps, config, out),
+                on_progress=self.train_controls.show_progress,
+                on_result=lambda result: self._on_trained(result, out),
+                on_end=self._on_train_end,
+            )
+            runner.start()
+        except PhenoadaptError as exc:
+            _notify_error(str(exc))
+            return
+        self.train_runner = runner
+        self._runners.append(runner)
+        self.train_controls.busy(f"Training on {len(plates)} plate(s)...")
+
+    def _train_path(self) -> Path | None:
+        text = self.train_out.text().strip()
+        if not text:
+            raise PhenoadaptError(
+                "Choose where to save the trained model (Save as...) before training."
+            )
+        out = Path(text).expanduser()
+        if out.suffix not in (".safetensors", ".json"):
+            out = out.with_suffix(".safetensors")
+        if (out.exists() or _sidecar(out).exists()) and not self.confirm(
+            "Replace model?", f"{out} already exists. Replace it with the model being trained?"
+        ):
+            self.train_controls.status.setText("Not trained: the existing model was kept.")
+            return None
+        return out
+
+    def cancel_training(self) -> None:
+        """Cancel training (nothing is written)."""
+        if self.train_runner is not None:
+            self.train_controls.status.setText("Cancelling...")
+            self.train_runner.cancel()
+
+    def _on_trained(self, result: Any, out: Path) -> None:
+        path = Path(getattr(result, "checkpoint", None) or out)
+        self.checkpoint.setText(str(path))  # the next run uses the new model
+        _notify_info(f"Model saved to {path}; the Run tab now uses it.")
+
+    def _on_train_end(self, outcome: str) -> None:
+        self.train_runner = None
+        text = {
+            "done": f"Saved {self.checkpoint.text()}.",
+            "cancelled": "Cancelled: no model was written.",
+            "failed": "Failed (see the notification).",
+        }[outcome]
+        self.train_controls.idle(text)
+
+
+def _device_combo() -> QComboBox:
+    combo = QComboBox()
+    for value, label in DEVICE_CHOICES:
+        combo.addItem(label, value)
+    return combo
+
+
+def _sidecar(path: Path) -> Path:
+    """The JSON half of a safetensors checkpoint."""
+    return path.with_suffix(".json")
+
+
+def _train_call(
+    train_plates: Callable[..., Any], **settings: Any
+) -> tuple[Any, Callable[..., Any]]:
+    """A ``TrainRunConfig`` from the settings it has fields for, and the job to call.
+
+    ``overwrite`` goes to ``train_plates`` when it takes it as a keyword, else to
+    the config; ``epochs`` is also offered as ``max_epochs``.
+    """
+    from ..pipeline import TrainRunConfig
+
+    settings["max_epochs"] = settings["epochs"]
+    overwrite = settings.pop("overwrite")
+    fields = {f.name for f in dataclasses.fields(TrainRunConfig)}
+    takes_overwrite = "overwrite" in inspect.signature(train_plates).parameters
+    if not takes_overwrite:
+        settings["overwrite"] = overwrite
+    config = TrainRunConfig(**{k: v for k, v in settings.items() if k in fields})
+
+    def call(*args: Any, progress: Any, cancel: Any) -> Any:
+        extra = {"overwrite": overwrite} if takes_overwrite else {}
+        return train_plates(*args, progress=progress, cancel=cancel, **extra)
+
+    call.__name__ = "train_plates"
+    return config, call
+
