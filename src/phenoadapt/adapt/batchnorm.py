@@ -263,7 +263,11 @@ def context_statistics(
     if not layers:
         return {}
     device = _device_of(model)
-    if chunk_size is None or chunk_size >= n:
+    # Train-mode BatchNorm1d refuses a batch of one row (feature tables); the
+    # layer-by-layer route runs in eval mode and gives the same (zero-variance) statistics.
+    if n == 1 and images.ndim == 2:
+        chunk_size = 1
+    elif chunk_size is None or chunk_size >= n:
         try:
             return _one_pass(model, to_device(_as_tensor(images), device), layers)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
