@@ -387,7 +387,9 @@ class ResultsLegend(QWidget):
         for i, (name, colour) in enumerate(class_colours(tuple(result.classes)).items()):
             swatch = QLabel()
             swatch.setFixedSize(14, 14)
-            swatch.setStyleSheet(f"background-color: {QColor(colour).name()}; border: 1px solid #222;")
+            swatch.setStyleSheet(
+                f"background-color: {QColor(colour).name()}; border: 1px solid #222;"
+            )
             text = QLabel(f"{name} ({int(counts.get(name, 0))})")
             self.swatches.addWidget(swatch, i // 2, 2 * (i % 2))
             self.swatches.addWidget(text, i // 2, 2 * (i % 2) + 1)
@@ -400,8 +402,15 @@ def _accuracy_text(table: pd.DataFrame) -> str:
         return "Accuracy: no treated cell has a known MoA among the model's classes."
     lines = []
     for _, row in table.iterrows():
-        text = f"{row.get(schema.PLATE, 'plate')}: cell accuracy {row['cell_accuracy']:.0%} (n={int(row['n_cells'])})"
+        if pd.isna(row["cell_accuracy"]):
+            continue
+        text = (
+            f"{row.get(schema.PLATE, 'plate')}: cell accuracy {row['cell_accuracy']:.0%} "
+            f"(n={int(row['n_cells'])})"
+        )
         if "well_accuracy" in row and pd.notna(row["well_accuracy"]):
             text += f", well accuracy {row['well_accuracy']:.0%} (n={int(row['n_wells'])})"
         lines.append(text)
+    if not lines:
+        return "Accuracy: no treated cell has a known MoA among the model's classes."
     return "Accuracy vs plate map:<br>" + "<br>".join(lines)

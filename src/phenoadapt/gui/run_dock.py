@@ -20,8 +20,6 @@ carrying the pipeline's message.
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -410,7 +408,9 @@ class RunWidget(QWidget):
         self.batch_size = QSpinBox()
         self.batch_size.setRange(1, 65536)
         self.batch_size.setValue(256)
-        self.batch_size.setToolTip("Cells per forward pass; lower it when the GPU runs out of memory.")
+        self.batch_size.setToolTip(
+            "Cells per forward pass; lower it when the GPU runs out of memory."
+        )
         self.diameter = _diameter_box()
         self.plates = QListWidget()
         self.plates.setMaximumHeight(110)
@@ -509,44 +509,40 @@ class RunWidget(QWidget):
         )
 
     # -- run ------------------------------------------------------------------
-    def run_config(self) -> Any:
-        """The :class:`phenoadapt.pipeline.RunConfig` the controls describe.
+    def run_settings(self) -> dict[str, Any]:
+        """The :class:`phenoadapt.pipeline.RunConfig` fields the controls describe.
 
         Raises
         ------
         PhenoadaptError
             When the chosen checkpoint file does not exist.
         """
-        from ..pipeline import RunConfig
-
         text = self.checkpoint.text().strip()
         if text and not Path(text).expanduser().exists():
             raise PhenoadaptError(
                 f"The model file {text} does not exist: choose a checkpoint (.safetensors) or "
                 "clear the field to use the shipped demo model."
             )
-        return RunConfig(
-            checkpoint=str(Path(text).expanduser()) if text else None,
-            method=self.method.currentData(),
-            device=self.device.currentData(),
-            batch_size=self.batch_size.value(),
-            segmentation=_segmentation(self.diameter),
-        )
+        return {
+            "checkpoint": str(Path(text).expanduser()) if text else None,
+            "method": self.method.currentData(),
+            "device": self.device.currentData(),
+            "batch_size": self.batch_size.value(),
+            "segmentation": _segmentation(self.diameter),
+        }
 
     def run(self) -> None:
         """Start a run of the ticked plates (a notification when that is not possible)."""
-        from ..pipeline import run_plates
-
         try:
             plates, platemaps = self._plates_and_maps()
-            config = self.run_config()
+            settings = self.run_settings()
             runner = JobRunner(
                 self.session,
                 "Run",
-                run_plates,
-                (plates, platemaps, config),
+                run_job,
+                (plates, platemaps, settings),
                 on_progress=self.run_controls.show_progress,
-                on_result=lambda result: self._on_run_result(result, config),
+                on_result=lambda result: self._on_run_result(result, settings),
                 on_end=self._on_run_end,
             )
             runner.start()
@@ -555,7 +551,8 @@ class RunWidget(QWidget):
             return
         self.runner = runner
         self._runners.append(runner)
-        self.run_controls.busy(f"Running {config.method} on {len(plates)} plate(s)...")
+        label = self.method.currentText()
+        self.run_controls.busy(f"Running {label} on {len(plates)} plate(s)...")
 
     def cancel(self) -> None:
         """Cancel the run (it stops at the next batch)."""
@@ -563,8 +560,13 @@ class RunWidget(QWidget):
             self.run_controls.status.setText("Cancelling...")
             self.runner.cancel()
 
-    def _on_run_result(self, result: Any, config: Any) -> None:
-        self.overlay.segmentation = config.segmentation or SegmentationParams()
+    def _on_run_result(self, result: Any, settings: dict[str, Any]) -> None:
+        # Outline cells with the parameters the run segmented with (same cell ids).
+        self.overlay.segmentation = (
+            getattr(result, "segmentation", None)
+            or settings["segmentation"]
+            or SegmentationParams()
+        )
         self.session.set_result(result)
         self._show_field_of(result)
 
@@ -600,27 +602,25 @@ class RunWidget(QWidget):
     # -- train ----------------------------------------------------------------
     def train(self) -> None:
         """Train a model on the ticked plates into the chosen checkpoint path."""
-        from ..pipeline import train_plates
-
         try:
             plates, platemaps = self._plates_and_maps()
             out = self._train_path()
             if out is None:
                 return
-            config, call = _train_call(
-                train_plates,
-                method=self.train_method.currentData(),
-                epochs=self.train_epochs.value(),
-                device=self.train_device.currentData(),
-                seed=self.train_seed.value(),
-                segmentation=_segmentation(self.train_diameter),
-                overwrite=out.exists() or _sidecar(out).exists(),
-            )
+            settings = {
+                "method": self.train_method.currentData(),
+                "max_epochs": self.train_epochs.value(),
+                "device": self.train_device.currentData(),
+                "seed": self.train_seed.value(),
+                "segmentation": _segmentation(self.train_diameter),
+                # The user agreed to replace an existing file in _train_path.
+                "overwrite": out.exists() or _sidecar(out).exists(),
+            }
             runner = JobRunner(
                 self.session,
                 "Training",
-                call,
-                (plates, platemaps, config, out),
+                train_job,
+                (plates, platemaps, settings, out),
                 on_progress=self.train_controls.show_progress,
                 on_result=lambda result: self._on_trained(result, out),
                 on_end=self._on_train_end,
@@ -656,7 +656,7 @@ class RunWidget(QWidget):
             self.train_runner.cancel()
 
     def _on_trained(self, result: Any, out: Path) -> None:
-        path = Path(getattr(result, "checkpoint", None) or out)
+        path = Path(getattr(result, "path", None) or out)
         self.checkpoint.setText(str(path))  # the next run uses the new model
         _notify_info(f"Model saved to {path}; the Run tab now uses it.")
 
@@ -682,28 +682,21 @@ def _sidecar(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-def _train_call(
-    train_plates: Callable[..., Any], **settings: Any
-) -> tuple[Any, Callable[..., Any]]:
-    """A ``TrainRunConfig`` from the settings it has fields for, and the job to call.
+def run_job(plates: list[Any], platemaps: list[Any], settings: dict[str, Any], **hooks: Any) -> Any:
+    """``run_plates`` with a ``RunConfig`` built from ``settings``, in the worker thread.
 
-    ``overwrite`` goes to ``train_plates`` when it takes it as a keyword, else to
-    the config; ``epochs`` is also offered as ``max_epochs``.
+    The pipeline (and torch) is imported here rather than when the button is
+    pressed: importing torch takes seconds, which would freeze the viewer.
     """
-    from ..pipeline import TrainRunConfig
+    from ..pipeline import RunConfig, run_plates
 
-    settings["max_epochs"] = settings["epochs"]
-    overwrite = settings.pop("overwrite")
-    fields = {f.name for f in dataclasses.fields(TrainRunConfig)}
-    takes_overwrite = "overwrite" in inspect.signature(train_plates).parameters
-    if not takes_overwrite:
-        settings["overwrite"] = overwrite
-    config = TrainRunConfig(**{k: v for k, v in settings.items() if k in fields})
+    return run_plates(plates, platemaps, RunConfig(**settings), **hooks)
 
-    def call(*args: Any, progress: Any, cancel: Any) -> Any:
-        extra = {"overwrite": overwrite} if takes_overwrite else {}
-        return train_plates(*args, progress=progress, cancel=cancel, **extra)
 
-    call.__name__ = "train_plates"
-    return config, call
+def train_job(
+    plates: list[Any], platemaps: list[Any], settings: dict[str, Any], out: Path, **hooks: Any
+) -> Any:
+    """``train_plates`` with a ``TrainRunConfig`` built from ``settings``, in the worker thread."""
+    from ..pipeline import TrainRunConfig, train_plates
 
+    return train_plates(plates, platemaps, TrainRunConfig(**settings), out, **hooks)
