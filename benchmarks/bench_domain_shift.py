@@ -1,0 +1,575 @@
+"""Domain shift and label shift on synthetic Cell Painting plates; writes docs/domain-shift.md.
+
+What it measures
+----------------
+A synthetic experiment (``phenoadapt.plate.synthetic``) of three labs.  Lab 1
+has four batches: the plates of batches 1-2 train the networks, batch 3 holds
+the validation plate (early stopping), batch 4 the held-out test plates;
+labs 2 and 3 are new labs.  Every plate carries DMSO control wells.  One crop
+per ground-truth cell (5 channels, nucleus-centred, resampled to half
+resolution) is the network's input; the class is the MoA (8 classes).
+
+1. Accuracy under domain shift.  ResNet-10 classifiers are trained with ERM,
+   ARM-BN and CS-ARM-BN (``phenoadapt.train``), then each is evaluated with
+   the test-time methods ERM, AdaBN, ARM-BN, BEN and CS-ARM-BN
+   (``phenoadapt.adapt``) in three domains: held-out wells of the training
+   plates (training domain), the plates of a new batch of lab 1 (new plates,
+   same lab) and the plates of labs 2 and 3 (new lab).  Mean +- std over seeds
+   (network initialization and episode sampling; the plates are the same).
+2. Label shift.  On the held-out plates, contexts of L treated + C control cells
+   whose class proportions are drawn from Dirichlet(alpha)
+   (``LabelShiftSampler``), alpha in {0.01, 0.1, 1, 10}; the statistics of each
+   context come from its treated cells (ARM-BN), its controls (BEN), both
+   (CS-ARM-BN) or training (ERM).
+
+Run ``python benchmarks/bench_domain_shift.py`` (about half an hour on two
+busy CPU cores); it prints the tables and writes them and the figures between
+the markers of ``docs/domain-shift.md``.  ``--quick`` is a two-minute smoke run
+on a few wells that writes nothing to ``docs/``.  Plates and crops are cached in
+``--work-dir``, so a rerun starts at training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from phenoadapt import schema
+from phenoadapt.nn import ResNetConfig, build_resnet, fit_normalization
+from phenoadapt.train import (
+    CellData,
+    LabelShiftSampler,
+    TrainConfig,
+    evaluate_contexts,
+    evaluate_plates,
+    train_model,
+)
+
+try:  # run as a script (benchmarks/ on sys.path) or imported by the tests
+    from _synthetic_data import DataSettings, count_cells, design, prepare_crops
+except ImportError:  # pragma: no cover - imported as benchmarks._synthetic_data
+    from benchmarks._synthetic_data import DataSettings, count_cells, design, prepare_crops
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "domain-shift.md"
+IMAGES = ROOT / "docs" / "images"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+TRAIN_METHODS = ("erm", "arm-bn", "cs-arm-bn")
+TEST_METHODS = ("erm", "adabn", "arm-bn", "ben", "cs-arm-bn")
+STATS_METHODS = ("erm", "arm-bn", "ben", "cs-arm-bn")
+DOMAINS = ("training domain", "new plates, same lab", "new lab")
+LABELS = {"erm": "ERM", "adabn": "AdaBN", "arm-bn": "ARM-BN", "ben": "BEN", "cs-arm-bn": "CS-ARM-BN"}
+
+# Lab 1: two training batches of 2 plates, a validation batch of 1, a test batch of 2;
+# labs 2 and 3: one batch of 2 plates each.
+FULL_DESIGN = {1: [2, 2, 1, 2], 2: [2], 3: [2]}
+QUICK_DESIGN = {1: [2, 1, 1], 2: [1]}
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class BenchConfig:
+    """Settings of the training and evaluation runs.
+
+    Attributes
+    ----------
+    seeds
+        One network per (training method, seed).
+    width
+        Width of the ResNet-10.
+    max_epochs, patience
+        Training length and early stopping on the validation plate.
+    steps_per_epoch
+        Cap on optimizer steps per epoch (None: a full pass over the training
+        cells); the CPU budget of the benchmark, the same for every method.
+    treated_per_context, controls_per_context, plates_per_step
+        L, C (training episodes and test contexts) and P.
+    alphas
+        Dirichlet concentrations of the label-shift contexts.
+    contexts_per_plate
+        Label-shift contexts drawn per held-out plate.
+    holdout_fraction
+        Fraction of each training plate's treated wells (per MoA) kept out of
+        training to measure accuracy in the training domain.
+    """
+
+    seeds: Sequence[int] = (0, 1, 2)
+    width: int = 16
+    max_epochs: int = 10
+    patience: int = 4
+    steps_per_epoch: int | None = 16
+    treated_per_context: int = 64
+    controls_per_context: int = 128
+    plates_per_step: int = 2
+    alphas: Sequence[float] = (0.01, 0.1, 1.0, 10.0)
+    contexts_per_plate: int = 8
+    holdout_fraction: float = 0.25
+
+
+@dataclass
+class Splits:
+    """The cells of each role, all sharing one class list."""
+
+    train: CellData
+    val: CellData
+    domains: dict[str, CellData]
+    label_shift: CellData
+    plates: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Results:
+    """Tidy tables of everything measured."""
+
+    accuracy: pd.DataFrame
+    label_shift: pd.DataFrame
+    training: pd.DataFrame
+    splits: Splits
+    seconds: float
+
+
+# --------------------------------------------------------------------------- data split
+
+
+def plate_roles(cells: pd.DataFrame) -> dict[str, list[str]]:
+    """Plates by role: lab 1's last batch is the test batch, the one before it validation."""
+    plates = cells[[schema.PLATE, schema.LAB, schema.BATCH]].drop_duplicates()
+    lab1 = plates[plates[schema.LAB] == "lab1"]
+    batches = sorted(lab1[schema.BATCH].unique(), key=lambda b: int(b.rsplit("batch", 1)[1]))
+    if len(batches) < 3:
+        raise ValueError("Lab 1 needs at least 3 batches (training, validation, test).")
+
+    def of(mask: pd.Series) -> list[str]:
+        return sorted(plates.loc[mask, schema.PLATE])
+
+    in_lab1 = plates[schema.LAB] == "lab1"
+    return {
+        "train": of(in_lab1 & plates[schema.BATCH].isin(batches[:-2])),
+        "val": of(in_lab1 & (plates[schema.BATCH] == batches[-2])),
+        "same lab": of(in_lab1 & (plates[schema.BATCH] == batches[-1])),
+        "new lab": of(~in_lab1),
+    }
+
+
+def holdout_wells(
+    cells: pd.DataFrame, plates: Sequence[str], fraction: float, seed: int
+) -> np.ndarray:
+    """Mask of treated cells in wells kept out of training (``fraction`` of each plate's MoA)."""
+    rng = np.random.default_rng(seed)
+    treated = (cells[schema.ROLE] == schema.Role.TREATED.value) & cells[schema.PLATE].isin(plates)
+    wells = cells.loc[treated, [schema.PLATE, schema.WELL, schema.MOA]].drop_duplicates()
+    held: list[tuple[str, str]] = []
+    for (plate, _), group in wells.groupby([schema.PLATE, schema.MOA]):
+        k = max(1, round(fraction * len(group))) if len(group) >= 2 else 0
+        held += [(plate, w) for w in rng.choice(group[schema.WELL].to_numpy(), k, replace=False)]
+    keys = pd.MultiIndex.from_frame(cells[[schema.PLATE, schema.WELL]])
+    return treated.to_numpy() & keys.isin(held)
+
+
+def make_splits(crops: np.ndarray, cells: pd.DataFrame, holdout_fraction: float) -> Splits:
+    """Training, validation, test domains and label-shift plates of the experiment."""
+    roles = plate_roles(cells)
+    data = CellData.from_table(crops, cells, channel_names=("DNA", "ER", "RNA", "AGP", "Mito"))
+    table = data.table
+    held = holdout_wells(table, roles["train"], holdout_fraction, seed=0)
+    on_train = table[schema.PLATE].isin(roles["train"]).to_numpy()
+    controls = (table[schema.ROLE] == schema.Role.CONTROL.value).to_numpy()
+    return Splits(
+        train=data.take(np.flatnonzero(on_train & ~held)),
+        val=data.subset(roles["val"]),
+        domains={
+            DOMAINS[0]: data.take(np.flatnonzero(on_train & (held | controls))),
+            DOMAINS[1]: data.subset(roles["same lab"]),
+            DOMAINS[2]: data.subset(roles["new lab"]),
+        },
+        label_shift=data.subset(roles["same lab"] + roles["new lab"]),
+        plates=roles,
+    )
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def train_one(method: str, seed: int, splits: Splits, config: BenchConfig) -> tuple[torch.nn.Module, dict]:
+    """One network trained with ``method``; returns it and a row of training facts."""
+    norm = fit_normalization(splits.train.images, seed=seed)
+    network = ResNetConfig(
+        "resnet10", 5, len(splits.train.classes), width=config.width, stem="small",
+        normalization=norm,
+    )  # fmt: skip
+    train_config = TrainConfig(
+        method=method, max_epochs=config.max_epochs, patience=config.patience,
+        treated_per_episode=config.treated_per_context,
+        controls_per_episode=config.controls_per_context,
+        plates_per_step=config.plates_per_step, device="cpu", seed=seed,
+        max_steps_per_epoch=config.steps_per_epoch,
+        val_treated_per_context=None, val_controls_per_context=config.controls_per_context,
+    )  # fmt: skip
+    started = time.perf_counter()
+    result = train_model(build_resnet(network, seed=seed), splits.train, splits.val, train_config)
+    best = result.history[result.best_epoch - 1]
+    row = {
+        "seed": seed,
+        "train_method": method,
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        "val_accuracy": best.get("val_accuracy", np.nan),
+        "seconds": time.perf_counter() - started,
+    }
+    return result.model, row
+
+
+def evaluate_domains(
+    model: torch.nn.Module, splits: Splits, config: BenchConfig
+) -> list[dict]:
+    """Accuracy of every test-time method in every domain."""
+    rows = []
+    for domain, data in splits.domains.items():
+        for test_method in TEST_METHODS:
+            ev = evaluate_plates(
+                model, data, test_method, controls_per_context=config.controls_per_context,
+                treated_per_context=None if test_method in ("erm", "adabn", "ben")
+                else config.treated_per_context,
+            )  # fmt: skip
+            rows.append(
+                {"domain": domain, "test_method": test_method, "accuracy": ev.accuracy,
+                 "n_cells": ev.n_cells}
+            )  # fmt: skip
+    return rows
+
+
+def evaluate_label_shift(
+    model: torch.nn.Module, splits: Splits, config: BenchConfig, seed: int
+) -> list[dict]:
+    """Accuracy of each kind of context statistics under Dirichlet label shift."""
+    data = splits.label_shift
+    rows = []
+    for alpha in config.alphas:
+        sampler = LabelShiftSampler(
+            data.table, data.labels, alpha, config.treated_per_context,
+            config.controls_per_context, contexts_per_plate=config.contexts_per_plate,
+            seed=seed,
+        )  # fmt: skip
+        contexts = sampler.contexts()
+        for stats in STATS_METHODS:
+            ev = evaluate_contexts(model, data, [c.context(stats) for c in contexts])
+            rows.append({"alpha": alpha, "stats": stats, "accuracy": ev.accuracy})
+    return rows
+
+
+def run_benchmark(
+    crops: np.ndarray, cells: pd.DataFrame, config: BenchConfig, log: Log = print
+) -> Results:
+    """Train every (method, seed), evaluate domains and label shift; tidy result tables."""
+    started = time.perf_counter()
+    splits = make_splits(crops, cells, config.holdout_fraction)
+    log(
+        f"{len(splits.train)} training cells on {splits.plates['train']}, validation "
+        f"{splits.plates['val']}, same-lab test {splits.plates['same lab']}, "
+        f"new lab {splits.plates['new lab']}"
+    )
+    accuracy, label_shift, training = [], [], []
+    for seed in config.seeds:
+        for method in TRAIN_METHODS:
+            model, row = train_one(method, seed, splits, config)
+            training.append(row)
+            for r in evaluate_domains(model, splits, config):
+                accuracy.append({"seed": seed, "train_method": method, **r})
+            for r in evaluate_label_shift(model, splits, config, seed):
+                label_shift.append({"seed": seed, "train_method": method, **r})
+            mine = pd.DataFrame(accuracy[-len(DOMAINS) * len(TEST_METHODS) :])
+            summary = mine.pivot(index="domain", columns="test_method", values="accuracy")
+            log(
+                f"seed {seed} {method}: {row['epochs_run']} epochs ({row['seconds']:.0f} s), "
+                f"best {row['best_epoch']}\n"
+                + summary.loc[list(DOMAINS), list(TEST_METHODS)].round(3).to_string()
+            )
+    return Results(
+        pd.DataFrame(accuracy), pd.DataFrame(label_shift), pd.DataFrame(training), splits,
+        time.perf_counter() - started,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def _mean_std(values: pd.Series) -> str:
+    return f"{values.mean():.3f} ± {values.std(ddof=0):.3f}"
+
+
+def accuracy_table(results: Results, domain: str) -> list[str]:
+    """Markdown table of one domain: training method x test-time method."""
+    acc = results.accuracy[results.accuracy["domain"] == domain]
+    head = "| trained with \\ test-time | " + " | ".join(LABELS[m] for m in TEST_METHODS) + " |"
+    rows = [head, "|---" * (len(TEST_METHODS) + 1) + "|"]
+    for method in TRAIN_METHODS:
+        mine = acc[acc["train_method"] == method]
+        cells = [_mean_std(mine.loc[mine["test_method"] == t, "accuracy"]) for t in TEST_METHODS]
+        rows.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def matched_table(results: Results) -> list[str]:
+    """Each training method with its own test-time procedure, across domains (the paper's view)."""
+    acc = results.accuracy
+    rows = ["| method (train = test) | " + " | ".join(DOMAINS) + " | drop to new lab |",
+            "|---" * (len(DOMAINS) + 2) + "|"]  # fmt: skip
+    for method in TRAIN_METHODS:
+        mine = acc[(acc["train_method"] == method) & (acc["test_method"] == method)]
+        per = [mine[mine["domain"] == d].set_index("seed")["accuracy"] for d in DOMAINS]
+        drop = per[0] - per[2]
+        rows.append(
+            f"| {LABELS[method]} | " + " | ".join(_mean_std(p) for p in per)
+            + f" | {_mean_std(drop)} |"
+        )  # fmt: skip
+    return rows
+
+
+def label_shift_table(results: Results) -> list[str]:
+    """Markdown table: (training method, context statistics) x alpha."""
+    ls = results.label_shift
+    alphas = sorted(ls["alpha"].unique())
+    rows = ["| trained with | statistics of the context | "
+            + " | ".join(f"α = {a:g}" for a in alphas) + " |",
+            "|---" * (len(alphas) + 2) + "|"]  # fmt: skip
+    for method in TRAIN_METHODS:
+        for stats in STATS_METHODS:
+            mine = ls[(ls["train_method"] == method) & (ls["stats"] == stats)]
+            cells = [_mean_std(mine.loc[mine["alpha"] == a, "accuracy"]) for a in alphas]
+            rows.append(f"| {LABELS[method]} | {LABELS[stats]} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def erm_drop(results: Results) -> dict[str, tuple[float, float]]:
+    """Mean and std over seeds of ERM's loss of accuracy from the training domain to each domain."""
+    acc = results.accuracy
+    erm = acc[(acc["train_method"] == "erm") & (acc["test_method"] == "erm")]
+    base = erm[erm["domain"] == DOMAINS[0]].set_index("seed")["accuracy"]
+    out = {}
+    for domain in DOMAINS[1:]:
+        drop = base - erm[erm["domain"] == domain].set_index("seed")["accuracy"]
+        out[domain] = (float(drop.mean()), float(drop.std(ddof=0)))
+    return out
+
+
+def plot_domains(results: Results, path: Path) -> None:
+    """Bar chart: accuracy per test-time method, one panel per domain, one bar per training."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = results.accuracy
+    fig, axes = plt.subplots(1, len(DOMAINS), figsize=(13, 3.8), sharey=True)
+    x = np.arange(len(TEST_METHODS))
+    width = 0.26
+    colours = {"erm": "#888888", "arm-bn": "#e69f00", "cs-arm-bn": "#0072b2"}
+    for ax, domain in zip(axes, DOMAINS, strict=True):
+        for i, method in enumerate(TRAIN_METHODS):
+            mine = acc[(acc["domain"] == domain) & (acc["train_method"] == method)]
+            grouped = mine.groupby("test_method")["accuracy"]
+            means = grouped.mean().reindex(TEST_METHODS)
+            stds = grouped.std(ddof=0).reindex(TEST_METHODS).fillna(0)
+            ax.bar(x + (i - 1) * width, means, width, yerr=stds, capsize=2,
+                   color=colours[method], label=f"trained {LABELS[method]}")  # fmt: skip
+        ax.set_xticks(x, [LABELS[m] for m in TEST_METHODS], rotation=20)
+        ax.set_title(domain)
+        ax.axhline(1 / len(results.splits.train.classes), color="k", lw=0.8, ls=":")
+        ax.set_xlabel("test-time statistics")
+    axes[0].set_ylabel("accuracy (8 MoA classes)")
+    axes[0].set_ylim(0, 1)
+    axes[-1].legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_label_shift(results: Results, path: Path) -> None:
+    """Accuracy against the Dirichlet alpha of the contexts, one line per (training, statistics)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ls = results.label_shift
+    lines = [
+        ("erm", "erm", "#888888", "-"),
+        ("erm", "ben", "#888888", "--"),
+        ("arm-bn", "arm-bn", "#e69f00", "-"),
+        ("arm-bn", "cs-arm-bn", "#e69f00", ":"),
+        ("cs-arm-bn", "cs-arm-bn", "#0072b2", "-"),
+        ("cs-arm-bn", "arm-bn", "#0072b2", ":"),
+        ("cs-arm-bn", "ben", "#0072b2", "--"),
+    ]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for train, stats, colour, style in lines:
+        mine = ls[(ls["train_method"] == train) & (ls["stats"] == stats)]
+        grouped = mine.groupby("alpha")["accuracy"]
+        means, stds = grouped.mean(), grouped.std(ddof=0).fillna(0)
+        ax.errorbar(means.index, means, yerr=stds, color=colour, ls=style, marker="o",
+                    capsize=2, label=f"trained {LABELS[train]}, statistics {LABELS[stats]}")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("Dirichlet α of each context's class mix (small = nearly one class)")
+    ax.set_ylabel("accuracy on held-out plates")
+    ax.set_ylim(0, 1)
+    ax.axhline(1 / len(results.splits.train.classes), color="k", lw=0.8, ls=":")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render_markdown(results: Results, config: BenchConfig, cells: pd.DataFrame,
+                    settings: DataSettings, images: dict[str, str]) -> str:  # fmt: skip
+    """The measured section of docs/domain-shift.md."""
+    splits = results.splits
+    drops = erm_drop(results)
+    counts = count_cells(cells)
+    threads = torch.get_num_threads()
+    train_rows = results.training.groupby("train_method").agg(
+        epochs=("epochs_run", "mean"), best=("best_epoch", "mean"), seconds=("seconds", "mean"),
+        val=("val_accuracy", "mean"),
+    )  # fmt: skip
+    lines = [
+        f"Measured by `benchmarks/bench_domain_shift.py` on CPU ({platform.machine()}, "
+        f"{threads} torch thread(s), torch {torch.__version__}); seeds {list(config.seeds)}; "
+        f"whole run {results.seconds / 60:.1f} min after data preparation.",
+        "",
+        f"Data: {len(settings.plates)} plates of {settings.n_wells} wells, {settings.sites} "
+        f"site(s) of {settings.field_size} x {settings.field_size} px, effect strength "
+        f"{settings.effect_strength:g}; crops of {settings.crop_size} px at scale "
+        f"{settings.crop_scale:g} ({round(settings.crop_size / settings.crop_scale)} field px); "
+        f"{len(cells)} cells in all ({int(counts.get('control', pd.Series(0)).mean())} controls "
+        f"and {int(counts.get('treated', pd.Series(0)).mean())} treated per plate on average). "
+        f"Training plates {splits.plates['train']} ({len(splits.train)} cells after holding "
+        f"out {config.holdout_fraction:.0%} of the treated wells of each MoA), validation "
+        f"{splits.plates['val']}, new plates of lab 1 {splits.plates['same lab']}, new labs "
+        f"{splits.plates['new lab']}.",
+        "",
+        f"Networks: ResNet-10 (small stem), width {config.width}, input normalization log1p "
+        f"fitted on training crops; Adam lr 1e-3, L = {config.treated_per_context} treated "
+        f"(+ C = {config.controls_per_context} controls for CS-ARM-BN) per episode, "
+        f"P = {config.plates_per_step} episodes per step, up to {config.max_epochs} epochs of at "
+        f"most {config.steps_per_epoch} steps, "
+        f"early stopping on the validation plate (patience {config.patience}), flips and "
+        "quarter turns.",
+        "",
+        "| trained with | epochs run | best epoch | minutes per model | validation accuracy |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {LABELS[m]} | {r.epochs:.1f} | {r.best:.1f} | {r.seconds / 60:.1f} | {r.val:.3f} |"
+            for m, r in train_rows.reindex(list(TRAIN_METHODS)).iterrows()
+        ],
+        "",
+        "### Each method with its own test-time procedure",
+        "",
+        *matched_table(results),
+        "",
+        f"**ERM drop.** A network trained with ERM loses "
+        f"{drops[DOMAINS[1]][0]:.3f} ± {drops[DOMAINS[1]][1]:.3f} accuracy on new plates of its "
+        f"lab and {drops[DOMAINS[2]][0]:.3f} ± {drops[DOMAINS[2]][1]:.3f} in a new lab "
+        "(training-domain accuracy minus accuracy there, mean ± std over seeds).",
+        "",
+        f"![Accuracy per domain]({images['domains']})",
+        "",
+    ]
+    for domain in DOMAINS:
+        lines += [f"### {domain.capitalize()}: every training x test-time method", "",
+                  *accuracy_table(results, domain), ""]  # fmt: skip
+    lines += [
+        f"### Label shift (held-out plates, {config.contexts_per_plate} contexts per plate of "
+        f"{config.treated_per_context} treated + {config.controls_per_context} controls)",
+        "",
+        *label_shift_table(results),
+        "",
+        f"![Accuracy under label shift]({images['label_shift']})",
+    ]
+    return "\n".join(lines)
+
+
+def write_doc(section: str, path: Path = DOC) -> None:
+    """Put the measured section between the markers of the doc (created if missing)."""
+    text = path.read_text() if path.exists() else f"# Domain shift\n\n{START}\n{END}\n"
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{START}\n{section}\n{END}{tail}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def quick_settings() -> DataSettings:
+    """A few wells of small plates: the smoke run."""
+    return DataSettings(
+        plates=tuple(design(QUICK_DESIGN)), wells=tuple(f"{r}{c:02d}" for r in "ABCD"
+                                                         for c in range(1, 13)),
+        field_size=192,
+    )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small smoke run; writes no docs")
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/phenoadapt-bench-domain-shift"),
+                        help="cache of plates, crops and result tables")  # fmt: skip
+    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--workers", type=int, default=2, help="processes rendering fields")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    if args.quick:
+        settings = quick_settings()
+        config = BenchConfig(seeds=(0,), max_epochs=2, patience=2, contexts_per_plate=4,
+                             alphas=(0.01, 10.0), plates_per_step=2)  # fmt: skip
+        work = args.work_dir / "quick"
+    else:
+        settings = DataSettings(plates=tuple(design(FULL_DESIGN)))
+        config = BenchConfig()
+        work = args.work_dir / "full"
+    if args.seeds:
+        config.seeds = tuple(args.seeds)
+    if args.epochs:
+        config.max_epochs = args.epochs
+
+    started = time.perf_counter()
+    crops, cells = prepare_crops(work, settings, workers=args.workers)
+    prep = time.perf_counter() - started
+    print(f"data ready in {prep:.0f} s: {crops.shape}")
+    results = run_benchmark(crops, cells, config)
+    results.accuracy.to_csv(work / "accuracy.csv", index=False)
+    results.label_shift.to_csv(work / "label_shift.csv", index=False)
+    results.training.to_csv(work / "training.csv", index=False)
+
+    for domain in DOMAINS:
+        print(f"\n{domain}\n" + "\n".join(accuracy_table(results, domain)))
+    print("\n" + "\n".join(matched_table(results)))
+    print("\n" + "\n".join(label_shift_table(results)))
+    print(f"\nERM drop: {erm_drop(results)}")
+    print(f"benchmark {results.seconds / 60:.1f} min + data {prep / 60:.1f} min")
+    if args.quick:
+        plot_domains(results, work / "domain_shift.png")
+        plot_label_shift(results, work / "label_shift.png")
+        print(f"quick run: figures in {work}, docs untouched")
+        return
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    plot_domains(results, IMAGES / "domain_shift.png")
+    plot_label_shift(results, IMAGES / "label_shift.png")
+    images = {"domains": "images/domain_shift.png", "label_shift": "images/label_shift.png"}
+    write_doc(render_markdown(results, config, cells, settings, images))
+    print(f"wrote {DOC}")
+
+
+if __name__ == "__main__":
+    main()
