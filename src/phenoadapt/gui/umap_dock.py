@@ -1,0 +1,574 @@
+"""Dock widget: UMAP of cell (or well) embeddings before and after adaptation.
+
+The dock reads the run result of the viewer's :class:`~.session.PlateSession`
+and shows two UMAP maps side by side, fitted with the same settings and seed:
+the features of the unadapted (ERM) network and the adapted ones.  Under each
+map, batch-mixing scores by plate (kNN plate accuracy and LISI, treated cells
+only) say how much of the plate can still be read from the features; they come
+from :mod:`phenoadapt.evaluate`, like the UMAP itself.
+
+Points can be coloured by plate, treatment, MoA, role or prediction.  A lasso
+or rectangle selects the cells inside it (all of them, even when only a
+subsample is drawn) through :meth:`PlateSession.select_cells`, so the viewer
+highlights them; cells selected elsewhere are outlined on the maps.  "Go to
+cell" shows the field of the first selected cell.
+
+UMAP runs in a napari ``thread_worker``; the dock stays responsive and shows a
+busy bar.  Errors (too few cells for the neighbourhood, a result without
+embeddings) are napari notifications.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .. import schema
+from ..errors import PhenoadaptError
+from ..evaluate import BatchMixing, batch_mixing, umap_coordinates
+from .scatter import DEFAULT_MAX_POINTS, SELECTION_MODES, ScatterCanvas, encode_categories
+from .scatter import stratified_subsample
+from .session import get_session
+
+if TYPE_CHECKING:
+    import napari
+
+#: Points shown: one per cell, or one per well (mean of its cells' embeddings).
+LEVELS = {"Cells": "cell", "Wells (mean of cells)": "well"}
+#: Colour options and the column of the point table each one reads.
+COLOUR_BY = {
+    "Plate": schema.PLATE,
+    "Treatment": schema.TREATMENT,
+    "MoA": schema.MOA,
+    "Role": schema.ROLE,
+    "Prediction": schema.PREDICTION,
+}
+#: The two feature spaces, in panel order: attribute of the run result and title.
+SPACES = {
+    "before": ("embeddings_unadapted", "Before adaptation (ERM)"),
+    "after": ("embeddings", "After adaptation"),
+}
+SHOW = {
+    "Before and after": ("before", "after"),
+    "After adaptation": ("after",),
+    "Before adaptation": ("before",),
+}
+#: Treated points the mixing scores are computed on (kNN and LISI are quadratic in it).
+MIXING_SAMPLES = 2000
+MIXING_NEIGHBOURS = 5
+MIXING_PERPLEXITY = 30.0
+
+
+@dataclass
+class UmapMaps:
+    """UMAP coordinates and mixing scores of one run result at one level.
+
+    Attributes
+    ----------
+    level
+        ``"cell"`` or ``"well"``.
+    points
+        Metadata of each point (plate, well, treatment, MoA, role, prediction).
+    point_of_cell
+        For each row of ``result.cells``, the index of its point.
+    coordinates
+        ``(n_points, 2)`` UMAP coordinates per space (``"before"``, ``"after"``).
+    mixing
+        Mixing scores per space, or the reason why there are none.
+    n_neighbors, seed
+        The UMAP settings (the same for every space).
+    """
+
+    level: str
+    points: pd.DataFrame
+    point_of_cell: np.ndarray
+    coordinates: dict[str, np.ndarray]
+    mixing: dict[str, BatchMixing | str]
+    n_neighbors: int
+    seed: int
+
+    @property
+    def noun(self) -> str:
+        """What a point is, plural."""
+        return "cells" if self.level == "cell" else "wells"
+
+    def cells_of(self, points: np.ndarray) -> np.ndarray:
+        """Rows of ``result.cells`` that belong to these points."""
+        if self.level == "cell":
+            return np.unique(np.asarray(points, dtype=np.int64))
+        return np.flatnonzero(np.isin(self.point_of_cell, points))
+
+    def points_of(self, rows: np.ndarray) -> np.ndarray:
+        """Points that hold these rows of ``result.cells``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        rows = rows[(rows >= 0) & (rows < len(self.point_of_cell))]
+        return np.unique(self.point_of_cell[rows])
+
+
+def embedding_spaces(result: Any) -> dict[str, np.ndarray]:
+    """The result's feature spaces that are present (``"before"`` needs the ERM features).
+
+    Raises
+    ------
+    PhenoadaptError
+        When the result has no embeddings or their rows do not match its cells.
+    """
+    n_cells = len(result.cells)
+    spaces = {}
+    for key, (attribute, _title) in SPACES.items():
+        values = getattr(result, attribute, None)
+        if values is None:
+            continue
+        values = np.asarray(values)
+        if values.ndim != 2 or len(values) != n_cells:
+            raise PhenoadaptError(
+                f"The run result's {attribute} have shape {values.shape} but there are "
+                f"{n_cells} cells: the result is inconsistent; run the plates again."
+            )
+        spaces[key] = values
+    if "after" not in spaces:
+        raise PhenoadaptError(
+            "The run result holds no cell embeddings, so there is nothing to map: run the "
+            "plates again with a model that produces features."
+        )
+    return spaces
+
+
+def point_table(
+    result: Any, level: str
+) -> tuple[pd.DataFrame, np.ndarray, dict[str, np.ndarray]]:
+    """Points to map: their metadata, the point of each cell and their features per space.
+
+    Parameters
+    ----------
+    result
+        A run result (``cells``, ``wells``, ``embeddings``, ``embeddings_unadapted``).
+    level
+        ``"cell"`` (one point per cell) or ``"well"`` (mean of each well's cells,
+        through :func:`phenoadapt.embed.aggregate_embeddings`).
+    """
+    cells = result.cells.reset_index(drop=True)
+    spaces = embedding_spaces(result)
+    if level == "cell":
+        return cells, np.arange(len(cells)), spaces
+    from ..embed import aggregate_embeddings, cell_embedding_table
+
+    keys = [schema.PLATE, schema.WELL]
+    # First-appearance order, as aggregate_embeddings groups the wells.
+    point_of_cell = cells.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+    features, points = {}, None
+    for key, values in spaces.items():
+        wells = aggregate_embeddings(cell_embedding_table(cells, values), "well", "mean")
+        columns = [c for c in wells.columns if c.startswith(schema.EMBEDDING_PREFIX)]
+        features[key] = wells[columns].to_numpy(dtype=np.float64)
+        points = wells.drop(columns=columns)
+    points = _with_well_predictions(points, result)
+    return points, point_of_cell, features
+
+
+def _with_well_predictions(points: pd.DataFrame, result: Any) -> pd.DataFrame:
+    """Add the per-well prediction of the run (the cells' own predictions are per cell)."""
+    wells = getattr(result, "wells", None)
+    if wells is None or schema.PREDICTION not in getattr(wells, "columns", ()):
+        return points
+    keys = [schema.PLATE, schema.WELL]
+    table = wells[keys + [schema.PREDICTION]].astype({k: str for k in keys})
+    merged = points.astype({k: str for k in keys}).merge(table, on=keys, how="left")
+    return merged.set_axis(points.index)
+
+
+def plate_mixing(
+    points: pd.DataFrame, features: np.ndarray, seed: int = 0
+) -> BatchMixing | str:
+    """Batch-mixing scores by plate of treated points, or why they cannot be computed.
+
+    At most :data:`MIXING_SAMPLES` treated points are scored (a seeded sample
+    stratified by plate); controls are left out, as in ``phenoadapt evaluate``.
+    """
+    treated = np.ones(len(points), dtype=bool)
+    if schema.ROLE in points.columns:
+        treated = (points[schema.ROLE].astype(str) != schema.Role.CONTROL.value).to_numpy()
+    plates = points[schema.PLATE].astype(str).to_numpy()
+    if len(np.unique(plates[treated])) < 2:
+        return "needs treated cells on two plates or more"
+    rows = np.flatnonzero(treated)
+    _, codes = encode_categories(plates[rows])
+    rows = rows[stratified_subsample(codes, MIXING_SAMPLES, seed)]
+    # LISI weighs 3 x perplexity neighbours: shrink the perplexity for small maps.
+    perplexity = min(MIXING_PERPLEXITY, (len(rows) - 1) // 3)
+    if perplexity < 2:
+        return f"needs more treated points than {len(rows)}"
+    table = pd.DataFrame(features[rows], columns=[f"emb_{i}" for i in range(features.shape[1])])
+    table[schema.PLATE] = plates[rows]
+    try:
+        return batch_mixing(
+            table,
+            list(table.columns[:-1]),
+            role_column=None,
+            n_neighbors=MIXING_NEIGHBOURS,
+            perplexity=perplexity,
+        )
+    except PhenoadaptError as exc:
+        return str(exc)
+
+
+def umap_job(
+    result: Any, level: str, n_neighbors: int = 15, seed: int = 0
+) -> Generator[tuple[str, Any], None, UmapMaps]:
+    """Fit a UMAP per feature space and score its mixing, yielding progress.
+
+    Yields ``("progress", (message, done, total))``; returns :class:`UmapMaps`.
+
+    Raises
+    ------
+    PhenoadaptError
+        When the result has no embeddings, or (from :func:`umap_coordinates`)
+        when there are not more points than UMAP neighbours.
+    """
+    yield "progress", ("Preparing points...", 0, 0)
+    points, point_of_cell, features = point_table(result, level)
+    noun = "cells" if level == "cell" else "wells"
+    coordinates: dict[str, np.ndarray] = {}
+    mixing: dict[str, BatchMixing | str] = {}
+    total = 2 * len(features)
+    for step, (key, values) in enumerate(features.items()):
+        title = SPACES[key][1].split(" (")[0].lower()  # "before adaptation"
+        yield "progress", (f"UMAP of {len(values):,} {noun} {title}...", 2 * step, total)
+        coordinates[key] = umap_coordinates(values, n_neighbors=n_neighbors, seed=seed)
+        yield "progress", (f"Batch mixing, {title}...", 2 * step + 1, total)
+        mixing[key] = plate_mixing(points, values, seed)
+    yield "progress", ("Done.", total, total)
+    return UmapMaps(level, points, point_of_cell, coordinates, mixing, n_neighbors, seed)
+
+
+def umap_events(
+    result: Any, level: str, n_neighbors: int = 15, seed: int = 0
+) -> Generator[tuple[str, Any], None, UmapMaps | None]:
+    """:func:`umap_job` for a worker: errors become ``("error", message)`` events."""
+    try:
+        return (yield from umap_job(result, level, n_neighbors, seed))
+    except PhenoadaptError as exc:
+        yield "error", str(exc)
+    except Exception as exc:  # the dock must report, never crash napari
+        yield "error", f"UMAP failed: {type(exc).__name__}: {exc}"
+    return None
+
+
+def mixing_summary(mixing: BatchMixing | str) -> str:
+    """One line for a panel title: kNN plate accuracy (with chance) and LISI."""
+    if isinstance(mixing, str):
+        return f"mixing: {mixing}"
+    return (
+        f"kNN plate acc. {mixing.knn_accuracy:.2f} (chance {mixing.chance:.2f}) · "
+        f"LISI {mixing.lisi:.2f} of {mixing.n_batches}"
+    )
+
+
+def _show_error(message: str) -> None:
+    from napari.utils.notifications import show_error
+
+    show_error(message)
+
+
+class UmapWidget(QWidget):
+    """UMAP maps of the run result, before and after adaptation, with selection.
+
+    Parameters
+    ----------
+    napari_viewer
+        The viewer (napari passes it when the dock opens).
+    max_points
+        Points drawn as dots per map; above it, a density plus a stratified subsample.
+    """
+
+    def __init__(self, napari_viewer: napari.Viewer, max_points: int = DEFAULT_MAX_POINTS) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = get_session(napari_viewer)
+        self.worker = None
+        self.maps: UmapMaps | None = None
+        self.errors: list[str] = []
+        self.shown_points = 0
+        self._restart = False
+        self._build(max_points)
+        self.session.result_changed.connect(self._on_result)
+        self.session.cells_selected.connect(self._on_cells_selected)
+        if self.session.result is not None:
+            self.compute()
+
+    # -- layout ---------------------------------------------------------------
+    def _build(self, max_points: int) -> None:
+        self.level = QComboBox()
+        self.level.addItems(LEVELS)
+        self.level.setToolTip("One point per cell, or per well (mean of its cells' features).")
+        self.level.currentTextChanged.connect(lambda _text: self.compute())
+        self.colour = QComboBox()
+        self.colour.addItems(COLOUR_BY)
+        self.colour.currentTextChanged.connect(lambda _text: self.redraw())
+        self.show_spaces = QComboBox()
+        self.show_spaces.addItems(SHOW)
+        self.show_spaces.setToolTip("Both maps side by side, or one of them.")
+        self.show_spaces.currentTextChanged.connect(lambda _text: self.redraw())
+        self.neighbours = QSpinBox()
+        self.neighbours.setRange(2, 200)
+        self.neighbours.setValue(15)
+        self.neighbours.setToolTip("UMAP neighbourhood: larger values favour the global layout.")
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setToolTip("The same seed gives the same maps.")
+        self.compute_button = QPushButton("Compute UMAP")
+        self.compute_button.clicked.connect(self.compute)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.status = QLabel("No result yet: run the plates in the Run dock.")
+        self.status.setWordWrap(True)
+
+        self.canvas = ScatterCanvas(self._on_select, max_points=max_points)
+        self.canvas.setMinimumHeight(320)
+        from matplotlib.backends.backend_qtagg import NavigationToolbar2QT
+
+        self.toolbar = NavigationToolbar2QT(self.canvas, self)
+        self.note = QLabel("")
+        self.note.setWordWrap(True)
+        self.mixing = QLabel("")
+        self.mixing.setWordWrap(True)
+
+        self.mode = QComboBox()
+        self.mode.addItems(SELECTION_MODES)
+        self.mode.setToolTip("Drag on a map to select the cells inside the outline.")
+        self.mode.currentTextChanged.connect(self.canvas.set_mode)
+        self.goto_button = QPushButton("Go to cell")
+        self.goto_button.setToolTip("Show the field of the first selected cell.")
+        self.goto_button.clicked.connect(self.go_to_cell)
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.clicked.connect(lambda: self.session.select_cells([]))
+        self.selection = QLabel("No cells selected.")
+
+        form = QFormLayout()
+        form.addRow("Points", self.level)
+        form.addRow("Colour by", self.colour)
+        form.addRow("Show", self.show_spaces)
+        settings = QHBoxLayout()
+        settings.addWidget(QLabel("Neighbours"))
+        settings.addWidget(self.neighbours)
+        settings.addWidget(QLabel("Seed"))
+        settings.addWidget(self.seed)
+        form.addRow(settings)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.compute_button)
+        buttons.addWidget(self.cancel_button)
+        select = QHBoxLayout()
+        select.addWidget(QLabel("Select with"))
+        select.addWidget(self.mode)
+        select.addWidget(self.goto_button)
+        select.addWidget(self.clear_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.toolbar)
+        layout.addWidget(self.canvas, stretch=1)
+        layout.addWidget(self.note)
+        layout.addWidget(self.mixing)
+        layout.addLayout(select)
+        layout.addWidget(self.selection)
+
+    # -- computing ------------------------------------------------------------
+    def compute(self) -> None:
+        """Fit the UMAP maps of the session's result in a worker thread."""
+        from napari.qt.threading import thread_worker
+
+        if self.worker is not None:  # settings changed mid-way: start again once it stops
+            self._restart = True
+            self.worker.quit()
+            return
+        result = self.session.result
+        if result is None:
+            self.status.setText("No result yet: run the plates in the Run dock.")
+            return
+        self.errors = []
+        worker = thread_worker(umap_events, start_thread=False)(
+            result, LEVELS[self.level.currentText()], self.neighbours.value(), self.seed.value()
+        )
+        worker.yielded.connect(self._on_event)
+        worker.returned.connect(self._on_returned)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.compute_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 0)  # busy: a UMAP fit reports nothing until it ends
+        self.status.setText("Computing UMAP...")
+        worker.start()
+
+    def cancel(self) -> None:
+        """Stop after the UMAP fit in progress (a fit cannot be interrupted)."""
+        if self.worker is not None:
+            self._restart = False
+            self.status.setText("Cancelling after the current UMAP fit...")
+            self.worker.quit()
+
+    def _on_event(self, event: tuple[str, Any]) -> None:
+        kind, value = event
+        if kind == "progress":
+            message, done, total = value
+            self.status.setText(message)
+            if total and done >= total:
+                self.progress.setRange(0, total)
+                self.progress.setValue(done)
+        elif kind == "error":
+            self.errors.append(value)
+            self.status.setText(value)
+            _show_error(value)
+
+    def _on_returned(self, maps: UmapMaps | None) -> None:
+        if maps is None:
+            return
+        self.maps = maps
+        self.redraw()
+        self._on_cells_selected(self.session.selected_rows)
+        self.status.setText(
+            f"UMAP of {len(maps.points):,} {maps.noun} ({maps.n_neighbors} neighbours, "
+            f"seed {maps.seed})."
+        )
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.compute_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if self.maps is not None else 0)
+        if self._restart:
+            self._restart = False
+            self.compute()
+
+    def _on_result(self) -> None:
+        self.maps = None
+        self.canvas.figure.clear()
+        self.canvas.draw_idle()
+        self.note.setText("")
+        self.mixing.setText("")
+        self.compute()
+
+    # -- drawing --------------------------------------------------------------
+    def spaces(self) -> tuple[str, ...]:
+        """Feature spaces to draw, of those the maps have."""
+        if self.maps is None:
+            return ()
+        wanted = SHOW[self.show_spaces.currentText()]
+        present = tuple(k for k in wanted if k in self.maps.coordinates)
+        return present or tuple(self.maps.coordinates)
+
+    def redraw(self) -> None:
+        """Draw the maps with the chosen colouring (no UMAP is fitted here)."""
+        maps = self.maps
+        if maps is None:
+            return
+        colour = self.colour.currentText()
+        column = COLOUR_BY[colour]
+        if column in maps.points.columns:
+            labels = maps.points[column].fillna("unknown").astype(str).to_numpy()
+        else:
+            labels = np.full(len(maps.points), f"no {colour.lower()} in result", dtype=object)
+        categories, codes = encode_categories(labels)
+        spaces = self.spaces()
+        titles = [f"{self._title(key)}\n{mixing_summary(maps.mixing[key])}" for key in spaces]
+        self.shown_points = self.canvas.plot(
+            [maps.coordinates[key] for key in spaces],
+            titles,
+            codes,
+            categories,
+            seed=maps.seed,
+            legend_title=colour,
+        )
+        self.note.setText(self._note(maps, colour))
+        self.mixing.setText(self._mixing_text(maps))
+
+    def _title(self, key: str) -> str:
+        title = SPACES[key][1]
+        methods = getattr(self.session.result, "methods", None) or {}
+        if key == "after" and methods:
+            title += f" ({', '.join(sorted(set(map(str, methods.values()))))})"
+        return title
+
+    def _note(self, maps: UmapMaps, colour: str) -> str:
+        n = len(maps.points)
+        note = ""
+        if self.shown_points < n:
+            note = (
+                f"Showing {self.shown_points:,} of {n:,} {maps.noun} (sampled within each "
+                f"{colour.lower()}); the grey density shows all of them, and a selection takes "
+                f"every {maps.noun[:-1]} inside the outline."
+            )
+        if "before" not in maps.coordinates:
+            note += (" No 'before' map: the run kept no unadapted features "
+                     "(run with 'compare unadapted').")
+        return note.strip()
+
+    def _mixing_text(self, maps: UmapMaps) -> str:
+        parts = []
+        for key in maps.coordinates:
+            mixing = maps.mixing[key]
+            parts.append(f"{SPACES[key][1]}: {mixing_summary(mixing)}")
+        sample = next((m for m in maps.mixing.values() if isinstance(m, BatchMixing)), None)
+        head = "Batch mixing by plate"
+        if sample is not None:
+            head += f" ({sample.n_samples:,} treated {maps.noun}, controls left out)"
+        return (
+            f"{head}. " + "; ".join(parts) + ". Well mixed: kNN accuracy near chance, "
+            "LISI near the number of plates."
+        )
+
+    # -- selection ------------------------------------------------------------
+    def _on_select(self, _panel: int, points: np.ndarray) -> None:
+        if self.maps is not None:
+            self.session.select_cells(self.maps.cells_of(points))
+
+    def _on_cells_selected(self, rows: np.ndarray) -> None:
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.maps is None:
+            self.selection.setText(f"{len(rows):,} cells selected.")
+            return
+        points = self.maps.points_of(rows)
+        self.canvas.highlight(points)
+        text = f"{len(rows):,} cells selected"
+        if self.maps.level == "well":
+            text += f" in {len(points):,} wells"
+        self.selection.setText(text + "." if len(rows) else "No cells selected.")
+
+    def go_to_cell(self) -> None:
+        """Show the field of the first selected cell and centre the view on it."""
+        rows = self.session.selected_rows
+        result = self.session.result
+        if result is None or len(rows) == 0:
+            _show_error("Select cells on a map first (lasso or rectangle), then go to one.")
+            return
+        cell = result.cells.iloc[int(rows[0])]
+        try:
+            self.session.show_field(
+                str(cell[schema.PLATE]), str(cell[schema.WELL]), int(cell[schema.SITE])
+            )
+        except PhenoadaptError as exc:
+            _show_error(str(exc))
+            return
+        if schema.CENTROID_Y in cell.index and schema.CENTROID_X in cell.index:
+            self.viewer.camera.center = (float(cell[schema.CENTROID_Y]),
+                                         float(cell[schema.CENTROID_X]))
