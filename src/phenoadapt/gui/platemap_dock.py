@@ -1,0 +1,528 @@
+"""Dock widget "Plate map and controls": see treatments and roles, mark the controls.
+
+CS-ARM-BN adapts a model with a plate's negative-control wells, so before a
+run the user says which wells are controls.  The dock draws the plate map of
+an open plate as a grid coloured by role, treatment or MoA and offers several
+ways to set roles, all calling :class:`~phenoadapt.plate.platemap.PlateMap`
+methods:
+
+- select wells (click, Shift/Ctrl-click, drag a rectangle, click row letters
+  or column numbers) and press Control, Treated or Excluded;
+- choose a "click marks" brush, so every click or drag sets a role at once;
+- mark every well of a treatment (usually DMSO) as a control.
+
+Maps are loaded from CSV/TSV files (JUMP maps with their compound metadata)
+and saved atomically; an existing file is replaced only after a question, and
+unsaved edits are never dropped silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import PhenoadaptError, PlateMapError
+from ..plate import Plate
+from ..plate.platemap import PlateMap, read_platemap, write_platemap
+from ..plate.platemap.canonical import listing
+from ..schema import Role
+from .plate_dock import (
+    MOA,
+    ROLE,
+    TREATMENT,
+    Asker,
+    color_wells,
+    confirm,
+    moa_categories,
+    notify,
+    well_tooltips,
+)
+from .plate_grid import ColorLegend, PlateGrid
+from .session import PlateSession, get_session
+
+if TYPE_CHECKING:
+    import napari
+
+#: Colourings of the plate-map grid.
+MAP_MODES: tuple[str, ...] = (ROLE, TREATMENT, MOA)
+#: What a click or drag does: select, or set a role straight away.
+BRUSHES: dict[str, Role | None] = {
+    "select wells": None,
+    "mark control": Role.CONTROL,
+    "mark treated": Role.TREATED,
+    "mark excluded": Role.EXCLUDED,
+}
+#: Short letters drawn in wells when colouring by treatment or MoA.
+ROLE_LETTERS = {Role.CONTROL.value: "C", Role.TREATED.value: "", Role.EXCLUDED.value: "×"}
+MAP_FILTER = "Plate maps (*.csv *.tsv *.txt *.tab *.csv.gz *.tsv.gz);;All files (*)"
+
+
+def read_map_for_plate(
+    path: str | Path, plate: Plate, compound_metadata: str | Path | None = None
+) -> PlateMap:
+    """Read a plate map and fit it to an open plate.
+
+    A map of several plates gives the rows of this plate.  A map of a smaller
+    format (a 96-well map of a 384-well plate's corner) is read in the plate's
+    format; a map of a larger format is refused with a message that says so.
+
+    Raises
+    ------
+    PlateMapError
+        For an unreadable map, a map of another plate format, or a map none
+        of whose wells were imaged.
+    """
+    path = Path(path)
+    try:
+        platemap = read_platemap(path, compound_metadata=compound_metadata)
+    except PlateMapError as first:
+        try:  # a map of several plates: take this plate's rows
+            platemap = read_platemap(
+                path, compound_metadata=compound_metadata, plate_id=plate.plate_id
+            )
+        except PlateMapError:
+            raise first from None
+    if platemap.format.n_wells > plate.format.n_wells:
+        last = platemap.wells[-1]
+        hint = (
+            " If the plate really is a "
+            f"{platemap.format} plate of which only part was imaged, reopen it in the Plate dock "
+            f"with Plate format {platemap.format}."
+            if all(platemap.format.contains(w) for w in plate.wells)
+            else ""
+        )
+        raise PlateMapError(
+            f"{path.name} is a plate map for a {platemap.format} plate (its wells reach {last}), "
+            f"but plate {plate.plate_id} is a {plate.format} plate: load the map of this plate."
+            + hint
+        )
+    if platemap.format != plate.format:
+        platemap = read_platemap(
+            path,
+            compound_metadata=compound_metadata,
+            plate_format=plate.format,
+            plate_id=platemap.plate_id,
+        )
+    platemap.check_against(plate)  # raises when no imaged well is on the map
+    return platemap
+
+
+class PlateMapDock(QWidget):
+    """Plate map of an open plate: treatments and roles on a grid, role editing, load and save.
+
+    Parameters
+    ----------
+    napari_viewer
+        The viewer (napari passes it when the dock opens).
+
+    Attributes
+    ----------
+    ask
+        ``ask(title, text) -> bool``: yes/no questions (replace a file, drop
+        unsaved edits); a message box, replaced in tests.
+    choose_open_file
+        ``choose_open_file(title) -> str``: the file dialog for loading ("" cancels).
+    choose_save_file
+        ``choose_save_file(suggested) -> str``: the file dialog for saving ("" cancels).
+    """
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session: PlateSession = get_session(napari_viewer)
+        self.ask: Asker = lambda title, text: confirm(self, title, text)
+        self.choose_open_file: Callable[[str], str] = lambda title: QFileDialog.getOpenFileName(
+            self, title, "", MAP_FILTER
+        )[0]
+        self.choose_save_file: Callable[[str], str] = lambda suggested: QFileDialog.getSaveFileName(
+            self,
+            "Save the plate map",
+            suggested,
+            MAP_FILTER,
+            # The dock asks itself, so the question can be tested and worded clearly.
+            options=QFileDialog.Option.DontConfirmOverwrite,
+        )[0]
+        self._build()
+        self._connect()
+        self._refresh_plates()
+
+    # -- layout ---------------------------------------------------------------
+    def _build(self) -> None:
+        self.plates = QComboBox()
+        self.plates.currentIndexChanged.connect(lambda _i: self.refresh())
+        self.color_by = QComboBox()
+        self.color_by.addItems(MAP_MODES)
+        self.color_by.currentTextChanged.connect(lambda _t: self.refresh())
+        self.brush = QComboBox()
+        self.brush.addItems(list(BRUSHES))
+        self.brush.setToolTip(
+            "What clicking or dragging over wells does: select them (then press a role button), "
+            "or give them a role straight away."
+        )
+        self.grid = PlateGrid(multi_select=True)
+        self.grid.setToolTip("")
+        self.grid.selection_changed.connect(self._on_selection)
+        self.grid.selection_finished.connect(self._on_gesture)
+        self.legend = ColorLegend()
+        self.selected = QLabel("No well selected.")
+        self.selected.setWordWrap(True)
+        self.role_buttons: dict[Role, QPushButton] = {}
+        roles = QHBoxLayout()
+        roles.addWidget(QLabel("Selected wells:"))
+        for role, text in (
+            (Role.CONTROL, "Control"),
+            (Role.TREATED, "Treated"),
+            (Role.EXCLUDED, "Excluded"),
+        ):
+            button = QPushButton(text)
+            button.setToolTip(f"Make the selected wells {role.value}.")
+            button.clicked.connect(lambda _c=False, r=role: self.set_role(r))
+            roles.addWidget(button)
+            self.role_buttons[role] = button
+        self.treatments = QComboBox()
+        self.treatments.setToolTip("Treatment whose wells are negative controls (usually DMSO).")
+        self.only_these = QCheckBox("only these")
+        self.only_these.setToolTip(
+            "Make these wells the only controls: other control wells become treated "
+            "(or excluded when they have no treatment)."
+        )
+        self.mark_button = QPushButton("Mark as controls")
+        self.mark_button.clicked.connect(lambda: self.mark_treatment_controls())
+        rule = QHBoxLayout()
+        rule.addWidget(self.treatments, 1)
+        rule.addWidget(self.only_these)
+        rule.addWidget(self.mark_button)
+        self.counts = QLabel("")
+        self.warning = QLabel("")
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet("color: #ff9f43; font-weight: bold;")
+        self.load_button = QPushButton("Load map...")
+        self.load_button.setToolTip("A CSV/TSV plate map: one row per well (well, treatment, MoA, role...).")
+        self.load_button.clicked.connect(self.load_dialog)
+        self.jump_button = QPushButton("Load JUMP map...")
+        self.jump_button.setToolTip(
+            "A JUMP plate map (well_position, broad_sample) and then its compound metadata file."
+        )
+        self.jump_button.clicked.connect(self.load_jump_dialog)
+        self.save_button = QPushButton("Save map...")
+        self.save_button.clicked.connect(self.save_dialog)
+        self.source = QLabel("")
+        self.source.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Plate", self.plates)
+        form.addRow("Colour by", self.color_by)
+        form.addRow("Click / drag", self.brush)
+        files = QHBoxLayout()
+        files.addWidget(self.load_button)
+        files.addWidget(self.jump_button)
+        files.addWidget(self.save_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.grid)
+        layout.addWidget(self.legend)
+        layout.addWidget(self.selected)
+        layout.addLayout(roles)
+        controls = QFormLayout()
+        controls.addRow("Controls by treatment", rule)
+        layout.addLayout(controls)
+        layout.addWidget(self.counts)
+        layout.addWidget(self.warning)
+        layout.addLayout(files)
+        layout.addWidget(self.source)
+        layout.addStretch()
+
+    def _connect(self) -> None:
+        self.session.plates_changed.connect(self._refresh_plates)
+        self.session.platemap_changed.connect(self._on_platemap_changed)
+        self.session.result_changed.connect(self.refresh)
+        self.session.current_changed.connect(self._on_current_changed)
+
+    # -- state ------------------------------------------------------------------
+    @property
+    def plate_id(self) -> str | None:
+        """Id of the plate whose map the dock shows."""
+        text = self.plates.currentText()
+        return text if text in self.session.plates else None
+
+    @property
+    def platemap(self) -> PlateMap | None:
+        """The map shown (the session's object: edits change it in place)."""
+        plate_id = self.plate_id
+        return None if plate_id is None else self.session.platemaps.get(plate_id)
+
+    def select_plate(self, plate_id: str) -> None:
+        """Show the map of an open plate."""
+        index = self.plates.findText(plate_id)
+        if index >= 0:
+            self.plates.setCurrentIndex(index)
+
+    def _refresh_plates(self) -> None:
+        current = self.plates.currentText()
+        ids = list(self.session.plates)
+        self.plates.blockSignals(True)
+        self.plates.clear()
+        self.plates.addItems(ids)
+        if current in ids:
+            self.plates.setCurrentText(current)
+        elif self.session.current is not None and self.session.current.plate_id in ids:
+            self.plates.setCurrentText(self.session.current.plate_id)
+        elif ids:
+            self.plates.setCurrentIndex(len(ids) - 1)
+        self.plates.blockSignals(False)
+        self.refresh()
+
+    # -- editing ----------------------------------------------------------------
+    def set_role(self, role: Role | str, wells: list[str] | None = None) -> list[str]:
+        """Give wells (the selection by default) a role; returns the wells that changed.
+
+        Wells a loaded map does not list are added to it with that role.
+        """
+        platemap = self.platemap
+        wells = self.grid.selection() if wells is None else list(wells)
+        if platemap is None or not wells:
+            if platemap is not None:
+                notify("info", "Select wells first: click, drag, or click a row or column header.")
+            return []
+        role = Role(role)
+        on_map = [w for w in wells if w in platemap]
+        missing = [w for w in wells if w not in platemap]
+        try:
+            changed = platemap.set_role(on_map, role) if on_map else []
+            if missing:
+                platemap.assign(missing, role=role)
+                changed += missing
+        except PhenoadaptError as exc:
+            notify("error", str(exc))
+            return []
+        self._edited()
+        return changed
+
+    def mark_treatment_controls(self, treatment: str | None = None) -> list[str]:
+        """Make every well of a treatment (the chosen one by default) a control."""
+        platemap = self.platemap
+        treatment = treatment or self.treatments.currentText()
+        if platemap is None or not treatment:
+            notify("warning", "The plate map names no treatments: load a plate map first.")
+            return []
+        try:
+            wells = platemap.mark_controls_where(
+                treatment=treatment, replace=self.only_these.isChecked()
+            )
+        except PhenoadaptError as exc:
+            notify("error", str(exc))
+            return []
+        self._edited()
+        return wells
+
+    def _edited(self) -> None:
+        self.grid.clear_selection()
+        self.session.platemap_changed.emit(self.plate_id)  # refreshes every dock
+
+    def _on_selection(self, wells: list[str]) -> None:
+        if not wells:
+            self.selected.setText("No well selected.")
+        else:
+            self.selected.setText(
+                f"{len(wells)} well{'s' if len(wells) != 1 else ''} selected: {listing(wells, 8)}."
+            )
+
+    def _on_gesture(self, wells: list[str]) -> None:
+        role = BRUSHES.get(self.brush.currentText())
+        if role is not None and wells:
+            self.set_role(role, wells)
+
+    # -- files ------------------------------------------------------------------
+    def _may_discard(self, what: str) -> bool:
+        """True when the map has no unsaved edits, or the user agrees to lose them."""
+        platemap = self.platemap
+        if platemap is None or not platemap.modified:
+            return True
+        return self.ask(
+            "Discard plate map changes?",
+            f"The plate map of {self.plate_id} has unsaved changes. {what} and lose them?",
+        )
+
+    def load_dialog(self) -> None:
+        """Ask for a plate map file and load it."""
+        if self.plate_id is None:
+            notify("warning", "Open a plate in the Plate dock first.")
+            return
+        path = self.choose_open_file("Load a plate map")
+        if path:
+            self.load_map(path)
+
+    def load_jump_dialog(self) -> None:
+        """Ask for a JUMP plate map and its compound metadata, and load them."""
+        if self.plate_id is None:
+            notify("warning", "Open a plate in the Plate dock first.")
+            return
+        path = self.choose_open_file("Load a JUMP plate map (e.g. JUMP-MOA_compound_platemap.tsv)")
+        if not path:
+            return
+        metadata = self.choose_open_file(
+            "Its compound metadata (e.g. JUMP-MOA_compound_metadata.tsv)"
+        )
+        if metadata:
+            self.load_map(path, compound_metadata=metadata)
+
+    def load_map(self, path: str | Path, compound_metadata: str | Path | None = None) -> bool:
+        """Load a plate map for the plate shown, replacing its map (after asking, if edited).
+
+        Returns True when the map was loaded; problems become notifications.
+        """
+        plate_id = self.plate_id
+        if plate_id is None:
+            notify("warning", "Open a plate in the Plate dock first.")
+            return False
+        if not self._may_discard(f"Load {Path(path).name}"):
+            return False
+        plate = self.session.plates[plate_id]
+        try:
+            platemap = read_map_for_plate(path, plate, compound_metadata)
+        except PhenoadaptError as exc:
+            notify("error", f"Plate map not loaded: {exc}")
+            return False
+        check = platemap.check_against(plate)
+        if not check.ok:
+            notify("warning", check.summary())
+        self.session.set_platemap(plate_id, platemap)
+        return True
+
+    def suggested_path(self) -> str:
+        """Where to save by default: the map's file, else next to the plate folder."""
+        platemap, plate_id = self.platemap, self.plate_id
+        if platemap is not None and platemap.source is not None:
+            return str(platemap.source)
+        plate = self.session.plates.get(plate_id) if plate_id else None
+        folder = Path(plate.path).parent if plate is not None and plate.path else Path.cwd()
+        return str(folder / f"{plate_id or 'plate'}_platemap.csv")
+
+    def save_dialog(self) -> None:
+        """Ask where to save the map and save it."""
+        if self.platemap is None:
+            notify("warning", "Open a plate in the Plate dock first.")
+            return
+        path = self.choose_save_file(self.suggested_path())
+        if path:
+            self.save_map(path)
+
+    def save_map(self, path: str | Path) -> bool:
+        """Save the map shown; an existing file is replaced only when the user agrees."""
+        platemap = self.platemap
+        if platemap is None:
+            return False
+        path = Path(path)
+        overwrite = False
+        if path.is_file():
+            if not self.ask("Replace the file?", f"{path} already exists. Replace it?"):
+                return False
+            overwrite = True
+        try:
+            write_platemap(platemap, path, overwrite=overwrite)
+        except (PhenoadaptError, OSError) as exc:
+            notify("error", f"Plate map not saved: {exc}")
+            return False
+        notify("info", f"Saved the plate map of {self.plate_id} to {path}.")
+        self.refresh()
+        return True
+
+    # -- drawing ----------------------------------------------------------------
+    def refresh(self) -> None:
+        """Redraw grid, legend, counts and labels for the map shown."""
+        platemap, plate_id = self.platemap, self.plate_id
+        enabled = platemap is not None
+        for widget in (self.color_by, self.brush, self.mark_button, self.treatments,
+                       self.only_these, self.load_button, self.jump_button, self.save_button,
+                       *self.role_buttons.values()):  # fmt: skip
+            widget.setEnabled(enabled)
+        if platemap is None:
+            self.grid.set_imaged([])
+            self.grid.set_colors({})
+            self.legend.clear()
+            self.counts.setText("")
+            self.warning.setText("Open a plate in the Plate dock to see and edit its plate map.")
+            self.source.setText("")
+            return
+        plate = self.session.plates[plate_id]
+        self.grid.set_format(plate.format)
+        self.grid.set_imaged(plate.wells)
+        mode = self.color_by.currentText()
+        colours, legend, title = color_wells(
+            mode, platemap, _empty(), moa_categories(platemap, self.session.result)
+        )
+        self.grid.set_colors(colours)
+        self.legend.set_categories(legend, title)
+        labels = {}
+        if mode != ROLE:  # roles still readable when colours show treatments
+            labels = {w: ROLE_LETTERS[platemap.role_of(w).value] for w in platemap.wells}
+        self.grid.set_labels(labels)
+        self.grid.set_tooltips(well_tooltips(plate, platemap, _empty(), plate.format))
+        self._refresh_treatments(platemap)
+        self._refresh_counts(platemap, plate)
+
+    def _refresh_treatments(self, platemap: PlateMap) -> None:
+        current = self.treatments.currentText()
+        names = platemap.treatments()
+        self.treatments.blockSignals(True)
+        self.treatments.clear()
+        self.treatments.addItems(names)
+        if current in names:
+            self.treatments.setCurrentText(current)
+        else:  # DMSO is the usual negative control
+            default = next((n for n in names if n.casefold() == "dmso"), None)
+            if default is not None:
+                self.treatments.setCurrentText(default)
+        self.treatments.blockSignals(False)
+
+    def _refresh_counts(self, platemap: PlateMap, plate: Plate) -> None:
+        counts = platemap.counts()
+        imaged = set(plate.wells)
+        imaged_controls = sum(w in imaged for w in platemap.controls)
+        self.counts.setText(
+            f"{counts[Role.CONTROL]} control · {counts[Role.TREATED]} treated · "
+            f"{counts[Role.EXCLUDED]} excluded wells ({imaged_controls} controls imaged)"
+        )
+        if imaged_controls == 0:
+            self.warning.setText(
+                "No imaged control wells: CS-ARM-BN adapts the model with negative controls "
+                "(e.g. DMSO). Mark them: pick their treatment below, or select wells and press "
+                "Control."
+            )
+        else:
+            self.warning.setText("")
+        if platemap.modified:
+            self.source.setText("Unsaved changes: press Save map... to keep them.")
+        elif platemap.source is not None:
+            self.source.setText(f"Saved as {platemap.source}")
+        else:
+            self.source.setText("Not saved to a file yet.")
+
+    # -- session signals ----------------------------------------------------------
+    def _on_platemap_changed(self, plate_id: str) -> None:
+        if plate_id == self.plate_id:
+            self.refresh()
+
+    def _on_current_changed(self) -> None:
+        current = self.session.current
+        if current is not None and current.plate_id != self.plate_id:
+            self.select_plate(current.plate_id)
+
+
+def _empty() -> pd.DataFrame:
+    """No run results: the plate-map dock shows the map only."""
+    return pd.DataFrame()
