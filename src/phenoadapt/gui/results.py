@@ -210,7 +210,9 @@ class ResultsOverlay(QObject):
         plate = self.session.plates.get(key.plate_id)
         if plate is None:
             return
-        worker = thread_worker(_segment, start_thread=False)(plate, key, self.segmentation)
+        worker = thread_worker(_segment, start_thread=False, ignore_errors=True)(
+            plate, key, self.segmentation
+        )
         params = self.segmentation
         worker.returned.connect(lambda out: self._on_segmented(out, params))
         worker.errored.connect(self._on_segment_error)
@@ -314,6 +316,10 @@ class ResultsOverlay(QObject):
                 viewer.layers.remove(SELECTION_NAME)
             return
         here = layer.features.loc[layer.features["row"].isin(selected), "index"].to_numpy()
+        if not len(here):  # the selected cells lie in other fields
+            if SELECTION_NAME in viewer.layers:
+                viewer.layers.remove(SELECTION_NAME)
+            return
         outlines = np.where(np.isin(layer.data, here), layer.data, 0)
         from napari.utils.colormaps import DirectLabelColormap
 

@@ -189,7 +189,7 @@ class JobRunner:
 
         self.session.begin_job(self.name)
         job, args, kwargs = self._job_args
-        worker = thread_worker(_job_events, start_thread=False)(
+        worker = thread_worker(_job_events, start_thread=False, ignore_errors=True)(
             job, args, kwargs, self._stop, self._launched, self._ended
         )
         worker.yielded.connect(self._on_yielded)

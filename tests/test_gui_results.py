@@ -1,0 +1,99 @@
+"""The results overlay: predicted-MoA labels of the field on screen, hover, selection, legend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from gui_run_helpers import SEGMENTATION, notices, open_in_viewer, tiny_plate, tiny_result
+
+from phenoadapt import schema
+from phenoadapt.gui.results import (
+    CONTROL_COLOUR,
+    LAYER_NAME,
+    SELECTION_NAME,
+    ResultsLegend,
+    accuracy_summary,
+    class_colours,
+    get_results_overlay,
+)
+
+__all__ = ["notices", "tiny_plate", "tiny_result"]  # fixtures used by the tests below
+
+
+def test_class_colours_and_accuracy_from_cells():
+    colours = class_colours(("actin", "DMSO", "tubulin"))
+    assert colours["DMSO"] == CONTROL_COLOUR and len(set(colours.values())) == 3
+
+    class Result:
+        classes = ("a", "b")
+        accuracy = None
+        cells = pd.DataFrame(
+            {
+                schema.PLATE: ["P1"] * 4 + ["P2"] * 2,
+                schema.MOA: ["a", "b", "b", "DMSO", "a", "x"],
+                schema.ROLE: ["treated"] * 3 + ["control", "treated", "treated"],
+                schema.PREDICTION: ["a", "a", "b", "a", "b", "a"],
+            }
+        )
+
+    table = accuracy_summary(Result())
+    assert table[schema.PLATE].tolist() == ["P1", "P2"]
+    assert table["n_cells"].tolist() == [3, 1]  # controls and unknown MoAs are not scored
+    assert np.allclose(table["cell_accuracy"], [2 / 3, 0.0])
+
+
+def test_overlay_follows_result_field_and_selection(
+    make_napari_viewer, qtbot, notices, tiny_plate, tiny_result
+):
+    viewer = make_napari_viewer()
+    session = open_in_viewer(viewer, tiny_plate)
+    overlay = get_results_overlay(viewer)
+    assert get_results_overlay(viewer) is overlay
+    legend = ResultsLegend(session)
+    overlay.segmentation = SEGMENTATION
+    session.set_result(tiny_result)
+    qtbot.waitUntil(lambda: LAYER_NAME in viewer.layers, timeout=30_000)
+    layer = viewer.layers[LAYER_NAME]
+    rows = session.cells_of_field()
+    assert len(layer.features) == len(rows) > 0
+    assert set(layer.features["well"]) == {session.current.well}
+    assert legend.isVisibleTo(None) or legend.title.text().startswith("<b>Predicted MoA")
+    assert f"{len(rows)} cells in well {session.current.well}" in legend.title.text()
+    # Each cell's label sits at its centroid; hovering it shows its prediction.
+    cells = tiny_result.cells.iloc[rows]
+    inside = 0
+    for (_, cell), label in zip(cells.iterrows(), layer.features["index"], strict=True):
+        y, x = int(round(cell[schema.CENTROID_Y])), int(round(cell[schema.CENTROID_X]))
+        inside += layer.data[y, x] == label
+    assert inside >= 0.9 * len(cells)
+    row = int(np.flatnonzero(
+        [layer.data[int(round(c[schema.CENTROID_Y])), int(round(c[schema.CENTROID_X]))] > 0
+         for _, c in cells.iterrows()]
+    )[0])  # fmt: skip
+    centre = (cells.iloc[row][schema.CENTROID_Y], cells.iloc[row][schema.CENTROID_X])
+    status = layer.get_status(centre, world=True)
+    text = status["coordinates"] if isinstance(status, dict) else str(status)
+    assert "class" in text and "probability" in text
+    # A click selects the cell; Shift-click adds; the selection is outlined.
+    overlay.select_at(centre)
+    assert session.selected_rows.tolist() == [int(rows[row])]
+    outline = viewer.layers[SELECTION_NAME]
+    label = layer.data[int(round(centre[0])), int(round(centre[1]))]
+    assert set(np.unique(outline.data)) == {0, label}
+    other = (cells.iloc[row + 1][schema.CENTROID_Y], cells.iloc[row + 1][schema.CENTROID_X])
+    overlay.select_at(other, add=True)
+    assert len(session.selected_rows) == 2
+    # Cells selected elsewhere (another field): no outline here.
+    elsewhere = np.setdiff1d(np.arange(len(tiny_result.cells)), rows)[:3]
+    session.select_cells(elsewhere)
+    assert SELECTION_NAME not in viewer.layers
+    # Another field: the overlay follows.
+    well = next(w for w in tiny_result.cells[schema.WELL].unique() if w != session.current.well)
+    session.show_field("TINY1", well)
+    qtbot.waitUntil(
+        lambda: set(viewer.layers[LAYER_NAME].features["well"]) == {well}, timeout=30_000
+    )
+    # No result: no overlay.
+    session.set_result(None)
+    assert LAYER_NAME not in viewer.layers and not legend.isVisibleTo(legend.parentWidget())
+    assert notices["error"] == []
