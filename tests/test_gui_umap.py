@@ -182,7 +182,7 @@ def test_cells_selected_elsewhere_are_outlined_and_go_to_cell(
     dock.go_to_cell()
     cell = result.cells.iloc[5]
     assert shown == [(cell[schema.PLATE], cell[schema.WELL], 1)]
-    np.testing.assert_allclose(viewer.camera.center[-2:], (cell[schema.CENTROID_Y],
+    np.testing.assert_allclose(viewer.scene.camera.center[-2:], (cell[schema.CENTROID_Y],
                                                            cell[schema.CENTROID_X]))
     # Without that plate open, the session's error is a notification.
     monkeypatch.undo()
@@ -251,3 +251,18 @@ def test_result_without_embeddings_is_a_notification(make_napari_viewer, qtbot, 
     qtbot.waitUntil(lambda: dock.worker is None, timeout=WAIT_MS)
     assert set(dock.maps.coordinates) == {"after"} and len(dock.canvas.panels) == 1
     assert "No 'before' map" in dock.note.text()
+
+
+def test_cells_without_features_are_left_off(make_napari_viewer, qtbot, errors):
+    result = fake_result()
+    result.embeddings[:5] = np.nan  # cells the pipeline could not predict
+    _viewer, session, dock = _dock(make_napari_viewer, qtbot, result)
+    assert errors == []
+    n = len(result.cells)
+    assert len(dock.maps.points) == n - 5
+    assert "5 cells without features" in dock.note.text()
+    xy = dock.maps.coordinates["after"]
+    dock.canvas.select_rectangle(1, tuple(xy.min(axis=0) - 1), tuple(xy.max(axis=0) + 1))
+    np.testing.assert_array_equal(session.selected_rows, np.arange(5, n))
+    session.select_cells([0, 10])
+    np.testing.assert_allclose(dock.canvas.panels[1].highlight.get_offsets(), xy[[10 - 5]])

@@ -85,7 +85,9 @@ class UmapMaps:
     points
         Metadata of each point (plate, well, treatment, MoA, role, prediction).
     point_of_cell
-        For each row of ``result.cells``, the index of its point.
+        For each row of ``result.cells``, the index of its point (-1 for a cell
+        without features: the pipeline gives NaN features to cells it could not
+        predict).
     coordinates
         ``(n_points, 2)`` UMAP coordinates per space (``"before"``, ``"after"``).
     mixing
@@ -107,17 +109,21 @@ class UmapMaps:
         """What a point is, plural."""
         return "cells" if self.level == "cell" else "wells"
 
+    @property
+    def n_unmapped(self) -> int:
+        """Cells left off the maps because they have no features."""
+        return int(np.count_nonzero(self.point_of_cell < 0))
+
     def cells_of(self, points: np.ndarray) -> np.ndarray:
         """Rows of ``result.cells`` that belong to these points."""
-        if self.level == "cell":
-            return np.unique(np.asarray(points, dtype=np.int64))
-        return np.flatnonzero(np.isin(self.point_of_cell, points))
+        return np.flatnonzero(np.isin(self.point_of_cell, np.asarray(points, dtype=np.int64)))
 
     def points_of(self, rows: np.ndarray) -> np.ndarray:
         """Points that hold these rows of ``result.cells``."""
         rows = np.asarray(rows, dtype=np.int64)
         rows = rows[(rows >= 0) & (rows < len(self.point_of_cell))]
-        return np.unique(self.point_of_cell[rows])
+        points = np.unique(self.point_of_cell[rows])
+        return points[points >= 0]
 
 
 def embedding_spaces(result: Any) -> dict[str, np.ndarray]:
@@ -162,15 +168,25 @@ def point_table(
         ``"cell"`` (one point per cell) or ``"well"`` (mean of each well's cells,
         through :func:`phenoadapt.embed.aggregate_embeddings`).
     """
-    cells = result.cells.reset_index(drop=True)
     spaces = embedding_spaces(result)
+    # Cells the pipeline could not predict have NaN features: they get no point.
+    mapped = np.logical_and.reduce([np.isfinite(v).all(axis=1) for v in spaces.values()])
+    if not mapped.any():
+        raise PhenoadaptError(
+            f"None of the {len(mapped):,} cells of the run result has features (all are NaN): "
+            "check the run's failures and run the plates again."
+        )
+    cells = result.cells.reset_index(drop=True)[mapped].reset_index(drop=True)
+    spaces = {key: values[mapped] for key, values in spaces.items()}
+    point_of_cell = np.full(len(mapped), -1, dtype=np.int64)
     if level == "cell":
-        return cells, np.arange(len(cells)), spaces
+        point_of_cell[mapped] = np.arange(len(cells))
+        return cells, point_of_cell, spaces
     from ..embed import aggregate_embeddings, cell_embedding_table
 
     keys = [schema.PLATE, schema.WELL]
     # First-appearance order, as aggregate_embeddings groups the wells.
-    point_of_cell = cells.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+    point_of_cell[mapped] = cells.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
     features, points = {}, None
     for key, values in spaces.items():
         wells = aggregate_embeddings(cell_embedding_table(cells, values), "well", "mean")
@@ -518,6 +534,9 @@ class UmapWidget(QWidget):
                 f"{colour.lower()}); the grey density shows all of them, and a selection takes "
                 f"every {maps.noun[:-1]} inside the outline."
             )
+        if maps.n_unmapped:
+            note += (f" {maps.n_unmapped:,} cells without features (not predicted) are "
+                     "left off the maps.")
         if "before" not in maps.coordinates:
             note += (" No 'before' map: the run kept no unadapted features "
                      "(run with 'compare unadapted').")
@@ -570,5 +589,6 @@ class UmapWidget(QWidget):
             _show_error(str(exc))
             return
         if schema.CENTROID_Y in cell.index and schema.CENTROID_X in cell.index:
-            self.viewer.camera.center = (float(cell[schema.CENTROID_Y]),
-                                         float(cell[schema.CENTROID_X]))
+            # napari >= 0.9 keeps the camera on the scene; older versions on the viewer.
+            camera = getattr(self.viewer, "scene", self.viewer).camera
+            camera.center = (float(cell[schema.CENTROID_Y]), float(cell[schema.CENTROID_X]))
