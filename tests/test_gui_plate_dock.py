@@ -49,6 +49,11 @@ def plates(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def notes(monkeypatch) -> list[tuple[str, str]]:
     """Notifications shown, as (kind, message)."""
+    return capture_notifications(monkeypatch)
+
+
+def capture_notifications(monkeypatch) -> list[tuple[str, str]]:
+    """Record napari notifications as (kind, message) instead of showing them."""
     import napari.utils.notifications as notifications
 
     shown: list[tuple[str, str]] = []
@@ -185,6 +190,9 @@ def test_several_plates_close_and_dropped_layers(make_napari_viewer, qtbot, plat
     dock.ask = lambda title, text: questions.append(text) or False
     assert not dock.close_plate("train_plate") and "train_plate" in session.plates
     assert "unsaved changes" in questions[0]
+    edited = session.platemaps["train_plate"]
+    assert dock.open_folder(plates["train_plate"]) is None  # opening it again asks too
+    assert session.platemaps["train_plate"] is edited and len(questions) == 2
     dock.ask = lambda title, text: True
     assert dock.close_plate("train_plate")
     assert list(session.plates) == ["new_plate"] and dock.plate_id == "new_plate"
@@ -288,7 +296,8 @@ def test_screenshots(make_napari_viewer, qtbot, tmp_path, notes):
     viewer.window.add_dock_widget(dock, name="Plate", area="right")
     dock.open_folder(path)
     dock.show_well("lab2_batch1_plate1", "B04")
-    viewer.reset_view()
+    qtbot.wait(300)
+    viewer.reset_view()  # once the docks took their room
     qtbot.wait(300)
     DOCS.mkdir(parents=True, exist_ok=True)
     save_screenshot(viewer, DOCS / "gui_plate_dock.png")
@@ -296,8 +305,10 @@ def test_screenshots(make_napari_viewer, qtbot, tmp_path, notes):
     editor = PlateMapDock(viewer)
     viewer.window.add_dock_widget(editor, name="Plate map and controls", area="right")
     editor.color_by.setCurrentText("Treatment")
+    editor.set_role("excluded", ["H12"])  # an edit not saved yet
     editor.grid.set_selection(["H01", "H02", "H03", "H04"])
     QApplication.processEvents()
+    qtbot.wait(300)
     viewer.reset_view()
     qtbot.wait(300)
     save_screenshot(viewer, DOCS / "gui_platemap_dock.png")

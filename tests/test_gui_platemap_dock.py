@@ -10,13 +10,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from qtpy.QtCore import Qt
-from test_gui_plate_dock import click, errors, make_plates, notes  # noqa: F401 (fixture)
+from test_gui_plate_dock import capture_notifications, click, errors, make_plates
 
 from phenoadapt import schema
 from phenoadapt.gui.platemap_dock import PlateMapDock
 from phenoadapt.gui.session import get_session
 from phenoadapt.plate import read_platemap
 from phenoadapt.schema import Role
+
+
+@pytest.fixture
+def notes(monkeypatch) -> list[tuple[str, str]]:
+    """Notifications shown, as (kind, message)."""
+    return capture_notifications(monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -167,8 +173,10 @@ def test_wrong_maps_are_notifications(make_napari_viewer, qtbot, plates, notes, 
     jump = tmp_path / "jump_platemap.tsv"
     meta = tmp_path / "jump_metadata.tsv"
     pd.DataFrame(
-        {"well_position": list(session.plates["train_plate"].wells),
-         "broad_sample": ["", "BRD-1", "", "BRD-2", "BRD-1", "BRD-2"]}  # fmt: skip
+        {
+            "well_position": list(session.plates["train_plate"].wells),
+            "broad_sample": ["", "BRD-1", "", "BRD-2", "BRD-1", "BRD-2"],
+        }
     ).to_csv(jump, sep="\t", index=False)
     pd.DataFrame(
         {

@@ -192,7 +192,9 @@ def well_tooltips(
             treatment = row.get(schema.TREATMENT)
             if pd.notna(treatment):
                 dose = row.get(schema.CONCENTRATION)
-                lines.append(f"Treatment: {treatment}" + (f" ({dose:g} µM)" if pd.notna(dose) else ""))
+                lines.append(
+                    f"Treatment: {treatment}" + (f" ({dose:g} µM)" if pd.notna(dose) else "")
+                )
             if pd.notna(row.get(schema.MOA)):
                 lines.append(f"MoA: {row[schema.MOA]}")
             lines.append(f"Role: {row[schema.ROLE]}")
@@ -291,7 +293,9 @@ class PlateDock(QWidget):
         )
         self.open_button.clicked.connect(self.open_dialog)
         self.pattern = QLineEdit()
-        self.pattern.setPlaceholderText("optional, e.g. (?P<well>[A-P]\\d\\d)_s(?P<site>\\d)_w(?P<channel>\\d)")
+        self.pattern.setPlaceholderText(
+            "optional, e.g. (?P<well>[A-P]\\d\\d)_s(?P<site>\\d)_w(?P<channel>\\d)"
+        )
         self.pattern.setToolTip(
             "A regular expression describing file names, for layouts phenoadapt does not know: "
             "named groups well (or row and column), site, channel, plane."
@@ -312,7 +316,9 @@ class PlateDock(QWidget):
         self.info.setWordWrap(True)
         self.color_by = QComboBox()
         self.color_by.addItems(COLOR_MODES)
-        self.color_by.setToolTip("What the well colours show. Predicted MoA and confidence need a run.")
+        self.color_by.setToolTip(
+            "What the well colours show. Predicted MoA and confidence need a run."
+        )
         self.color_by.currentTextChanged.connect(lambda _t: self.refresh())
         self.grid = PlateGrid(multi_select=False)
         self.grid.well_clicked.connect(self.on_well_clicked)
@@ -436,10 +442,14 @@ class PlateDock(QWidget):
         if plate_id is None:
             return False
         platemap = self.session.platemaps.get(plate_id)
-        if platemap is not None and platemap.modified and not self.ask(
-            "Discard plate map changes?",
-            f"The plate map of {plate_id} has unsaved changes (save them in the Plate map dock). "
-            "Close the plate and lose them?",
+        if (
+            platemap is not None
+            and platemap.modified
+            and not self.ask(
+                "Discard plate map changes?",
+                f"The plate map of {plate_id} has unsaved changes (save them in the Plate map "
+                "dock). Close the plate and lose them?",
+            )
         ):
             return False
         self.session.close_plate(plate_id)

@@ -101,7 +101,7 @@ def category_colors(
         if name in fixed:
             palette[name] = as_qcolor(fixed[name])
         else:
-            palette[name] = QColor(PALETTE[free % len(PALETTE)])
+            palette[name] = _palette_color(free)
             free += 1
     colours = {w: palette[str(v)] for w, v in values.items() if _has_value(v)}
     legend = [(name, palette[name]) for name in order if name in present]
@@ -129,6 +129,16 @@ def value_colors(
     rgba = ensure_colormap(colormap).map(scaled)
     colours = {w: QColor.fromRgbF(*map(float, c)) for w, c in zip(wells, rgba, strict=True)}
     return colours, ColorBar(colormap, vmin, vmax, title)
+
+
+def _palette_color(index: int) -> QColor:
+    """The ``index``-th category colour: the palette, then hues spread by the golden ratio."""
+    if index < len(PALETTE):
+        return QColor(PALETTE[index])
+    # Past the palette, successive golden-ratio hues stay apart without repeating.
+    hue = (0.11 + index * 0.618034) % 1.0
+    value = 0.95 if index % 2 else 0.7
+    return QColor.fromHsvF(hue, 0.6, value)
 
 
 def _has_value(value: object) -> bool:
@@ -192,6 +202,7 @@ class PlateGrid(QWidget):
         self._press: QPointF | None = None
         self._press_modifiers = Qt.KeyboardModifier.NoModifier
         self._drag: QRectF | None = None
+        self._header_cache: tuple[PlateFormat, tuple[float, float]] | None = None
         self.setMouseTracking(False)
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         policy = QSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
@@ -290,9 +301,12 @@ class PlateGrid(QWidget):
     # ------------------------------------------------------------ geometry
     def _header_size(self) -> tuple[float, float]:
         """Width of the row-letter column and height of the column-number row."""
-        metrics = QFontMetrics(self._header_font())
-        width = metrics.horizontalAdvance("WW") + 6
-        return float(width), float(metrics.height() + 4)
+        # Measured once per format: font metrics are slow next to 1536 wells' arithmetic.
+        if self._header_cache is None or self._header_cache[0] != self._format:
+            metrics = QFontMetrics(self._header_font())
+            size = (float(metrics.horizontalAdvance("WW") + 6), float(metrics.height() + 4))
+            self._header_cache = (self._format, size)
+        return self._header_cache[1]
 
     def _cell(self) -> float:
         """Side of one well's square cell in pixels."""
@@ -300,7 +314,10 @@ class PlateGrid(QWidget):
         fmt = self._format
         return max(
             2.0,
-            min((self.width() - head_w - 2) / fmt.n_columns, (self.height() - head_h - 2) / fmt.n_rows),
+            min(
+                (self.width() - head_w - 2) / fmt.n_columns,
+                (self.height() - head_h - 2) / fmt.n_rows,
+            ),
         )
 
     def _origin(self) -> QPointF:
@@ -434,14 +451,18 @@ class PlateGrid(QWidget):
         centre = Qt.AlignmentFlag.AlignCenter
         for col in range(1, fmt.n_columns + 1):
             if col == 1 or col % step == 0:
-                painter.drawText(QRectF(o.x() + (col - 1) * s - s, 0, 3 * s, o.y()), centre, str(col))
+                painter.drawText(
+                    QRectF(o.x() + (col - 1) * s - s, 0, 3 * s, o.y()), centre, str(col)
+                )
         row_step = 1
         while metrics.height() > s * row_step and row_step < 8:
             row_step *= 2
         for row in range(1, fmt.n_rows + 1):
             if row == 1 or row % row_step == 0:
                 rect = QRectF(o.x() - head_w, o.y() + (row - 1) * s - s, head_w - 3, 3 * s)
-                painter.drawText(rect, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, row_name(row))
+                painter.drawText(
+                    rect, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, row_name(row)
+                )
 
     def _paint_wells(self, painter: QPainter) -> None:
         fmt = self._format
@@ -454,8 +475,11 @@ class PlateGrid(QWidget):
         painter.setFont(label_font)
         ring = max(1.5, s * 0.09)
         hollow = QPen(NOT_IMAGED, max(1.0, s * 0.05))
-        for well in fmt.wells():
-            rect = self.well_rect(well).adjusted(inset, inset, -inset, -inset)
+        o = self._origin()
+        side = s - 2 * inset
+        for index, well in enumerate(fmt.wells()):  # row-major: position from the index
+            row, col = divmod(index, fmt.n_columns)
+            rect = QRectF(o.x() + col * s + inset, o.y() + row * s + inset, side, side)
             if self.is_imaged(well):
                 fill = self._colors.get(well, NO_VALUE)
                 painter.setPen(Qt.PenStyle.NoPen)
@@ -645,7 +669,9 @@ class ColorLegend(QWidget):
         line = metrics.height() + 4
         if self._title:
             painter.setPen(text)
-            painter.drawText(QRectF(0, 0, self.width(), line), Qt.AlignmentFlag.AlignVCenter, self._title)
+            painter.drawText(
+                QRectF(0, 0, self.width(), line), Qt.AlignmentFlag.AlignVCenter, self._title
+            )
         if self._bar is not None:
             self._paint_bar(painter, line, text)
         for rect, label, color in self._layout(max(self.width(), 100)):

@@ -211,7 +211,9 @@ class PlateMapDock(QWidget):
         self.warning.setWordWrap(True)
         self.warning.setStyleSheet("color: #ff9f43; font-weight: bold;")
         self.load_button = QPushButton("Load map...")
-        self.load_button.setToolTip("A CSV/TSV plate map: one row per well (well, treatment, MoA, role...).")
+        self.load_button.setToolTip(
+            "A CSV/TSV plate map: one row per well (well, treatment, MoA, role...)."
+        )
         self.load_button.clicked.connect(self.load_dialog)
         self.jump_button = QPushButton("Load JUMP map...")
         self.jump_button.setToolTip(
