@@ -365,6 +365,11 @@ class RunWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, confirm: Confirm | None = None) -> None:
         super().__init__()
+        # Load torch now, while the dock opens: imported from the worker when Run is
+        # pressed, loading its libraries would hold the GIL and freeze napari for
+        # seconds in the middle of the run (see docs/gui-responsiveness.md).
+        from .. import pipeline  # noqa: F401
+
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
         self.confirm: Confirm = confirm or (lambda title, text: ask_overwrite(self, title, text))
@@ -413,7 +418,7 @@ class RunWidget(QWidget):
         )
         self.diameter = _diameter_box()
         self.plates = QListWidget()
-        self.plates.setMaximumHeight(110)
+        self.plates.setMaximumHeight(72)
         self.plates.setToolTip("Plates to run (open them in the Plate dock).")
         self.run_controls = _JobControls("Run")
         self.run_controls.start_button.clicked.connect(self.run)
@@ -685,8 +690,8 @@ def _sidecar(path: Path) -> Path:
 def run_job(plates: list[Any], platemaps: list[Any], settings: dict[str, Any], **hooks: Any) -> Any:
     """``run_plates`` with a ``RunConfig`` built from ``settings``, in the worker thread.
 
-    The pipeline (and torch) is imported here rather than when the button is
-    pressed: importing torch takes seconds, which would freeze the viewer.
+    The dock has imported the pipeline already (see :class:`RunWidget`), so
+    this import is only a lookup.
     """
     from ..pipeline import RunConfig, run_plates
 
