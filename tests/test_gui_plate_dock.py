@@ -170,6 +170,27 @@ def test_open_plate_click_wells_and_step(make_napari_viewer, qtbot, plates, note
     assert session.current.well == "H12" and not dock.next_well.isEnabled()
 
 
+def test_keyboard_shortcuts(make_napari_viewer, qtbot, plates, notes):
+    viewer = make_napari_viewer(show=True)  # shortcuts need a shown, active window
+    dock = PlateDock(viewer)
+    viewer.window.add_dock_widget(dock, name="Plate")
+    dock.open_folder(plates["train_plate"])
+    viewer.window._qt_window.activateWindow()
+    dock.grid.setFocus()
+    qtbot.waitUntil(dock.grid.hasFocus)
+    session = get_session(viewer)
+    for key, where in (
+        (Qt.Key.Key_N, ("A02", 1)),
+        (Qt.Key.Key_S, ("A02", 2)),
+        (Qt.Key.Key_P, ("A01", 1)),
+    ):
+        qtbot.keyClick(dock.grid, key)
+        assert (session.current.well, session.current.site) == where
+    qtbot.keyClick(dock.grid, Qt.Key.Key_S)
+    qtbot.keyClick(dock.grid, Qt.Key.Key_S, Qt.KeyboardModifier.ShiftModifier)
+    assert session.current.site == 1
+
+
 def test_several_plates_close_and_dropped_layers(make_napari_viewer, qtbot, plates, notes):
     viewer, dock = make_dock(make_napari_viewer)
     session = get_session(viewer)

@@ -13,6 +13,7 @@ from qtpy.QtCore import Qt
 from test_gui_plate_dock import capture_notifications, click, errors, make_plates
 
 from phenoadapt import schema
+from phenoadapt.gui.plate_dock import PlateDock
 from phenoadapt.gui.platemap_dock import PlateMapDock
 from phenoadapt.gui.session import get_session
 from phenoadapt.plate import read_platemap
@@ -89,6 +90,12 @@ def test_mark_controls_by_click_drag_headers_and_treatment(
     dock.mark_treatment_controls("DMSO")
     assert [w for w in platemap.controls if w in session.plates["train_plate"].sites] == ["C03"]
     assert errors(notes) == []
+    # The Plate dock, coloured by role, follows the edits.
+    plate_dock = PlateDock(viewer)
+    before = plate_dock.grid.color_of("B02")
+    dock.set_role(Role.CONTROL, ["B02"])
+    assert plate_dock.grid.color_of("B02") != before
+    assert plate_dock.grid.color_of("B02") == plate_dock.grid.color_of("C03")
     # Colouring by treatment keeps the roles readable as letters.
     dock.color_by.setCurrentText("Treatment")
     assert grid._labels["C03"] == "C" and "DMSO (2)" in [e[0] for e in dock.legend.entries]

@@ -179,7 +179,11 @@ def well_tooltips(
     plate_format: Any,
 ) -> dict[str, str]:
     """One tooltip per well: imaging, treatment, MoA, role and the prediction if any."""
-    frame = platemap.to_frame().set_index(schema.WELL) if platemap is not None else pd.DataFrame()
+    # Plain dicts: a .loc lookup per well is slow on 1536-well plates.
+    records: dict[str, dict] = {}
+    if platemap is not None:
+        records = platemap.to_frame().set_index(schema.WELL).to_dict("index")
+    predictions = wells.to_dict("index") if not wells.empty else {}
     tips = {}
     for well in plate_format.wells():
         if plate is not None and well in plate.sites:
@@ -187,33 +191,36 @@ def well_tooltips(
             lines = [f"{well}: imaged, {n_sites} site{'s' if n_sites != 1 else ''}"]
         else:
             lines = [f"{well}: not imaged"]
-        if well in frame.index:
-            row = frame.loc[well]
-            treatment = row.get(schema.TREATMENT)
-            if pd.notna(treatment):
-                dose = row.get(schema.CONCENTRATION)
-                lines.append(
-                    f"Treatment: {treatment}" + (f" ({dose:g} µM)" if pd.notna(dose) else "")
-                )
-            if pd.notna(row.get(schema.MOA)):
-                lines.append(f"MoA: {row[schema.MOA]}")
-            lines.append(f"Role: {row[schema.ROLE]}")
+        if well in records:
+            lines += _map_lines(records[well])
         elif platemap is not None:
             lines.append("Not on the plate map")
-        if well in wells.index:
-            lines.append(_prediction_line(wells.loc[well]))
+        if well in predictions:
+            lines.append(_prediction_line(predictions[well]))
         tips[well] = "\n".join(lines)
     return tips
 
 
-def _prediction_line(row: pd.Series) -> str:
-    parts = [f"Predicted: {row.get(schema.PREDICTION, '?')}"]
+def _map_lines(record: dict[str, Any]) -> list[str]:
+    lines = []
+    treatment = record.get(schema.TREATMENT)
+    if pd.notna(treatment):
+        dose = record.get(schema.CONCENTRATION)
+        lines.append(f"Treatment: {treatment}" + (f" ({dose:g} µM)" if pd.notna(dose) else ""))
+    if pd.notna(record.get(schema.MOA)):
+        lines.append(f"MoA: {record[schema.MOA]}")
+    lines.append(f"Role: {record[schema.ROLE]}")
+    return lines
+
+
+def _prediction_line(row: dict[str, Any]) -> str:
+    text = f"Predicted: {row.get(schema.PREDICTION, '?')}"
     extra = []
     if pd.notna(row.get(schema.CONFIDENCE, np.nan)):
         extra.append(f"confidence {float(row[schema.CONFIDENCE]):.2f}")
     if pd.notna(row.get("n_cells", np.nan)):
         extra.append(f"{int(row['n_cells'])} cells")
-    return parts[0] + (f" ({', '.join(extra)})" if extra else "")
+    return text + (f" ({', '.join(extra)})" if extra else "")
 
 
 def load_plate(
@@ -279,6 +286,7 @@ class PlateDock(QWidget):
         self.choose_folder: Callable[[], str] = lambda: QFileDialog.getExistingDirectory(
             self, "Open a plate folder"
         )
+        self._not_adoptable: set[str] = set()  # layer folders that did not open as plates
         self._build()
         self._connect()
         self._adopt_layers()
@@ -467,6 +475,9 @@ class PlateDock(QWidget):
         self.plates.blockSignals(True)
         self.plates.clear()
         self.plates.addItems(ids)
+        for index, plate_id in enumerate(ids):
+            path = self.session.plates[plate_id].path
+            self.plates.setItemData(index, str(path or ""), Qt.ItemDataRole.ToolTipRole)
         if current in ids:
             self.plates.setCurrentText(current)
         elif ids:
@@ -485,10 +496,14 @@ class PlateDock(QWidget):
             if not path or path in known:
                 continue
             known.add(path)
+            if path in self._not_adoptable:
+                continue
             try:
                 plate, platemap, _warnings = load_plate(path)
             except PhenoadaptError:
-                continue  # layers of a plate opened with a pattern: open it with the button
+                # E.g. layers of a plate that needs a pattern: open it with the button.
+                self._not_adoptable.add(path)
+                continue
             if plate.plate_id in self.session.plates:
                 continue
             self.session.add_plate(plate, platemap)

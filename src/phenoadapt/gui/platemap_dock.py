@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .. import schema
 from ..errors import PhenoadaptError, PlateMapError
 from ..plate import Plate
 from ..plate.platemap import PlateMap, read_platemap, write_platemap
@@ -47,6 +48,7 @@ from .plate_dock import (
     Asker,
     color_wells,
     confirm,
+    map_values,
     moa_categories,
     notify,
     well_tooltips,
@@ -471,7 +473,8 @@ class PlateMapDock(QWidget):
         self.legend.set_categories(legend, title)
         labels = {}
         if mode != ROLE:  # roles still readable when colours show treatments
-            labels = {w: ROLE_LETTERS[platemap.role_of(w).value] for w in platemap.wells}
+            roles = map_values(platemap, schema.ROLE)
+            labels = {w: ROLE_LETTERS[str(role)] for w, role in roles.items()}
         self.grid.set_labels(labels)
         self.grid.set_tooltips(well_tooltips(plate, platemap, _empty(), plate.format))
         self._refresh_treatments(platemap)
