@@ -1,0 +1,243 @@
+"""``phenoadapt predict``: adapted MoA predictions of every cell and well of some plates.
+
+Segments each plate (or crops the cells of ``--cells`` tables), predicts every
+cell with a classifier checkpoint and a test-time method (CS-ARM-BN by default:
+batch-norm statistics of the plate's own treated cells and negative controls),
+and writes ``cells.csv``, ``wells.csv`` and, where the plate map gives MoAs the
+model knows, ``accuracy.csv`` into ``--out``.  Every output is checked before
+any work and written atomically at the end: an error or Ctrl-C leaves nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from .. import schema
+from ..adapt.methods import DEFAULT_CONTROLS_PER_CONTEXT, DEFAULT_MIN_CONTROLS, Method
+from ..cells import SegmentationParams
+from ..errors import PhenoadaptError
+from ..export import RESULT_FILES, check_writable, write_tables
+from ..plate import open_plate, read_platemap
+from .cells import parse_wells
+
+METHOD_CHOICES = tuple(m.value for m in Method)
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
+    """A tqdm bar on stderr that follows ``progress(stage, done, total)`` reports."""
+    from tqdm import tqdm
+
+    with tqdm(total=0, desc="start", disable=None if enabled else True, file=sys.stderr) as bar:
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if bar.desc != stage:
+                bar.set_description(stage)
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        yield progress
+
+
+@contextlib.contextmanager
+def warnings_to_stderr() -> Iterator[None]:
+    """Print warnings raised inside the block as ``phenoadapt: warning: ...`` lines."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            seen = set()
+            for warning in caught:
+                text = str(warning.message)
+                if text not in seen:
+                    seen.add(text)
+                    print(f"phenoadapt: warning: {text}", file=sys.stderr)
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``predict`` and ``run``: method, contexts, device, segmentation."""
+    parser.add_argument(
+        "--method", choices=METHOD_CHOICES, default="cs-arm-bn", help="default: %(default)s"
+    )
+    parser.add_argument("--device", default="auto", help="auto (default: CUDA if present), cpu, cuda")
+    parser.add_argument("--batch-size", type=int, default=256, metavar="N")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the plate contexts")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``predict`` subcommand."""
+    parser = subparsers.add_parser(
+        "predict",
+        help="adapted MoA predictions per cell and per well (CSV) with a trained checkpoint",
+        description=(
+            "Predict the mechanism of action of every cell and well of one or more plates with "
+            "a classifier checkpoint, normalizing the network with the plate's own cells "
+            "(CS-ARM-BN: 64 treated + 128 negative-control cells per context, by default). "
+            "Writes cells.csv, wells.csv and accuracy.csv (when the plate map gives known MoAs)."
+        ),
+    )
+    parser.add_argument(
+        "--plate", nargs="+", required=True, metavar="DIR", help="plate folder(s) or OME-Zarr"
+    )
+    parser.add_argument(
+        "--platemap", nargs="+", metavar="CSV",
+        help="plate map per plate (roles mark the negative controls; MoAs give accuracy)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--checkpoint", nargs="+", required=True, metavar="PATH",
+        help="classifier .safetensors file(s); several are averaged as an ensemble",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cells", nargs="+", metavar="CSV",
+        help="per-cell table per plate (phenoadapt segment) to crop instead of segmenting",
+    )  # fmt: skip
+    parser.add_argument(
+        "--out", default="phenoadapt-output", metavar="DIR", help="output folder (default: %(default)s)"
+    )
+    parser.add_argument("--wells", nargs="+", metavar="WELL", help="wells to predict; all by default")
+    add_run_options(parser)
+    parser.add_argument(
+        "--treated-per-context", metavar="N|plate",
+        help="treated cells per context (default: 64 for ARM-BN and CS-ARM-BN, the whole plate "
+        "for AdaBN and BEN); 'plate' = one context per plate",
+    )  # fmt: skip
+    parser.add_argument(
+        "--controls-per-context", type=int, default=DEFAULT_CONTROLS_PER_CONTEXT, metavar="N"
+    )
+    parser.add_argument(
+        "--min-controls", type=int, default=DEFAULT_MIN_CONTROLS, metavar="N",
+        help="fewest control cells a plate needs for BEN and CS-ARM-BN (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--allow-fallback", action="store_true",
+        help="on a plate with too few controls use ARM-BN (CS-ARM-BN) or AdaBN (BEN) instead",
+    )  # fmt: skip
+    parser.add_argument(
+        "--nucleus-diameter", type=float, metavar="D",
+        help="nucleus diameter in pixels (default: what the checkpoint was trained with)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--embeddings", action="store_true",
+        help="also write embeddings.csv (adapted features) and embeddings_unadapted.csv",
+    )  # fmt: skip
+    parser.add_argument("--plate-id", nargs="+", help="plate id per plate (default: from the files)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.set_defaults(func=run_predict)
+
+
+def _per_plate(values: list[str] | None, n: int, option: str) -> list[str | None]:
+    if not values:
+        return [None] * n
+    if len(values) != n:
+        raise PhenoadaptError(f"{len(values)} values for {option} but {n} plate(s): give one per plate.")
+    return list(values)
+
+
+def _treated_per_context(value: str | None) -> int | str | None:
+    if value is None or value == "plate":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise PhenoadaptError(
+            f"--treated-per-context {value!r}: give a number of cells or 'plate'."
+        ) from None
+
+
+def open_inputs(args: argparse.Namespace) -> tuple[list, list, list | None]:
+    """Plates, plate maps and optional cell tables named on the command line."""
+    n = len(args.plate)
+    ids = _per_plate(getattr(args, "plate_id", None), n, "--plate-id")
+    maps = _per_plate(args.platemap, n, "--platemap")
+    tables = _per_plate(getattr(args, "cells", None), n, "--cells")
+    plates, platemaps = [], []
+    for path, plate_id, map_path in zip(args.plate, ids, maps, strict=True):
+        plate = open_plate(path, plate_id=plate_id)
+        plates.append(plate)
+        platemaps.append(
+            None
+            if map_path is None
+            else read_platemap(map_path, plate_format=plate.format, plate_id=plate.plate_id)
+        )
+    cells = None
+    if any(t is not None for t in tables):
+        from ..profiles import read_table
+
+        cells = [None if t is None else read_table(t) for t in tables]
+    return plates, platemaps, cells
+
+
+def embedding_table(cells: pd.DataFrame, values) -> pd.DataFrame:
+    """Metadata, cell id and centroid of each cell, then ``emb_0..``."""
+    keep = [c for c in cells.columns if schema.is_metadata(c)]
+    keep += [c for c in (schema.CELL_ID, schema.CENTROID_Y, schema.CENTROID_X) if c in cells]
+    emb = pd.DataFrame(values, columns=[f"{schema.EMBEDDING_PREFIX}{i}" for i in range(values.shape[1])])
+    return pd.concat([cells[keep].reset_index(drop=True), emb], axis=1)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Run ``phenoadapt predict``."""
+    from ..pipeline import RunConfig, run_plates
+
+    out = Path(args.out)
+    names = ["cells", "wells", "accuracy"] + (
+        ["embeddings", "embeddings_unadapted"] if args.embeddings else []
+    )
+    targets = {n: out / RESULT_FILES.get(n, f"{n}.csv") for n in names}
+    check_writable(list(targets.values()), args.overwrite)
+    segmentation = (
+        SegmentationParams(nucleus_diameter=args.nucleus_diameter)
+        if args.nucleus_diameter
+        else None
+    )
+    config = RunConfig(
+        checkpoint=args.checkpoint if len(args.checkpoint) > 1 else args.checkpoint[0],
+        method=args.method, device=args.device, batch_size=args.batch_size,
+        treated_per_context=_treated_per_context(args.treated_per_context),
+        controls_per_context=args.controls_per_context, min_controls=args.min_controls,
+        allow_fallback=args.allow_fallback, seed=args.seed, wells=parse_wells(args.wells),
+        segmentation=segmentation, compare_unadapted=args.embeddings,
+        return_embeddings=args.embeddings,
+    )  # fmt: skip
+    plates, platemaps, cells = open_inputs(args)
+    with warnings_to_stderr(), progress_bar() as progress:
+        result = run_plates(plates, platemaps, config, cells=cells, progress=progress)
+    tables = {"cells": result.cells, "wells": result.wells}
+    if result.accuracy is not None:
+        tables["accuracy"] = result.accuracy
+    if args.embeddings and result.embeddings is not None:
+        tables["embeddings"] = embedding_table(result.cells, result.embeddings)
+        if result.embeddings_unadapted is not None:
+            tables["embeddings_unadapted"] = embedding_table(
+                result.cells, result.embeddings_unadapted
+            )
+    written = write_tables({targets[n]: t for n, t in tables.items()}, overwrite=args.overwrite)
+    report_run(result, written)
+    return 0
+
+
+def report_run(result, written: list[Path]) -> None:
+    """Methods used, accuracy, failed fields and files written."""
+    for failure, plate in zip(result.failures, result.plate_failures, strict=True):
+        print(f"phenoadapt: warning: plate {plate} {failure.well} site {failure.site} skipped: "
+              f"{failure.message}", file=sys.stderr)  # fmt: skip
+    n_cells = int(result.cells[schema.PREDICTION].notna().sum())
+    methods = ", ".join(f"{p}: {m}" for p, m in result.methods.items())
+    print(f"{n_cells} cells and {len(result.wells)} wells predicted ({methods})")
+    if result.accuracy is not None:
+        for row in result.accuracy.itertuples(index=False):
+            print(
+                f"  {getattr(row, schema.PLATE)}: cell accuracy {row.cell_accuracy:.3f} "
+                f"({row.n_cells} cells), well accuracy {row.well_accuracy:.3f} ({row.n_wells} wells)"
+            )
+    for path in written:
+        print(f"wrote {path}")

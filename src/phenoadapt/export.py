@@ -1,0 +1,200 @@
+"""Result tables to CSV, written atomically and never over an existing file unless asked.
+
+A table is first written to a temporary file in the target folder and then
+renamed into place with :func:`os.replace`, so a reader never sees half a file:
+the target either does not exist, holds the previous complete file, or holds
+the new complete file.  A crash, an error or a Cancel mid-write leaves at most
+a ``.tmp`` file that this module removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import PhenoadaptError
+
+#: File names written by :func:`export_results`.
+RESULT_FILES = {"cells": "cells.csv", "wells": "wells.csv", "accuracy": "accuracy.csv"}
+
+
+class OutputExistsError(PhenoadaptError, FileExistsError):
+    """An output file that would be replaced without ``overwrite``."""
+
+
+class OutputNotWritableError(PhenoadaptError, PermissionError):
+    """An output folder that cannot be created or written to."""
+
+
+def _writable_folder(folder: Path, what: Path) -> None:
+    """Create ``folder`` if needed; a clear error when it cannot hold files."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise OutputNotWritableError(
+            f"Cannot write {what}: {exc.filename or folder} is a file, not a folder. Choose "
+            "another output path."
+        ) from exc
+    except PermissionError as exc:
+        raise OutputNotWritableError(
+            f"Cannot create the folder {folder} for {what}: permission denied. Choose a folder "
+            "you can write to."
+        ) from exc
+    if not folder.is_dir():
+        raise OutputNotWritableError(f"Cannot write {what}: {folder} is not a folder.")
+
+
+def check_writable(paths: list[Path] | tuple[Path, ...], overwrite: bool = False) -> None:
+    """Refuse, before any work, outputs that exist (unless ``overwrite``) or cannot be written.
+
+    Raises
+    ------
+    OutputExistsError
+        An output exists and ``overwrite`` is False.
+    OutputNotWritableError
+        A folder that cannot be created or is not writable.
+    """
+    for path in paths:
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise OutputExistsError(
+                f"{path} already exists: choose another output, or pass --overwrite "
+                "(overwrite=True) to replace it."
+            )
+        if path.is_dir():
+            raise OutputNotWritableError(f"{path} is a folder: give a file name.")
+        _writable_folder(path.parent, path)
+        if not os.access(path.parent, os.W_OK):
+            raise OutputNotWritableError(
+                f"Cannot write {path}: the folder {path.parent} is read-only. Choose a folder "
+                "you can write to."
+            )
+
+
+def write_table(table: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``table`` to a CSV file atomically (no index column).
+
+    Parameters
+    ----------
+    table
+        The table.
+    path
+        Target ``.csv`` file; its folder is created if needed.
+    overwrite
+        Replace an existing file (atomically: readers see the old or the new file).
+
+    Returns
+    -------
+    Path
+        The file written.
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` exists and ``overwrite`` is False (a :class:`FileExistsError`).
+    OutputNotWritableError
+        The folder cannot be created or written to.
+    """
+    path = Path(path)
+    check_writable([path], overwrite)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except PermissionError as exc:
+        raise OutputNotWritableError(
+            f"Cannot write {path}: the folder {path.parent} is read-only. Choose a folder you "
+            "can write to."
+        ) from exc
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            table.to_csv(handle, index=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if not overwrite and path.exists():  # appeared while writing: still never replace it
+            raise OutputExistsError(f"{path} appeared while it was being written: not replaced.")
+        os.replace(tmp, path)
+    except OSError as exc:
+        if isinstance(exc, PhenoadaptError):
+            raise
+        if exc.errno == errno.ENOSPC:
+            raise OutputNotWritableError(f"No space left on the device to write {path}.") from exc
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+    return path
+
+
+def write_tables(
+    tables: Mapping[str | os.PathLike, pd.DataFrame], *, overwrite: bool = False
+) -> list[Path]:
+    """Write several tables; every target is checked before the first is written.
+
+    A failure part-way removes the files this call wrote, so a set of outputs is
+    complete or absent (with ``overwrite``, replaced files cannot be restored).
+    """
+    paths = [Path(p) for p in tables]
+    check_writable(paths, overwrite)
+    written: list[Path] = []
+    try:
+        for path, table in zip(paths, tables.values(), strict=True):
+            written.append(write_table(table, path, overwrite=overwrite))
+    except BaseException:
+        if not overwrite:
+            for path in written:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        raise
+    return written
+
+
+def result_tables(result: Any) -> dict[str, pd.DataFrame]:
+    """The tables of a :class:`~phenoadapt.pipeline.RunResult` worth saving, by name."""
+    tables = {"cells": result.cells, "wells": result.wells}
+    if getattr(result, "accuracy", None) is not None:
+        tables["accuracy"] = result.accuracy
+    return tables
+
+
+def export_results(
+    result: Any, out_dir: str | os.PathLike, *, overwrite: bool = False
+) -> dict[str, Path]:
+    """Write ``cells.csv``, ``wells.csv`` and (when known) ``accuracy.csv`` of a run.
+
+    Parameters
+    ----------
+    result
+        A :class:`~phenoadapt.pipeline.RunResult`.
+    out_dir
+        Folder receiving the files (created if needed).
+    overwrite
+        Replace existing files.
+
+    Returns
+    -------
+    dict
+        Table name -> file written.
+    """
+    out = Path(out_dir)
+    tables = result_tables(result)
+    targets = {out / RESULT_FILES[name]: table for name, table in tables.items()}
+    written = write_tables(targets, overwrite=overwrite)
+    return dict(zip(tables, written, strict=True))
+
+
+__all__ = [
+    "RESULT_FILES",
+    "OutputExistsError",
+    "OutputNotWritableError",
+    "check_writable",
+    "export_results",
+    "result_tables",
+    "write_table",
+    "write_tables",
+]

@@ -1,0 +1,531 @@
+"""Plates -> cells -> adapted predictions, embeddings and tables: the one job behind CLI and GUI.
+
+For each plate: check that the checkpoint fits (channels, classes, controls),
+segment every field (or take the cells of a given table) and cut crops the
+checkpoint's size, predict every cell with the chosen batch-norm method
+(CS-ARM-BN by default: statistics of 64 treated + 128 control cells of the
+same plate), then summarize per well and score against the plate map's MoA
+where it is known.  Plates run one after the other, so only one plate's crops
+are in memory at a time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import schema
+from ..adapt.methods import (
+    DEFAULT_CONTROLS_PER_CONTEXT,
+    DEFAULT_MIN_CONTROLS,
+    METHODS,
+    Method,
+    parse_method,
+    predict_plate,
+    summarize_wells,
+)
+from ..cells.params import SegmentationParams
+from ..cells.process import FieldFailure
+from ..errors import ContextError, ModelError, PhenoadaptError
+from ..nn.runtime import forward_in_batches, is_oom, iter_batches, select_device
+from ..plate.model import Plate
+from ..progress import CancelFn, ProgressFn, check_cancel
+from ..train.augment import center_crop
+from ..train.checkpoint import Checkpoint, check_classes
+from ..train.predict import load_ensemble
+from .crops import checkpoint_crop_params, field_count, plate_crops
+
+CLASSIFIER_FAMILY = "resnet"
+
+
+@dataclass
+class RunConfig:
+    """Settings of a prediction run.
+
+    Attributes
+    ----------
+    checkpoint
+        A classifier checkpoint (``.safetensors``), or a list of them averaged as
+        an ensemble; None = the shipped demo model.
+    method
+        ``erm``, ``adabn``, ``arm-bn``, ``ben`` or ``cs-arm-bn`` (default).
+    device
+        ``auto`` (CUDA when available), ``cpu``, ``cuda``...
+    batch_size
+        Crops per forward pass (halved on out-of-memory errors).
+    treated_per_context, controls_per_context, min_controls, allow_fallback, seed
+        Plate contexts (see :func:`phenoadapt.adapt.plan_contexts`).
+    wells
+        Wells to predict; every imaged well when None.
+    segmentation
+        Segmentation parameters; None: those the checkpoint was trained with
+        (its metadata ``extra["segmentation"]``), else the defaults.
+    compare_unadapted
+        Also compute features with the training statistics (ERM) for "before"
+        views next to the adapted ones.
+    return_embeddings
+        Return the adapted pooled features (single checkpoints only).
+    """
+
+    checkpoint: str | os.PathLike | Sequence[str | os.PathLike] | None = None
+    method: str = "cs-arm-bn"
+    device: str = "auto"
+    batch_size: int = 256
+    treated_per_context: int | str | None = None
+    controls_per_context: int = DEFAULT_CONTROLS_PER_CONTEXT
+    min_controls: int = DEFAULT_MIN_CONTROLS
+    allow_fallback: bool = False
+    seed: int = 0
+    wells: list[str] | None = None
+    segmentation: SegmentationParams | None = None
+    compare_unadapted: bool = True
+    return_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        self.method = parse_method(self.method).value
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}.")
+        if self.min_controls < 1 or self.controls_per_context < 1:
+            raise ValueError("min_controls and controls_per_context must be at least 1.")
+
+
+@dataclass
+class RunResult:
+    """Predictions of one or more plates.
+
+    Attributes
+    ----------
+    cells
+        One row per cell: metadata, ``cell_id`` (label value in the field's cell
+        label image from :func:`phenoadapt.cells.segment_field` with the same
+        parameters), centroid, ``adapt_method``, ``prob_<class>``,
+        ``predicted_moa``, ``confidence``, ``uncertainty``.
+    wells
+        One row per (plate, well): ``n_cells``, mean probabilities, prediction,
+        confidence, uncertainty, ``agreement`` and the well's metadata.
+    classes
+        Class names of the checkpoint.
+    methods
+        Method actually used per plate (after a fallback).
+    embeddings, embeddings_unadapted
+        ``(n_cells, d)`` features under the adapted and the training statistics
+        (rows aligned with ``cells``; NaN for cells not predicted); None when not
+        asked for or with an ensemble.
+    accuracy
+        Per plate: ``n_cells``, ``cell_accuracy``, ``n_wells``, ``well_accuracy``
+        over treated cells whose MoA the checkpoint knows; None when no plate has one.
+    failures
+        Fields that failed (the rest of their plate ran), as ``FieldFailure``
+        with the plate in ``plate_failures``.
+    plate_failures
+        Plate id of each entry of ``failures``.
+    segmentation
+        The segmentation parameters used (what reproduces ``cell_id`` labels).
+    """
+
+    cells: pd.DataFrame
+    wells: pd.DataFrame
+    classes: tuple[str, ...]
+    methods: dict[str, str]
+    embeddings: np.ndarray | None = field(default=None, repr=False)
+    embeddings_unadapted: np.ndarray | None = field(default=None, repr=False)
+    accuracy: pd.DataFrame | None = None
+    failures: list[FieldFailure] = field(default_factory=list)
+    plate_failures: list[str] = field(default_factory=list)
+    segmentation: SegmentationParams | None = None
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def load_models(config: RunConfig) -> list[Checkpoint]:
+    """Load the checkpoint(s) of a run on its device; :class:`ModelError` if unfit."""
+    paths = config.checkpoint
+    if paths is None:
+        from ..demo import demo_model_path
+
+        paths = demo_model_path()
+    checkpoints = load_ensemble(paths, device=select_device(config.device))
+    for ckpt in checkpoints:
+        family = ckpt.metadata.network.get("family")
+        if family != CLASSIFIER_FAMILY or not hasattr(ckpt.model, "classify"):
+            raise ModelError(
+                f"{ckpt.path} holds a {family!r} network, not an MoA classifier: predictions "
+                "need a checkpoint written by `phenoadapt train` (PhenoProfiler checkpoints "
+                "go to `phenoadapt embed`)."
+            )
+    return checkpoints
+
+
+def _check_plate(
+    plate: Plate, platemap: Any | None, checkpoints: list[Checkpoint], config: RunConfig
+) -> None:
+    """Every check that needs no pixel: channels, classes and control wells."""
+    meta = checkpoints[0].metadata
+    checkpoint_crop_params(meta, plate)  # channels and crop size
+    if platemap is None:
+        if METHODS[parse_method(config.method)].needs_controls and not config.allow_fallback:
+            raise ContextError(
+                f"Plate {plate.plate_id} has no plate map, so its negative controls are unknown: "
+                f"{METHODS[parse_method(config.method)].label} needs them. Give the plate map "
+                "(--platemap), choose a method without controls (erm, adabn, arm-bn), or allow "
+                "the fallback (--allow-fallback; RunConfig(allow_fallback=True))."
+            )
+        return
+    try:
+        check_classes(meta, platemap.moas("treated"))
+    except ModelError as exc:
+        raise ModelError(f"Plate {plate.plate_id}: {exc}") from None
+    imaged = set(config.wells) if config.wells is not None else set(plate.wells)
+    method = parse_method(config.method)
+    controls = [w for w in platemap.controls if w in imaged]
+    if METHODS[method].needs_controls and not controls and not config.allow_fallback:
+        raise ContextError(
+            f"Plate {plate.plate_id}: the plate map marks no imaged well as a negative control, "
+            f"and {METHODS[method].label} needs at least {config.min_controls} control cells. "
+            f"Mark the DMSO wells with role 'control' in the plate map, or allow the fallback "
+            f"to {METHODS[METHODS[method].fallback].label} (--allow-fallback; "
+            "RunConfig(allow_fallback=True))."
+        )
+
+
+def _check_control_cells(plate_id: str, table: pd.DataFrame, config: RunConfig) -> None:
+    """Too few control *cells* (after segmentation) -> a message saying how many are needed."""
+    method = parse_method(config.method)
+    info = METHODS[method]
+    if not info.needs_controls or config.allow_fallback:
+        return
+    n = int((table[schema.ROLE].astype(str).str.lower() == schema.Role.CONTROL.value).sum())
+    if n < config.min_controls:
+        raise ContextError(
+            f"Plate {plate_id} has {n} control cells but {info.label} needs at least "
+            f"{config.min_controls} (min_controls): image more control wells, mark more wells "
+            f"as controls, lower --min-controls, or allow the fallback to "
+            f"{METHODS[info.fallback].label} (--allow-fallback; RunConfig(allow_fallback=True))."
+        )
+
+
+def segmentation_for(config: RunConfig, checkpoint: Checkpoint) -> SegmentationParams:
+    """The run's segmentation: the config's, else the checkpoint's training one, else defaults."""
+    if config.segmentation is not None:
+        return config.segmentation
+    recorded = checkpoint.metadata.extra.get("segmentation")
+    if isinstance(recorded, dict):
+        known = {f.name for f in fields(SegmentationParams)}
+        try:
+            return SegmentationParams(**{k: v for k, v in recorded.items() if k in known})
+        except (TypeError, ValueError, PhenoadaptError):
+            pass  # a checkpoint from another version: fall back to the defaults
+    return SegmentationParams()
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def _unadapted_features(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    rows: np.ndarray,
+    input_size: int | None,
+    batch_size: int,
+    progress: ProgressFn | None,
+    cancel: CancelFn | None,
+) -> np.ndarray:
+    """Pooled features with the training running statistics, reported as stage ``predict``."""
+    device = next(iter(model.parameters())).device
+    model.eval()
+    parts = []
+    slices = list(iter_batches(len(rows), batch_size))
+    for i, sl in enumerate(slices):
+        check_cancel(cancel, "Prediction")
+        batch = torch.from_numpy(np.ascontiguousarray(images[rows[sl]], dtype=np.float32))
+        (out,) = forward_in_batches(
+            lambda x: model.embed(center_crop(x, input_size)), batch, batch_size=batch_size,
+            device=device, cancel=cancel,
+        )  # fmt: skip
+        parts.append(out.numpy())
+        if progress is not None:
+            progress("predict", i + 1, len(slices))
+    return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
+
+
+def _predict_one(
+    images: np.ndarray,
+    table: pd.DataFrame,
+    checkpoints: list[Checkpoint],
+    config: RunConfig,
+    progress: ProgressFn | None,
+    cancel: CancelFn | None,
+) -> tuple[Any, np.ndarray | None]:
+    """Adapted predictions of one plate's crops, and the unadapted features when asked."""
+    meta = checkpoints[0].metadata
+    single = len(checkpoints) == 1
+    predictions = predict_plate(
+        [c.model for c in checkpoints], images, table, meta.classes, config.method,
+        treated_per_context=config.treated_per_context,
+        controls_per_context=config.controls_per_context, min_controls=config.min_controls,
+        allow_fallback=config.allow_fallback, seed=config.seed, batch_size=config.batch_size,
+        input_size=meta.input_size, device=None,
+        return_embeddings=single and config.return_embeddings, progress=progress, cancel=cancel,
+    )  # fmt: skip
+    unadapted = None
+    if single and config.compare_unadapted:
+        done = np.isfinite(predictions.cells[f"{schema.PROB_PREFIX}{meta.classes[0]}"].to_numpy())
+        rows = np.flatnonzero(done)
+        feats = _unadapted_features(
+            checkpoints[0].model, images, rows, meta.input_size, config.batch_size, progress,
+            cancel,
+        )  # fmt: skip
+        unadapted = np.full((len(table), feats.shape[1]), np.nan, dtype=np.float32)
+        unadapted[rows] = feats
+    elif progress is not None:
+        progress("predict", 1, 1)
+    return predictions, unadapted
+
+
+def accuracy_table(
+    cells: pd.DataFrame, wells: pd.DataFrame, classes: Sequence[str]
+) -> pd.DataFrame | None:
+    """Accuracy per plate of treated cells and wells whose MoA is among ``classes``.
+
+    Returns
+    -------
+    pandas.DataFrame or None
+        ``Metadata_Plate``, ``adapt_method``, ``n_cells``, ``cell_accuracy``,
+        ``n_wells``, ``well_accuracy``; None when no treated cell has a known MoA.
+    """
+    if schema.MOA not in cells.columns or schema.ROLE not in cells.columns:
+        return None
+
+    def scored(table: pd.DataFrame) -> pd.DataFrame:
+        treated = table[schema.ROLE].astype(str).str.lower() == schema.Role.TREATED.value
+        known = table[schema.MOA].astype(str).isin(list(classes))
+        return table[treated & known & table[schema.PREDICTION].notna()]
+
+    cell_rows, well_rows = scored(cells), scored(wells)
+    if cell_rows.empty:
+        return None
+    rows = []
+    for plate, group in cell_rows.groupby(schema.PLATE, sort=True):
+        on_plate = well_rows[well_rows[schema.PLATE] == plate]
+        rows.append(
+            {
+                schema.PLATE: plate,
+                "adapt_method": str(group["adapt_method"].iloc[0]),
+                "n_cells": len(group),
+                "cell_accuracy": float((group[schema.PREDICTION] == group[schema.MOA]).mean()),
+                "n_wells": len(on_plate),
+                "well_accuracy": float(
+                    (on_plate[schema.PREDICTION] == on_plate[schema.MOA]).mean()
+                )
+                if len(on_plate)
+                else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def run_plates(
+    plates: Sequence[Plate],
+    platemaps: Sequence[Any | None] | None,
+    config: RunConfig | None = None,
+    *,
+    cells: Sequence[pd.DataFrame | None] | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> RunResult:
+    """Adapted MoA predictions of every cell and well of some plates.
+
+    Parameters
+    ----------
+    plates
+        Plates from :func:`phenoadapt.plate.open_plate`.
+    platemaps
+        One plate map (or None) per plate; roles mark the negative controls.
+    config
+        :class:`RunConfig` (default: the demo model with CS-ARM-BN).
+    cells
+        Optional per-cell table per plate (e.g. ``phenoadapt segment``) whose
+        centroids are cropped instead of segmenting.
+    progress
+        ``progress(stage, done, total)``: ``"segment"`` (fields of all plates),
+        ``"adapt"`` (contexts of the current plate), ``"predict"`` (batches of
+        the unadapted pass of the current plate).
+    cancel
+        Polled before every field, context and batch; raises
+        :class:`~phenoadapt.errors.Cancelled`.
+
+    Returns
+    -------
+    RunResult
+
+    Raises
+    ------
+    ModelError
+        Not a classifier checkpoint, or channels or classes that do not fit a plate.
+    ContextError
+        No or too few controls for the method (unless ``allow_fallback``), NaN or
+        constant crops.
+    CellsError
+        A plate where no cell was found.
+    """
+    config = config or RunConfig()
+    results = run_methods(
+        plates, platemaps, [config.method], config, cells=cells, progress=progress, cancel=cancel
+    )
+    return results[config.method]
+
+
+def run_methods(
+    plates: Sequence[Plate],
+    platemaps: Sequence[Any | None] | None,
+    methods: Sequence[str],
+    config: RunConfig | None = None,
+    *,
+    cells: Sequence[pd.DataFrame | None] | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> dict[str, RunResult]:
+    """Like :func:`run_plates` for several methods, segmenting each plate once.
+
+    Parameters
+    ----------
+    methods
+        Method names (``config.method`` is ignored); the result maps each
+        (canonical) name to its :class:`RunResult`.
+    plates, platemaps, config, cells, progress, cancel
+        See :func:`run_plates`.
+    """
+    config = config or RunConfig()
+    methods = list(dict.fromkeys(parse_method(m).value for m in methods))
+    if not methods:
+        raise PhenoadaptError("No method given: choose among erm, adabn, arm-bn, ben, cs-arm-bn.")
+    configs = {m: replace(config, method=m) for m in methods}
+    plates = list(plates)
+    platemaps = [None] * len(plates) if platemaps is None else list(platemaps)
+    cell_tables = [None] * len(plates) if cells is None else list(cells)
+    if not plates:
+        raise PhenoadaptError("No plate given: pass at least one plate.")
+    if len(platemaps) != len(plates) or len(cell_tables) != len(plates):
+        raise PhenoadaptError(
+            f"{len(plates)} plates but {len(platemaps)} plate maps and {len(cell_tables)} cell "
+            "tables: give one plate map (or None) per plate."
+        )
+    ids = [p.plate_id for p in plates]
+    if len(set(ids)) != len(ids):
+        raise PhenoadaptError(f"Plate ids must differ to tell the plates apart, got {ids}.")
+    checkpoints = load_models(config)
+    meta = checkpoints[0].metadata
+    for plate, platemap in zip(plates, platemaps, strict=True):
+        for method_config in configs.values():  # every check before any pixel is read
+            _check_plate(plate, platemap, checkpoints, method_config)
+
+    segmentation = segmentation_for(config, checkpoints[0])
+    total_fields = sum(field_count(p, config.wells) for p in plates)
+    parts: dict[str, list[tuple[Any, np.ndarray | None]]] = {m: [] for m in methods}
+    failures: list[FieldFailure] = []
+    failure_plates: list[str] = []
+    fields_before = 0
+    with torch.inference_mode():
+        for plate, platemap, table in zip(plates, platemaps, cell_tables, strict=True):
+
+            def report(_stage: str, done: int, _total: int, base: int = fields_before) -> None:
+                if progress is not None:
+                    progress("segment", base + done, total_fields)
+
+            crops = plate_crops(
+                plate, checkpoint_crop_params(meta, plate), platemap=platemap,
+                segmentation=segmentation, wells=config.wells, cells=table,
+                batch_size=config.batch_size, progress=report, cancel=cancel,
+            )  # fmt: skip
+            fields_before += field_count(plate, config.wells)
+            failures += crops.failures
+            failure_plates += [plate.plate_id] * len(crops.failures)
+            for method, method_config in configs.items():
+                _check_control_cells(plate.plate_id, crops.table, method_config)
+                parts[method].append(
+                    _predict_guarded(
+                        plate.plate_id, crops.images, crops.table, checkpoints, method_config,
+                        progress, cancel,
+                    )
+                )  # fmt: skip
+            del crops
+    results = {}
+    for method in methods:
+        result = _merge(parts[method], meta.classes, list(failures), list(failure_plates))
+        result.segmentation = segmentation
+        results[method] = result
+    return results
+
+
+def _predict_guarded(
+    plate_id: str,
+    images: np.ndarray,
+    table: pd.DataFrame,
+    checkpoints: list[Checkpoint],
+    config: RunConfig,
+    progress: ProgressFn | None,
+    cancel: CancelFn | None,
+) -> tuple[Any, np.ndarray | None]:
+    """:func:`_predict_one`, with an out-of-memory error that persists turned into a message."""
+    try:
+        return _predict_one(images, table, checkpoints, config, progress, cancel)
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if not is_oom(exc):
+            raise
+        raise PhenoadaptError(
+            f"Out of memory while predicting plate {plate_id}, even after halving the batch "
+            "size down to 1: use a device with more memory (--device cpu) or fewer controls per "
+            f"context (now {config.controls_per_context})."
+        ) from exc
+
+
+def _merge(
+    parts: list[tuple[Any, np.ndarray | None]],
+    classes: tuple[str, ...],
+    failures: list[FieldFailure],
+    failure_plates: list[str],
+) -> RunResult:
+    """One result from the per-plate predictions."""
+    cells = pd.concat([p.cells for p, _ in parts], ignore_index=True)
+    wells = summarize_wells(cells, classes)
+    methods: dict[str, str] = {}
+    for p, _ in parts:
+        methods.update({plate: Method(m).value for plate, m in p.methods.items()})
+
+    def stack(arrays: list[np.ndarray | None]) -> np.ndarray | None:
+        return None if any(a is None for a in arrays) else np.concatenate(arrays)
+
+    return RunResult(
+        cells=cells,
+        wells=wells,
+        classes=tuple(classes),
+        methods=methods,
+        embeddings=stack([p.embeddings for p, _ in parts]),
+        embeddings_unadapted=stack([u for _, u in parts]),
+        accuracy=accuracy_table(cells, wells, classes),
+        failures=failures,
+        plate_failures=failure_plates,
+    )
+
+
+def run_plate(
+    plate: Plate,
+    platemap: Any | None = None,
+    config: RunConfig | None = None,
+    *,
+    cells: pd.DataFrame | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> RunResult:
+    """Adapted predictions of one plate (see :func:`run_plates`)."""
+    return run_plates(
+        [plate], [platemap], config, cells=None if cells is None else [cells],
+        progress=progress, cancel=cancel,
+    )  # fmt: skip

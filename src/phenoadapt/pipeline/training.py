@@ -1,0 +1,289 @@
+"""Plates and plate maps -> crops -> a trained classifier checkpoint (ERM, ARM-BN or CS-ARM-BN).
+
+Every plate is segmented (or its cells taken from a table), one crop per cell is
+cut in the Cell Painting channel order, the input normalization is fitted on the
+training plates' crops, and :func:`phenoadapt.train.train_model` trains a ResNet
+with plate episodes.  The checkpoint records the crop size and channels, so
+:func:`phenoadapt.pipeline.run_plates` cuts the same crops at test time.
+
+Under ``torchrun`` every process segments the plates (the same crops, in the
+same order) and takes its share of each step's episodes; rank 0 writes the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import schema
+from ..cells.crops import CropParams
+from ..cells.params import SegmentationParams
+from ..cells.process import FieldFailure
+from ..errors import PhenoadaptError, PlateMapError
+from ..nn import ResNetConfig, build_resnet, fit_normalization
+from ..plate.model import Plate
+from ..progress import CancelFn, ProgressFn
+from ..train import CellData, TrainConfig, TrainResult, save_checkpoint, split_plates, train_model
+from ..train import distributed as dist_utils
+from ..train.checkpoint import SUFFIX
+from .crops import field_count, model_channels, plate_crops
+
+
+class CheckpointExistsError(PhenoadaptError, FileExistsError):
+    """A checkpoint file that training would replace."""
+
+
+@dataclass
+class TrainRunConfig:
+    """Settings of :func:`train_plates`.
+
+    Attributes
+    ----------
+    method
+        ``cs-arm-bn`` (default), ``arm-bn`` or ``erm``.
+    arch, width, stem
+        ResNet architecture (``resnet10``...), first-stage width and stem.
+    crop_size, crop_scale
+        Crops cut around each cell (pixels) and the resampling before cutting.
+    input_size
+        Random crop of this size during training, centre crop at test time;
+        None uses crops whole.
+    max_epochs, patience, lr
+        Training length, early stopping (on validation plates) and learning rate.
+    treated_per_episode, controls_per_episode, plates_per_step
+        Episode sizes (64 treated + 128 controls per plate, 8 plates per step).
+    max_steps_per_epoch
+        Cap on optimizer steps per epoch (quick runs).
+    validation_plates
+        Plate ids held out for early stopping; None: ``n_validation`` drawn at random.
+    n_validation
+        Plates held out when ``validation_plates`` is None (0: train on all, no early stop).
+    wells
+        Wells used on every plate; all imaged wells when None.
+    segmentation
+        Segmentation parameters; defaults when None.
+    batch_size
+        Crops gathered per step of the crop stream.
+    seed, device
+        Seed of everything random; ``auto``/``cpu``/``cuda``.
+    overwrite
+        Replace an existing checkpoint file.
+    extra
+        JSON-ready notes stored in the checkpoint metadata.
+    """
+
+    method: str = "cs-arm-bn"
+    arch: str = "resnet10"
+    width: int = 16
+    stem: str = "small"
+    crop_size: int = 48
+    crop_scale: float = 1.0
+    input_size: int | None = 40
+    max_epochs: int = 30
+    patience: int = 8
+    lr: float = 1e-3
+    treated_per_episode: int = 64
+    controls_per_episode: int = 128
+    plates_per_step: int = 8
+    max_steps_per_epoch: int | None = None
+    validation_plates: list[str] | None = None
+    n_validation: int = 0
+    wells: list[str] | None = None
+    segmentation: SegmentationParams | None = None
+    batch_size: int = 256
+    seed: int = 0
+    device: str = "auto"
+    overwrite: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def train_config(self) -> TrainConfig:
+        """The :class:`~phenoadapt.train.TrainConfig` of this run."""
+        return TrainConfig(
+            method=self.method, max_epochs=self.max_epochs, patience=self.patience, lr=self.lr,
+            treated_per_episode=self.treated_per_episode,
+            controls_per_episode=self.controls_per_episode, plates_per_step=self.plates_per_step,
+            input_size=self.input_size, seed=self.seed, device=self.device,
+            max_steps_per_epoch=self.max_steps_per_epoch,
+        )  # fmt: skip
+
+
+@dataclass
+class TrainRunResult:
+    """Outcome of :func:`train_plates`.
+
+    Attributes
+    ----------
+    path
+        The checkpoint written.
+    result
+        The trainer's result (model, history, best epoch...).
+    cells_per_plate
+        Number of crops per plate.
+    failures
+        Fields that failed, with their plate in ``plate_failures``.
+    """
+
+    path: Path
+    result: TrainResult
+    cells_per_plate: dict[str, int]
+    failures: list[FieldFailure] = field(default_factory=list)
+    plate_failures: list[str] = field(default_factory=list)
+
+
+def checkpoint_target(out: str | os.PathLike, overwrite: bool) -> Path:
+    """The checkpoint path (``.safetensors`` added), refused when it exists and not ``overwrite``."""
+    path = Path(out)
+    if not path.suffix:
+        path = path.with_suffix(SUFFIX)
+    if path.exists() and not overwrite:
+        raise CheckpointExistsError(
+            f"{path} already exists: choose another --out, or pass --overwrite "
+            "(overwrite=True) to replace it."
+        )
+    if path.exists() and path.is_dir():
+        raise CheckpointExistsError(f"{path} is a folder: give a file name for the checkpoint.")
+    return path
+
+
+def _gather_crops(
+    plates: Sequence[Plate],
+    platemaps: Sequence[Any],
+    config: TrainRunConfig,
+    cells: Sequence[pd.DataFrame | None],
+    progress: ProgressFn | None,
+    cancel: CancelFn | None,
+) -> tuple[np.ndarray, pd.DataFrame, tuple[str, ...], list[FieldFailure], list[str]]:
+    """Crops of every plate in the model's channel order, with their per-cell table."""
+    picked, names = model_channels(plates[0])
+    for plate in plates[1:]:
+        if model_channels(plate)[1] != names:
+            raise PlateMapError(
+                f"Plate {plate.plate_id} has channels {model_channels(plate)[1]} but plate "
+                f"{plates[0].plate_id} has {names}: training plates must share their channels."
+            )
+    total = sum(field_count(p, config.wells) for p in plates)
+    images, tables, failures, failure_plates = [], [], [], []
+    before = 0
+    for plate, platemap, table in zip(plates, platemaps, cells, strict=True):
+        own, _ = model_channels(plate)
+        crop = CropParams(
+            size=config.crop_size, scale=config.crop_scale,
+            channels=tuple(plate.channels[i].name for i in own),
+        )  # fmt: skip
+
+        def report(_stage: str, done: int, _total: int, base: int = before) -> None:
+            if progress is not None:
+                progress("segment", base + done, total)
+
+        crops = plate_crops(
+            plate, crop, platemap=platemap, segmentation=config.segmentation, wells=config.wells,
+            cells=table, batch_size=config.batch_size, progress=report, cancel=cancel,
+        )  # fmt: skip
+        before += field_count(plate, config.wells)
+        images.append(crops.images)
+        tables.append(crops.table)
+        failures += crops.failures
+        failure_plates += [plate.plate_id] * len(crops.failures)
+    return np.concatenate(images), pd.concat(tables, ignore_index=True), names, failures, \
+        failure_plates  # fmt: skip
+
+
+def train_plates(
+    plates: Sequence[Plate],
+    platemaps: Sequence[Any],
+    config: TrainRunConfig | None,
+    out: str | os.PathLike,
+    *,
+    cells: Sequence[pd.DataFrame | None] | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> TrainRunResult:
+    """Train an MoA classifier on plates with plate maps and write its checkpoint.
+
+    Parameters
+    ----------
+    plates, platemaps
+        Training (and validation) plates and one plate map each (roles and MoAs).
+    config
+        :class:`TrainRunConfig` (default: CS-ARM-BN ResNet-10, 48-pixel crops).
+    out
+        Checkpoint file (``.safetensors``); never replaced unless ``config.overwrite``.
+    cells
+        Optional per-cell table per plate whose centroids are cropped instead of segmenting.
+    progress
+        ``progress(stage, done, total)``: ``"segment"`` (fields), ``"train"``
+        (optimizer steps), ``"epoch"``.
+    cancel
+        Polled before every field and step; raises :class:`~phenoadapt.errors.Cancelled`
+        (no checkpoint is written).
+
+    Returns
+    -------
+    TrainRunResult
+    """
+    config = config or TrainRunConfig()
+    train_config = config.train_config()  # validates the method before any work
+    path = checkpoint_target(out, config.overwrite)
+    plates, platemaps = list(plates), list(platemaps)
+    cells = [None] * len(plates) if cells is None else list(cells)
+    if not plates or len(platemaps) != len(plates) or len(cells) != len(plates):
+        raise PhenoadaptError(
+            f"{len(plates)} plates and {len(platemaps)} plate maps: training needs at least one "
+            "plate and exactly one plate map per plate (roles and MoAs)."
+        )
+    for plate, platemap in zip(plates, platemaps, strict=True):
+        if platemap is None:
+            raise PlateMapError(
+                f"Plate {plate.plate_id} has no plate map: training needs each well's role and MoA."
+            )
+    images, table, names, failures, failure_plates = _gather_crops(
+        plates, platemaps, config, cells, progress, cancel
+    )
+    data = CellData.from_table(images, table, channel_names=names)
+    if config.validation_plates is not None:
+        val_ids = sorted(str(p) for p in config.validation_plates)
+        unknown = sorted(set(val_ids) - set(data.plates))
+        if unknown or len(val_ids) >= len(data.plates):
+            raise PhenoadaptError(
+                f"Validation plates {val_ids} must be among the plates {data.plates} and leave "
+                "at least one for training."
+            )
+        train_ids = [p for p in data.plates if p not in val_ids]
+    else:
+        train_ids, val_ids = split_plates(data.plates, config.n_validation, seed=config.seed)
+    train, val = data.subset(train_ids), (data.subset(val_ids) if val_ids else None)
+    network = ResNetConfig(
+        config.arch, len(names), len(data.classes), width=config.width, stem=config.stem,
+        normalization=fit_normalization(train.images, seed=config.seed),
+    )  # fmt: skip
+    model = build_resnet(network, seed=config.seed)
+    result = train_model(
+        model, train, val, train_config, crop_size=config.crop_size, progress=progress,
+        cancel=cancel,
+    )  # fmt: skip
+    meta = result.checkpoint_metadata(crop_size=config.crop_size)
+    meta.extra.update(
+        {
+            "crop_scale": config.crop_scale,
+            "segmentation": asdict(config.segmentation or SegmentationParams()),
+            "cells_per_plate": table[schema.PLATE].value_counts().sort_index().to_dict(),
+            **config.extra,
+        }
+    )
+    if dist_utils.is_main_process():
+        checkpoint_target(path, config.overwrite)  # a file that appeared while training
+        save_checkpoint(path, result.model, meta)
+    dist_utils.barrier()
+    return TrainRunResult(
+        path=path,
+        result=result,
+        cells_per_plate={str(k): int(v) for k, v in meta.extra["cells_per_plate"].items()},
+        failures=failures,
+        plate_failures=failure_plates,
+    )
