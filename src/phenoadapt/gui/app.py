@@ -90,6 +90,10 @@ def launch(
 
         made = make_demo_plates(demo_dir, reuse=True)
         paths = [*made.plates, *paths]
+    from ..plate import open_plate
+
+    for path in paths:  # fail with the reader's message before a window opens
+        open_plate(path, **({"pattern": pattern} if pattern else {}))
     viewer = napari.Viewer(title="phenoadapt", show=show)
     add_docks(viewer)
     open_plates(viewer, paths, pattern)
