@@ -84,21 +84,23 @@ def make_model(kind: str, norm, n_classes: int, seed: int) -> torch.nn.Module:
     return build_abra(AbraNetConfig(resnet=resnet), seed=seed)
 
 
-def train_config(kind: str, seed: int, epochs: int, steps: int) -> TrainConfig:
+def train_config(
+    kind: str, seed: int, epochs: int, steps: int, epsilon: float = 1.0
+) -> TrainConfig:
     method = "cs-arm-bn" if kind in ("cs-arm-bn", "abra+cs") else "erm"
     abra = {
         "margin": AbraConfig(epsilon=0.0),
-        "abra": AbraConfig(),
-        "abra+cs": AbraConfig(),
+        "abra": AbraConfig(epsilon=epsilon),
+        "abra+cs": AbraConfig(epsilon=epsilon),
     }.get(kind)
     return TrainConfig(
         method=method, max_epochs=epochs, patience=3, treated_per_episode=64,
-        controls_per_episode=64, plates_per_step=2, max_steps_per_epoch=steps,
+        controls_per_episode=64, plates_per_step=1, max_steps_per_epoch=steps,
         val_controls_per_context=64, device="cpu", seed=seed, abra=abra,
     )  # fmt: skip
 
 
-def run(data: CellData, kinds: list[str], seeds: list[int], epochs: int, steps: int):
+def run(data, kinds, seeds, epochs, steps, epsilon=1.0, report=None) -> pd.DataFrame:
     train, val, test = data.subset(TRAIN), data.subset(VAL), data.subset(TEST)
     norm = fit_normalization(train.images)
     rows = []
@@ -106,7 +108,9 @@ def run(data: CellData, kinds: list[str], seeds: list[int], epochs: int, steps: 
         for kind in kinds:
             start = time.perf_counter()
             model = make_model(kind, norm, len(data.classes), seed)
-            result = train_model(model, train, val, train_config(kind, seed, epochs, steps))
+            result = train_model(
+                model, train, val, train_config(kind, seed, epochs, steps, epsilon)
+            )
             seconds = time.perf_counter() - start
             row = {"model": kind, "seed": seed, "train_s": seconds,
                    "val_acc": result.history[result.best_epoch - 1]["val_accuracy"]}  # fmt: skip
@@ -115,7 +119,11 @@ def run(data: CellData, kinds: list[str], seeds: list[int], epochs: int, steps: 
                     result.model, test, method, controls_per_context=64, seed=seed
                 ).accuracy
             rows.append(row)
-            print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
+            if report is not None:
+                report(pd.DataFrame(rows))
+            print(
+                {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True
+            )
     return pd.DataFrame(rows)
 
 
@@ -152,28 +160,13 @@ def markdown(frame: pd.DataFrame) -> list[str]:
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, fewer steps")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per epoch")
-    parser.add_argument("--with-abra-cs", action="store_true", help="also ABRA on CS episodes")
-    parser.add_argument("--cache", type=Path, default=None, help="keep generated crops here")
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args()
-    torch.set_num_threads(1)  # a shared machine; also makes timings comparable
-    seeds = [args.seeds[0]] if args.quick else args.seeds
-    epochs, steps = (3, 15) if args.quick else (args.epochs, args.steps)
-    kinds = ["erm", "margin", "abra", "cs-arm-bn"] + (["abra+cs"] if args.with_abra_cs else [])
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = args.cache or Path(tmp)
-        cache.mkdir(parents=True, exist_ok=True)
-        data = load_crops(cache, seed=0)
-        results = run(data, kinds, seeds, epochs, steps)
+def report_text(
+    data: CellData, results: pd.DataFrame, epochs: int, steps: int, epsilon: float = 1.0
+) -> str:
     counts = data.table.groupby(schema.PLATE).size()
     machine = f"{platform.machine()}, 1 torch thread, torch {torch.__version__}"
-    text = "\n".join(
+    seeds = sorted(results["seed"].unique().tolist())
+    return "\n".join(
         [
             "# ABRA benchmark: held-out lab on synthetic Cell Painting plates",
             "",
@@ -182,9 +175,10 @@ def main() -> None:
             f"{counts.max()} per plate), {len(data.classes)} MoA classes, crops "
             f"{CROP.size} px at scale {CROP.scale}. Train {', '.join(TRAIN)}; validation "
             f"{VAL[0]}; test {', '.join(TEST)} (lab3 unseen). ResNet-10 width 8; "
-            f"{epochs} epochs x {steps} steps x 2 episodes of 64 treated cells (+64 controls "
-            f"for CS-ARM-BN), early stopping on validation loss (patience 3). Seeds {seeds}; "
-            "mean +- std.",
+            f"{epochs} epochs x {steps} steps of one episode of 64 treated cells (+64 controls "
+            "for CS-ARM-BN), early stopping on validation loss (patience 3). "
+            f"ABRA: epsilon {epsilon}, 1 ascent step, CosFace s=16 m=0.2, cosine+moments alignment. Seeds {seeds}; "
+            "mean +- std (population std over seeds).",
             "",
             *table(results),
             "",
@@ -194,8 +188,36 @@ def main() -> None:
             "",
         ]
     )
-    args.out.write_text(text)
-    print(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 seed, fewer steps")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=50, help="optimizer steps per epoch")
+    parser.add_argument("--with-abra-cs", action="store_true", help="also ABRA on CS episodes")
+    parser.add_argument("--epsilon", type=float, default=1.0, help="ABRA bound")
+    parser.add_argument("--kinds", nargs="+", default=None, help="models to train (all)")
+    parser.add_argument("--cache", type=Path, default=None, help="keep generated crops here")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # a shared machine; also makes timings comparable
+    seeds = [args.seeds[0]] if args.quick else args.seeds
+    epochs, steps = (3, 20) if args.quick else (args.epochs, args.steps)
+    kinds = args.kinds or (
+        ["erm", "margin", "abra", "cs-arm-bn"] + (["abra+cs"] if args.with_abra_cs else [])
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = args.cache or Path(tmp)
+        cache.mkdir(parents=True, exist_ok=True)
+        data = load_crops(cache, seed=0)
+
+        def report(results: pd.DataFrame) -> None:  # after every model: partial runs count
+            args.out.write_text(report_text(data, results, epochs, steps, args.epsilon))
+
+        results = run(data, kinds, seeds, epochs, steps, args.epsilon, report)
+    print(report_text(data, results, epochs, steps, args.epsilon))
     print(f"wrote {args.out}")
 
 
