@@ -177,7 +177,8 @@ def report_text(
             f"{VAL[0]}; test {', '.join(TEST)} (lab3 unseen). ResNet-10 width 8; "
             f"{epochs} epochs x {steps} steps of one episode of 64 treated cells (+64 controls "
             "for CS-ARM-BN), early stopping on validation loss (patience 3). "
-            f"ABRA: epsilon {epsilon}, 1 ascent step, CosFace s=16 m=0.2, cosine+moments alignment. Seeds {seeds}; "
+            f"ABRA: epsilon {epsilon}, 1 ascent step, CosFace s=16 m=0.2, cosine+moments "
+            f"alignment. Seeds {seeds}; "
             "mean +- std (population std over seeds).",
             "",
             *table(results),
