@@ -66,7 +66,7 @@ def _batch(data: CellData, n: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
 def _config(**kw) -> TrainConfig:
     base = dict(
         method="erm", max_epochs=3, patience=3, treated_per_episode=24, plates_per_step=2,
-        device="cpu", seed=0, abra=AbraConfig(epsilon=1.0, steps=2),
+        device="cpu", seed=0, abra=AbraConfig(epsilon=1.0, steps=1),
     )  # fmt: skip
     return TrainConfig(**{**base, **kw})
 
@@ -244,7 +244,7 @@ def test_abra_training_learns_and_checkpoint_round_trips(data, tmp_path):
         assert accuracy > 0.6, (method, accuracy)  # chance is 1/3
     loaded = load_checkpoint(path)
     assert isinstance(loaded.model, AbraClassifier)
-    assert loaded.metadata.training["abra"]["steps"] == 2
+    assert loaded.metadata.training["abra"]["steps"] == 1
     assert TrainConfig(**loaded.metadata.training).abra == config.abra
     x = val.batch(np.arange(16))
     with torch.no_grad():
