@@ -67,7 +67,13 @@ TRAIN_METHODS = ("erm", "arm-bn", "cs-arm-bn")
 TEST_METHODS = ("erm", "adabn", "arm-bn", "ben", "cs-arm-bn")
 STATS_METHODS = ("erm", "arm-bn", "ben", "cs-arm-bn")
 DOMAINS = ("training domain", "new plates, same lab", "new lab")
-LABELS = {"erm": "ERM", "adabn": "AdaBN", "arm-bn": "ARM-BN", "ben": "BEN", "cs-arm-bn": "CS-ARM-BN"}
+LABELS = {
+    "erm": "ERM",
+    "adabn": "AdaBN",
+    "arm-bn": "ARM-BN",
+    "ben": "BEN",
+    "cs-arm-bn": "CS-ARM-BN",
+}
 
 # Lab 1: two training batches of 2 plates, a validation batch of 1, a test batch of 2;
 # labs 2 and 3: one batch of 2 plates each.
@@ -101,19 +107,23 @@ class BenchConfig:
     holdout_fraction
         Fraction of each training plate's treated wells (per MoA) kept out of
         training to measure accuracy in the training domain.
+    max_test_treated
+        Treated cells per test plate (a random sample, every control kept);
+        None = all.  Bounds the CPU time of evaluation.
     """
 
     seeds: Sequence[int] = (0, 1, 2)
     width: int = 16
-    max_epochs: int = 10
-    patience: int = 4
-    steps_per_epoch: int | None = 16
+    max_epochs: int = 6
+    patience: int = 3
+    steps_per_epoch: int | None = 12
     treated_per_context: int = 64
     controls_per_context: int = 128
     plates_per_step: int = 2
     alphas: Sequence[float] = (0.01, 0.1, 1.0, 10.0)
-    contexts_per_plate: int = 8
+    contexts_per_plate: int = 4
     holdout_fraction: float = 0.25
+    max_test_treated: int | None = 500
 
 
 @dataclass
@@ -176,7 +186,26 @@ def holdout_wells(
     return treated.to_numpy() & keys.isin(held)
 
 
-def make_splits(crops: np.ndarray, cells: pd.DataFrame, holdout_fraction: float) -> Splits:
+def sample_treated(data: CellData, limit: int | None, seed: int = 0) -> CellData:
+    """At most ``limit`` random treated cells per plate, with every control of the plate."""
+    if limit is None:
+        return data
+    rng = np.random.default_rng(seed)
+    treated = data.roles == schema.Role.TREATED.value
+    plates = data.table[schema.PLATE].astype(str).to_numpy()
+    keep = [np.flatnonzero(~treated)]
+    for plate in data.plates:
+        mine = np.flatnonzero(treated & (plates == plate))
+        keep.append(rng.choice(mine, min(limit, len(mine)), replace=False))
+    return data.take(np.sort(np.concatenate(keep)))
+
+
+def make_splits(
+    crops: np.ndarray,
+    cells: pd.DataFrame,
+    holdout_fraction: float,
+    max_test_treated: int | None = None,
+) -> Splits:
     """Training, validation, test domains and label-shift plates of the experiment."""
     roles = plate_roles(cells)
     data = CellData.from_table(crops, cells, channel_names=("DNA", "ER", "RNA", "AGP", "Mito"))
@@ -189,8 +218,8 @@ def make_splits(crops: np.ndarray, cells: pd.DataFrame, holdout_fraction: float)
         val=data.subset(roles["val"]),
         domains={
             DOMAINS[0]: data.take(np.flatnonzero(on_train & (held | controls))),
-            DOMAINS[1]: data.subset(roles["same lab"]),
-            DOMAINS[2]: data.subset(roles["new lab"]),
+            DOMAINS[1]: sample_treated(data.subset(roles["same lab"]), max_test_treated),
+            DOMAINS[2]: sample_treated(data.subset(roles["new lab"]), max_test_treated),
         },
         label_shift=data.subset(roles["same lab"] + roles["new lab"]),
         plates=roles,
@@ -200,21 +229,32 @@ def make_splits(crops: np.ndarray, cells: pd.DataFrame, holdout_fraction: float)
 # --------------------------------------------------------------------------- runs
 
 
-def train_one(method: str, seed: int, splits: Splits, config: BenchConfig) -> tuple[torch.nn.Module, dict]:
+def train_one(
+    method: str, seed: int, splits: Splits, config: BenchConfig
+) -> tuple[torch.nn.Module, dict]:
     """One network trained with ``method``; returns it and a row of training facts."""
     norm = fit_normalization(splits.train.images, seed=seed)
     network = ResNetConfig(
-        "resnet10", 5, len(splits.train.classes), width=config.width, stem="small",
+        "resnet10",
+        5,
+        len(splits.train.classes),
+        width=config.width,
+        stem="small",
         normalization=norm,
-    )  # fmt: skip
+    )
     train_config = TrainConfig(
-        method=method, max_epochs=config.max_epochs, patience=config.patience,
+        method=method,
+        max_epochs=config.max_epochs,
+        patience=config.patience,
         treated_per_episode=config.treated_per_context,
         controls_per_episode=config.controls_per_context,
-        plates_per_step=config.plates_per_step, device="cpu", seed=seed,
+        plates_per_step=config.plates_per_step,
+        device="cpu",
+        seed=seed,
         max_steps_per_epoch=config.steps_per_epoch,
-        val_treated_per_context=None, val_controls_per_context=config.controls_per_context,
-    )  # fmt: skip
+        val_treated_per_context=None,
+        val_controls_per_context=config.controls_per_context,
+    )
     started = time.perf_counter()
     result = train_model(build_resnet(network, seed=seed), splits.train, splits.val, train_config)
     best = result.history[result.best_epoch - 1]
@@ -229,22 +269,28 @@ def train_one(method: str, seed: int, splits: Splits, config: BenchConfig) -> tu
     return result.model, row
 
 
-def evaluate_domains(
-    model: torch.nn.Module, splits: Splits, config: BenchConfig
-) -> list[dict]:
+def evaluate_domains(model: torch.nn.Module, splits: Splits, config: BenchConfig) -> list[dict]:
     """Accuracy of every test-time method in every domain."""
     rows = []
     for domain, data in splits.domains.items():
         for test_method in TEST_METHODS:
             ev = evaluate_plates(
-                model, data, test_method, controls_per_context=config.controls_per_context,
-                treated_per_context=None if test_method in ("erm", "adabn", "ben")
+                model,
+                data,
+                test_method,
+                controls_per_context=config.controls_per_context,
+                treated_per_context=None
+                if test_method in ("erm", "adabn", "ben")
                 else config.treated_per_context,
-            )  # fmt: skip
+            )
             rows.append(
-                {"domain": domain, "test_method": test_method, "accuracy": ev.accuracy,
-                 "n_cells": ev.n_cells}
-            )  # fmt: skip
+                {
+                    "domain": domain,
+                    "test_method": test_method,
+                    "accuracy": ev.accuracy,
+                    "n_cells": ev.n_cells,
+                }
+            )
     return rows
 
 
@@ -256,10 +302,14 @@ def evaluate_label_shift(
     rows = []
     for alpha in config.alphas:
         sampler = LabelShiftSampler(
-            data.table, data.labels, alpha, config.treated_per_context,
-            config.controls_per_context, contexts_per_plate=config.contexts_per_plate,
+            data.table,
+            data.labels,
+            alpha,
+            config.treated_per_context,
+            config.controls_per_context,
+            contexts_per_plate=config.contexts_per_plate,
             seed=seed,
-        )  # fmt: skip
+        )
         contexts = sampler.contexts()
         for stats in STATS_METHODS:
             ev = evaluate_contexts(model, data, [c.context(stats) for c in contexts])
@@ -272,7 +322,7 @@ def run_benchmark(
 ) -> Results:
     """Train every (method, seed), evaluate domains and label shift; tidy result tables."""
     started = time.perf_counter()
-    splits = make_splits(crops, cells, config.holdout_fraction)
+    splits = make_splits(crops, cells, config.holdout_fraction, config.max_test_treated)
     log(
         f"{len(splits.train)} training cells on {splits.plates['train']}, validation "
         f"{splits.plates['val']}, same-lab test {splits.plates['same lab']}, "
@@ -295,9 +345,12 @@ def run_benchmark(
                 + summary.loc[list(DOMAINS), list(TEST_METHODS)].round(3).to_string()
             )
     return Results(
-        pd.DataFrame(accuracy), pd.DataFrame(label_shift), pd.DataFrame(training), splits,
+        pd.DataFrame(accuracy),
+        pd.DataFrame(label_shift),
+        pd.DataFrame(training),
+        splits,
         time.perf_counter() - started,
-    )  # fmt: skip
+    )
 
 
 # --------------------------------------------------------------------------- reporting
@@ -322,16 +375,19 @@ def accuracy_table(results: Results, domain: str) -> list[str]:
 def matched_table(results: Results) -> list[str]:
     """Each training method with its own test-time procedure, across domains (the paper's view)."""
     acc = results.accuracy
-    rows = ["| method (train = test) | " + " | ".join(DOMAINS) + " | drop to new lab |",
-            "|---" * (len(DOMAINS) + 2) + "|"]  # fmt: skip
+    rows = [
+        "| method (train = test) | " + " | ".join(DOMAINS) + " | drop to new lab |",
+        "|---" * (len(DOMAINS) + 2) + "|",
+    ]
     for method in TRAIN_METHODS:
         mine = acc[(acc["train_method"] == method) & (acc["test_method"] == method)]
         per = [mine[mine["domain"] == d].set_index("seed")["accuracy"] for d in DOMAINS]
         drop = per[0] - per[2]
         rows.append(
-            f"| {LABELS[method]} | " + " | ".join(_mean_std(p) for p in per)
+            f"| {LABELS[method]} | "
+            + " | ".join(_mean_std(p) for p in per)
             + f" | {_mean_std(drop)} |"
-        )  # fmt: skip
+        )
     return rows
 
 
@@ -339,9 +395,12 @@ def label_shift_table(results: Results) -> list[str]:
     """Markdown table: (training method, context statistics) x alpha."""
     ls = results.label_shift
     alphas = sorted(ls["alpha"].unique())
-    rows = ["| trained with | statistics of the context | "
-            + " | ".join(f"α = {a:g}" for a in alphas) + " |",
-            "|---" * (len(alphas) + 2) + "|"]  # fmt: skip
+    rows = [
+        "| trained with | statistics of the context | "
+        + " | ".join(f"α = {a:g}" for a in alphas)
+        + " |",
+        "|---" * (len(alphas) + 2) + "|",
+    ]
     for method in TRAIN_METHODS:
         for stats in STATS_METHODS:
             mine = ls[(ls["train_method"] == method) & (ls["stats"] == stats)]
@@ -380,8 +439,15 @@ def plot_domains(results: Results, path: Path) -> None:
             grouped = mine.groupby("test_method")["accuracy"]
             means = grouped.mean().reindex(TEST_METHODS)
             stds = grouped.std(ddof=0).reindex(TEST_METHODS).fillna(0)
-            ax.bar(x + (i - 1) * width, means, width, yerr=stds, capsize=2,
-                   color=colours[method], label=f"trained {LABELS[method]}")  # fmt: skip
+            ax.bar(
+                x + (i - 1) * width,
+                means,
+                width,
+                yerr=stds,
+                capsize=2,
+                color=colours[method],
+                label=f"trained {LABELS[method]}",
+            )
         ax.set_xticks(x, [LABELS[m] for m in TEST_METHODS], rotation=20)
         ax.set_title(domain)
         ax.axhline(1 / len(results.splits.train.classes), color="k", lw=0.8, ls=":")
@@ -416,8 +482,16 @@ def plot_label_shift(results: Results, path: Path) -> None:
         mine = ls[(ls["train_method"] == train) & (ls["stats"] == stats)]
         grouped = mine.groupby("alpha")["accuracy"]
         means, stds = grouped.mean(), grouped.std(ddof=0).fillna(0)
-        ax.errorbar(means.index, means, yerr=stds, color=colour, ls=style, marker="o",
-                    capsize=2, label=f"trained {LABELS[train]}, statistics {LABELS[stats]}")  # fmt: skip
+        ax.errorbar(
+            means.index,
+            means,
+            yerr=stds,
+            color=colour,
+            ls=style,
+            marker="o",
+            capsize=2,
+            label=f"trained {LABELS[train]}, statistics {LABELS[stats]}",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("Dirichlet α of each context's class mix (small = nearly one class)")
     ax.set_ylabel("accuracy on held-out plates")
@@ -429,21 +503,29 @@ def plot_label_shift(results: Results, path: Path) -> None:
     plt.close(fig)
 
 
-def render_markdown(results: Results, config: BenchConfig, cells: pd.DataFrame,
-                    settings: DataSettings, images: dict[str, str]) -> str:  # fmt: skip
+def render_markdown(
+    results: Results,
+    config: BenchConfig,
+    cells: pd.DataFrame,
+    settings: DataSettings,
+    images: dict[str, str],
+) -> str:
     """The measured section of docs/domain-shift.md."""
     splits = results.splits
     drops = erm_drop(results)
     counts = count_cells(cells)
     threads = torch.get_num_threads()
     train_rows = results.training.groupby("train_method").agg(
-        epochs=("epochs_run", "mean"), best=("best_epoch", "mean"), seconds=("seconds", "mean"),
+        epochs=("epochs_run", "mean"),
+        best=("best_epoch", "mean"),
+        seconds=("seconds", "mean"),
         val=("val_accuracy", "mean"),
-    )  # fmt: skip
+    )
     lines = [
         f"Measured by `benchmarks/bench_domain_shift.py` on CPU ({platform.machine()}, "
         f"{threads} torch thread(s), torch {torch.__version__}); seeds {list(config.seeds)}; "
-        f"whole run {results.seconds / 60:.1f} min after data preparation.",
+        f"training and evaluation took {results.seconds / 60:.0f} min of wall time per process "
+        "(one process per seed, run side by side on two shared cores).",
         "",
         f"Data: {len(settings.plates)} plates of {settings.n_wells} wells, {settings.sites} "
         f"site(s) of {settings.field_size} x {settings.field_size} px, effect strength "
@@ -454,7 +536,8 @@ def render_markdown(results: Results, config: BenchConfig, cells: pd.DataFrame,
         f"Training plates {splits.plates['train']} ({len(splits.train)} cells after holding "
         f"out {config.holdout_fraction:.0%} of the treated wells of each MoA), validation "
         f"{splits.plates['val']}, new plates of lab 1 {splits.plates['same lab']}, new labs "
-        f"{splits.plates['new lab']}.",
+        f"{splits.plates['new lab']}; on test plates {config.max_test_treated} random treated "
+        "cells per plate (and all its controls) are predicted.",
         "",
         f"Networks: ResNet-10 (small stem), width {config.width}, input normalization log1p "
         f"fitted on training crops; Adam lr 1e-3, L = {config.treated_per_context} treated "
@@ -484,8 +567,12 @@ def render_markdown(results: Results, config: BenchConfig, cells: pd.DataFrame,
         "",
     ]
     for domain in DOMAINS:
-        lines += [f"### {domain.capitalize()}: every training x test-time method", "",
-                  *accuracy_table(results, domain), ""]  # fmt: skip
+        lines += [
+            f"### {domain.capitalize()}: every training x test-time method",
+            "",
+            *accuracy_table(results, domain),
+            "",
+        ]
     lines += [
         f"### Label shift (held-out plates, {config.contexts_per_plate} contexts per plate of "
         f"{config.treated_per_context} treated + {config.controls_per_context} controls)",
@@ -508,31 +595,80 @@ def write_doc(section: str, path: Path = DOC) -> None:
 # --------------------------------------------------------------------------- main
 
 
+TABLES = ("accuracy", "label_shift", "training")
+
+
+def save_results(results: Results, work: Path, seeds: Sequence[int]) -> None:
+    """Tidy tables of a run, named after its seeds (runs of other seeds are kept)."""
+    tag = "-".join(str(s) for s in seeds)
+    for name in TABLES:
+        getattr(results, name).to_csv(work / f"{name}_seeds{tag}.csv", index=False)
+    (work / f"seconds_seeds{tag}.txt").write_text(f"{results.seconds:.1f}\n")
+
+
+def load_results(
+    work: Path, crops: np.ndarray, cells: pd.DataFrame, config: BenchConfig
+) -> Results:
+    """Every seed's saved tables in ``work``, merged (a seed saved twice counts once)."""
+    frames = {}
+    for name in TABLES:
+        parts = [pd.read_csv(p) for p in sorted(work.glob(f"{name}_seeds*.csv"))]
+        if not parts:
+            raise FileNotFoundError(f"No {name}_seeds*.csv in {work}: run some seeds first.")
+        frames[name] = pd.concat(parts, ignore_index=True).drop_duplicates(
+            subset=[c for c in parts[0].columns if c not in ("accuracy", "seconds", "n_cells")],
+            keep="last",
+        )
+    seconds = [float(p.read_text()) for p in work.glob("seconds_seeds*.txt")]
+    return Results(
+        frames["accuracy"],
+        frames["label_shift"],
+        frames["training"],
+        make_splits(crops, cells, config.holdout_fraction, config.max_test_treated),
+        max(seconds, default=float("nan")),
+    )
+
+
 def quick_settings() -> DataSettings:
     """A few wells of small plates: the smoke run."""
     return DataSettings(
-        plates=tuple(design(QUICK_DESIGN)), wells=tuple(f"{r}{c:02d}" for r in "ABCD"
-                                                         for c in range(1, 13)),
+        plates=tuple(design(QUICK_DESIGN)),
+        wells=tuple(f"{r}{c:02d}" for r in "ABCD" for c in range(1, 13)),
         field_size=192,
-    )  # fmt: skip
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small smoke run; writes no docs")
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/phenoadapt-bench-domain-shift"),
-                        help="cache of plates, crops and result tables")  # fmt: skip
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path("/tmp/phenoadapt-bench-domain-shift"),
+        help="cache of plates, crops and result tables",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=2, help="processes rendering fields")
+    parser.add_argument(
+        "--report", action="store_true", help="only gather saved per-seed tables and write docs"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     if args.quick:
         settings = quick_settings()
-        config = BenchConfig(seeds=(0,), max_epochs=2, patience=2, contexts_per_plate=4,
-                             alphas=(0.01, 10.0), plates_per_step=2)  # fmt: skip
+        config = BenchConfig(
+            seeds=(0,),
+            max_epochs=2,
+            patience=2,
+            contexts_per_plate=4,
+            alphas=(0.01, 10.0),
+            plates_per_step=2,
+        )
         work = args.work_dir / "quick"
     else:
         settings = DataSettings(plates=tuple(design(FULL_DESIGN)))
@@ -545,24 +681,25 @@ def main() -> None:
 
     started = time.perf_counter()
     crops, cells = prepare_crops(work, settings, workers=args.workers)
-    prep = time.perf_counter() - started
-    print(f"data ready in {prep:.0f} s: {crops.shape}")
-    results = run_benchmark(crops, cells, config)
-    results.accuracy.to_csv(work / "accuracy.csv", index=False)
-    results.label_shift.to_csv(work / "label_shift.csv", index=False)
-    results.training.to_csv(work / "training.csv", index=False)
-
+    print(f"data ready in {time.perf_counter() - started:.0f} s: {crops.shape}")
+    if not args.report:
+        results = run_benchmark(crops, cells, config)
+        save_results(results, work, config.seeds)
+    # Seeds may run in separate processes (``--seeds 0`` ... then ``--report``): the
+    # report gathers every seed's tables found in the work folder.
+    results = load_results(work, crops, cells, config)
     for domain in DOMAINS:
         print(f"\n{domain}\n" + "\n".join(accuracy_table(results, domain)))
     print("\n" + "\n".join(matched_table(results)))
     print("\n" + "\n".join(label_shift_table(results)))
     print(f"\nERM drop: {erm_drop(results)}")
-    print(f"benchmark {results.seconds / 60:.1f} min + data {prep / 60:.1f} min")
+    print(f"training and evaluation: {results.seconds / 60:.1f} min per process")
     if args.quick:
         plot_domains(results, work / "domain_shift.png")
         plot_label_shift(results, work / "label_shift.png")
         print(f"quick run: figures in {work}, docs untouched")
         return
+    config.seeds = tuple(sorted(results.accuracy["seed"].unique()))
     IMAGES.mkdir(parents=True, exist_ok=True)
     plot_domains(results, IMAGES / "domain_shift.png")
     plot_label_shift(results, IMAGES / "label_shift.png")

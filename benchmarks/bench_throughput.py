@@ -79,8 +79,8 @@ class Case:
 
 FULL_CASES = (
     Case("resnet10", 16, "small", 24, 0.5),
-    Case("resnet10", 16, "small", 48, 1.0),
-    Case("resnet50", 64, "imagenet", 48, 1.0, max_cells=600),
+    Case("resnet10", 16, "small", 48, 1.0, max_cells=1000),
+    Case("resnet50", 64, "imagenet", 48, 1.0, max_cells=200),
 )
 QUICK_CASES = (Case("resnet10", 8, "small", 24, 0.5),)
 
@@ -90,8 +90,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_raw(model: torch.nn.Module, crops: np.ndarray, batch_size: int,
-             device: torch.device) -> float:  # fmt: skip
+def time_raw(
+    model: torch.nn.Module, crops: np.ndarray, batch_size: int, device: torch.device
+) -> float:
     """Seconds of one eval-mode pass over all crops (transfer to the device included)."""
     amp, cl = use_amp(device), use_channels_last(device)
     model.eval()
@@ -107,14 +108,26 @@ def time_raw(model: torch.nn.Module, crops: np.ndarray, batch_size: int,
     return time.perf_counter() - start
 
 
-def time_adapted(model: torch.nn.Module, crops: np.ndarray, table: pd.DataFrame,
-                 classes: tuple[str, ...], batch_size: int, device: torch.device) -> float:  # fmt: skip
+def time_adapted(
+    model: torch.nn.Module,
+    crops: np.ndarray,
+    table: pd.DataFrame,
+    classes: tuple[str, ...],
+    batch_size: int,
+    device: torch.device,
+) -> float:
     """Seconds of ``predict_plate`` with CS-ARM-BN over the plate (statistics included)."""
     _sync(device)
     start = time.perf_counter()
     result = predict_plate(
-        model, crops, table, classes, "cs-arm-bn", batch_size=batch_size, device=device,
-    )  # fmt: skip
+        model,
+        crops,
+        table,
+        classes,
+        "cs-arm-bn",
+        batch_size=batch_size,
+        device=device,
+    )
     _sync(device)
     elapsed = time.perf_counter() - start
     if result.cells[schema.PREDICTION].isna().any():
@@ -128,15 +141,30 @@ def best_of(fn: Callable[[], float], repeats: int) -> float:
     return min(fn() for _ in range(repeats))
 
 
-def measure_case(case: Case, crops: np.ndarray, table: pd.DataFrame, batch_sizes: tuple[int, ...],
-                 device: torch.device, repeats: int, seed: int = 0) -> list[dict]:  # fmt: skip
+def measure_case(
+    case: Case,
+    crops: np.ndarray,
+    table: pd.DataFrame,
+    batch_sizes: tuple[int, ...],
+    device: torch.device,
+    repeats: int,
+    seed: int = 0,
+) -> list[dict]:
     """Cells/s of the raw forward and of CS-ARM-BN prediction for each batch size."""
     if case.max_cells is not None and len(table) > case.max_cells:
-        keep = np.sort(np.random.default_rng(seed).choice(len(table), case.max_cells, replace=False))
+        keep = np.sort(
+            np.random.default_rng(seed).choice(len(table), case.max_cells, replace=False)
+        )
         crops, table = crops[keep], table.iloc[keep].reset_index(drop=True)
     classes = tuple(sorted(table.loc[table[schema.ROLE] == "treated", schema.MOA].unique()))
-    config = ResNetConfig(case.arch, crops.shape[1], len(classes), width=case.width,
-                          stem=case.stem, normalization=fit_normalization(crops))  # fmt: skip
+    config = ResNetConfig(
+        case.arch,
+        crops.shape[1],
+        len(classes),
+        width=case.width,
+        stem=case.stem,
+        normalization=fit_normalization(crops),
+    )
     model = build_resnet(config, seed=seed).to(device)
     if use_channels_last(device):
         model = model.to(memory_format=torch.channels_last)
@@ -146,16 +174,22 @@ def measure_case(case: Case, crops: np.ndarray, table: pd.DataFrame, batch_sizes
         adapted = best_of(
             lambda bs=batch_size: time_adapted(model, crops, table, classes, bs, device), repeats
         )
-        rows.append({
-            "network": case.name, "cells": len(table), "batch_size": batch_size,
-            "raw_cells_per_s": len(table) / raw, "adapted_cells_per_s": len(table) / adapted,
-            "ratio": adapted / raw,
-        })  # fmt: skip
+        rows.append(
+            {
+                "network": case.name,
+                "cells": len(table),
+                "batch_size": batch_size,
+                "raw_cells_per_s": len(table) / raw,
+                "adapted_cells_per_s": len(table) / adapted,
+                "ratio": adapted / raw,
+            }
+        )
     return rows
 
 
-def end_to_end(work: Path, settings: DataSettings, case: Case, device: torch.device,
-               wells: list[str]) -> dict | None:  # fmt: skip
+def end_to_end(
+    work: Path, settings: DataSettings, case: Case, device: torch.device, wells: list[str]
+) -> dict | None:
     """Seconds per field of ``phenoadapt.pipeline.run_plate`` (None when the module is absent)."""
     try:
         from phenoadapt.pipeline import RunConfig, run_plate
@@ -172,30 +206,59 @@ def end_to_end(work: Path, settings: DataSettings, case: Case, device: torch.dev
         replace(settings, crop_size=case.crop_size, crop_scale=case.crop_scale), work / "plates"
     )
     classes = tuple(sorted(table.loc[table[schema.ROLE] == "treated", schema.MOA].unique()))
-    config = ResNetConfig(case.arch, 5, len(classes), width=case.width, stem=case.stem,
-                          normalization=fit_normalization(sample))  # fmt: skip
+    config = ResNetConfig(
+        case.arch,
+        5,
+        len(classes),
+        width=case.width,
+        stem=case.stem,
+        normalization=fit_normalization(sample),
+    )
     model = build_resnet(config, seed=0)
     checkpoint = work / f"e2e_{case.arch}_{case.crop_size}.safetensors"
-    save_checkpoint(checkpoint, model, CheckpointMetadata(
-        network=model.spec(), classes=classes, channel_names=CHANNELS, crop_size=case.crop_size,
-        extra={"crop_scale": case.crop_scale},
-    ))  # fmt: skip
+    save_checkpoint(
+        checkpoint,
+        model,
+        CheckpointMetadata(
+            network=model.spec(),
+            classes=classes,
+            channel_names=CHANNELS,
+            crop_size=case.crop_size,
+            extra={"crop_scale": case.crop_scale},
+        ),
+    )
     run = RunConfig(
-        checkpoint=str(checkpoint), device=str(device), wells=wells,
-        segmentation=SegmentationParams(nucleus_diameter=16.0), min_controls=8,
-        compare_unadapted=False, return_embeddings=False,
-    )  # fmt: skip
+        checkpoint=str(checkpoint),
+        device=str(device),
+        wells=wells,
+        segmentation=SegmentationParams(nucleus_diameter=16.0),
+        min_controls=8,
+        compare_unadapted=False,
+        return_embeddings=False,
+    )
     start = time.perf_counter()
     result = run_plate(plate, platemap, run)
     elapsed = time.perf_counter() - start
     n_fields = len(list(plate.fields(wells)))
-    return {"network": case.name, "fields": n_fields, "cells": len(result.cells),
-            "seconds_per_field": elapsed / n_fields, "cells_per_s": len(result.cells) / elapsed}  # fmt: skip
+    return {
+        "network": case.name,
+        "fields": n_fields,
+        "cells": len(result.cells),
+        "seconds_per_field": elapsed / n_fields,
+        "cells_per_s": len(result.cells) / elapsed,
+    }
 
 
-def run_benchmark(work: Path, cases: tuple[Case, ...], batch_sizes: tuple[int, ...],
-                  device: torch.device, repeats: int, settings: DataSettings,
-                  e2e_wells: list[str] | None, log: Log = print) -> tuple[pd.DataFrame, dict | None]:  # fmt: skip
+def run_benchmark(
+    work: Path,
+    cases: tuple[Case, ...],
+    batch_sizes: tuple[int, ...],
+    device: torch.device,
+    repeats: int,
+    settings: DataSettings,
+    e2e_wells: list[str] | None,
+    log: Log = print,
+) -> tuple[pd.DataFrame, dict | None]:
     """Generate the plate once, then measure every case; returns the table and the e2e row."""
     spec = settings.plates[0]
     if not (plate_folder(work, spec.plate_id) / "platemap.csv").exists():
@@ -215,14 +278,19 @@ def run_benchmark(work: Path, cases: tuple[Case, ...], batch_sizes: tuple[int, .
     e2e = None
     if e2e_wells:
         e2e = end_to_end(work, settings, cases[0], device, e2e_wells)
-        log(f"end to end: {e2e}" if e2e else "phenoadapt.pipeline not available: end-to-end skipped")
+        log(
+            f"end to end: {e2e}" if e2e else "phenoadapt.pipeline not available: end-to-end skipped"
+        )
     return pd.DataFrame(rows), e2e
 
 
 def table_rows(results: pd.DataFrame) -> list[str]:
     """Markdown table of the measured cases."""
-    rows = ["| network, crop | cells | batch | raw forward (cells/s) | CS-ARM-BN predict_plate "
-            "(cells/s) | time ratio adapted / raw |", "|---|---|---|---|---|---|"]  # fmt: skip
+    rows = [
+        "| network, crop | cells | batch | raw forward (cells/s) | CS-ARM-BN predict_plate "
+        "(cells/s) | time ratio adapted / raw |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in results.itertuples(index=False):
         rows.append(
             f"| {r.network} | {r.cells} | {r.batch_size} | {r.raw_cells_per_s:,.0f} | "
@@ -231,8 +299,9 @@ def table_rows(results: pd.DataFrame) -> list[str]:
     return rows
 
 
-def render_markdown(results: pd.DataFrame, e2e: dict | None, device: torch.device,
-                    threads: int) -> str:  # fmt: skip
+def render_markdown(
+    results: pd.DataFrame, e2e: dict | None, device: torch.device, threads: int
+) -> str:
     """docs/throughput.md."""
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     where = gpu or f"CPU ({platform.machine()}, {threads} torch thread(s))"
@@ -240,7 +309,7 @@ def render_markdown(results: pd.DataFrame, e2e: dict | None, device: torch.devic
         "# Throughput of adapted prediction",
         "",
         "What CS-ARM-BN costs at prediction time: `phenoadapt.adapt.predict_plate` with "
-        "`method=\"cs-arm-bn\"` (contexts of 64 treated + 128 control cells, exact batch-norm "
+        '`method="cs-arm-bn"` (contexts of 64 treated + 128 control cells, exact batch-norm '
         "statistics of each context, then prediction of its cells; per-cell and per-well tables) "
         "against the plain forward pass of the same network (`model.eval()`, "
         "`torch.inference_mode()`) on the same crops. Both predict every cell of the plate. "
@@ -248,7 +317,7 @@ def render_markdown(results: pd.DataFrame, e2e: dict | None, device: torch.devic
         "`benchmarks/_synthetic_data.py`); weights are random, which does not change the speed.",
         "",
         f"Measured by `benchmarks/bench_throughput.py` on {where}, torch {torch.__version__}; "
-        "fastest of 2 runs after a warm-up. The machine's 2 cores were shared with other jobs, "
+        "one timed run after a warm-up run. The machine's 2 cores were shared with other jobs, "
         "so absolute numbers are pessimistic and vary between runs; the ratio is the "
         "informative figure.",
         "",
@@ -295,7 +364,9 @@ def render_markdown(results: pd.DataFrame, e2e: dict | None, device: torch.devic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="one small case; writes no docs")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -311,8 +382,10 @@ def main() -> None:
         e2e_wells = None if args.no_end_to_end else ["A01", "A02"]
     else:
         settings = DataSettings(plates=tuple(design({1: [1]})))
-        cases, batch_sizes, repeats, work = FULL_CASES, (64, 256), 2, args.work_dir / "full"
-        e2e_wells = None if args.no_end_to_end else [f"{r}{c:02d}" for r in "AB" for c in range(1, 13)]
+        cases, batch_sizes, repeats, work = FULL_CASES, (64, 256), 1, args.work_dir / "full"
+        e2e_wells = (
+            None if args.no_end_to_end else [f"{r}{c:02d}" for r in "AB" for c in range(1, 13)]
+        )
     started = time.perf_counter()
     results, e2e = run_benchmark(work, cases, batch_sizes, device, repeats, settings, e2e_wells)
     print("\n".join(table_rows(results)))

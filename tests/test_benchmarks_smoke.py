@@ -28,9 +28,12 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, data.DataSetti
     """Four small plates: lab 1 with three batches (train, validation, test), and lab 2."""
     work = tmp_path_factory.mktemp("bench")
     settings = data.DataSettings(
-        plates=tuple(data.design({1: [1, 1, 1], 2: [1]})), wells=WELLS, field_size=160,
-        crop_size=16, crop_scale=0.5,
-    )  # fmt: skip
+        plates=tuple(data.design({1: [1, 1, 1], 2: [1]})),
+        wells=WELLS,
+        field_size=160,
+        crop_size=16,
+        crop_scale=0.5,
+    )
     return work, settings
 
 
@@ -51,21 +54,34 @@ def test_domain_shift_core(tiny: tuple[Path, data.DataSettings], tmp_path: Path)
     work, settings = tiny
     crops, cells = data.prepare_crops(work, settings, workers=1, log=lambda _: None)
     config = domain.BenchConfig(
-        seeds=(0,), width=4, max_epochs=1, patience=1, steps_per_epoch=2,
-        treated_per_context=16, controls_per_context=16, plates_per_step=1,
-        alphas=(0.01, 10.0), contexts_per_plate=2,
-    )  # fmt: skip
+        seeds=(0,),
+        width=4,
+        max_epochs=1,
+        patience=1,
+        steps_per_epoch=2,
+        treated_per_context=16,
+        controls_per_context=16,
+        plates_per_step=1,
+        alphas=(0.01, 10.0),
+        contexts_per_plate=2,
+    )
     results = domain.run_benchmark(crops, cells, config, log=lambda _: None)
     roles = results.splits.plates
     assert roles["train"] == ["lab1_batch1_plate1"] and roles["new lab"] == ["lab2_batch1_plate1"]
     # No held-out well of the training domain was trained on.
-    train_keys = set(zip(results.splits.train.table["Metadata_Plate"],
-                         results.splits.train.table["Metadata_Well"], strict=True))  # fmt: skip
+    train_keys = set(
+        zip(
+            results.splits.train.table["Metadata_Plate"],
+            results.splits.train.table["Metadata_Well"],
+            strict=True,
+        )
+    )
     held = results.splits.domains[domain.DOMAINS[0]]
     held_treated = held.table[held.table["Metadata_Role"] == "treated"]
     assert held_treated.shape[0] > 0
-    assert not train_keys & set(zip(held_treated["Metadata_Plate"], held_treated["Metadata_Well"],
-                                    strict=True))  # fmt: skip
+    assert not train_keys & set(
+        zip(held_treated["Metadata_Plate"], held_treated["Metadata_Well"], strict=True)
+    )
     expected = len(domain.TRAIN_METHODS) * len(domain.DOMAINS) * len(domain.TEST_METHODS)
     assert len(results.accuracy) == expected
     assert results.accuracy["accuracy"].between(0, 1).all()
@@ -78,7 +94,9 @@ def test_domain_shift_core(tiny: tuple[Path, data.DataSettings], tmp_path: Path)
     doc.write_text(f"# T\n\nintro\n\n{domain.START}\nSTALE-SECTION\n{domain.END}\n\noutro\n")
     domain.write_doc(section, doc)
     text = doc.read_text()
-    assert "intro" in text and "outro" in text and "STALE-SECTION" not in text and "ERM drop" in text
+    assert (
+        "intro" in text and "outro" in text and "STALE-SECTION" not in text and "ERM drop" in text
+    )
     domain.plot_domains(results, tmp_path / "d.png")
     domain.plot_label_shift(results, tmp_path / "l.png")
     assert (tmp_path / "d.png").stat().st_size > 0 and (tmp_path / "l.png").stat().st_size > 0
