@@ -191,6 +191,22 @@ def report_text(
     )
 
 
+def read_rows(path: Path) -> pd.DataFrame:
+    """The per-seed rows of a report written by this script (to combine parallel runs)."""
+    lines = path.read_text().splitlines()
+    start = lines.index("Per-seed rows:") + 2
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    frame = pd.DataFrame(rows, columns=header)
+    numeric = [c for c in header if c != "model"]
+    frame[numeric] = frame[numeric].apply(pd.to_numeric)
+    return frame
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, fewer steps")
@@ -202,6 +218,10 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=None, help="models to train (all)")
     parser.add_argument("--cache", type=Path, default=None, help="keep generated crops here")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--combine", type=Path, nargs="+", default=None,
+        help="write one report from reports of runs with other seeds (run in parallel)",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(1)  # a shared machine; also makes timings comparable
     seeds = [args.seeds[0]] if args.quick else args.seeds
@@ -213,6 +233,11 @@ def main() -> None:
         cache = args.cache or Path(tmp)
         cache.mkdir(parents=True, exist_ok=True)
         data = load_crops(cache, seed=0)
+        if args.combine:
+            results = pd.concat([read_rows(path) for path in args.combine], ignore_index=True)
+            args.out.write_text(report_text(data, results, epochs, steps, args.epsilon))
+            print(args.out.read_text())
+            return
 
         def report(results: pd.DataFrame) -> None:  # after every model: partial runs count
             args.out.write_text(report_text(data, results, epochs, steps, args.epsilon))
