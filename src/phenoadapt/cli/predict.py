@@ -36,10 +36,13 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], Non
     from tqdm import tqdm
 
     with tqdm(total=0, desc="start", disable=None if enabled else True, file=sys.stderr) as bar:
+        shown = ["start"]
 
         def progress(stage: str, done: int, total: int) -> None:
-            if bar.desc != stage:
+            if shown[0] != stage:  # a new stage restarts the bar's rate estimate
+                shown[0] = stage
                 bar.set_description(stage)
+                bar.reset(total=total)
             bar.total = total
             bar.n = done
             bar.refresh()

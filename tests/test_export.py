@@ -1,0 +1,102 @@
+"""Export: atomic CSV writes, no silent overwrite, clear errors for unwritable folders."""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from phenoadapt.errors import PhenoadaptError
+from phenoadapt.export import (
+    OutputExistsError,
+    OutputNotWritableError,
+    export_results,
+    write_table,
+    write_tables,
+)
+
+TABLE = pd.DataFrame({"Metadata_Well": ["A01", "B02"], "prob_x": [0.25, 0.75]})
+
+
+def _leftovers(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_write_table_round_trip_and_creates_folders(tmp_path) -> None:
+    path = write_table(TABLE, tmp_path / "new" / "deeper" / "t.csv")
+    assert path.is_file()
+    pd.testing.assert_frame_equal(pd.read_csv(path), TABLE)
+    assert _leftovers(path.parent) == []
+
+
+def test_existing_file_is_not_replaced_unless_asked(tmp_path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("precious\n")
+    with pytest.raises(OutputExistsError, match="already exists") as info:
+        write_table(TABLE, path)
+    assert isinstance(info.value, FileExistsError) and isinstance(info.value, PhenoadaptError)
+    assert path.read_text() == "precious\n"
+    write_table(TABLE, path, overwrite=True)
+    pd.testing.assert_frame_equal(pd.read_csv(path), TABLE)
+
+
+def test_folder_under_a_file_is_a_clear_error(tmp_path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(OutputNotWritableError, match="is a file, not a folder"):
+        write_table(TABLE, blocker / "out" / "t.csv")
+
+
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores folder permissions"
+)
+def test_read_only_folder_is_a_clear_error(tmp_path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(OutputNotWritableError, match="read-only"):
+            write_table(TABLE, folder / "t.csv")
+    finally:
+        folder.chmod(0o755)
+    assert list(folder.iterdir()) == []
+
+
+def test_error_mid_write_leaves_no_file(tmp_path) -> None:
+    class Exploding(pd.DataFrame):
+        def to_csv(self, *args, **kwargs):  # a Cancel or a full disk half-way through
+            args[0].write("Metadata_Well,prob_x\nA01,")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_table(Exploding(TABLE), tmp_path / "t.csv")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_tables_is_all_or_nothing(tmp_path) -> None:
+    (tmp_path / "b.csv").write_text("old\n")
+    with pytest.raises(OutputExistsError):
+        write_tables({tmp_path / "a.csv": TABLE, tmp_path / "b.csv": TABLE})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.csv"]  # a.csv never written
+
+    class Failing(pd.DataFrame):
+        def to_csv(self, *args, **kwargs):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        write_tables({tmp_path / "c.csv": TABLE, tmp_path / "d.csv": Failing(TABLE)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.csv"]  # c.csv removed again
+
+
+def test_export_results_writes_the_three_tables(tmp_path) -> None:
+    result = SimpleNamespace(cells=TABLE, wells=TABLE.head(1), accuracy=TABLE.tail(1))
+    files = export_results(result, tmp_path / "out")
+    assert {k: p.name for k, p in files.items()} == {
+        "cells": "cells.csv", "wells": "wells.csv", "accuracy": "accuracy.csv"
+    }  # fmt: skip
+    with pytest.raises(OutputExistsError):
+        export_results(result, tmp_path / "out")
+    no_accuracy = SimpleNamespace(cells=TABLE, wells=TABLE, accuracy=None)
+    assert set(export_results(no_accuracy, tmp_path / "other")) == {"cells", "wells"}
