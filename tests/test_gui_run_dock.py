@@ -200,3 +200,18 @@ def test_train_panel(make_napari_viewer, qtbot, notices, tiny_plate, tmp_path):
     qtbot.waitUntil(lambda: widget.train_runner is None, timeout=10_000)
     assert not other.exists() and widget.session.job is None
     assert widget.train_controls.status.text().startswith("Cancelled")
+
+
+def test_closing_napari_during_a_run(make_napari_viewer, qtbot, notices, tiny_plate):
+    viewer = make_napari_viewer()
+    widget = _widget(viewer, tiny_plate)
+    session = widget.session
+    seen = _spy_progress(widget, widget.run_controls)
+    widget.run()
+    runner = widget.runner
+    qtbot.waitUntil(lambda: bool(seen), timeout=60_000)
+    viewer.close()  # the dock is destroyed with the window: the job is cancelled
+    qtbot.waitUntil(lambda: not runner.running, timeout=10_000)
+    assert runner.outcome == "cancelled"
+    assert session.job is None and session.result is None
+    assert notices["error"] == []

@@ -20,6 +20,7 @@ white in a second Labels layer, :data:`SELECTION_NAME`.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections import OrderedDict
 from typing import Any
@@ -138,6 +139,23 @@ def _segment(plate: Any, key: FieldKey, params: SegmentationParams) -> tuple[Fie
     return key, segment_field(image, plate.channels, params, field_name=name).cells
 
 
+def _warm_up_label_textures() -> None:
+    """Compile napari's label-colour kernels (numba) ahead of the first result.
+
+    The first ``DirectLabelColormap`` drawn in a process compiles them, which
+    took 3-4 s on the main thread when the first result arrived.  Compiling
+    from a background thread while the dock opens removes that freeze.  It uses
+    a private napari method, so any failure just leaves the compile for later.
+    """
+    from napari.utils.colormaps import DirectLabelColormap
+
+    try:
+        colormap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: "red"})
+        colormap._data_to_texture(np.arange(4, dtype=np.int32).reshape(2, 2))
+    except Exception:  # noqa: BLE001, S110 - an optimisation only
+        pass
+
+
 class ResultsOverlay(QObject):
     """Keeps the predicted-MoA Labels layer in step with the session (one per viewer).
 
@@ -164,6 +182,7 @@ class ResultsOverlay(QObject):
         self.worker: Any = None
         session.result_changed.connect(self._on_result_changed)
         session.current_changed.connect(self.refresh)
+        threading.Thread(target=_warm_up_label_textures, daemon=True).start()
         session.cells_selected.connect(self._show_selection)
 
     # -- layers -----------------------------------------------------------------
