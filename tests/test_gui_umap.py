@@ -46,7 +46,7 @@ def fake_result(cells_per_well: int = 12, plates=("P1", "P2"), seed: int = 0) ->
     rng = np.random.default_rng(seed)
     rows, before, after = [], [], []
     centres = {t: rng.normal(scale=4, size=16) for t in TREATMENTS}
-    for p, plate in enumerate(plates):
+    for plate in plates:
         offset = rng.normal(scale=6, size=16)
         for t, (treatment, moa) in enumerate(TREATMENTS.items()):
             for w in range(2):
@@ -95,8 +95,11 @@ def _labels(dock, panel=0):
     return {tuple(np.round(c, 3)) for c in colours}
 
 
+SCREENSHOT = bool(os.environ.get("PHENOADAPT_SCREENSHOTS"))
+
+
 def test_result_gives_two_maps_coloured_by_each_option(make_napari_viewer, qtbot, errors):
-    result = fake_result()
+    result = fake_result(cells_per_well=60 if SCREENSHOT else 12)
     viewer, session, dock = _dock(make_napari_viewer, qtbot, result)
     assert errors == []
     maps = dock.maps
@@ -128,7 +131,7 @@ def test_result_gives_two_maps_coloured_by_each_option(make_napari_viewer, qtbot
     assert "controls left out" in dock.mixing.text()
     assert dock.note.text() == ""  # every point drawn
 
-    if os.environ.get("PHENOADAPT_SCREENSHOTS"):
+    if SCREENSHOT:
         dock.colour.setCurrentText("MoA")
         rows = np.flatnonzero((result.cells[schema.TREATMENT] == "taxol").to_numpy())
         session.select_cells(rows)
@@ -227,6 +230,15 @@ def test_many_points_are_subsampled_with_a_note(make_napari_viewer, qtbot, error
     lo, hi = xy.min(axis=0) - 1, xy.max(axis=0) + 1
     dock.canvas.select_rectangle(1, tuple(lo), tuple(hi))
     assert len(session.selected_rows) == n
+    # A cap on the mapped cells: a sample stratified by well, the rest unreachable.
+    dock.max_cells.setValue(120)
+    dock.compute_button.click()
+    qtbot.waitUntil(lambda: dock.worker is None, timeout=WAIT_MS)
+    assert len(dock.maps.points) == 120
+    assert dock.maps.points.groupby([schema.PLATE, schema.WELL]).size().between(5, 7).all()
+    assert f"{n - 120:,} more cells are not mapped" in dock.note.text()
+    dock.canvas.select_rectangle(1, (-1e9, -1e9), (1e9, 1e9))
+    assert len(session.selected_rows) == 120
 
 
 def test_stratified_subsample_keeps_rare_categories():

@@ -19,6 +19,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.lines import Line2D
 from matplotlib.path import Path
 from matplotlib.widgets import LassoSelector, RectangleSelector
@@ -90,7 +91,9 @@ def stratified_subsample(codes: np.ndarray, n: int, seed: int = 0) -> np.ndarray
     return np.sort(np.concatenate(keep))
 
 
-def points_in_polygon(coordinates: np.ndarray, vertices: Sequence[tuple[float, float]]) -> np.ndarray:
+def points_in_polygon(
+    coordinates: np.ndarray, vertices: Sequence[tuple[float, float]]
+) -> np.ndarray:
     """Indices of the points inside a closed polygon (lasso vertices in data units)."""
     vertices = np.asarray(vertices, dtype=float)
     if len(vertices) < 3:
@@ -143,6 +146,18 @@ class ScatterCanvas(FigureCanvasQTAgg):
         self.panels: list[Panel] = []
         self.colours = np.zeros((0, 4))
         self.mode = SELECTION_MODES[0]
+        # Constrained layout costs a tenth of a second per draw: lay out once after
+        # each plot or resize, then keep the positions while selections redraw.
+        self.mpl_connect("draw_event", self._freeze_layout)
+
+    def _freeze_layout(self, _event: object) -> None:
+        if isinstance(self.figure.get_layout_engine(), ConstrainedLayoutEngine):
+            self.figure.set_layout_engine("none")
+
+    def resizeEvent(self, event: object) -> None:  # noqa: N802 - Qt's name
+        """Lay the panels and legend out again for the new size."""
+        self.figure.set_layout_engine("constrained")
+        super().resizeEvent(event)
 
     # ----------------------------------------------------------------- drawing
     def plot(
@@ -176,6 +191,7 @@ class ScatterCanvas(FigureCanvasQTAgg):
             Points drawn as dots per panel (``n`` unless subsampled).
         """
         self.figure.clear()
+        self.figure.set_layout_engine("constrained")
         self.panels = []
         palette = category_palette(len(categories))
         self.colours = palette[codes] if len(codes) else np.zeros((0, 4))
@@ -185,14 +201,23 @@ class ScatterCanvas(FigureCanvasQTAgg):
         for ax, xy, title in zip(axes, coordinates, titles, strict=True):
             xy = np.asarray(xy, dtype=float)
             if dense:  # every point counts in the density, even those not drawn
-                ax.hexbin(xy[:, 0], xy[:, 1], gridsize=70, bins="log", cmap="Greys",
-                          mincnt=1, alpha=0.5, linewidths=0, zorder=0)
+                ax.hexbin(
+                    xy[:, 0],
+                    xy[:, 1],
+                    gridsize=70,
+                    bins="log",
+                    cmap="Greys",
+                    mincnt=1,
+                    alpha=0.5,
+                    linewidths=0,
+                    zorder=0,
+                )
             # Small dots, no edges: cheap to rasterize and readable when dense.
             size = 4 if dense or len(xy) > 5000 else 10
-            scatter = ax.scatter(xy[shown, 0], xy[shown, 1], c=self.colours[shown], s=size,
-                                 linewidths=0, zorder=1)
-            highlight = ax.scatter([], [], s=size * 4, facecolors="none", edgecolors="black",
-                                   linewidths=0.9, zorder=2)
+            scatter = ax.scatter(
+                xy[shown, 0], xy[shown, 1], c=self.colours[shown], s=size, linewidths=0, zorder=1
+            )
+            highlight = ax.scatter([], [], s=size * 2, edgecolors="black", linewidths=0.3, zorder=2)
             ax.set_title(title, fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -211,18 +236,37 @@ class ScatterCanvas(FigureCanvasQTAgg):
     ) -> None:
         counts = np.bincount(codes, minlength=len(categories)) if len(codes) else []
         handles = [
-            Line2D([], [], marker="o", linestyle="", markersize=6, color=palette[i],
-                   label=f"{name} ({counts[i]:,})")
+            Line2D(
+                [],
+                [],
+                marker="o",
+                linestyle="",
+                markersize=6,
+                color=palette[i],
+                label=f"{name} ({counts[i]:,})",
+            )
             for i, name in enumerate(categories[:LEGEND_MAX])
         ]
         if len(categories) > LEGEND_MAX:
             rest = int(np.sum(counts[LEGEND_MAX:]))
-            handles.append(Line2D([], [], linestyle="", label=(
-                f"... {len(categories) - LEGEND_MAX} more ({rest:,})")))
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    linestyle="",
+                    label=(f"... {len(categories) - LEGEND_MAX} more ({rest:,})"),
+                )
+            )
         if handles:
-            self.figure.legend(handles=handles, loc="outside lower center", fontsize=7,
-                               ncols=min(4, len(handles)), title=title, title_fontsize=8,
-                               frameon=False)
+            self.figure.legend(
+                handles=handles,
+                loc="outside lower center",
+                fontsize=7,
+                ncols=min(4, len(handles)),
+                title=title,
+                title_fontsize=8,
+                frameon=False,
+            )
 
     def set_titles(self, titles: Sequence[str]) -> None:
         """Replace the panel titles (e.g. when mixing scores arrive)."""
@@ -231,19 +275,25 @@ class ScatterCanvas(FigureCanvasQTAgg):
         self.draw_idle()
 
     def highlight(self, points: np.ndarray) -> int:
-        """Outline these points in every panel (at most ``max_points`` of them, seeded).
+        """Bring these points forward in every panel and fade the others.
+
+        At most ``max_points`` of them are drawn (evenly spaced in index order).
 
         Returns
         -------
         int
-            Points outlined per panel.
+            Points drawn as selected per panel.
         """
         points = np.asarray(points, dtype=np.int64)
-        if len(points) > self.max_points:  # outlines of 100k dots are a black blob anyway
+        if len(points) > self.max_points:  # the same cap as the dots themselves
             points = points[np.linspace(0, len(points) - 1, self.max_points).astype(np.int64)]
         for panel in self.panels:
-            panel.highlight.set_offsets(panel.coordinates[points] if len(points) else
-                                        np.zeros((0, 2)))
+            # Faded context, selection in its own colours on top.
+            panel.scatter.set_alpha(0.15 if len(points) else None)
+            panel.highlight.set_offsets(
+                panel.coordinates[points] if len(points) else np.zeros((0, 2))
+            )
+            panel.highlight.set_facecolors(self.colours[points])
         self.draw_idle()
         return len(points)
 
@@ -253,14 +303,19 @@ class ScatterCanvas(FigureCanvasQTAgg):
             self.select_polygon(index, vertices)
 
         def rectangle(press: object, release: object) -> None:
-            self.select_rectangle(
-                index, (press.xdata, press.ydata), (release.xdata, release.ydata)
-            )
+            self.select_rectangle(index, (press.xdata, press.ydata), (release.xdata, release.ydata))
 
         panel.lasso = LassoSelector(panel.ax, lasso, useblit=True, button=[1])
-        panel.rectangle = RectangleSelector(panel.ax, rectangle, useblit=True, button=[1],
-                                            minspanx=0, minspany=0, spancoords="data",
-                                            interactive=False)
+        panel.rectangle = RectangleSelector(
+            panel.ax,
+            rectangle,
+            useblit=True,
+            button=[1],
+            minspanx=0,
+            minspany=0,
+            spancoords="data",
+            interactive=False,
+        )
 
     def set_mode(self, mode: str) -> None:
         """Use the lasso or the rectangle to select points."""

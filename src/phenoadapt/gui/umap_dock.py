@@ -41,8 +41,13 @@ from qtpy.QtWidgets import (
 from .. import schema
 from ..errors import PhenoadaptError
 from ..evaluate import BatchMixing, batch_mixing, umap_coordinates
-from .scatter import DEFAULT_MAX_POINTS, SELECTION_MODES, ScatterCanvas, encode_categories
-from .scatter import stratified_subsample
+from .scatter import (
+    DEFAULT_MAX_POINTS,
+    SELECTION_MODES,
+    ScatterCanvas,
+    encode_categories,
+    stratified_subsample,
+)
 from .session import get_session
 
 if TYPE_CHECKING:
@@ -70,6 +75,8 @@ SHOW = {
 }
 #: Treated points the mixing scores are computed on (kNN and LISI are quadratic in it).
 MIXING_SAMPLES = 2000
+#: Default cap on the cells of a cell map (UMAP time grows faster than linearly).
+MAX_CELLS = 100_000
 MIXING_NEIGHBOURS = 5
 MIXING_PERPLEXITY = 30.0
 
@@ -94,6 +101,8 @@ class UmapMaps:
         Mixing scores per space, or the reason why there are none.
     n_neighbors, seed
         The UMAP settings (the same for every space).
+    n_no_features
+        Cells without features (NaN rows), hence without a point.
     """
 
     level: str
@@ -103,6 +112,7 @@ class UmapMaps:
     mixing: dict[str, BatchMixing | str]
     n_neighbors: int
     seed: int
+    n_no_features: int = 0
 
     @property
     def noun(self) -> str:
@@ -111,7 +121,7 @@ class UmapMaps:
 
     @property
     def n_unmapped(self) -> int:
-        """Cells left off the maps because they have no features."""
+        """Cells left off the maps: without features, or beyond the cell cap."""
         return int(np.count_nonzero(self.point_of_cell < 0))
 
     def cells_of(self, points: np.ndarray) -> np.ndarray:
@@ -156,7 +166,7 @@ def embedding_spaces(result: Any) -> dict[str, np.ndarray]:
 
 
 def point_table(
-    result: Any, level: str
+    result: Any, level: str, max_cells: int | None = None, seed: int = 0
 ) -> tuple[pd.DataFrame, np.ndarray, dict[str, np.ndarray]]:
     """Points to map: their metadata, the point of each cell and their features per space.
 
@@ -167,6 +177,11 @@ def point_table(
     level
         ``"cell"`` (one point per cell) or ``"well"`` (mean of each well's cells,
         through :func:`phenoadapt.embed.aggregate_embeddings`).
+    max_cells
+        With cell points, map at most this many cells: a seeded sample stratified
+        by plate and well (UMAP time grows faster than the number of cells).
+    seed
+        Seed of that sample.
     """
     spaces = embedding_spaces(result)
     # Cells the pipeline could not predict have NaN features: they get no point.
@@ -176,7 +191,14 @@ def point_table(
             f"None of the {len(mapped):,} cells of the run result has features (all are NaN): "
             "check the run's failures and run the plates again."
         )
-    cells = result.cells.reset_index(drop=True)[mapped].reset_index(drop=True)
+    cells = result.cells.reset_index(drop=True)
+    if level == "cell" and max_cells is not None and mapped.sum() > max_cells:
+        rows = np.flatnonzero(mapped)
+        wells = cells.loc[rows, schema.PLATE].astype(str) + "/" + cells.loc[rows, schema.WELL]
+        keep = rows[stratified_subsample(encode_categories(wells.to_numpy())[1], max_cells, seed)]
+        mapped = np.zeros_like(mapped)
+        mapped[keep] = True
+    cells = cells[mapped].reset_index(drop=True)
     spaces = {key: values[mapped] for key, values in spaces.items()}
     point_of_cell = np.full(len(mapped), -1, dtype=np.int64)
     if level == "cell":
@@ -208,9 +230,7 @@ def _with_well_predictions(points: pd.DataFrame, result: Any) -> pd.DataFrame:
     return merged.set_axis(points.index)
 
 
-def plate_mixing(
-    points: pd.DataFrame, features: np.ndarray, seed: int = 0
-) -> BatchMixing | str:
+def plate_mixing(points: pd.DataFrame, features: np.ndarray, seed: int = 0) -> BatchMixing | str:
     """Batch-mixing scores by plate of treated points, or why they cannot be computed.
 
     At most :data:`MIXING_SAMPLES` treated points are scored (a seeded sample
@@ -244,7 +264,11 @@ def plate_mixing(
 
 
 def umap_job(
-    result: Any, level: str, n_neighbors: int = 15, seed: int = 0
+    result: Any,
+    level: str,
+    n_neighbors: int = 15,
+    seed: int = 0,
+    max_cells: int | None = None,
 ) -> Generator[tuple[str, Any], None, UmapMaps]:
     """Fit a UMAP per feature space and score its mixing, yielding progress.
 
@@ -257,7 +281,7 @@ def umap_job(
         when there are not more points than UMAP neighbours.
     """
     yield "progress", ("Preparing points...", 0, 0)
-    points, point_of_cell, features = point_table(result, level)
+    points, point_of_cell, features = point_table(result, level, max_cells, seed)
     noun = "cells" if level == "cell" else "wells"
     coordinates: dict[str, np.ndarray] = {}
     mixing: dict[str, BatchMixing | str] = {}
@@ -269,15 +293,31 @@ def umap_job(
         yield "progress", (f"Batch mixing, {title}...", 2 * step + 1, total)
         mixing[key] = plate_mixing(points, values, seed)
     yield "progress", ("Done.", total, total)
-    return UmapMaps(level, points, point_of_cell, coordinates, mixing, n_neighbors, seed)
+    has_features = np.logical_and.reduce(
+        [np.isfinite(v).all(axis=1) for v in embedding_spaces(result).values()]
+    )
+    return UmapMaps(
+        level,
+        points,
+        point_of_cell,
+        coordinates,
+        mixing,
+        n_neighbors,
+        seed,
+        n_no_features=int(np.count_nonzero(~has_features)),
+    )
 
 
 def umap_events(
-    result: Any, level: str, n_neighbors: int = 15, seed: int = 0
+    result: Any,
+    level: str,
+    n_neighbors: int = 15,
+    seed: int = 0,
+    max_cells: int | None = None,
 ) -> Generator[tuple[str, Any], None, UmapMaps | None]:
     """:func:`umap_job` for a worker: errors become ``("error", message)`` events."""
     try:
-        return (yield from umap_job(result, level, n_neighbors, seed))
+        return (yield from umap_job(result, level, n_neighbors, seed, max_cells))
     except PhenoadaptError as exc:
         yield "error", str(exc)
     except Exception as exc:  # the dock must report, never crash napari
@@ -345,8 +385,17 @@ class UmapWidget(QWidget):
         self.neighbours.setValue(15)
         self.neighbours.setToolTip("UMAP neighbourhood: larger values favour the global layout.")
         self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setRange(0, 999_999)
         self.seed.setToolTip("The same seed gives the same maps.")
+        self.max_cells = QSpinBox()
+        self.max_cells.setRange(100, 10_000_000)
+        self.max_cells.setSingleStep(10_000)
+        self.max_cells.setGroupSeparatorShown(True)
+        self.max_cells.setValue(MAX_CELLS)
+        self.max_cells.setToolTip(
+            "Cell maps use at most this many cells (a sample stratified by well): a UMAP of "
+            "100,000 cells takes minutes, and time grows faster than the number of cells."
+        )
         self.compute_button = QPushButton("Compute UMAP")
         self.compute_button.clicked.connect(self.compute)
         self.cancel_button = QPushButton("Cancel")
@@ -388,6 +437,7 @@ class UmapWidget(QWidget):
         settings.addWidget(QLabel("Seed"))
         settings.addWidget(self.seed)
         form.addRow(settings)
+        form.addRow("Map at most (cells)", self.max_cells)
         buttons = QHBoxLayout()
         buttons.addWidget(self.compute_button)
         buttons.addWidget(self.cancel_button)
@@ -423,7 +473,11 @@ class UmapWidget(QWidget):
             return
         self.errors = []
         worker = thread_worker(umap_events, start_thread=False)(
-            result, LEVELS[self.level.currentText()], self.neighbours.value(), self.seed.value()
+            result,
+            LEVELS[self.level.currentText()],
+            self.neighbours.value(),
+            self.seed.value(),
+            self.max_cells.value(),
         )
         worker.yielded.connect(self._on_event)
         worker.returned.connect(self._on_returned)
@@ -531,15 +585,25 @@ class UmapWidget(QWidget):
         if self.shown_points < n:
             note = (
                 f"Showing {self.shown_points:,} of {n:,} {maps.noun} (sampled within each "
-                f"{colour.lower()}); the grey density shows all of them, and a selection takes "
-                f"every {maps.noun[:-1]} inside the outline."
+                f"{colour if colour == 'MoA' else colour.lower()}); the grey density shows "
+                f"all of them, and a selection takes every {maps.noun[:-1]} inside the outline."
             )
-        if maps.n_unmapped:
-            note += (f" {maps.n_unmapped:,} cells without features (not predicted) are "
-                     "left off the maps.")
+        if maps.n_no_features:
+            note += (
+                f" {maps.n_no_features:,} cells without features (not predicted) are "
+                "left off the maps."
+            )
+        sampled_out = maps.n_unmapped - maps.n_no_features
+        if sampled_out:
+            note += (
+                f" {sampled_out:,} more cells are not mapped ('Map at most' is "
+                f"{len(maps.points):,}); a selection cannot reach them."
+            )
         if "before" not in maps.coordinates:
-            note += (" No 'before' map: the run kept no unadapted features "
-                     "(run with 'compare unadapted').")
+            note += (
+                " No 'before' map: the run kept no unadapted features "
+                "(run with 'compare unadapted')."
+            )
         return note.strip()
 
     def _mixing_text(self, maps: UmapMaps) -> str:
