@@ -34,8 +34,8 @@ from sklearn.metrics import pairwise_distances_chunked, silhouette_score
 
 from .. import schema
 from ..errors import TableError
-from ..profiles.table import control_mask, feature_columns, feature_matrix, require_columns
-from ._validation import as_matrix, check_labels, check_neighbours
+from ..profiles.table import control_mask, require_columns
+from ._validation import as_matrix, check_labels, check_metadata, check_neighbours, table_matrix
 
 _LISI_ITERATIONS = 50
 _LISI_TOLERANCE = 1e-5
@@ -275,8 +275,9 @@ def batch_mixing(
     )
     if role_column is not None and role_column in table.columns:
         table = table[~control_mask(table, role_column)]
-    features = list(features) if features is not None else feature_columns(table)
-    X = feature_matrix(table, features)
+    purpose = "batch-mixing scores"
+    check_metadata(table, [batch_column] + ([group_column] if group_column else []), purpose)
+    X = table_matrix(table, features, f"{purpose} (on the non-control rows)")
     batches = table[batch_column].astype(str).to_numpy()
     groups = table[group_column].astype(str).to_numpy() if group_column else None
     return BatchMixing(

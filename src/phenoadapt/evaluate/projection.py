@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
-from ..profiles.table import feature_columns, feature_matrix
-from ._validation import as_matrix, check_neighbours
+from ._validation import as_matrix, check_neighbours, table_matrix
 
 
 def umap_coordinates(
@@ -54,8 +53,7 @@ def add_umap(
     **options: object,
 ) -> pd.DataFrame:
     """A copy of ``table`` with ``umap_1`` and ``umap_2`` columns (see :func:`umap_coordinates`)."""
-    features = list(features) if features is not None else feature_columns(table)
-    coordinates = umap_coordinates(feature_matrix(table, features), **options)
+    coordinates = umap_coordinates(table_matrix(table, features, "UMAP"), **options)
     out = table.copy()
     out[schema.UMAP_1] = coordinates[:, 0]
     out[schema.UMAP_2] = coordinates[:, 1]

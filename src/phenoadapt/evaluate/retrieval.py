@@ -27,8 +27,14 @@ from scipy.stats import fisher_exact
 
 from .. import schema
 from ..errors import TableError
-from ..profiles.table import control_mask, feature_columns, feature_matrix, require_columns
-from ._validation import as_matrix, check_labels, cosine_similarity_matrix
+from ..profiles.table import control_mask, require_columns
+from ._validation import (
+    as_matrix,
+    check_labels,
+    check_metadata,
+    cosine_similarity_matrix,
+    table_matrix,
+)
 
 _REFERENCE = "Metadata__copairs_reference"
 
@@ -131,7 +137,6 @@ def map_activity(
         One row per treatment with at least two replicates.
     """
     require_columns(table, [treatment_column, role_column], "mAP of phenotypic activity")
-    features = list(features) if features is not None else feature_columns(table)
     controls = control_mask(table, role_column)
     if not controls.any():
         raise TableError(
@@ -139,6 +144,7 @@ def map_activity(
         )
     columns = [treatment_column] + ([same_plate_column] if same_plate_column else [])
     require_columns(table, columns, "mAP of phenotypic activity")
+    check_metadata(table, [role_column, *columns], "mAP of phenotypic activity")
     meta = table[columns].reset_index(drop=True).astype(str)
     # Every control gets its own reference index so that controls never pair with
     # each other; treated rows share -1, so treated-vs-treated pairs are neither
@@ -150,7 +156,7 @@ def map_activity(
         "neg_sameby": [same_plate_column] if same_plate_column else [],
         "neg_diffby": [treatment_column, _REFERENCE],
     }
-    X = feature_matrix(table, features)
+    X = table_matrix(table, features, "mAP of phenotypic activity")
     result = _map(
         meta, X, pairs, [treatment_column], null_size, threshold, seed, "mAP of phenotypic activity"
     )
@@ -194,7 +200,8 @@ def map_consistency(
     if role_column is not None and role_column in table.columns:
         keep = keep & ~control_mask(table, role_column)
     table = table[keep]
-    features = list(features) if features is not None else feature_columns(table)
+    check_metadata(table, different, "mAP of phenotypic consistency")
+    X = table_matrix(table, features, "mAP of phenotypic consistency (on the treated rows)")
     meta = table[[moa_column, *different]].reset_index(drop=True).astype(str)
     pairs = {
         "pos_sameby": [moa_column],
@@ -204,7 +211,7 @@ def map_consistency(
     }
     return _map(
         meta,
-        feature_matrix(table, features),
+        X,
         pairs,
         [moa_column],
         null_size,
