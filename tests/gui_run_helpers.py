@@ -2,11 +2,14 @@
 
 The plate is a synthetic 96-well plate imaging six wells (two of them DMSO
 controls on the control lattice) with two 256-pixel fields each, so a whole
-run takes seconds.  The model is the shipped demo model.
+run takes seconds.  The model is the shipped demo model; set
+``PHENOADAPT_TEST_MODEL`` to a checkpoint to test another one (it must know the
+plate's MoAs).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -25,16 +28,26 @@ def make_tiny_plate(folder: Path, plate_id: str = "TINY1", seed: int = 1) -> Pat
 
 
 def model_path() -> Path:
-    """The shipped demo model."""
-    import os
-
+    """The shipped demo model (or the checkpoint named by ``PHENOADAPT_TEST_MODEL``)."""
     return Path(os.environ.get("PHENOADAPT_TEST_MODEL") or demo_model_path())
+
+
+def checkpoint_text() -> str:
+    """What the Run dock's Model field gets: empty (the demo model) unless overridden."""
+    return os.environ.get("PHENOADAPT_TEST_MODEL", "")
+
+
+# Each test module imports the fixtures below, which makes pytest treat them as
+# separate fixtures per module; this cache makes them computed once per session.
+_SHARED: dict[str, object] = {}
 
 
 @pytest.fixture(scope="session")
 def tiny_plate(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny plate shared by the GUI tests (never written to by them)."""
-    return make_tiny_plate(tmp_path_factory.mktemp("plates"))
+    if "plate" not in _SHARED:
+        _SHARED["plate"] = make_tiny_plate(tmp_path_factory.mktemp("plates"))
+    return _SHARED["plate"]
 
 
 @pytest.fixture
@@ -64,6 +77,8 @@ SEGMENTATION = DEMO_SEGMENTATION
 @pytest.fixture(scope="session")
 def tiny_result(tiny_plate: Path):
     """A run result of the tiny plate (ERM: the quickest method), computed without the GUI."""
+    if "result" in _SHARED:
+        return _SHARED["result"]
     from phenoadapt.pipeline import RunConfig, run_plates
     from phenoadapt.plate import open_plate
     from phenoadapt.plate.platemap import read_platemap
@@ -73,4 +88,5 @@ def tiny_result(tiny_plate: Path):
     config = RunConfig(
         checkpoint=model_path(), method="erm", segmentation=SEGMENTATION, compare_unadapted=False
     )
-    return run_plates([plate], [platemap], config)
+    _SHARED["result"] = run_plates([plate], [platemap], config)
+    return _SHARED["result"]

@@ -11,7 +11,14 @@ import os
 import time
 from pathlib import Path
 
-from gui_run_helpers import SEGMENTATION, model_path, notices, open_in_viewer, tiny_plate
+from gui_run_helpers import (
+    SEGMENTATION,
+    checkpoint_text,
+    model_path,
+    notices,
+    open_in_viewer,
+    tiny_plate,
+)
 
 from phenoadapt import schema
 from phenoadapt.gui.results import LAYER_NAME, class_colours
@@ -29,7 +36,7 @@ def _widget(viewer, plate_dir, **kwargs) -> RunWidget:
     open_in_viewer(viewer, plate_dir)
     widget = RunWidget(viewer, **kwargs)
     viewer.window.add_dock_widget(widget, name="Run")
-    widget.checkpoint.setText(str(model_path()))
+    widget.checkpoint.setText(checkpoint_text())  # empty: the shipped demo model
     widget.diameter.setValue(SEGMENTATION.nucleus_diameter)
     return widget
 
@@ -184,7 +191,8 @@ def test_train_panel(make_napari_viewer, qtbot, notices, tiny_plate, tmp_path):
     qtbot.waitUntil(lambda: widget.train_runner is None, timeout=120_000)
     assert notices["error"] == [], notices
     assert out.is_file() and widget.checkpoint.text() == str(out)
-    assert {"segment", "train"} <= {e.stage for e in seen}
+    stages = {e.stage for e in seen}  # quick reports may be merged into the latest one
+    assert "segment" in stages and stages & {"train", "epoch"}
     assert load_checkpoint(out).metadata.method == "erm"
     # An existing file is replaced only when the user says so.
     before = out.stat().st_mtime_ns
