@@ -17,8 +17,14 @@ Models (each with every seed):
 Each is evaluated on the held-out lab with the test-time methods ERM (training
 statistics, no target data), AdaBN, BEN and CS-ARM-BN (the target plate's cells).
 
-Run: ``python benchmarks/bench_abra.py [--quick] [--seeds 0 1 2]`` (CPU, one torch thread,
-about 25 minutes for 3 seeds; ``--quick``: 1 seed, fewer steps, a few minutes).
+Run: ``python benchmarks/bench_abra.py [--quick] [--seeds 0 1 2] [--cache DIR]`` (CPU, one
+torch thread each).  Generating and cropping the plates takes about 1 CPU-minute; training one
+seed of the four models about 8 CPU-minutes (ABRA about 3x ERM).  On a shared machine, runs of
+single seeds / models go in parallel and are merged::
+
+    python benchmarks/bench_abra.py --cache /tmp/abra --seeds 1 --kinds abra --out s1.md
+    python benchmarks/bench_abra.py --cache /tmp/abra --combine s0.md s1.md ...
+
 Writes ``docs/abra-benchmark.md`` (the table is also copied into ``docs/abra.md`` by hand).
 """
 
