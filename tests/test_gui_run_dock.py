@@ -37,7 +37,7 @@ def _widget(viewer, plate_dir, **kwargs) -> RunWidget:
     widget = RunWidget(viewer, **kwargs)
     viewer.window.add_dock_widget(widget, name="Run")
     widget.checkpoint.setText(checkpoint_text())  # empty: the shipped demo model
-    widget.diameter.setValue(SEGMENTATION.nucleus_diameter)
+    # Nucleus diameter left at "pipeline default": the model's recorded segmentation.
     return widget
 
 
@@ -104,7 +104,14 @@ def _screenshots(viewer, widget, qtbot) -> None:
     DOCS.mkdir(parents=True, exist_ok=True)
     viewer.window.resize(1500, 950)
     qtbot.wait(300)
-    viewer.reset_view()
+    # Select two cells so the picture shows their white outlines too.
+    layer = viewer.layers[LAYER_NAME]
+    rows = widget.session.cells_of_field()[:2]
+    cells = widget.session.result.cells.iloc[rows]
+    for i, (_, cell) in enumerate(cells.iterrows()):
+        widget.overlay.select_at((cell[schema.CENTROID_Y], cell[schema.CENTROID_X]), add=i > 0)
+    viewer.layers.selection.active = layer
+    viewer.reset_view(margin=0.01)  # the field fills the canvas
     qtbot.wait(500)
     imsave(DOCS / "gui_results_overlay.png", viewer.screenshot(canvas_only=False, flash=False))
     widget.grab().save(str(DOCS / "gui_run_dock.png"))
