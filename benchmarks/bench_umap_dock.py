@@ -168,7 +168,8 @@ def main() -> None:
         "",
         "Measured by `benchmarks/bench_umap_dock.py` on "
         f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPU cores, shared with "
-        "other jobs), matplotlib qtagg canvas, best of "
+        f"other jobs: load average {os.getloadavg()[0]:.0f} at the end, so an idle machine is "
+        "faster), matplotlib qtagg canvas, best of "
         f"{args.repeats}. Stand-in result: {n} cells on 4 plates of 96 wells, 64-dimensional "
         "features. Each time includes the full redraw of both maps (before and after).",
         "",
@@ -188,11 +189,13 @@ def main() -> None:
         "",
         "## Fitting",
         "",
-        f"- UMAP fit of one feature space (umap-learn, 15 neighbours, seed 0, single thread as "
-        f"seeded umap-learn runs) on {args.fit_cells:,} cells: {fit['fit']:.1f} s (numba "
-        "compilation excluded; the first fit in a session adds about 10-20 s). The dock fits "
-        "two spaces (before and after) in a worker thread; UMAP time grows a little faster "
-        "than linearly with the number of cells, so a 100,000-cell result takes minutes.",
+        f"- UMAP fit of one feature space (umap-learn, 15 neighbours, seed 0; seeded umap-learn "
+        f"runs single-threaded) on {args.fit_cells:,} cells: {fit['fit']:.1f} s, numba "
+        "compilation excluded (the first fit of a session adds 10-60 s). The dock fits both "
+        "spaces, before and after, one after the other in a worker thread, so napari stays "
+        "responsive; UMAP time grows somewhat faster than the number of cells. For quick looks "
+        "at large runs, map wells, or lower 'Map at most' (a sample stratified by well; the "
+        "default 100,000 maps every cell of a 100,000-cell run).",
         f"- Batch-mixing scores of one space (kNN plate accuracy, silhouette, LISI on a "
         f"2,000-cell sample of treated cells, stratified by plate): {fit['mixing']:.1f} s. "
         f"On this stand-in: kNN plate accuracy {fit['knn_before']:.2f} before, "

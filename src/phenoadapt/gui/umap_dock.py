@@ -386,6 +386,7 @@ class UmapWidget(QWidget):
         self.neighbours.setToolTip("UMAP neighbourhood: larger values favour the global layout.")
         self.seed = QSpinBox()
         self.seed.setRange(0, 999_999)
+        self.seed.setValue(0)  # sets the text too: a fresh QSpinBox shows nothing for 0
         self.seed.setToolTip("The same seed gives the same maps.")
         self.max_cells = QSpinBox()
         self.max_cells.setRange(100, 10_000_000)
@@ -536,6 +537,7 @@ class UmapWidget(QWidget):
         self.canvas.draw_idle()
         self.note.setText("")
         self.mixing.setText("")
+        self.selection.setText("No cells selected.")  # set_result clears the selection
         self.compute()
 
     # -- drawing --------------------------------------------------------------
