@@ -220,9 +220,10 @@ The longest gap is the worst freeze a user would notice (a click answered that
 much later). Gaps while idle show the floor of the timer on this machine.
 Longest gaps of the run, with when they ended (seconds after Run was pressed)
 and what the progress bar showed ("-": after the run): {worst_text}.
-The gaps just after the run are not the dock's handlers (storing the result
-and updating the legend took about 60 ms): they coincide with the overlay's
-worker segmenting the field on screen, whose scikit-image steps hold the GIL.
+Gaps just after the run are the overlay: adding its layer (above) and its
+worker segmenting the field on screen, whose scikit-image steps hold the GIL;
+the dock's own handlers (storing the result, updating the legend) took about
+60 ms in a profiled run.
 """,
         encoding="utf-8",
     )
