@@ -278,3 +278,34 @@ def test_cells_without_features_are_left_off(make_napari_viewer, qtbot, errors):
     np.testing.assert_array_equal(session.selected_rows, np.arange(5, n))
     session.select_cells([0, 10])
     np.testing.assert_allclose(dock.canvas.panels[1].highlight.get_offsets(), xy[[10 - 5]])
+
+
+@pytest.mark.skipif(not SCREENSHOT, reason="set PHENOADAPT_SCREENSHOTS=1 to run")
+def test_screenshot_of_a_real_run(make_napari_viewer, qtbot, tmp_path, errors):
+    """Two tiny synthetic plates through the real pipeline, the dock beside the field."""
+    from gui_run_helpers import make_tiny_plate
+
+    from phenoadapt.pipeline import RunConfig, run_plates
+
+    viewer = make_napari_viewer()
+    session = get_session(viewer)
+    plates = [
+        session.open_plate(make_tiny_plate(tmp_path / f"p{i}", f"TINY{i}", seed=i)) for i in (1, 2)
+    ]
+    result = run_plates(plates, [session.platemap(p.plate_id) for p in plates], RunConfig())
+    dock = UmapWidget(viewer)
+    viewer.window.add_dock_widget(dock, name="UMAP", area="right")
+    dock.colour.setCurrentText("Plate")
+    session.set_result(result)
+    qtbot.waitUntil(lambda: dock.worker is None, timeout=WAIT_MS)
+    assert errors == [] and dock.maps is not None
+    mixing = dock.maps.mixing
+    assert mixing["after"].knn_accuracy < mixing["before"].knn_accuracy
+    # Select the cells of one treated well and go to the first one.
+    cells = result.cells
+    well = cells[cells[schema.ROLE] == "treated"][schema.WELL].iloc[0]
+    session.select_cells(np.flatnonzero((cells[schema.WELL] == well).to_numpy()))
+    dock.go_to_cell()
+    viewer.window._qt_window.resize(1600, 1000)
+    qtbot.wait(500)
+    viewer.window._qt_window.grab().save(str(DOCS_IMAGE.with_name("gui_umap_viewer.png")))
