@@ -40,7 +40,7 @@ from phenoadapt.demo import (
 )
 from phenoadapt.pipeline import RunConfig, TrainRunConfig, run_methods, train_plates
 from phenoadapt.plate import open_plate, read_platemap
-from phenoadapt.plate.synthetic import generate_plate
+from phenoadapt.plate.synthetic import generate_plate, is_synthetic_plate
 from phenoadapt.train import load_checkpoint, save_checkpoint
 
 MODELS = Path(__file__).resolve().parents[1] / "src" / "phenoadapt" / "models"
@@ -49,13 +49,13 @@ MODELS = Path(__file__).resolve().parents[1] / "src" / "phenoadapt" / "models"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plates", type=int, default=3, help="training-lab plates (default 3)")
-    parser.add_argument("--epochs", type=int, default=20, help="maximum epochs (default 20)")
+    parser.add_argument("--epochs", type=int, default=15, help="maximum epochs (default 15)")
     parser.add_argument("--patience", type=int, default=6)
     parser.add_argument("--width", type=int, default=8, help="ResNet first-stage width")
     parser.add_argument("--crop-size", type=int, default=24, help="crop side in pixels")
     parser.add_argument("--crop-scale", type=float, default=0.5, help="resampling before crop")
     parser.add_argument("--plates-per-step", type=int, default=4)
-    parser.add_argument("--max-steps", type=int, default=10, help="optimizer steps per epoch")
+    parser.add_argument("--max-steps", type=int, default=8, help="optimizer steps per epoch")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -69,6 +69,13 @@ def training_plates(folder: Path, n: int, seed: int) -> tuple[list, list]:
     """``n`` training-lab plates, each from its own batch; plates and plate maps."""
     plates, maps = [], []
     for i in range(n):
+        existing = folder / f"train_plate{i + 1}"
+        if is_synthetic_plate(existing) and (existing / "platemap.csv").is_file():
+            # Same seed, same bytes: a rerun in the same --work folder reuses the plates.
+            plates.append(open_plate(existing))
+            maps.append(read_platemap(existing / "platemap.csv", plate_id=existing.name))
+            print(f"  {existing.name}: reused", flush=True)
+            continue
         plate = generate_plate(
             folder, DEMO_CONFIG, seed=1_000 + 10 * seed + i, plate_id=f"train_plate{i + 1}",
             lab_id=TRAIN_LAB, batch_id=f"{TRAIN_LAB}_batch{i + 1}", lab=lab_effects(TRAIN_LAB),
@@ -111,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         print("   " + ", ".join(f"{k} {v:.3g}" for k, v in record.items()), flush=True)
 
     print("3. accuracy on the demo plates (segmented crops)", flush=True)
-    demo = make_demo_plates(work / "demo", seed=0, overwrite=True)
+    demo = make_demo_plates(work / "demo", seed=0)
     demo_plates = [open_plate(p) for p in demo.plates]
     demo_maps = [read_platemap(m) for m in demo.platemaps]
     results = run_methods(

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from . import schema
+from .adapt.methods import METHODS, parse_method
 
 from .cells.params import SegmentationParams
 from .errors import PhenoadaptError
@@ -279,7 +280,7 @@ def summary_figure(accuracy: Any, path: Path, labels: dict[str, str] | None = No
             bars = ax.bar(x + (i - (len(plates) - 1) / 2) * width, values, width,
                           label=labels.get(plate, plate))  # fmt: skip
             ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
-        ax.set_xticks(x, [m.upper() for m in methods], fontsize=8)
+        ax.set_xticks(x, [METHODS[parse_method(m)].label for m in methods], fontsize=8)
         ax.set_ylim(0, 1.05)
         ax.set_title(f"MoA accuracy of treated {title}")
         ax.grid(axis="y", alpha=0.3)
@@ -328,6 +329,7 @@ def run_demo(
     from .plate import open_plate, read_platemap
 
     out = Path(out_dir)
+    methods = [parse_method(m).value for m in methods]
     plates = make_demo_plates(
         out / "plates", seed=seed, overwrite=overwrite_plates, progress=progress, cancel=cancel
     )
@@ -343,6 +345,13 @@ def run_demo(
     )
     lead = ["method", schema.PLATE]
     accuracy = accuracy[lead + [c for c in accuracy.columns if c not in lead]]
+    # Rows in the order of the methods asked for, the training-lab plate first.
+    order = {pid: i for i, pid in enumerate((plates.train_lab, plates.new_lab))}
+    accuracy = accuracy.sort_values(
+        ["method", schema.PLATE],
+        key=lambda col: col.map({m: i for i, m in enumerate(methods)} if col.name == "method"
+                                else order),
+    ).reset_index(drop=True)  # fmt: skip
     labels = {plates.train_lab: "training lab (new plate)", plates.new_lab: "new lab"}
     accuracy.insert(2, "lab", accuracy[schema.PLATE].map(labels))
     tables = {}

@@ -33,6 +33,13 @@ class OutputNotWritableError(PhenoadaptError, PermissionError):
     """An output folder that cannot be created or written to."""
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _writable_folder(folder: Path, what: Path) -> None:
     """Create ``folder`` if needed; a clear error when it cannot hold files."""
     try:
@@ -116,6 +123,8 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool
             table.to_csv(handle, index=False)
             handle.flush()
             os.fsync(handle.fileno())
+        # mkstemp creates owner-only files; give the table the permissions of a normal file.
+        os.chmod(tmp, 0o666 & ~_umask())
         if not overwrite and path.exists():  # appeared while writing: still never replace it
             raise OutputExistsError(f"{path} appeared while it was being written: not replaced.")
         os.replace(tmp, path)
