@@ -107,6 +107,11 @@ class BenchConfig:
     holdout_fraction
         Fraction of each training plate's treated wells (per MoA) kept out of
         training to measure accuracy in the training domain.
+    methods
+        Training methods to run (separate processes may run different ones).
+    label_shift_methods
+        Training methods whose networks are also evaluated under label shift
+        (any network with ERM statistics is the no-context reference).
     max_test_treated
         Treated cells per test plate (a random sample, every control kept);
         None = all.  Bounds the CPU time of evaluation.
@@ -124,6 +129,8 @@ class BenchConfig:
     contexts_per_plate: int = 4
     holdout_fraction: float = 0.25
     max_test_treated: int | None = 500
+    methods: Sequence[str] = TRAIN_METHODS
+    label_shift_methods: Sequence[str] = ("arm-bn", "cs-arm-bn")
 
 
 @dataclass
@@ -330,13 +337,14 @@ def run_benchmark(
     )
     accuracy, label_shift, training = [], [], []
     for seed in config.seeds:
-        for method in TRAIN_METHODS:
+        for method in config.methods:
             model, row = train_one(method, seed, splits, config)
             training.append(row)
             for r in evaluate_domains(model, splits, config):
                 accuracy.append({"seed": seed, "train_method": method, **r})
-            for r in evaluate_label_shift(model, splits, config, seed):
-                label_shift.append({"seed": seed, "train_method": method, **r})
+            if method in config.label_shift_methods:
+                for r in evaluate_label_shift(model, splits, config, seed):
+                    label_shift.append({"seed": seed, "train_method": method, **r})
             mine = pd.DataFrame(accuracy[-len(DOMAINS) * len(TEST_METHODS) :])
             summary = mine.pivot(index="domain", columns="test_method", values="accuracy")
             log(
@@ -401,7 +409,7 @@ def label_shift_table(results: Results) -> list[str]:
         + " |",
         "|---" * (len(alphas) + 2) + "|",
     ]
-    for method in TRAIN_METHODS:
+    for method in [m for m in TRAIN_METHODS if m in set(ls["train_method"])]:
         for stats in STATS_METHODS:
             mine = ls[(ls["train_method"] == method) & (ls["stats"] == stats)]
             cells = [_mean_std(mine.loc[mine["alpha"] == a, "accuracy"]) for a in alphas]
@@ -469,17 +477,19 @@ def plot_label_shift(results: Results, path: Path) -> None:
 
     ls = results.label_shift
     lines = [
-        ("erm", "erm", "#888888", "-"),
-        ("erm", "ben", "#888888", "--"),
+        ("cs-arm-bn", "erm", "#888888", "-"),
         ("arm-bn", "arm-bn", "#e69f00", "-"),
         ("arm-bn", "cs-arm-bn", "#e69f00", ":"),
+        ("arm-bn", "ben", "#e69f00", "--"),
         ("cs-arm-bn", "cs-arm-bn", "#0072b2", "-"),
         ("cs-arm-bn", "arm-bn", "#0072b2", ":"),
         ("cs-arm-bn", "ben", "#0072b2", "--"),
     ]
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = plt.subplots(figsize=(9.5, 4.2))
     for train, stats, colour, style in lines:
         mine = ls[(ls["train_method"] == train) & (ls["stats"] == stats)]
+        if mine.empty:
+            continue
         grouped = mine.groupby("alpha")["accuracy"]
         means, stds = grouped.mean(), grouped.std(ddof=0).fillna(0)
         ax.errorbar(
@@ -497,7 +507,7 @@ def plot_label_shift(results: Results, path: Path) -> None:
     ax.set_ylabel("accuracy on held-out plates")
     ax.set_ylim(0, 1)
     ax.axhline(1 / len(results.splits.train.classes), color="k", lw=0.8, ls=":")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -525,7 +535,8 @@ def render_markdown(
         f"Measured by `benchmarks/bench_domain_shift.py` on CPU ({platform.machine()}, "
         f"{threads} torch thread(s), torch {torch.__version__}); seeds {list(config.seeds)}; "
         f"training and evaluation took {results.seconds / 60:.0f} min of wall time per process "
-        "(one process per seed, run side by side on two shared cores).",
+        "(one process per seed and training method, run side by side on two CPU cores shared "
+        "with other jobs).",
         "",
         f"Data: {len(settings.plates)} plates of {settings.n_wells} wells, {settings.sites} "
         f"site(s) of {settings.field_size} x {settings.field_size} px, effect strength "
@@ -550,7 +561,9 @@ def render_markdown(
         "| trained with | epochs run | best epoch | minutes per model | validation accuracy |",
         "|---|---|---|---|---|",
         *[
-            f"| {LABELS[m]} | {r.epochs:.1f} | {r.best:.1f} | {r.seconds / 60:.1f} | {r.val:.3f} |"
+            f"| {LABELS[m]} | {r.epochs:.1f} | {r.best:.1f} | {r.seconds / 60:.1f} | "
+            + ("n/a" if np.isnan(r.val) else f"{r.val:.3f}")
+            + " |"
             for m, r in train_rows.reindex(list(TRAIN_METHODS)).iterrows()
         ],
         "",
@@ -598,9 +611,11 @@ def write_doc(section: str, path: Path = DOC) -> None:
 TABLES = ("accuracy", "label_shift", "training")
 
 
-def save_results(results: Results, work: Path, seeds: Sequence[int]) -> None:
-    """Tidy tables of a run, named after its seeds (runs of other seeds are kept)."""
-    tag = "-".join(str(s) for s in seeds)
+def save_results(
+    results: Results, work: Path, seeds: Sequence[int], methods: Sequence[str]
+) -> None:
+    """Tidy tables of a run, named after its seeds and methods (other runs' tables are kept)."""
+    tag = "-".join(str(s) for s in seeds) + "_" + "-".join(methods)
     for name in TABLES:
         getattr(results, name).to_csv(work / f"{name}_seeds{tag}.csv", index=False)
     (work / f"seconds_seeds{tag}.txt").write_text(f"{results.seconds:.1f}\n")
@@ -612,7 +627,8 @@ def load_results(
     """Every seed's saved tables in ``work``, merged (a seed saved twice counts once)."""
     frames = {}
     for name in TABLES:
-        parts = [pd.read_csv(p) for p in sorted(work.glob(f"{name}_seeds*.csv"))]
+        paths = sorted(work.glob(f"{name}_seeds*.csv"))
+        parts = [pd.read_csv(p) for p in paths if p.stat().st_size > 1]
         if not parts:
             raise FileNotFoundError(f"No {name}_seeds*.csv in {work}: run some seeds first.")
         frames[name] = pd.concat(parts, ignore_index=True).drop_duplicates(
@@ -651,6 +667,7 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--methods", nargs="+", choices=TRAIN_METHODS, default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=2, help="processes rendering fields")
     parser.add_argument(
@@ -678,13 +695,15 @@ def main() -> None:
         config.seeds = tuple(args.seeds)
     if args.epochs:
         config.max_epochs = args.epochs
+    if args.methods:
+        config.methods = tuple(args.methods)
 
     started = time.perf_counter()
     crops, cells = prepare_crops(work, settings, workers=args.workers)
     print(f"data ready in {time.perf_counter() - started:.0f} s: {crops.shape}")
     if not args.report:
         results = run_benchmark(crops, cells, config)
-        save_results(results, work, config.seeds)
+        save_results(results, work, config.seeds, config.methods)
     # Seeds may run in separate processes (``--seeds 0`` ... then ``--report``): the
     # report gathers every seed's tables found in the work folder.
     results = load_results(work, crops, cells, config)

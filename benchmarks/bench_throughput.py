@@ -323,15 +323,18 @@ def render_markdown(
         "",
         *table_rows(results),
         "",
-        "Why the ratio is about what it is: every context forwards its 64 treated cells and its "
-        "128 controls once to get the statistics (one pass when the context fits "
-        "`max_pass_size`), then forwards the 64 treated cells again to predict them; controls "
-        "are predicted with the statistics of a context that used them. A plate of T treated "
-        "and K controls therefore costs about T/64 x 192 + T + K images instead of T + K, "
-        "i.e. about 3 to 4 times the raw forward, plus the small cost of planning contexts and "
-        "building the tables. Batch size matters little on CPU; on a GPU small contexts leave "
-        "the device partly idle, so the ratio there is expected to be higher at large batch "
-        "sizes.",
+        "Why adapted prediction costs several raw passes: every context forwards its 64 treated "
+        "cells and its 128 controls once to get the statistics, then forwards the 64 treated "
+        "cells again to predict them (controls are predicted with the statistics of a context "
+        "that used them). A plate of T treated and K controls therefore runs about "
+        "T/64 x 192 + T + K images instead of T + K, three to four times as many. On top of "
+        "that the statistics pass is dearer per image than an inference forward: batch norm "
+        "runs in training mode and a hook accumulates float64 per-channel sums and squares at "
+        "every batch-norm input (exact statistics); profiling one CPU run of the ResNet-10 "
+        "showed those sums at about a third of the statistics pass. Small contexts also pay "
+        "Python overhead per context (planning, gathering crops, swapping statistics in and "
+        "out). On a GPU the small contexts leave the device partly idle, so a higher ratio is "
+        "expected there at large batch sizes.",
         "",
     ]
     if e2e is not None:
