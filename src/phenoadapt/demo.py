@@ -297,6 +297,7 @@ def run_demo(
     methods: Sequence[str] = ALL_METHODS,
     seed: int = 0,
     device: str = "auto",
+    min_controls: int = 32,
     overwrite_plates: bool = False,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
@@ -314,6 +315,8 @@ def run_demo(
         Seed of the plates and of the plate contexts.
     device
         Where the network runs.
+    min_controls
+        Fewest control cells a plate needs for BEN and CS-ARM-BN.
     overwrite_plates
         Regenerate the demo plates.
     progress, cancel
@@ -336,6 +339,7 @@ def run_demo(
     opened = [open_plate(p) for p in plates.plates]
     maps = [read_platemap(m) for m in plates.platemaps]
     config = RunConfig(checkpoint=demo_model_path(), device=device, seed=seed,
+                       min_controls=min_controls,
                        segmentation=DEMO_SEGMENTATION, compare_unadapted=False,
                        return_embeddings=False)  # fmt: skip
     results = run_methods(opened, maps, methods, config, progress=progress, cancel=cancel)
