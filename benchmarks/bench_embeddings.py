@@ -110,13 +110,16 @@ MOAS = (
 #: Rows A-D of a 96-well plate: 8 DMSO wells of the control lattice, 40 treated wells.
 HALF_PLATE = tuple(f"{row}{col:02d}" for row in "ABCD" for col in range(1, 13))
 HANDCRAFTED = "hand-crafted (control z-score)"
-#: Embedding variants: (row name, training with plate episodes, correction name).
+#: Embedding variants: (row name, training with plate episodes, normalization of the
+#: regression targets, correction name).  One network is trained per distinct
+#: (plate episodes, target normalization) pair and seed.
 VARIANTS = (
-    ("raw (running BN statistics)", False, "none"),
-    ("phenotype correction (0.7)", False, "phenotype"),
-    ("TVN (control PCA whitening)", False, "tvn"),
-    ("plate-context BN (CS-ARM-BN)", False, "cs-arm-bn"),
-    ("plate-episode training + CS-ARM-BN", True, "cs-arm-bn"),
+    ("raw (running BN statistics)", False, "global", "none"),
+    ("phenotype correction (0.7)", False, "global", "phenotype"),
+    ("TVN (control PCA whitening)", False, "global", "tvn"),
+    ("plate-context BN (CS-ARM-BN)", False, "global", "cs-arm-bn"),
+    ("plate-episode training + CS-ARM-BN", True, "global", "cs-arm-bn"),
+    ("plate episodes, control-z targets + CS-ARM-BN", True, "plate-controls", "cs-arm-bn"),
 )
 
 
@@ -140,17 +143,17 @@ class Settings:
     texture: bool = False
     width: int = 8
     embedding_dim: int = 32
-    mse_epochs: int = 2
-    epochs: int = 3
+    mse_epochs: int = 3
+    epochs: int = 6
     batch_size: int = 128
     controls_per_batch: int = 32
-    max_steps_per_epoch: int | None = 40
-    seeds: tuple[int, ...] = (0, 1)
+    max_steps_per_epoch: int | None = None
+    seeds: tuple[int, ...] = (0, 1, 2)
     knn_neighbors: int = 5
     perplexity: float = 30.0
     umap_neighbors: int = 15
     null_size: int = 2000
-    variants: tuple[tuple[str, bool, str], ...] = field(default=VARIANTS)
+    variants: tuple[tuple[str, bool, str, str], ...] = field(default=VARIANTS)
 
     @property
     def training_labs(self) -> list[str]:
@@ -243,16 +246,21 @@ def handcrafted_wells(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def train_embedder(
-    cells: Cells, settings: Settings, seed: int, plate_context: bool
+    cells: Cells, settings: Settings, seed: int, plate_context: bool, targets: str = "global"
 ) -> torch.nn.Module:
-    """Train a small PhenoProfiler on the training labs' cells (stepwise schedule)."""
+    """Train a small PhenoProfiler on the training labs' cells (stepwise schedule).
+
+    ``targets`` is the normalization of the profile targets: ``"global"`` (the
+    training sites' mean and std, as published: the targets keep each plate's
+    technical shift) or ``"plate-controls"`` (z-scored against the plate's controls).
+    """
     table = cells.table
     on_train = table[schema.LAB].isin(settings.training_labs).to_numpy()
     images, rows = cells.crops[on_train], table[on_train].reset_index(drop=True)
     profiles = aggregate_profiles(rows, level="site")
-    targets = ProfileTargets(settings.embedding_dim)
+    fitted = ProfileTargets(settings.embedding_dim, normalization=targets)
     data = EmbedderData.from_tables(
-        images, rows, profiles, targets, class_by="treatment", channel_names=CHANNEL_NAMES
+        images, rows, profiles, fitted, class_by="treatment", channel_names=CHANNEL_NAMES
     )
     model = phenoprofiler(
         len(CHANNEL_NAMES), len(data.classes), settings.embedding_dim, arch="resnet10",
@@ -265,7 +273,7 @@ def train_embedder(
         controls_per_batch=settings.controls_per_batch, seed=seed, device="cpu",
         max_steps_per_epoch=settings.max_steps_per_epoch,
     )  # fmt: skip
-    result = train_phenoprofiler(model, data, config=config, targets=targets)
+    result = train_phenoprofiler(model, data, config=config, targets=fitted)
     return result.model.eval()
 
 
@@ -372,18 +380,18 @@ def run(settings: Settings, workdir: Path, log: Callable[[str], None] = _log) ->
     tables = {HANDCRAFTED: base}
     seconds["train"] = seconds["embed"] = seconds["score"] = 0.0
     for seed in settings.seeds:
-        for plate_context in sorted({v[1] for v in settings.variants}):
-            variants = [v for v in settings.variants if v[1] == plate_context]
+        for plate_context, targets in dict.fromkeys(v[1:3] for v in settings.variants):
+            variants = [v for v in settings.variants if v[1:3] == (plate_context, targets)]
             start = time.perf_counter()
-            model = train_embedder(cells, settings, seed, plate_context)
+            model = train_embedder(cells, settings, seed, plate_context, targets)
             seconds["train"] += time.perf_counter() - start
-            log(f"seed {seed}, plate_context={plate_context}: trained in "
+            log(f"seed {seed}, plate_context={plate_context}, targets={targets}: trained in "
                 f"{time.perf_counter() - start:.0f} s")  # fmt: skip
             start = time.perf_counter()
-            embedded = embedding_tables(model, cells, [v[2] for v in variants], seed)
+            embedded = embedding_tables(model, cells, [v[3] for v in variants], seed)
             seconds["embed"] += time.perf_counter() - start
             start = time.perf_counter()
-            for name, _, correction in variants:
+            for name, _, _, correction in variants:
                 records.append({"method": name, "seed": seed,
                                 **score_table(embedded[correction], settings)})  # fmt: skip
                 log(f"seed {seed} {name}: " + _brief(records[-1]))
@@ -450,6 +458,7 @@ def umap_figure(
     coordinates: dict[str, np.ndarray],
     scores: pd.DataFrame,
     path: Path,
+    held_out: Sequence[str] = (),
 ) -> None:
     """One row per method: UMAP coloured by lab (marker = plate) and by MoA."""
     names = list(tables)
@@ -468,8 +477,9 @@ def umap_figure(
             lab_plates = sorted(set(plates[table[schema.LAB].astype(str) == lab]))
             for k, plate in enumerate(lab_plates):
                 on = plates == plate
+                label = f"{plate} (held out)" if lab in held_out else plate
                 left.scatter(*xy[on].T, s=14, c=[lab_colours[lab]], marker=markers[k % 8],
-                             alpha=0.75, label=plate, linewidths=0)  # fmt: skip
+                             alpha=0.75, label=label, linewidths=0)  # fmt: skip
         control = (table[schema.ROLE] == "control").to_numpy()
         right.scatter(*xy[control].T, s=10, c="lightgrey", label="DMSO control", linewidths=0)
         moa_values = table[schema.MOA].astype(str).to_numpy()
@@ -498,7 +508,7 @@ def umap_figure(
         "Well-level profiles of all plates (held-out lab included), UMAP seed 0", fontsize=13
     )
     fig.tight_layout(rect=(0, 0, 1, 0.985))
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=85)
     plt.close(fig)
 
 
@@ -554,8 +564,11 @@ def report(outcome: Outcome, settings: Settings, wall: float, threads: int = 1) 
         f"{', '.join(settings.held_out)}; seeds {list(settings.seeds)}; stepwise training "
         f"{settings.mse_epochs} MSE + {settings.epochs} all-loss epochs, batch "
         f"{settings.batch_size}"
-        + (f", at most {settings.max_steps_per_epoch} steps per epoch" if
-           settings.max_steps_per_epoch else "")  # fmt: skip
+        + (
+            f", at most {settings.max_steps_per_epoch} steps per epoch"
+            if settings.max_steps_per_epoch
+            else ""
+        )  # fmt: skip
         + ".",
         "",
         f"Chance level of the lab kNN accuracy: {outcome.scores['lab_chance'].mean():.3f}; "
@@ -590,7 +603,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.no_doc:
         return
     IMAGES.mkdir(parents=True, exist_ok=True)
-    umap_figure(outcome.tables, coordinates, outcome.scores, IMAGES / "embeddings_umap.png")
+    umap_figure(
+        outcome.tables, coordinates, outcome.scores, IMAGES / "embeddings_umap.png",
+        held_out=settings.held_out,
+    )  # fmt: skip
     scores_figure(outcome.scores, IMAGES / "embeddings_scores.png")
     write_doc(text)
     print(f"wrote {DOC} and docs/images/embeddings_*.png")

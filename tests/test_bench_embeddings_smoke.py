@@ -50,7 +50,7 @@ def outcome(bench, tmp_path_factory):
 
 def test_every_method_is_scored(bench, outcome):
     settings, result = outcome
-    methods = [bench.HANDCRAFTED] + [name for name, _, _ in settings.variants]
+    methods = [bench.HANDCRAFTED] + [variant[0] for variant in settings.variants]
     assert bench.method_order(result.scores) == methods
     keys = [key for key, _, _ in bench.COLUMNS]
     values = result.scores[keys].to_numpy(dtype=float)

@@ -64,9 +64,7 @@ def as_matrix(X: np.ndarray) -> np.ndarray:
     return X
 
 
-def table_matrix(
-    table: pd.DataFrame, features: Sequence[str] | None, purpose: str
-) -> np.ndarray:
+def table_matrix(table: pd.DataFrame, features: Sequence[str] | None, purpose: str) -> np.ndarray:
     """The feature columns of ``table`` as a float64 matrix, refused when unfit for scores.
 
     NaN/infinite columns would turn every distance into NaN; a constant column
