@@ -28,6 +28,7 @@ Run ``python benchmarks/bench_throughput.py [--device cpu|cuda|auto]``;
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -317,9 +318,10 @@ def render_markdown(
         "`benchmarks/_synthetic_data.py`); weights are random, which does not change the speed.",
         "",
         f"Measured by `benchmarks/bench_throughput.py` on {where}, torch {torch.__version__}; "
-        "one timed run after a warm-up run. The machine's 2 cores were shared with other jobs, "
-        "so absolute numbers are pessimistic and vary between runs; the ratio is the "
-        "informative figure.",
+        "one timed run after a warm-up run. When the page was written the load average was "
+        f"{os.getloadavg()[0]:.0f} on {os.cpu_count()} cores: the benchmark shared the CPU with "
+        "other jobs, so absolute numbers are pessimistic and scatter between runs; compare "
+        "the ratios, and rerun on an idle machine for absolute figures.",
         "",
         *table_rows(results),
         "",
@@ -344,8 +346,8 @@ def render_markdown(
             f"`phenoadapt.pipeline.run_plate` (read the five planes, segment with the classical "
             f"segmenter, crop, CS-ARM-BN, predict) on {e2e['fields']} fields of the plate with "
             f"{e2e['network']}: **{e2e['seconds_per_field']:.2f} s per field**, "
-            f"{e2e['cells_per_s']:.0f} cells/s ({e2e['cells']} cells). Segmentation dominates "
-            "on CPU (see docs/segmentation.md).",
+            f"{e2e['cells_per_s']:.0f} cells/s ({e2e['cells']} cells), everything included "
+            "(reading planes, segmentation, crops, statistics, prediction, tables).",
             "",
         ]
     lines += [
