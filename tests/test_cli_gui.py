@@ -41,3 +41,17 @@ def test_not_a_plate_is_an_error_not_a_traceback(tmp_path):
     )  # fmt: skip
     assert out.returncode == 2
     assert "phenoadapt: error:" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.gui
+def test_every_dock_is_added_in_two_tab_groups(make_napari_viewer):
+    from phenoadapt.gui.app import DOCKS, add_docks
+
+    viewer = make_napari_viewer()
+    widgets = add_docks(viewer)
+    assert list(widgets) == [name for name, _ in DOCKS]
+    window = viewer.window._qt_window
+    frames = {d.name: d for d in viewer.window._dock_widgets.values()}
+    plate = next(f for n, f in frames.items() if n.startswith("Plate ("))
+    tabbed = {f.name for f in window.tabifiedDockWidgets(plate)}
+    assert any(n.startswith("Plate map") for n in tabbed)

@@ -55,7 +55,11 @@ def test_sample_data_loads_a_synthetic_plate(make_napari_viewer):
     images = [layer for layer in viewer.layers if layer._type_string == "image"]
     labels = [layer for layer in viewer.layers if layer._type_string == "labels"]
     assert [layer.metadata[META_KEY]["channel"] for layer in images] == [
-        "DNA", "ER", "RNA", "AGP", "Mito",
+        "DNA",
+        "ER",
+        "RNA",
+        "AGP",
+        "Mito",
     ]
     assert len(labels) == 1
     truth = labels[0]

@@ -6,11 +6,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-#: Docks opened by ``phenoadapt gui``, by their display names in napari.yaml, in order.
-DOCKS: tuple[str, ...] = ("Plate", "Plate map and controls", "Run", "UMAP", "Export")
+#: Docks opened by ``phenoadapt gui``, by their display names in napari.yaml, in order,
+#: and whether each joins the previous one as a tab (two tab groups keep the window
+#: a usual screen's height: browsing and marking plates; running and looking at results).
+DOCKS: tuple[tuple[str, bool], ...] = (
+    ("Plate", False),
+    ("Plate map and controls", True),
+    ("Run", False),
+    ("UMAP", True),
+    ("Export", True),
+)
+#: Docks brought to the front of their tab group.
+FRONT: tuple[str, ...] = ("Plate", "Run")
 
 
-def add_docks(viewer: Any, names: Sequence[str] = DOCKS) -> dict[str, Any]:
+def add_docks(viewer: Any, docks: Sequence[tuple[str, bool]] = DOCKS) -> dict[str, Any]:
     """Add phenoadapt dock widgets to a viewer; returns {display name: widget}.
 
     Docks that this installation does not provide are skipped (napari.yaml is
@@ -18,16 +28,20 @@ def add_docks(viewer: Any, names: Sequence[str] = DOCKS) -> dict[str, Any]:
     """
     from npe2 import PluginManager
 
-    available = {
-        w.display_name
-        for w in PluginManager.instance().get_manifest("phenoadapt").contributions.widgets or []
-    }
-    widgets = {}
-    for name in names:
+    manifest = PluginManager.instance().get_manifest("phenoadapt")
+    available = {w.display_name for w in manifest.contributions.widgets or []}
+    widgets, frames = {}, {}
+    for name, tabify in docks:
         if name not in available:
             continue
-        _dock, widget = viewer.window.add_plugin_dock_widget("phenoadapt", name, tabify=False)
-        widgets[name] = widget
+        frame, widget = viewer.window.add_plugin_dock_widget("phenoadapt", name, tabify=tabify)
+        widgets[name], frames[name] = widget, frame
+    from qtpy.QtWidgets import QApplication
+
+    QApplication.processEvents()  # tabs exist only once Qt has handled the additions
+    for name in FRONT:
+        if name in frames:
+            frames[name].raise_()
     return widgets
 
 
@@ -88,7 +102,7 @@ def launch(
     if demo:
         from ..demo import make_demo_plates
 
-        made = make_demo_plates(demo_dir, reuse=True)
+        made = make_demo_plates(demo_dir)  # reuses plates already there
         paths = [*made.plates, *paths]
     from ..plate import open_plate
 
@@ -98,7 +112,11 @@ def launch(
     add_docks(viewer)
     open_plates(viewer, paths, pattern)
     if screenshot is not None:
+        from qtpy.QtWidgets import QApplication
+
         viewer.window._qt_window.resize(1600, 1000)
+        for _ in range(5):  # let Qt lay out the docks before the picture is taken
+            QApplication.processEvents()
         viewer.screenshot(str(screenshot), canvas_only=False)
         viewer.close()
         return viewer
