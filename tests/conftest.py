@@ -22,7 +22,9 @@ def _has_display() -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if _has_display():
         return
-    skip = pytest.mark.skip(reason="needs a display: run the suite under `xvfb-run -a python -m pytest`")
+    skip = pytest.mark.skip(
+        reason="needs a display: run the suite under `xvfb-run -a python -m pytest`"
+    )
     for item in items:
         if "gui" in item.keywords or "make_napari_viewer" in getattr(item, "fixturenames", ()):
             item.add_marker(skip)
@@ -32,3 +34,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def data_dir() -> Path:
     """Folder of the test data shipped with the repository."""
     return DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _recovery_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Unsaved plate maps kept when test viewers close go to a temporary folder."""
+    os.environ["PHENOADAPT_RECOVERY_DIR"] = str(tmp_path_factory.mktemp("recovery"))

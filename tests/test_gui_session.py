@@ -79,3 +79,27 @@ def test_result_and_selection(make_napari_viewer, qtbot):
     with qtbot.waitSignal(session.cells_selected) as blocker:
         session.select_cells([3, 1, 1])
     np.testing.assert_array_equal(blocker.args[0], [1, 3])
+
+
+def test_closing_napari_keeps_unsaved_platemap_edits(
+    make_napari_viewer, sample_plate, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("PHENOADAPT_RECOVERY_DIR", str(tmp_path / "kept"))
+    viewer = make_napari_viewer()
+    session = get_session(viewer)
+    plate = session.open_plate(sample_plate)
+    pm = session.platemap(plate.plate_id)
+    well = pm.treated[0]
+    pm.set_role(well, "control")
+    viewer.window._qt_window.close()
+    kept = list((tmp_path / "kept").glob("*.csv"))
+    assert len(kept) == 1 and kept[0].name.startswith(plate.plate_id)
+    from phenoadapt.plate.platemap import read_platemap
+
+    assert well in read_platemap(kept[0]).controls
+
+
+def test_saved_maps_leave_nothing_behind(make_napari_viewer, sample_plate, tmp_path):
+    session = get_session(make_napari_viewer())
+    session.open_plate(sample_plate)
+    assert session.keep_unsaved_platemaps(tmp_path) == []

@@ -11,22 +11,34 @@ long job calls :meth:`PlateSession.begin_job` and :meth:`PlateSession.end_job`.
 
 from __future__ import annotations
 
+import os
+import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QEvent, QObject, Signal
 
 from .. import schema
 from ..errors import PhenoadaptError
 from ..plate import Plate, open_plate
-from ..plate.platemap import PlateMap, read_platemap
+from ..plate.platemap import PlateMap, read_platemap, write_platemap
 from .layers import META_KEY, field_layer_data
 
 #: File names looked for next to (or inside) a plate folder when it is opened.
 PLATEMAP_NAMES = ("platemap.csv", "platemap.tsv", "plate_map.csv", "layout.csv")
+
+
+def recovery_dir() -> Path:
+    """Where unsaved plate-map edits are kept when napari closes.
+
+    ``$PHENOADAPT_RECOVERY_DIR`` when set, else ``~/.phenoadapt/recovery``.
+    """
+    return Path(
+        os.environ.get("PHENOADAPT_RECOVERY_DIR") or Path.home() / ".phenoadapt" / "recovery"
+    )
 
 
 class JobRunningError(PhenoadaptError):
@@ -150,6 +162,35 @@ class PlateSession(QObject):
         """Plate ids whose plate map has changes not written to a file."""
         return [pid for pid, pm in self.platemaps.items() if pm.modified]
 
+    def keep_unsaved_platemaps(self, folder: str | Path | None = None) -> list[Path]:
+        """Write every plate map with unsaved edits to a recovery folder.
+
+        Called when napari closes, so that marking controls is never lost, even
+        when the window is closed without saving. Files are named
+        ``<plate>-unsaved-<time>.csv`` and never overwrite anything.
+
+        Returns
+        -------
+        list of Path
+            The files written.
+        """
+        pending = self.unsaved_platemaps()
+        if not pending:
+            return []
+        target = Path(folder) if folder is not None else recovery_dir()
+        target.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        written = []
+        for plate_id in pending:
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in plate_id)
+            path = target / f"{safe}-unsaved-{stamp}.csv"
+            n = 1
+            while path.exists():
+                n += 1
+                path = target / f"{safe}-unsaved-{stamp}-{n}.csv"
+            written.append(write_platemap(self.platemaps[plate_id], path))
+        return written
+
     # ----------------------------------------------------------------- fields
     def show_field(self, plate_id: str, well: str, site: int | None = None) -> FieldKey:
         """Show a field as one image layer per channel, replacing the last field's layers.
@@ -237,6 +278,28 @@ class PlateSession(QObject):
         self.job_changed.emit(False)
 
 
+class _CloseGuard(QObject):
+    """Keeps unsaved plate maps when the napari window closes (see keep_unsaved_platemaps)."""
+
+    def __init__(self, session: PlateSession, window: QObject) -> None:
+        super().__init__(window)
+        self._session = weakref.ref(session)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
+        if event.type() == QEvent.Type.Close:
+            session = self._session()
+            if session is not None:
+                try:
+                    kept = session.keep_unsaved_platemaps()
+                except (OSError, PhenoadaptError) as exc:
+                    print(f"phenoadapt: could not keep unsaved plate maps: {exc}")
+                else:
+                    for path in kept:
+                        # napari's notifications die with the window: say it on the terminal.
+                        print(f"phenoadapt: unsaved plate-map edits kept in {path}")
+        return False
+
+
 _SESSIONS: weakref.WeakKeyDictionary[Any, PlateSession] = weakref.WeakKeyDictionary()
 
 
@@ -246,4 +309,8 @@ def get_session(viewer: Any) -> PlateSession:
     if session is None:
         session = PlateSession(viewer)
         _SESSIONS[viewer] = session
+        window = getattr(getattr(viewer, "window", None), "_qt_window", None)
+        if window is not None:
+            session._close_guard = _CloseGuard(session, window)
+            window.installEventFilter(session._close_guard)
     return session
