@@ -100,3 +100,12 @@ def test_export_results_writes_the_three_tables(tmp_path) -> None:
         export_results(result, tmp_path / "out")
     no_accuracy = SimpleNamespace(cells=TABLE, wells=TABLE, accuracy=None)
     assert set(export_results(no_accuracy, tmp_path / "other")) == {"cells", "wells"}
+
+
+def test_written_files_get_normal_permissions(tmp_path) -> None:
+    mask = os.umask(0o022)
+    try:
+        path = write_table(TABLE, tmp_path / "t.csv")
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's owner-only 0o600

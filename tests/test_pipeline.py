@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from pipeline_fixtures import MOAS, SEGMENTATION, make_checkpoint, make_plate
 
 from phenoadapt import schema
 from phenoadapt.cells import segment_field
@@ -22,7 +23,6 @@ from phenoadapt.pipeline import (
 )
 from phenoadapt.plate.platemap import PlateMap
 from phenoadapt.train import load_checkpoint
-from pipeline_fixtures import MOAS, SEGMENTATION, make_checkpoint, make_plate
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -65,9 +65,10 @@ def result(tiny):
 def test_cell_table_has_schema_columns_and_probabilities(tiny, result) -> None:
     res, _ = result
     cells = res.cells
-    for column in (schema.PLATE, schema.WELL, schema.SITE, schema.ROLE, schema.MOA,
-                   schema.TREATMENT, schema.CELL_ID, schema.CENTROID_Y, schema.CENTROID_X,
-                   "adapt_method", schema.PREDICTION, schema.CONFIDENCE, schema.UNCERTAINTY):  # fmt: skip
+    expected = [schema.PLATE, schema.WELL, schema.SITE, schema.ROLE, schema.MOA, schema.TREATMENT]
+    expected += [schema.CELL_ID, schema.CENTROID_Y, schema.CENTROID_X, "adapt_method"]
+    expected += [schema.PREDICTION, schema.CONFIDENCE, schema.UNCERTAINTY]
+    for column in expected:
         assert column in cells.columns, column
     probs = cells[[f"prob_{c}" for c in MOAS]].to_numpy()
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
@@ -101,7 +102,9 @@ def test_well_table_and_accuracy(result) -> None:
     acc = res.accuracy
     assert list(acc[schema.PLATE]) == ["tiny1", "tiny2"]
     assert {"n_cells", "cell_accuracy", "n_wells", "well_accuracy"} <= set(acc.columns)
-    treated = res.cells[(res.cells[schema.PLATE] == "tiny1") & (res.cells[schema.ROLE] == "treated")]
+    treated = res.cells[
+        (res.cells[schema.PLATE] == "tiny1") & (res.cells[schema.ROLE] == "treated")
+    ]
     expected = (treated[schema.PREDICTION] == treated[schema.MOA]).mean()
     assert acc.loc[0, "cell_accuracy"] == pytest.approx(expected)
     assert acc.loc[0, "n_wells"] == 6
@@ -169,7 +172,9 @@ def test_no_controls_fails_before_segmentation(tiny) -> None:
     no_controls = PlateMap.from_frame(frame, plate_id="tiny1")
     polls = []
     with pytest.raises(ContextError, match="no imaged well as a negative control"):
-        run_plate(tiny["plate"], no_controls, _config(tiny), cancel=lambda: polls.append(1) or False)
+        run_plate(
+            tiny["plate"], no_controls, _config(tiny), cancel=lambda: polls.append(1) or False
+        )
     assert not polls  # nothing was segmented
     with pytest.raises(ContextError, match="no plate map"):
         run_plate(tiny["plate"], None, _config(tiny))

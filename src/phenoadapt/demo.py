@@ -1,4 +1,4 @@
-"""The demo: a small shipped model and synthetic plates from the lab it was trained in and a new lab.
+"""The demo: a small shipped model, and synthetic plates of its training lab and of a new lab.
 
 The shipped checkpoint (``models/demo_cs_arm_bn.safetensors``) is a small
 ResNet-10 trained with CS-ARM-BN on synthetic plates of a *training lab*
@@ -30,7 +30,6 @@ import pandas as pd
 
 from . import schema
 from .adapt.methods import METHODS, parse_method
-
 from .cells.params import SegmentationParams
 from .errors import PhenoadaptError
 from .plate.synthetic import (

@@ -66,14 +66,45 @@ def warnings_to_stderr() -> Iterator[None]:
                     print(f"phenoadapt: warning: {text}", file=sys.stderr)
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` CPU threads for torch inside the block (None: leave torch's default)."""
+    import torch
+
+    if n is None:
+        yield
+        return
+    if n < 1:
+        raise PhenoadaptError(f"--threads {n}: give at least 1.")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def add_threads_option(parser: argparse.ArgumentParser, default: int | None = None) -> None:
+    """``--threads``: torch CPU threads (small models on a busy CPU run faster with one)."""
+    parser.add_argument(
+        "--threads", type=int, default=default, metavar="N",
+        help="CPU threads for the network (default: "
+        + ("torch's default" if default is None else str(default))
+        + "); small models on a busy CPU are fastest with 1",
+    )  # fmt: skip
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``predict`` and ``run``: method, contexts, device, segmentation."""
     parser.add_argument(
         "--method", choices=METHOD_CHOICES, default="cs-arm-bn", help="default: %(default)s"
     )
-    parser.add_argument("--device", default="auto", help="auto (default: CUDA if present), cpu, cuda")
+    parser.add_argument(
+        "--device", default="auto", help="auto (default: CUDA if present), cpu, cuda"
+    )
     parser.add_argument("--batch-size", type=int, default=256, metavar="N")
     parser.add_argument("--seed", type=int, default=0, help="seed of the plate contexts")
+    add_threads_option(parser, default=None)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -104,9 +135,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="per-cell table per plate (phenoadapt segment) to crop instead of segmenting",
     )  # fmt: skip
     parser.add_argument(
-        "--out", default="phenoadapt-output", metavar="DIR", help="output folder (default: %(default)s)"
+        "--out",
+        default="phenoadapt-output",
+        metavar="DIR",
+        help="output folder (default: %(default)s)",
     )
-    parser.add_argument("--wells", nargs="+", metavar="WELL", help="wells to predict; all by default")
+    parser.add_argument(
+        "--wells", nargs="+", metavar="WELL", help="wells to predict; all by default"
+    )
     add_run_options(parser)
     parser.add_argument(
         "--treated-per-context", metavar="N|plate",
@@ -132,7 +168,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--embeddings", action="store_true",
         help="also write embeddings.csv (adapted features) and embeddings_unadapted.csv",
     )  # fmt: skip
-    parser.add_argument("--plate-id", nargs="+", help="plate id per plate (default: from the files)")
+    parser.add_argument(
+        "--plate-id", nargs="+", help="plate id per plate (default: from the files)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.set_defaults(func=run_predict)
 
@@ -141,7 +179,9 @@ def _per_plate(values: list[str] | None, n: int, option: str) -> list[str | None
     if not values:
         return [None] * n
     if len(values) != n:
-        raise PhenoadaptError(f"{len(values)} values for {option} but {n} plate(s): give one per plate.")
+        raise PhenoadaptError(
+            f"{len(values)} values for {option} but {n} plate(s): give one per plate."
+        )
     return list(values)
 
 
@@ -183,7 +223,9 @@ def embedding_table(cells: pd.DataFrame, values) -> pd.DataFrame:
     """Metadata, cell id and centroid of each cell, then ``emb_0..``."""
     keep = [c for c in cells.columns if schema.is_metadata(c)]
     keep += [c for c in (schema.CELL_ID, schema.CENTROID_Y, schema.CENTROID_X) if c in cells]
-    emb = pd.DataFrame(values, columns=[f"{schema.EMBEDDING_PREFIX}{i}" for i in range(values.shape[1])])
+    emb = pd.DataFrame(
+        values, columns=[f"{schema.EMBEDDING_PREFIX}{i}" for i in range(values.shape[1])]
+    )
     return pd.concat([cells[keep].reset_index(drop=True), emb], axis=1)
 
 
@@ -212,7 +254,7 @@ def run_predict(args: argparse.Namespace) -> int:
         return_embeddings=args.embeddings,
     )  # fmt: skip
     plates, platemaps, cells = open_inputs(args)
-    with warnings_to_stderr(), progress_bar() as progress:
+    with warnings_to_stderr(), torch_threads(args.threads), progress_bar() as progress:
         result = run_plates(plates, platemaps, config, cells=cells, progress=progress)
     tables = {"cells": result.cells, "wells": result.wells}
     if result.accuracy is not None:
@@ -240,7 +282,8 @@ def report_run(result, written: list[Path]) -> None:
         for row in result.accuracy.itertuples(index=False):
             print(
                 f"  {getattr(row, schema.PLATE)}: cell accuracy {row.cell_accuracy:.3f} "
-                f"({row.n_cells} cells), well accuracy {row.well_accuracy:.3f} ({row.n_wells} wells)"
+                f"({row.n_cells} cells), well accuracy {row.well_accuracy:.3f} "
+                f"({row.n_wells} wells)"
             )
     for path in written:
         print(f"wrote {path}")

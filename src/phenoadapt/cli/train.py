@@ -17,7 +17,13 @@ from ..cells import SegmentationParams
 from ..nn.resnet import ARCHITECTURES
 from ..pipeline.training import TrainRunConfig, checkpoint_target
 from .cells import parse_wells
-from .predict import open_inputs, progress_bar, warnings_to_stderr
+from .predict import (
+    add_threads_option,
+    open_inputs,
+    progress_bar,
+    torch_threads,
+    warnings_to_stderr,
+)
 
 DEFAULTS = TrainRunConfig()
 
@@ -58,9 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--patience", type=int, default=DEFAULTS.patience)
     parser.add_argument("--lr", type=float, default=DEFAULTS.lr)
     parser.add_argument("--treated-per-episode", type=int, default=DEFAULTS.treated_per_episode)
-    parser.add_argument(
-        "--controls-per-episode", type=int, default=DEFAULT_CONTROLS_PER_CONTEXT
-    )
+    parser.add_argument("--controls-per-episode", type=int, default=DEFAULT_CONTROLS_PER_CONTEXT)
     parser.add_argument("--plates-per-step", type=int, default=DEFAULTS.plates_per_step)
     parser.add_argument("--max-steps-per-epoch", type=int, metavar="N")
     parser.add_argument(
@@ -74,6 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
     parser.add_argument("--seed", type=int, default=0)
+    add_threads_option(parser, default=None)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
     parser.set_defaults(func=run_train)
 
@@ -99,7 +104,11 @@ def run_train(args: argparse.Namespace) -> int:
     plates, platemaps, _ = open_inputs(args)
     info = dist_utils.init_distributed(args.device)
     try:
-        with warnings_to_stderr(), progress_bar(enabled=info.is_main) as progress:
+        with (
+            warnings_to_stderr(),
+            torch_threads(args.threads),
+            progress_bar(enabled=info.is_main) as progress,
+        ):
             result = train_plates(plates, platemaps, config, args.out, progress=progress)
     finally:
         dist_utils.shutdown_distributed()

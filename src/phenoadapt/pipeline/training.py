@@ -137,7 +137,7 @@ class TrainRunResult:
 
 
 def checkpoint_target(out: str | os.PathLike, overwrite: bool) -> Path:
-    """The checkpoint path (``.safetensors`` added), refused when it exists and not ``overwrite``."""
+    """The checkpoint path (``.safetensors`` added); refused if it exists and not ``overwrite``."""
     path = Path(out)
     if not path.suffix:
         path = path.with_suffix(SUFFIX)
