@@ -15,7 +15,8 @@ What it does
    TVN (fitted on control wells), plate-context batch-norm statistics (CS-ARM-BN:
    64 treated + 128 control cells of the plate per context).  The same network is
    also trained with plate episodes (``plate_context=True``, the ARM-BN way of
-   training) and embedded with CS-ARM-BN statistics.
+   training), once with the published targets and once with targets z-scored
+   against each plate's controls, and embedded with CS-ARM-BN statistics.
 5. A hand-crafted baseline: the well medians of the cell measurements, z-scored per
    plate against the plate's control wells.
 6. Scores every well-level table: batch mixing without control wells (leave-one-out
@@ -27,10 +28,9 @@ What it does
    and a summary of mixing against MoA retrieval.
 
 Run ``python benchmarks/bench_embeddings.py [--quick] [--seeds 0 1 2]`` (CPU, one torch
-thread; about 10 minutes of CPU for 2 seeds, plus UMAP - much longer in wall time on a
-shared machine).  It prints the
-tables, writes ``docs/embeddings.md`` between the benchmark markers and draws
-``docs/images/embeddings_umap.png`` and ``docs/images/embeddings_scores.png``.
+thread; 3 seeds take about 12 minutes, ``--quick`` about 6, mostly writing and measuring
+the plates).  It prints the tables, writes ``docs/embeddings.md`` between the benchmark
+markers and draws ``docs/images/embeddings_umap.png`` and ``docs/images/embeddings_scores.png``.
 """
 
 from __future__ import annotations
