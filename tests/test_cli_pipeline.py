@@ -10,11 +10,11 @@ import sys
 import pandas as pd
 import pytest
 import torch
+from pipeline_fixtures import make_checkpoint, make_plate
 
 from phenoadapt import schema
 from phenoadapt.cli import main
 from phenoadapt.train import load_checkpoint
-from pipeline_fixtures import make_checkpoint, make_plate
 
 
 @pytest.fixture(scope="module", autouse=True)

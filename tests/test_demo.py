@@ -7,12 +7,12 @@ import json
 import pandas as pd
 import pytest
 import torch
+from pipeline_fixtures import CONFIG, make_checkpoint
 
 import phenoadapt.demo as demo
 from phenoadapt.cli import main
 from phenoadapt.errors import Cancelled, PhenoadaptError
 from phenoadapt.train import load_checkpoint, read_checkpoint_metadata
-from pipeline_fixtures import CONFIG, make_checkpoint
 
 
 @pytest.fixture(scope="module", autouse=True)

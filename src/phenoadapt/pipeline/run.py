@@ -321,9 +321,7 @@ def accuracy_table(
                 "n_cells": len(group),
                 "cell_accuracy": float((group[schema.PREDICTION] == group[schema.MOA]).mean()),
                 "n_wells": len(on_plate),
-                "well_accuracy": float(
-                    (on_plate[schema.PREDICTION] == on_plate[schema.MOA]).mean()
-                )
+                "well_accuracy": float((on_plate[schema.PREDICTION] == on_plate[schema.MOA]).mean())
                 if len(on_plate)
                 else np.nan,
             }
