@@ -718,7 +718,7 @@ def main() -> None:
         plot_label_shift(results, work / "label_shift.png")
         print(f"quick run: figures in {work}, docs untouched")
         return
-    config.seeds = tuple(sorted(results.accuracy["seed"].unique()))
+    config.seeds = tuple(int(x) for x in sorted(results.accuracy["seed"].unique()))
     IMAGES.mkdir(parents=True, exist_ok=True)
     plot_domains(results, IMAGES / "domain_shift.png")
     plot_label_shift(results, IMAGES / "label_shift.png")
