@@ -216,3 +216,16 @@ def test_torch_dataset_feeds_a_dataloader(plate, serial):
     assert all(isinstance(b["crops"], torch.Tensor) for b in batches)
     assert batches[0]["crops"].shape[1:] == (5, 16, 16)
     assert sum(len(b["cells"]) for b in batches) == (serial.cells[schema.WELL] == "B02").sum()
+
+
+def test_centroids_outside_the_field_are_a_clear_error():
+    import numpy as np
+    import pytest
+
+    from phenoadapt.cells import CropParams, extract_crops
+    from phenoadapt.errors import CellsError
+
+    image = np.ones((2, 64, 64), dtype=np.uint16)
+    with pytest.raises(CellsError, match="outside the 64x64 field"):
+        extract_crops(image, np.array([[10.0, 10.0], [200.0, 5.0]]), CropParams(size=16),
+                      field_name="A01 site 1")  # fmt: skip

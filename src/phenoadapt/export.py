@@ -34,7 +34,19 @@ class OutputNotWritableError(PhenoadaptError, PermissionError):
 
 
 def _umask() -> int:
-    """The process's umask (read by setting it and putting it back)."""
+    """The process's umask.
+
+    Read from ``/proc/self/status`` where Linux offers it: setting the umask to
+    read it (the portable way) briefly changes it for every thread, and the GUI
+    writes files while workers run.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -136,6 +136,18 @@ def extract_crops(
         )
     if params.mask_neighbours and (labels is None or cell_ids is None):
         raise CellsError("mask_neighbours needs the cell labels and the cell id of each centroid.")
+    outside = ~(
+        (centroids[:, 0] >= -0.5) & (centroids[:, 0] <= height - 0.5)
+        & (centroids[:, 1] >= -0.5) & (centroids[:, 1] <= width - 0.5)
+    )  # fmt: skip
+    if outside.any():
+        # A cell table made for another field (or image size) would give windows of padding.
+        y, x = centroids[np.flatnonzero(outside)[0]]
+        raise CellsError(
+            f"{field_name}: {int(outside.sum())} cell centroid(s) lie outside the "
+            f"{height}x{width} field, e.g. ({y:g}, {x:g}). Check that the cell table belongs to "
+            "this plate and was made at the same image scale."
+        )
     top = np.round(centroids[:, 0]).astype(np.int64) - w // 2
     left = np.round(centroids[:, 1]).astype(np.int64) - w // 2
     inside = (top >= 0) & (left >= 0) & (top + w <= height) & (left + w <= width)
