@@ -192,6 +192,4 @@ def plate_folder(work_dir: Path | str, plate_id: str) -> Path:
 
 def count_cells(cells: pd.DataFrame) -> pd.DataFrame:
     """Cells per plate by role (for the docs)."""
-    return (
-        cells.groupby([schema.PLATE, schema.ROLE]).size().unstack(fill_value=0).reset_index()
-    )
+    return cells.groupby([schema.PLATE, schema.ROLE]).size().unstack(fill_value=0).reset_index()
