@@ -22,9 +22,12 @@ resolution) is the network's input; the class is the MoA (8 classes).
    context come from its treated cells (ARM-BN), its controls (BEN), both
    (CS-ARM-BN) or training (ERM).
 
-Run ``python benchmarks/bench_domain_shift.py`` (about half an hour on two
-busy CPU cores); it prints the tables and writes them and the figures between
-the markers of ``docs/domain-shift.md``.  ``--quick`` is a two-minute smoke run
+Run ``python benchmarks/bench_domain_shift.py``; it prints the tables and
+writes them and the figures between the markers of ``docs/domain-shift.md``.
+On a busy machine run parts side by side (``--seeds 0 --methods cs-arm-bn``...,
+each saves its tables in the work folder) and then ``--report``, which gathers
+every saved table and writes the doc.  About 15 CPU-minutes in all plus the
+plates; on two shared cores each (seed, method) part took 17 min of wall time.  ``--quick`` is a two-minute smoke run
 on a few wells that writes nothing to ``docs/``.  Plates and crops are cached in
 ``--work-dir``, so a rerun starts at training.
 """
