@@ -249,7 +249,10 @@ def plate_mixing(points: pd.DataFrame, features: np.ndarray, seed: int = 0) -> B
     perplexity = min(MIXING_PERPLEXITY, (len(rows) - 1) // 3)
     if perplexity < 2:
         return f"needs more treated points than {len(rows)}"
-    table = pd.DataFrame(features[rows], columns=[f"emb_{i}" for i in range(features.shape[1])])
+    values = features[rows]
+    # Dead ReLU units give constant columns, which the mixing scores refuse: they carry nothing.
+    values = values[:, np.ptp(values, axis=0) > 0]
+    table = pd.DataFrame(values, columns=[f"emb_{i}" for i in range(values.shape[1])])
     table[schema.PLATE] = plates[rows]
     try:
         return batch_mixing(
