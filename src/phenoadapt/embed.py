@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from skimage.transform import resize
 from torch import nn
 
 from . import schema
@@ -48,8 +47,9 @@ from .cells.crops import CropParams, CropStream
 from .cells.params import SegmentationParams
 from .cells.profiles import CELL_COUNT
 from .cells.table import MAP_COLUMNS, well_metadata
-from .errors import Cancelled, CellsError, ContextError, ModelError
+from .errors import CellsError, ContextError, ModelError
 from .nn.runtime import forward_in_batches
+from .pipeline.tiles import field_tiles
 from .plate.model import Plate
 from .train.augment import center_crop
 from .train.checkpoint import Checkpoint, load_checkpoint, match_channels
@@ -488,21 +488,6 @@ def _with_platemap(rows: pd.DataFrame, platemap: Any | None) -> pd.DataFrame:
     return rows
 
 
-def _field_tiles(
-    plate: Plate, channels: list[int], size: int, wells, cancel
-) -> tuple[np.ndarray, pd.DataFrame]:
-    """Whole fields resized to ``size x size`` (models trained on site tiles)."""
-    tiles, rows = [], []
-    for well, site in plate.fields(wells):
-        if cancel is not None and cancel():
-            raise Cancelled(f"Embedding of plate {plate.plate_id} cancelled.")
-        image = plate.read_field(well, site)[channels].astype(np.float32)
-        tiles.append(resize(image, (len(channels), size, size), order=1, preserve_range=True,
-                            anti_aliasing=True).astype(np.float32))  # fmt: skip
-        rows.append({schema.PLATE: plate.plate_id, schema.WELL: well, schema.SITE: int(site)})
-    return np.stack(tiles), pd.DataFrame(rows)
-
-
 def embed_plate(
     plate: Plate,
     checkpoint: Checkpoint | str | os.PathLike,
@@ -584,7 +569,8 @@ def embed_plate(
                 "This checkpoint embeds whole fields (unit 'site'), so there are no per-cell "
                 "embeddings: use level 'site' or 'well'."
             )
-        images, table = _field_tiles(plate, picked, int(meta.crop_size or 128), wells, cancel)
+        size = int(meta.crop_size or 128)
+        images, table = field_tiles(plate, picked, size, wells, cancel=cancel)
         table = _with_platemap(table, platemap)
         return embed_images(
             model, images, table, level=level, statistic=statistic, correction=corr,

@@ -1,7 +1,8 @@
 """``phenoadapt predict``: adapted MoA predictions of every cell and well of some plates.
 
 Segments each plate (or crops the cells of ``--cells`` tables), predicts every
-cell with a classifier checkpoint and a test-time method (CS-ARM-BN by default:
+cell (every field, for a checkpoint trained with ``--unit site``) with a
+classifier checkpoint and a test-time method (CS-ARM-BN by default:
 batch-norm statistics of the plate's own treated cells and negative controls),
 and writes ``cells.csv``, ``wells.csv`` and, where the plate map gives MoAs the
 model knows, ``accuracy.csv`` into ``--out``.  Every output is checked before
@@ -24,6 +25,7 @@ from ..adapt.methods import DEFAULT_CONTROLS_PER_CONTEXT, DEFAULT_MIN_CONTROLS, 
 from ..cells import SegmentationParams
 from ..errors import PhenoadaptError
 from ..export import RESULT_FILES, check_writable, write_tables
+from ..pipeline.tiles import DEFAULT_MIN_CONTROL_SITES
 from ..plate import open_plate, read_platemap
 from .cells import parse_wells
 
@@ -153,8 +155,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--controls-per-context", type=int, default=DEFAULT_CONTROLS_PER_CONTEXT, metavar="N"
     )
     parser.add_argument(
-        "--min-controls", type=int, default=DEFAULT_MIN_CONTROLS, metavar="N",
-        help="fewest control cells a plate needs for BEN and CS-ARM-BN (default: %(default)s)",
+        "--min-controls", type=int, metavar="N",
+        help="fewest control cells a plate needs for BEN and CS-ARM-BN (default: "
+        f"{DEFAULT_MIN_CONTROLS}; control fields for a site checkpoint: "
+        f"{DEFAULT_MIN_CONTROL_SITES})",
     )  # fmt: skip
     parser.add_argument(
         "--allow-fallback", action="store_true",
@@ -248,7 +252,9 @@ def run_predict(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint if len(args.checkpoint) > 1 else args.checkpoint[0],
         method=args.method, device=args.device, batch_size=args.batch_size,
         treated_per_context=_treated_per_context(args.treated_per_context),
-        controls_per_context=args.controls_per_context, min_controls=args.min_controls,
+        controls_per_context=args.controls_per_context,
+        min_controls=args.min_controls or DEFAULT_MIN_CONTROLS,
+        min_control_sites=args.min_controls or DEFAULT_MIN_CONTROL_SITES,
         allow_fallback=args.allow_fallback, seed=args.seed, wells=parse_wells(args.wells),
         segmentation=segmentation, compare_unadapted=args.embeddings,
         return_embeddings=args.embeddings,
@@ -277,12 +283,13 @@ def report_run(result, written: list[Path]) -> None:
               f"{failure.message}", file=sys.stderr)  # fmt: skip
     n_cells = int(result.cells[schema.PREDICTION].notna().sum())
     methods = ", ".join(f"{p}: {m}" for p, m in result.methods.items())
-    print(f"{n_cells} cells and {len(result.wells)} wells predicted ({methods})")
+    unit = getattr(result, "unit", "cell")
+    print(f"{n_cells} {unit}s and {len(result.wells)} wells predicted ({methods})")
     if result.accuracy is not None:
         for row in result.accuracy.itertuples(index=False):
             print(
-                f"  {getattr(row, schema.PLATE)}: cell accuracy {row.cell_accuracy:.3f} "
-                f"({row.n_cells} cells), well accuracy {row.well_accuracy:.3f} "
+                f"  {getattr(row, schema.PLATE)}: {unit} accuracy {row.cell_accuracy:.3f} "
+                f"({row.n_cells} {unit}s), well accuracy {row.well_accuracy:.3f} "
                 f"({row.n_wells} wells)"
             )
     for path in written:

@@ -1,6 +1,7 @@
 """``phenoadapt train``: train an MoA classifier (ERM, ARM-BN or CS-ARM-BN) on plates.
 
-Segments every plate, cuts a crop per cell, trains a ResNet with plate episodes
+Segments every plate, cuts a crop per cell (or, with ``--unit site``, resizes
+every field whole to one tile), trains a ResNet with plate episodes
 and writes one ``.safetensors`` checkpoint (never replacing an existing file
 without ``--overwrite``).  Runs data-parallel under torchrun::
 
@@ -15,6 +16,7 @@ import sys
 from ..adapt.methods import DEFAULT_CONTROLS_PER_CONTEXT
 from ..cells import SegmentationParams
 from ..nn.resnet import ARCHITECTURES
+from ..pipeline.tiles import UNITS
 from ..pipeline.training import TrainRunConfig, checkpoint_target
 from .cells import parse_wells
 from .predict import (
@@ -49,6 +51,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--method", choices=("cs-arm-bn", "arm-bn", "erm"), default=DEFAULTS.method,
         help="default: %(default)s",
     )  # fmt: skip
+    parser.add_argument(
+        "--unit", choices=UNITS, default=DEFAULTS.unit,
+        help="cell: one crop per segmented cell (default); site: one tile per field, the whole "
+        "field resized to --tile-size (no segmentation; the CS-ARM-BN paper's unit)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--tile-size", type=int, default=DEFAULTS.tile_size, metavar="PX",
+        help="side of the field tiles with --unit site (default: %(default)s)",
+    )  # fmt: skip
     parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default=DEFAULTS.arch)
     parser.add_argument("--width", type=int, default=DEFAULTS.width, help="first-stage channels")
     parser.add_argument("--crop-size", type=int, default=DEFAULTS.crop_size, metavar="PX")
@@ -57,8 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="resample fields by this factor before cropping (default: %(default)g)",
     )  # fmt: skip
     parser.add_argument(
-        "--input-size", type=int, default=DEFAULTS.input_size, metavar="PX",
-        help="random crop in training, centre crop at test (0: whole crops)",
+        "--input-size", type=int, metavar="PX",
+        help="random crop in training, centre crop at test (0: whole crops or tiles; "
+        f"default: {DEFAULTS.input_size} for cells, whole tiles for sites)",
     )  # fmt: skip
     parser.add_argument("--epochs", type=int, default=DEFAULTS.max_epochs)
     parser.add_argument("--patience", type=int, default=DEFAULTS.patience)
@@ -89,9 +101,12 @@ def run_train(args: argparse.Namespace) -> int:
     from ..train import distributed as dist_utils
 
     checkpoint_target(args.out, args.overwrite)  # refuse before any work
+    given = None if args.input_size is None else (args.input_size or None)
+    input_size = DEFAULTS.input_size if args.input_size is None else given
     config = TrainRunConfig(
-        method=args.method, arch=args.arch, width=args.width, crop_size=args.crop_size,
-        crop_scale=args.crop_scale, input_size=args.input_size or None,
+        method=args.method, unit=args.unit, tile_size=args.tile_size, tile_input_size=given,
+        arch=args.arch, width=args.width, crop_size=args.crop_size,
+        crop_scale=args.crop_scale, input_size=input_size,
         max_epochs=args.epochs, patience=args.patience, lr=args.lr,
         treated_per_episode=args.treated_per_episode,
         controls_per_episode=args.controls_per_episode, plates_per_step=args.plates_per_step,
@@ -118,7 +133,8 @@ def run_train(args: argparse.Namespace) -> int:
                   f"skipped: {failure.message}", file=sys.stderr)  # fmt: skip
         best = result.result.metrics()
         cells = ", ".join(f"{p}: {n}" for p, n in result.cells_per_plate.items())
-        print(f"trained {config.method} on {cells} cells; best epoch {best['best_epoch']} of "
+        unit = "sites" if config.unit == "site" else "cells"
+        print(f"trained {config.method} on {cells} {unit}; best epoch {best['best_epoch']} of "
               f"{best['epochs_run']}")  # fmt: skip
         if "val_accuracy" in best:
             print(f"  validation accuracy {best['val_accuracy']:.3f}")

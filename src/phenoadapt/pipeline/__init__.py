@@ -4,7 +4,9 @@
   adapt (CS-ARM-BN by default) and predict; a :class:`RunResult` holds per-cell
   and per-well tables, accuracy per plate, embeddings and the fields that failed;
 - :func:`train_plates` with a :class:`TrainRunConfig`: crops of plates with plate
-  maps -> :func:`phenoadapt.train.train_model` -> a checkpoint.
+  maps -> :func:`phenoadapt.train.train_model` -> a checkpoint;
+- models trained on whole fields (``TrainRunConfig(unit="site")``) take one
+  downscaled tile per field instead of a crop per cell (:mod:`.tiles`).
 
 Long functions report ``progress(stage, done, total)`` and poll ``cancel()``;
 :func:`phenoadapt.progress.iterate_progress` turns them into generators of
@@ -23,6 +25,15 @@ from .run import (
     run_plates,
     segmentation_for,
 )
+from .tiles import (
+    DEFAULT_MIN_CONTROL_SITES,
+    DEFAULT_TILE_SIZE,
+    UNITS,
+    checkpoint_tiles,
+    checkpoint_unit,
+    field_tiles,
+    plate_tiles,
+)
 from .training import (
     CheckpointExistsError,
     TrainRunConfig,
@@ -32,6 +43,9 @@ from .training import (
 )
 
 __all__ = [
+    "DEFAULT_MIN_CONTROL_SITES",
+    "DEFAULT_TILE_SIZE",
+    "UNITS",
     "CancelFn",
     "CheckpointExistsError",
     "PlateCrops",
@@ -46,10 +60,14 @@ __all__ = [
     "check_cancel",
     "checkpoint_crop_params",
     "checkpoint_target",
+    "checkpoint_tiles",
+    "checkpoint_unit",
+    "field_tiles",
     "iterate_progress",
     "load_models",
     "model_channels",
     "plate_crops",
+    "plate_tiles",
     "run_methods",
     "run_plate",
     "run_plates",

@@ -5,8 +5,10 @@ segment every field (or take the cells of a given table) and cut crops the
 checkpoint's size, predict every cell with the chosen batch-norm method
 (CS-ARM-BN by default: statistics of 64 treated + 128 control cells of the
 same plate), then summarize per well and score against the plate map's MoA
-where it is known.  Plates run one after the other, so only one plate's crops
-are in memory at a time.
+where it is known.  A checkpoint trained on sites (``extra["unit"] == "site"``)
+is given one tile per field instead (:mod:`.tiles`; nothing is segmented) and
+its ``cells`` table has one row per field.  Plates run one after the other, so
+only one plate's crops are in memory at a time.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from ..progress import CancelFn, ProgressFn, check_cancel
 from ..train.augment import center_crop
 from ..train.checkpoint import Checkpoint, check_classes
 from ..train.predict import load_ensemble
-from .crops import checkpoint_crop_params, field_count, plate_crops
+from .crops import PlateCrops, checkpoint_crop_params, field_count, plate_crops
+from .tiles import DEFAULT_MIN_CONTROL_SITES, checkpoint_tiles, checkpoint_unit, plate_tiles
 
 CLASSIFIER_FAMILY = "resnet"
 
@@ -60,7 +63,11 @@ class RunConfig:
     batch_size
         Crops per forward pass (halved on out-of-memory errors).
     treated_per_context, controls_per_context, min_controls, allow_fallback, seed
-        Plate contexts (see :func:`phenoadapt.adapt.plan_contexts`).
+        Plate contexts (see :func:`phenoadapt.adapt.plan_contexts`); with a
+        site-unit checkpoint contexts count sites (fields) instead of cells.
+    min_control_sites
+        ``min_controls`` for a site-unit checkpoint (8: a field tile pools the
+        pixels of many cells, and 4 control wells x 2 sites should suffice).
     wells
         Wells to predict; every imaged well when None.
     segmentation
@@ -80,6 +87,7 @@ class RunConfig:
     treated_per_context: int | str | None = None
     controls_per_context: int = DEFAULT_CONTROLS_PER_CONTEXT
     min_controls: int = DEFAULT_MIN_CONTROLS
+    min_control_sites: int = DEFAULT_MIN_CONTROL_SITES
     allow_fallback: bool = False
     seed: int = 0
     wells: list[str] | None = None
@@ -91,8 +99,10 @@ class RunConfig:
         self.method = parse_method(self.method).value
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}.")
-        if self.min_controls < 1 or self.controls_per_context < 1:
-            raise ValueError("min_controls and controls_per_context must be at least 1.")
+        if self.min_controls < 1 or self.min_control_sites < 1 or self.controls_per_context < 1:
+            raise ValueError(
+                "min_controls, min_control_sites and controls_per_context must be at least 1."
+            )
 
 
 @dataclass
@@ -102,7 +112,8 @@ class RunResult:
     Attributes
     ----------
     cells
-        One row per cell: metadata, ``cell_id`` (label value in the field's cell
+        One row per cell (per field for a site-unit checkpoint, without
+        ``cell_id`` or centroid): metadata, ``cell_id`` (label value in the field's cell
         label image from :func:`phenoadapt.cells.segment_field` with the same
         parameters), centroid, ``adapt_method``, ``prob_<class>``,
         ``predicted_moa``, ``confidence``, ``uncertainty``.
@@ -126,7 +137,11 @@ class RunResult:
     plate_failures
         Plate id of each entry of ``failures``.
     segmentation
-        The segmentation parameters used (what reproduces ``cell_id`` labels).
+        The segmentation parameters used (what reproduces ``cell_id`` labels);
+        None for a site-unit checkpoint.
+    unit
+        ``cell`` or ``site``: what a row of ``cells`` is.  With sites,
+        ``n_cells`` and ``cell_accuracy`` (wells, accuracy) count fields.
     """
 
     cells: pd.DataFrame
@@ -139,6 +154,7 @@ class RunResult:
     failures: list[FieldFailure] = field(default_factory=list)
     plate_failures: list[str] = field(default_factory=list)
     segmentation: SegmentationParams | None = None
+    unit: str = "cell"
 
 
 # --------------------------------------------------------------------------- checks
@@ -160,7 +176,18 @@ def load_models(config: RunConfig) -> list[Checkpoint]:
                 "need a checkpoint written by `phenoadapt train` (PhenoProfiler checkpoints "
                 "go to `phenoadapt embed`)."
             )
+    units = {str(c.path): checkpoint_unit(c.metadata.extra) for c in checkpoints}
+    if len(set(units.values())) > 1:
+        listed = ", ".join(f"{p}: {u}" for p, u in units.items())
+        raise ModelError(
+            f"The ensemble mixes checkpoints trained on cells and on sites ({listed}): their "
+            "inputs differ (cell crops vs field tiles); ensemble checkpoints of one unit."
+        )
     return checkpoints
+
+
+def _unit_word(unit: str) -> str:
+    return "sites" if unit == "site" else "cells"
 
 
 def _check_plate(
@@ -168,7 +195,11 @@ def _check_plate(
 ) -> None:
     """Every check that needs no pixel: channels, classes and control wells."""
     meta = checkpoints[0].metadata
-    checkpoint_crop_params(meta, plate)  # channels and crop size
+    unit = checkpoint_unit(meta.extra)
+    if unit == "site":
+        checkpoint_tiles(meta, plate)  # channels and tile size
+    else:
+        checkpoint_crop_params(meta, plate)  # channels and crop size
     if platemap is None:
         if METHODS[parse_method(config.method)].needs_controls and not config.allow_fallback:
             raise ContextError(
@@ -188,15 +219,18 @@ def _check_plate(
     if METHODS[method].needs_controls and not controls and not config.allow_fallback:
         raise ContextError(
             f"Plate {plate.plate_id}: the plate map marks no imaged well as a negative control, "
-            f"and {METHODS[method].label} needs at least {config.min_controls} control cells. "
+            f"and {METHODS[method].label} needs at least {config.min_controls} control "
+            f"{_unit_word(unit)}. "
             f"Mark the DMSO wells with role 'control' in the plate map, or allow the fallback "
             f"to {METHODS[METHODS[method].fallback].label} (--allow-fallback; "
             "RunConfig(allow_fallback=True))."
         )
 
 
-def _check_control_cells(plate_id: str, table: pd.DataFrame, config: RunConfig) -> None:
-    """Too few control *cells* (after segmentation) -> a message saying how many are needed."""
+def _check_control_cells(
+    plate_id: str, table: pd.DataFrame, config: RunConfig, unit: str = "cell"
+) -> None:
+    """Too few control cells (or sites) -> a message saying how many are needed."""
     method = parse_method(config.method)
     info = METHODS[method]
     if not info.needs_controls or config.allow_fallback:
@@ -204,9 +238,11 @@ def _check_control_cells(plate_id: str, table: pd.DataFrame, config: RunConfig) 
     n = int((table[schema.ROLE].astype(str).str.lower() == schema.Role.CONTROL.value).sum())
     if n < config.min_controls:
         raise ContextError(
-            f"Plate {plate_id} has {n} control cells but {info.label} needs at least "
-            f"{config.min_controls} (min_controls): image more control wells, mark more wells "
-            f"as controls, lower --min-controls, or allow the fallback to "
+            f"Plate {plate_id} has {n} control {_unit_word(unit)} but {info.label} needs at "
+            f"least {config.min_controls} ("
+            + ("min_control_sites" if unit == "site" else "min_controls")
+            + "): image more control wells, mark more wells as controls, lower "
+            "--min-controls, or allow the fallback to "
             f"{METHODS[info.fallback].label} (--allow-fallback; RunConfig(allow_fallback=True))."
         )
 
@@ -420,11 +456,20 @@ def run_methods(
         raise PhenoadaptError(f"Plate ids must differ to tell the plates apart, got {ids}.")
     checkpoints = load_models(config)
     meta = checkpoints[0].metadata
+    unit = checkpoint_unit(meta.extra)
+    if unit == "site":
+        if any(t is not None for t in cell_tables):
+            raise ModelError(
+                "The checkpoint was trained on whole fields (unit 'site'), so cell tables "
+                "(--cells) have no use: drop them, or use a checkpoint trained on cells."
+            )
+        # Contexts count sites: the site minimum replaces the per-cell one.
+        configs = {m: replace(c, min_controls=c.min_control_sites) for m, c in configs.items()}
     for plate, platemap in zip(plates, platemaps, strict=True):
         for method_config in configs.values():  # every check before any pixel is read
             _check_plate(plate, platemap, checkpoints, method_config)
 
-    segmentation = segmentation_for(config, checkpoints[0])
+    segmentation = None if unit == "site" else segmentation_for(config, checkpoints[0])
     total_fields = sum(field_count(p, config.wells) for p in plates)
     parts: dict[str, list[tuple[Any, np.ndarray | None]]] = {m: [] for m in methods}
     failures: list[FieldFailure] = []
@@ -437,16 +482,14 @@ def run_methods(
                 if progress is not None:
                     progress("segment", base + done, total_fields)
 
-            crops = plate_crops(
-                plate, checkpoint_crop_params(meta, plate), platemap=platemap,
-                segmentation=segmentation, wells=config.wells, cells=table,
-                batch_size=config.batch_size, progress=report, cancel=cancel,
-            )  # fmt: skip
+            crops = _plate_inputs(
+                plate, platemap, meta, unit, segmentation, table, config, report, cancel
+            )
             fields_before += field_count(plate, config.wells)
             failures += crops.failures
             failure_plates += [plate.plate_id] * len(crops.failures)
             for method, method_config in configs.items():
-                _check_control_cells(plate.plate_id, crops.table, method_config)
+                _check_control_cells(plate.plate_id, crops.table, method_config, unit)
                 parts[method].append(
                     _predict_guarded(
                         plate.plate_id, crops.images, crops.table, checkpoints, method_config,
@@ -458,8 +501,34 @@ def run_methods(
     for method in methods:
         result = _merge(parts[method], meta.classes, list(failures), list(failure_plates))
         result.segmentation = segmentation
+        result.unit = unit
         results[method] = result
     return results
+
+
+def _plate_inputs(
+    plate: Plate,
+    platemap: Any | None,
+    meta: Any,
+    unit: str,
+    segmentation: SegmentationParams | None,
+    table: pd.DataFrame | None,
+    config: RunConfig,
+    progress: ProgressFn,
+    cancel: CancelFn | None,
+) -> PlateCrops:
+    """What the checkpoint takes from a plate: a crop per cell, or a tile per field."""
+    if unit == "site":
+        channels, size = checkpoint_tiles(meta, plate)
+        return plate_tiles(
+            plate, channels, size, platemap=platemap, wells=config.wells, progress=progress,
+            cancel=cancel,
+        )  # fmt: skip
+    return plate_crops(
+        plate, checkpoint_crop_params(meta, plate), platemap=platemap,
+        segmentation=segmentation, wells=config.wells, cells=table,
+        batch_size=config.batch_size, progress=progress, cancel=cancel,
+    )  # fmt: skip
 
 
 def _predict_guarded(

@@ -1,7 +1,8 @@
 """Plates and plate maps -> crops -> a trained classifier checkpoint (ERM, ARM-BN or CS-ARM-BN).
 
 Every plate is segmented (or its cells taken from a table), one crop per cell is
-cut in the Cell Painting channel order, the input normalization is fitted on the
+cut in the Cell Painting channel order (or, with ``unit="site"``, every field is
+resized whole to one tile: :mod:`.tiles`), the input normalization is fitted on the
 training plates' crops, and :func:`phenoadapt.train.train_model` trains a ResNet
 with plate episodes.  The checkpoint records the crop size and channels, so
 :func:`phenoadapt.pipeline.run_plates` cuts the same crops at test time.
@@ -33,6 +34,7 @@ from ..train import CellData, TrainConfig, TrainResult, save_checkpoint, split_p
 from ..train import distributed as dist_utils
 from ..train.checkpoint import SUFFIX
 from .crops import field_count, model_channels, plate_crops
+from .tiles import DEFAULT_TILE_SIZE, UNITS, plate_tiles
 
 
 class CheckpointExistsError(PhenoadaptError, FileExistsError):
@@ -47,6 +49,16 @@ class TrainRunConfig:
     ----------
     method
         ``cs-arm-bn`` (default), ``arm-bn`` or ``erm``.
+    unit
+        ``cell`` (default): one crop per segmented cell; ``site``: one tile per
+        field, the whole field resized to ``tile_size`` (no segmentation).  Rows
+        of the episodes are then sites: 64 treated + 128 control *sites* per
+        plate (a plate with fewer gives all it has, see
+        :class:`~phenoadapt.train.samplers.PlateEpisodeSampler`).
+    tile_size, tile_input_size
+        Site unit only: tile side in pixels (128), and the random crop of tiles
+        in training / centre crop at test (None: whole tiles).  ``crop_size``,
+        ``crop_scale``, ``input_size`` and ``segmentation`` are for cells only.
     arch, width, stem
         ResNet architecture (``resnet10``...), first-stage width and stem.
     crop_size, crop_scale
@@ -79,6 +91,9 @@ class TrainRunConfig:
     """
 
     method: str = "cs-arm-bn"
+    unit: str = "cell"
+    tile_size: int = DEFAULT_TILE_SIZE
+    tile_input_size: int | None = None
     arch: str = "resnet10"
     width: int = 16
     stem: str = "small"
@@ -102,13 +117,38 @@ class TrainRunConfig:
     overwrite: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise PhenoadaptError(
+                f"Unknown unit {self.unit!r}: use 'cell' (one crop per cell) or 'site' (one "
+                "tile per field)."
+            )
+        if self.unit == "site":
+            if self.tile_size < 8:
+                raise PhenoadaptError(f"tile_size {self.tile_size}: give at least 8 pixels.")
+            if self.tile_input_size is not None and not 1 <= self.tile_input_size <= self.tile_size:
+                raise PhenoadaptError(
+                    f"tile_input_size {self.tile_input_size} must be between 1 and the tile "
+                    f"size {self.tile_size} (None: whole tiles)."
+                )
+
+    @property
+    def image_size(self) -> int:
+        """Side of the images the network is given: crops (cells) or tiles (sites)."""
+        return self.tile_size if self.unit == "site" else self.crop_size
+
+    @property
+    def model_input_size(self) -> int | None:
+        """Random / centre crop of those images (``input_size`` or ``tile_input_size``)."""
+        return self.tile_input_size if self.unit == "site" else self.input_size
+
     def train_config(self) -> TrainConfig:
         """The :class:`~phenoadapt.train.TrainConfig` of this run."""
         return TrainConfig(
             method=self.method, max_epochs=self.max_epochs, patience=self.patience, lr=self.lr,
             treated_per_episode=self.treated_per_episode,
             controls_per_episode=self.controls_per_episode, plates_per_step=self.plates_per_step,
-            input_size=self.input_size, seed=self.seed, device=self.device,
+            input_size=self.model_input_size, seed=self.seed, device=self.device,
             max_steps_per_epoch=self.max_steps_per_epoch,
         )  # fmt: skip
 
@@ -124,7 +164,7 @@ class TrainRunResult:
     result
         The trainer's result (model, history, best epoch...).
     cells_per_plate
-        Number of crops per plate.
+        Number of crops (cells, or tiles for a site model) per plate.
     failures
         Fields that failed, with their plate in ``plate_failures``.
     """
@@ -159,7 +199,7 @@ def _gather_crops(
     progress: ProgressFn | None,
     cancel: CancelFn | None,
 ) -> tuple[np.ndarray, pd.DataFrame, tuple[str, ...], list[FieldFailure], list[str]]:
-    """Crops of every plate in the model's channel order, with their per-cell table."""
+    """Crops (or field tiles) of every plate in the model's channel order, with their table."""
     picked, names = model_channels(plates[0])
     for plate in plates[1:]:
         if model_channels(plate)[1] != names:
@@ -181,10 +221,17 @@ def _gather_crops(
             if progress is not None:
                 progress("segment", base + done, total)
 
-        crops = plate_crops(
-            plate, crop, platemap=platemap, segmentation=config.segmentation, wells=config.wells,
-            cells=table, batch_size=config.batch_size, progress=report, cancel=cancel,
-        )  # fmt: skip
+        if config.unit == "site":
+            crops = plate_tiles(
+                plate, own, config.tile_size, platemap=platemap, wells=config.wells,
+                progress=report, cancel=cancel,
+            )  # fmt: skip
+        else:
+            crops = plate_crops(
+                plate, crop, platemap=platemap, segmentation=config.segmentation,
+                wells=config.wells, cells=table, batch_size=config.batch_size, progress=report,
+                cancel=cancel,
+            )  # fmt: skip
         before += field_count(plate, config.wells)
         images.append(crops.images)
         tables.append(crops.table)
@@ -215,9 +262,10 @@ def train_plates(
     out
         Checkpoint file (``.safetensors``); never replaced unless ``config.overwrite``.
     cells
-        Optional per-cell table per plate whose centroids are cropped instead of segmenting.
+        Optional per-cell table per plate whose centroids are cropped instead of
+        segmenting (cell unit only).
     progress
-        ``progress(stage, done, total)``: ``"segment"`` (fields), ``"train"``
+        ``progress(stage, done, total)``: ``"segment"`` (fields, also when tiling), ``"train"``
         (optimizer steps), ``"epoch"``.
     cancel
         Polled before every field and step; raises :class:`~phenoadapt.errors.Cancelled`
@@ -236,6 +284,11 @@ def train_plates(
         raise PhenoadaptError(
             f"{len(plates)} plates and {len(platemaps)} plate maps: training needs at least one "
             "plate and exactly one plate map per plate (roles and MoAs)."
+        )
+    if config.unit == "site" and any(c is not None for c in cells):
+        raise PhenoadaptError(
+            "Cell tables were given but the unit is 'site' (one tile per field, no cells): "
+            "drop the cell tables (--cells) or train on cells (unit 'cell')."
         )
     for plate, platemap in zip(plates, platemaps, strict=True):
         if platemap is None:
@@ -264,18 +317,21 @@ def train_plates(
     )  # fmt: skip
     model = build_resnet(network, seed=config.seed)
     result = train_model(
-        model, train, val, train_config, crop_size=config.crop_size, progress=progress,
+        model, train, val, train_config, crop_size=config.image_size, progress=progress,
         cancel=cancel,
     )  # fmt: skip
-    meta = result.checkpoint_metadata(crop_size=config.crop_size)
-    meta.extra.update(
-        {
+    # crop_size is the side of the images the network takes: crops, or tiles for sites.
+    meta = result.checkpoint_metadata(crop_size=config.image_size)
+    per_plate = table[schema.PLATE].value_counts().sort_index().to_dict()
+    if config.unit == "site":
+        unit_notes = {"unit": "site", "tile_size": config.tile_size, "sites_per_plate": per_plate}
+    else:
+        unit_notes = {
+            "unit": "cell",
             "crop_scale": config.crop_scale,
             "segmentation": asdict(config.segmentation or SegmentationParams()),
-            "cells_per_plate": table[schema.PLATE].value_counts().sort_index().to_dict(),
-            **config.extra,
         }
-    )
+    meta.extra.update({**unit_notes, "cells_per_plate": per_plate, **config.extra})
     if dist_utils.is_main_process():
         checkpoint_target(path, config.overwrite)  # a file that appeared while training
         save_checkpoint(path, result.model, meta)
