@@ -13,6 +13,10 @@ layer named :data:`LAYER_NAME` over the field:
 - the layer's ``features`` hold class, probability, uncertainty, treatment,
   well and known MoA, so hovering a cell shows them in the status bar.
 
+A result of a model trained on whole fields (``result.unit == "site"``) has
+no cells to outline: the overlay draws nothing, says so once in a notification,
+and the legend shows the field's prediction.
+
 Clicking a cell selects it (``session.select_cells``; Shift adds to the
 selection); cells selected anywhere (the UMAP dock, a table) are outlined in
 white in a second Labels layer, :data:`SELECTION_NAME`.
@@ -57,6 +61,13 @@ PALETTE = (
 #: Colour of the negative-control class, when the model predicts one.
 CONTROL_COLOUR = "#b0b0b0"
 CONTROL_NAMES = ("dmso", "control", "negative control")
+
+
+def per_field(result: Any) -> bool:
+    """True for a result of a site-unit model: one prediction per field, no cell labels."""
+    return getattr(result, "unit", "cell") == "site"
+
+
 #: Fields whose labels are kept, so going back to a field is instant.
 _CACHE_SIZE = 8
 
@@ -205,6 +216,14 @@ class ResultsOverlay(QObject):
 
     def _on_result_changed(self) -> None:
         self._labels.clear()  # a new run may have used other segmentation settings
+        if per_field(self.session.result):
+            from napari.utils import notifications
+
+            notifications.show_info(
+                "This model predicts whole fields (unit 'site'), not cells: there are no cell "
+                "labels to colour. The plate dock colours each well; the legend gives the "
+                "prediction of the field on screen."
+            )
         self.refresh()
 
     def refresh(self) -> None:
@@ -212,7 +231,7 @@ class ResultsOverlay(QObject):
         session = self.session
         key = session.current
         rows = session.cells_of_field()
-        if session.result is None or key is None or not len(rows):
+        if session.result is None or key is None or not len(rows) or per_field(session.result):
             self._remove_layers()
             return
         cached = self._labels.get((key, self.segmentation))
@@ -404,11 +423,18 @@ class ResultsLegend(QWidget):
             else pd.Series(dtype=int)
         )
         where = self.session.current
-        self.title.setText(
-            f"<b>Predicted MoA</b> — {len(rows)} cells in well {where.well}, site {where.site}"
-            if where is not None and len(rows)
-            else "<b>Predicted MoA</b>"
-        )
+        if per_field(result):
+            field = ", ".join(result.cells.iloc[rows][schema.PREDICTION].astype(str))
+            self.title.setText(
+                "<b>Predicted MoA</b> — per field (site model), no cell labels"
+                + (f"<br>well {where.well}, site {where.site}: {field}" if len(rows) else "")
+            )
+        else:
+            self.title.setText(
+                f"<b>Predicted MoA</b> — {len(rows)} cells in well {where.well}, site {where.site}"
+                if where is not None and len(rows)
+                else "<b>Predicted MoA</b>"
+            )
         for i, (name, colour) in enumerate(class_colours(tuple(result.classes)).items()):
             swatch = QLabel()
             swatch.setFixedSize(14, 14)
@@ -418,24 +444,25 @@ class ResultsLegend(QWidget):
             text = QLabel(f"{name} ({int(counts.get(name, 0))})")
             self.swatches.addWidget(swatch, i // 2, 2 * (i % 2))
             self.swatches.addWidget(text, i // 2, 2 * (i % 2) + 1)
-        self.accuracy.setText(_accuracy_text(accuracy_summary(result)))
+        unit = "field" if per_field(result) else "cell"
+        self.accuracy.setText(_accuracy_text(accuracy_summary(result), unit))
 
 
-def _accuracy_text(table: pd.DataFrame) -> str:
-    """One line per plate: cell (and well) accuracy against the plate map's MoA."""
+def _accuracy_text(table: pd.DataFrame, unit: str = "cell") -> str:
+    """One line per plate: cell or field (and well) accuracy against the plate map's MoA."""
     if not len(table):
-        return "Accuracy: no treated cell has a known MoA among the model's classes."
+        return f"Accuracy: no treated {unit} has a known MoA among the model's classes."
     lines = []
     for _, row in table.iterrows():
         if pd.isna(row["cell_accuracy"]):
             continue
         text = (
-            f"{row.get(schema.PLATE, 'plate')}: cell accuracy {row['cell_accuracy']:.0%} "
+            f"{row.get(schema.PLATE, 'plate')}: {unit} accuracy {row['cell_accuracy']:.0%} "
             f"(n={int(row['n_cells'])})"
         )
         if "well_accuracy" in row and pd.notna(row["well_accuracy"]):
             text += f", well accuracy {row['well_accuracy']:.0%} (n={int(row['n_wells'])})"
         lines.append(text)
     if not lines:
-        return "Accuracy: no treated cell has a known MoA among the model's classes."
+        return f"Accuracy: no treated {unit} has a known MoA among the model's classes."
     return "Accuracy vs plate map:<br>" + "<br>".join(lines)
