@@ -185,3 +185,30 @@ def test_cli_train_site_then_predict_round_trip(sites, tmp_path, capsys) -> None
     cells = pd.read_csv(out / "cells.csv")
     assert len(cells) == 8 * SITES and schema.CELL_ID not in cells.columns
     assert len(pd.read_csv(out / "wells.csv")) == 8
+
+
+def test_gui_overlay_shows_per_field_results_without_cell_labels(
+    make_napari_viewer, qtbot, sites, monkeypatch
+) -> None:
+    import napari.utils.notifications as notifications
+    from gui_run_helpers import open_in_viewer
+
+    from phenoadapt.gui.results import LAYER_NAME, ResultsLegend, get_results_overlay
+
+    shown: list[str] = []
+    monkeypatch.setattr(notifications, "show_info", lambda m: shown.append(str(m)))
+    config = RunConfig(checkpoint=sites["ckpt"], device="cpu", min_control_sites=4)
+    result = run_plates([sites["plate"]], [sites["map"]], config)
+    viewer = make_napari_viewer()
+    session = open_in_viewer(viewer, sites["path"])
+    overlay = get_results_overlay(viewer)
+    legend = ResultsLegend(session)
+    session.set_result(result)
+    qtbot.wait(50)
+    assert LAYER_NAME not in viewer.layers and overlay.worker is None
+    assert any("whole fields" in m for m in shown)
+    row = session.cells_of_field()
+    assert len(row) == 1
+    assert "per field" in legend.title.text()
+    assert str(result.cells.iloc[row[0]][schema.PREDICTION]) in legend.title.text()
+    assert "field accuracy" in legend.accuracy.text()
