@@ -209,13 +209,23 @@ def test_channel_and_class_mismatch(tiny) -> None:
         run_plate(tiny["plate"], tiny["map"], _config(tiny, checkpoint=not_ckpt))
 
 
-def test_constant_crops_are_refused(tiny) -> None:
-    # Cells "found" half a window outside the field give all-zero (constant) crops.
+def test_constant_crops_are_refused(tiny, tmp_path) -> None:
+    # A blank field (e.g. an empty or unexposed well) gives constant crops wherever cells are said to be.
+    import shutil
+
+    import numpy as np
+    import tifffile
+
+    from phenoadapt.plate import open_plate
+
+    folder = shutil.copytree(tiny["plate"].path, tmp_path / "blank")
+    for plane in folder.glob("r01c0[12]f01p01-ch*.tiff"):
+        tifffile.imwrite(plane, np.zeros_like(tifffile.imread(plane)))
     table = pd.DataFrame({schema.PLATE: "tiny1", schema.WELL: ["A01", "A02"], schema.SITE: 1,
-                          schema.CELL_ID: [1, 1], schema.CENTROID_Y: -24.0,
-                          schema.CENTROID_X: -24.0})  # fmt: skip
+                          schema.CELL_ID: [1, 1], schema.CENTROID_Y: 40.0,
+                          schema.CENTROID_X: 40.0})  # fmt: skip
     with pytest.raises(ContextError, match="constant"):
-        run_plate(tiny["plate"], tiny["map"], _config(tiny, method="erm"), cells=table)
+        run_plate(open_plate(folder, plate_id="tiny1"), tiny["map"], _config(tiny, method="erm"), cells=table)
 
 
 def test_no_cells_is_a_cells_error(tiny) -> None:

@@ -304,7 +304,13 @@ _SESSIONS: weakref.WeakKeyDictionary[Any, PlateSession] = weakref.WeakKeyDiction
 
 
 def get_session(viewer: Any) -> PlateSession:
-    """The session of a viewer, created on first use."""
+    """The session of a viewer, created on first use.
+
+    Dock widgets receive napari's public-only proxy of the viewer; the session is
+    keyed by (and holds a weak reference to) the viewer itself, so every dock of a
+    window shares one session however it got the viewer.
+    """
+    viewer = getattr(viewer, "__wrapped__", viewer)
     session = _SESSIONS.get(viewer)
     if session is None:
         session = PlateSession(viewer)
