@@ -39,7 +39,15 @@ from torch import nn
 
 from .cdc import GradientEncoder
 from .normalize import ChannelNormalizer, Normalization
-from .resnet import ARCHITECTURES, BLOCKS, STEMS, ResNetBackbone
+from .resnet import (
+    ARCHITECTURES,
+    BLOCKS,
+    ResNetBackbone,
+    build_seeded,
+    check_backbone_options,
+    check_normalization_channels,
+    init_conv_bn_,
+)
 
 FAMILY = "phenoprofiler"
 TOKEN_MODES = ("spatial", "pooled")
@@ -102,12 +110,7 @@ class PhenoProfilerConfig:
     normalization: Normalization | None = None
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(
-                f"Unknown ResNet architecture {self.arch!r}: use one of {sorted(ARCHITECTURES)}."
-            )
-        if self.stem not in STEMS:
-            raise ValueError(f"Unknown stem {self.stem!r}: use one of {STEMS}.")
+        check_backbone_options(self.arch, self.stem)
         if self.tokens not in TOKEN_MODES:
             raise ValueError(f"Unknown token mode {self.tokens!r}: use one of {TOKEN_MODES}.")
         for name in ("in_channels", "num_classes", "embedding_dim", "width", "encoder_channels",
@@ -129,11 +132,7 @@ class PhenoProfilerConfig:
         for name in ("dropout", "projection_dropout"):
             if not 0.0 <= float(getattr(self, name)) < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}.")
-        if self.normalization is not None and self.normalization.n_channels != self.in_channels:
-            raise ValueError(
-                f"The normalization has {self.normalization.n_channels} channels but the network "
-                f"{self.in_channels}: fit it on images with the model's channels."
-            )
+        check_normalization_channels(self.normalization, self.in_channels, "images")
 
     @property
     def feature_dim(self) -> int:
@@ -242,12 +241,7 @@ class PhenoProfiler(nn.Module):
     def _init_weights(self) -> None:
         # He initialization for convolutions (as the ResNet classifier); the
         # transformer and linear layers keep PyTorch's defaults.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_conv_bn_(self)
 
     @property
     def config(self) -> PhenoProfilerConfig:
@@ -312,11 +306,7 @@ def build_phenoprofiler(config: PhenoProfilerConfig, seed: int | None = None) ->
     The seed is applied in a forked RNG state, so the caller's global torch RNG
     is left untouched.
     """
-    if seed is None:
-        return PhenoProfiler(config)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return PhenoProfiler(config)
+    return build_seeded(lambda: PhenoProfiler(config), seed)
 
 
 def build_phenoprofiler_spec(spec: dict[str, Any]) -> PhenoProfiler:

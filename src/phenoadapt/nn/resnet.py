@@ -17,8 +17,9 @@ not downsampled to nothing) as well as whole field tiles (the paper's unit).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -26,6 +27,8 @@ from torch import nn
 from .normalize import ChannelNormalizer, Normalization
 
 FAMILY = "resnet"
+
+_Net = TypeVar("_Net", bound=nn.Module)
 
 # name -> (block type, blocks per stage); the allow-list of ResNet architectures.
 ARCHITECTURES: dict[str, tuple[str, tuple[int, int, int, int]]] = {
@@ -117,6 +120,59 @@ BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {
 }
 
 
+def check_backbone_options(arch: str, stem: str) -> None:
+    """Raise ValueError unless ``arch`` and ``stem`` name a known backbone and stem."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(
+            f"Unknown ResNet architecture {arch!r}: use one of {sorted(ARCHITECTURES)}."
+        )
+    if stem not in STEMS:
+        raise ValueError(f"Unknown stem {stem!r}: use one of {STEMS}.")
+
+
+def check_normalization_channels(
+    normalization: Normalization | None, in_channels: int, inputs: str
+) -> None:
+    """Raise ValueError when ``normalization`` was fitted on another number of channels.
+
+    ``inputs`` names what the normalization should be fitted on (``"crops"``,
+    ``"images"``) in the message.
+    """
+    if normalization is not None and normalization.n_channels != in_channels:
+        raise ValueError(
+            f"The normalization has {normalization.n_channels} channels but the network "
+            f"{in_channels}: fit it on {inputs} with the model's channels."
+        )
+
+
+def init_conv_bn_(network: nn.Module) -> None:
+    """He-initialize every convolution of ``network`` and reset its batch norms (in place).
+
+    Fan-out Kaiming normal for convolutions as in the original ResNet paper (and
+    torchvision); batch norms start as the identity (scale 1, shift 0).  Other
+    layers keep PyTorch's defaults.
+    """
+    for module in network.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+def build_seeded(factory: Callable[[], _Net], seed: int | None) -> _Net:
+    """Call ``factory()``; with ``seed``, in a forked torch RNG seeded with it.
+
+    Forking leaves the caller's global torch RNG untouched, so building a
+    network with a seed does not change what later random draws give.
+    """
+    if seed is None:
+        return factory()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory()
+
+
 @dataclass(frozen=True)
 class ResNetConfig:
     """Everything needed to rebuild a :class:`ResNetClassifier` (stored in checkpoints).
@@ -150,20 +206,11 @@ class ResNetConfig:
     normalization: Normalization | None = None
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(
-                f"Unknown ResNet architecture {self.arch!r}: use one of {sorted(ARCHITECTURES)}."
-            )
-        if self.stem not in STEMS:
-            raise ValueError(f"Unknown stem {self.stem!r}: use one of {STEMS}.")
+        check_backbone_options(self.arch, self.stem)
         for name in ("in_channels", "num_classes", "width"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"ResNetConfig.{name} must be >= 1, got {getattr(self, name)}.")
-        if self.normalization is not None and self.normalization.n_channels != self.in_channels:
-            raise ValueError(
-                f"The normalization has {self.normalization.n_channels} channels but the network "
-                f"{self.in_channels}: fit it on crops with the model's channels."
-            )
+        check_normalization_channels(self.normalization, self.in_channels, "crops")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready representation, tagged with the network family."""
@@ -260,13 +307,7 @@ class ResNetClassifier(nn.Module):
         self._init_weights(config.zero_init_residual)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
-        # He initialization as in the original paper (and torchvision).
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_conv_bn_(self)
         if zero_init_residual:
             for module in self.modules():
                 if isinstance(module, BasicBlock | Bottleneck):
@@ -309,11 +350,7 @@ def build_resnet(config: ResNetConfig, seed: int | None = None) -> ResNetClassif
     The seed is applied in a forked RNG state, so the caller's global torch RNG
     is left untouched.
     """
-    if seed is None:
-        return ResNetClassifier(config)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return ResNetClassifier(config)
+    return build_seeded(lambda: ResNetClassifier(config), seed)
 
 
 def _named(arch: str):
