@@ -41,7 +41,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -54,6 +53,8 @@ from torch import nn
 from ..adapt.batchnorm import batchnorm_layers, preserved_state
 from ..errors import Cancelled
 from ..nn.runtime import autocast, select_device, to_device, use_amp, use_channels_last
+from ..progress import CancelFn, ProgressFn
+from ._loop import place_for_training, restore_after_training, step_generator
 from .augment import augment, center_crop
 from .checkpoint import CheckpointMetadata, save_checkpoint
 from .phenoprofiler_data import EmbedderData, ProfileTargets
@@ -63,8 +64,6 @@ SCHEDULES = ("stepwise", "joint")
 STAGE_MSE = "mse"
 STAGE_ALL = "all"
 KIND = "embedder"
-ProgressFn = Callable[[str, int, int], None]
-CancelFn = Callable[[], bool]
 
 
 # --------------------------------------------------------------------------- losses
@@ -354,11 +353,6 @@ class _Batches:
         return [self.positions[np.sort(step[0].positions)] for step in steps]
 
 
-def _generator(seed: int, stage: int, epoch: int, step: int) -> torch.Generator:
-    state = np.random.SeedSequence([seed, stage, epoch, step]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
 # --------------------------------------------------------------------------- training
 
 
@@ -489,9 +483,7 @@ def train_phenoprofiler(
     device = select_device(config.device)
     run = _Run(model, config, device, use_amp(device, config.amp),
                use_channels_last(device, config.channels_last))  # fmt: skip
-    model.to(device)
-    if run.channels_last:
-        model.to(memory_format=torch.channels_last)
+    place_for_training(model, device, run.channels_last)
     batches = _Batches(train, config, config.seed)
     val_batches = _Batches(val, config, config.seed + 1) if val is not None else None
     stages = config.stages()
@@ -523,7 +515,7 @@ def train_phenoprofiler(
                         raise Cancelled("PhenoProfiler training was cancelled.")
                     optimizer.zero_grad(set_to_none=True)
                     terms = _batch_terms(run, train, positions, stage,
-                                         _generator(config.seed, s, epoch, i))  # fmt: skip
+                                         step_generator(config.seed, s, epoch, i))  # fmt: skip
                     terms.total.backward()
                     optimizer.step()
                     sums += _term_sums(terms)
@@ -546,9 +538,7 @@ def train_phenoprofiler(
                     progress("epoch", done_epochs, total_epochs)
             if best_state is not None:
                 model.load_state_dict(best_state)
-    if run.channels_last:
-        model.to(memory_format=torch.contiguous_format)
-    model.eval()
+    restore_after_training(model, run.channels_last)
     result = EmbedderTrainResult(
         model=model, config=config, history=history, best_epochs=best_epochs,
         classes=train.classes, channel_names=train.channel_names,

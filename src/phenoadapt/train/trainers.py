@@ -29,7 +29,6 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,9 @@ from ..adapt.methods import (
 )
 from ..errors import Cancelled
 from ..nn.runtime import autocast, select_device, to_device, use_amp, use_channels_last
+from ..progress import CancelFn, ProgressFn
 from . import distributed as dist_utils
+from ._loop import place_for_training, restore_after_training, step_generator
 from .abra import AbraConfig, abra_loss
 from .augment import augment
 from .checkpoint import CheckpointMetadata, save_checkpoint
@@ -58,8 +59,6 @@ from .data import CellData
 from .samplers import Episode, MixedBatchSampler, PlateEpisodeSampler
 
 TRAIN_METHODS = (Method.ERM, Method.ARM_BN, Method.CS_ARM_BN)
-ProgressFn = Callable[[str, int, int], None]
-CancelFn = Callable[[], bool]
 
 
 @dataclass
@@ -309,12 +308,6 @@ def _sampler(data: CellData, config: TrainConfig) -> PlateEpisodeSampler | Mixed
     )
 
 
-def _generator(seed: int, epoch: int, step: int, episode: int) -> torch.Generator:
-    """Augmentation randomness of one episode, the same in any process of a job."""
-    state = np.random.SeedSequence([seed, epoch, step, episode]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
 def _episode_loss(
     model: nn.Module,
     data: CellData,
@@ -404,9 +397,7 @@ def train_model(
         device = torch.device("cuda", torch.cuda.current_device())
     amp = use_amp(device, config.amp)
     channels_last = use_channels_last(device, config.channels_last)
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    place_for_training(model, device, channels_last)
     net: nn.Module = model
     if config.abra is not None and dist_utils.is_distributed():
         raise ValueError(
@@ -445,7 +436,7 @@ def train_model(
                 sync = contextlib.nullcontext() if last or net is model else net.no_sync()
                 with sync:
                     loss = _episode_loss(
-                        net, train, episode, _generator(config.seed, epoch, s, index),
+                        net, train, episode, step_generator(config.seed, epoch, s, index),
                         config, device, amp, channels_last,
                     )  # fmt: skip
                     # DDP averages gradients over ranks; scaling by world / P makes the
@@ -487,9 +478,7 @@ def train_model(
     # Running statistics may differ between ranks (each normalized its own
     # episodes); rank 0's are the ones written, so give them to everyone.
     dist_utils.broadcast_state(model)
-    if channels_last:
-        model.to(memory_format=torch.contiguous_format)
-    model.eval()
+    restore_after_training(model, channels_last)
     result = TrainResult(
         model=model,
         config=config,
