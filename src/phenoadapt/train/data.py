@@ -17,12 +17,9 @@ import torch
 
 from .. import schema
 from ..errors import PlateMapError
+from ._tables import channel_names_for, describe_wells, role_values, take_images
 
 UNLABELLED = -1
-
-
-def _roles(table: pd.DataFrame) -> np.ndarray:
-    return table[schema.ROLE].astype(str).str.lower().to_numpy()
 
 
 @dataclass
@@ -86,12 +83,12 @@ class CellData:
         if int(images.shape[0]) != len(table):
             raise ValueError(f"{int(images.shape[0])} crops for {len(table)} table rows.")
         table = table.reset_index(drop=True)
-        roles = _roles(table)
+        roles = role_values(table)
         treated = roles == schema.Role.TREATED.value
         moa = table[schema.MOA]
         no_moa = treated & (moa.isna() | (moa.astype(str).str.strip() == "")).to_numpy()
         if no_moa.any():
-            wells = _wells(table, no_moa)
+            wells = describe_wells(table, no_moa)
             raise PlateMapError(
                 f"{int(no_moa.sum())} treated cells have no {schema.MOA} ({wells}): give every "
                 "treated well an MoA in the plate map, or mark it excluded."
@@ -105,16 +102,11 @@ class CellData:
         if unknown.any():
             raise PlateMapError(
                 f"Treated cells have MoAs {sorted(set(names[unknown]))} that are not among the "
-                f"classes {list(classes)} ({_wells(table, unknown)})."
+                f"classes {list(classes)} ({describe_wells(table, unknown)})."
             )
         labels = np.full(len(table), UNLABELLED, dtype=np.int64)
         labels[treated] = [lookup[m] for m in names[treated]]
-        n_ch = int(images.shape[1])
-        channels = (
-            tuple(channel_names) if channel_names else tuple(f"ch{i + 1}" for i in range(n_ch))
-        )
-        if len(channels) != n_ch:
-            raise ValueError(f"{len(channels)} channel names for {n_ch}-channel crops.")
+        channels = channel_names_for(channel_names, int(images.shape[1]), "crops")
         return cls(images, table, classes, labels, channels)
 
     def __len__(self) -> int:
@@ -128,7 +120,7 @@ class CellData:
     @property
     def roles(self) -> np.ndarray:
         """Role of each cell (``"control"``, ``"treated"``, ``"excluded"``)."""
-        return _roles(self.table)
+        return role_values(self.table)
 
     def subset(self, plates: Sequence[str]) -> CellData:
         """The cells of some plates (images are indexed, so a copy for numpy arrays)."""
@@ -138,11 +130,7 @@ class CellData:
     def take(self, positions: np.ndarray) -> CellData:
         """The cells at ``positions``."""
         positions = np.asarray(positions, dtype=np.int64)
-        images = (
-            self.images[torch.as_tensor(positions)]
-            if isinstance(self.images, torch.Tensor)
-            else np.asarray(self.images)[positions]
-        )
+        images = take_images(self.images, positions)
         table = self.table.iloc[positions].reset_index(drop=True)
         return CellData(images, table, self.classes, self.labels[positions], self.channel_names)
 
@@ -155,12 +143,6 @@ class CellData:
         return torch.from_numpy(
             np.ascontiguousarray(np.asarray(self.images)[positions], np.float32)
         )
-
-
-def _wells(table: pd.DataFrame, mask: np.ndarray, limit: int = 5) -> str:
-    cols = [c for c in (schema.PLATE, schema.WELL) if c in table.columns]
-    pairs = table.loc[mask, cols].astype(str).drop_duplicates().head(limit)
-    return ", ".join(" ".join(row) for row in pairs.itertuples(index=False))
 
 
 def split_plates(

@@ -36,27 +36,13 @@ from .. import schema
 from ..adapt.embedding import control_zscore
 from ..errors import PlateMapError, TableError
 from ..profiles.table import feature_columns
+from ._tables import channel_names_for, describe_wells, role_values, take_images
 
 UNLABELLED = -1
 CLASS_BY = ("treatment-dose", "treatment", "moa")
 TARGET_NORMALIZATIONS = ("global", "plate-controls")
 # Keys that join an image to its site's profile, finest first.
 _SITE_KEYS = (schema.PLATE, schema.WELL, schema.SITE)
-
-
-def _roles(table: pd.DataFrame) -> np.ndarray:
-    if schema.ROLE not in table.columns:
-        raise PlateMapError(
-            f"The table lacks {schema.ROLE}: attach a plate map that marks control, treated and "
-            "excluded wells."
-        )
-    return table[schema.ROLE].astype(str).str.lower().to_numpy()
-
-
-def _where(table: pd.DataFrame, mask: np.ndarray, limit: int = 5) -> str:
-    cols = [c for c in (schema.PLATE, schema.WELL) if c in table.columns]
-    pairs = table.loc[mask, cols].astype(str).drop_duplicates().head(limit)
-    return ", ".join(" ".join(row) for row in pairs.itertuples(index=False))
 
 
 def class_names(table: pd.DataFrame, by: str = "treatment-dose") -> np.ndarray:
@@ -84,13 +70,13 @@ def class_names(table: pd.DataFrame, by: str = "treatment-dose") -> np.ndarray:
             f"The table lacks {column}: PhenoProfiler's classification head needs the "
             "treatment of every well from the plate map."
         )
-    usable = _roles(table) != schema.Role.EXCLUDED.value
+    usable = role_values(table) != schema.Role.EXCLUDED.value
     values = table[column]
     missing = usable & (values.isna() | (values.astype(str).str.strip() == "")).to_numpy()
     if missing.any():
         raise PlateMapError(
-            f"{int(missing.sum())} rows have no {column} ({_where(table, missing)}): give every "
-            "control and treated well one in the plate map, or mark it excluded."
+            f"{int(missing.sum())} rows have no {column} ({describe_wells(table, missing)}): "
+            "give every control and treated well one in the plate map, or mark it excluded."
         )
     names = values.astype(str).to_numpy().astype(object)
     if by == "treatment-dose" and schema.CONCENTRATION in table.columns:
@@ -142,7 +128,7 @@ class ProfileTargets:
                 self.std_ = np.where(std > 0, std, 1.0)
             return (X - self.mean_) / self.std_
         plates = profiles[schema.PLATE].astype(str).to_numpy()
-        controls = _roles(profiles) == schema.Role.CONTROL.value
+        controls = role_values(profiles) == schema.Role.CONTROL.value
         return control_zscore(X, plates, controls)
 
     def fit(self, profiles: pd.DataFrame) -> ProfileTargets:
@@ -246,12 +232,12 @@ def site_targets(
             f"The profile table has several rows per {', '.join(keys)}: give one profile per site."
         )
     positions = index.get_indexer(pd.MultiIndex.from_frame(_key_frame(table, keys)))
-    usable = _roles(table) != schema.Role.EXCLUDED.value
+    usable = role_values(table) != schema.Role.EXCLUDED.value
     lost = usable & (positions < 0)
     if lost.any():
         raise TableError(
-            f"{int(lost.sum())} images have no site profile ({_where(table, lost)}): measure "
-            "every imaged site, or leave those images out."
+            f"{int(lost.sum())} images have no site profile ({describe_wells(table, lost)}): "
+            "measure every imaged site, or leave those images out."
         )
     out = np.full((len(table), targets.dim), np.nan, dtype=np.float32)
     out[positions >= 0] = values[positions[positions >= 0]]
@@ -341,19 +327,14 @@ class EmbedderData:
         if unknown.any():
             raise PlateMapError(
                 f"Images have classes {sorted(set(names[unknown]))} outside {list(classes)} "
-                f"({_where(table, unknown)})."
+                f"({describe_wells(table, unknown)})."
             )
         labels = np.full(len(table), UNLABELLED, dtype=np.int64)
         labels[usable] = [lookup[str(n)] for n in names[usable]]
         if not hasattr(targets, "scale_"):
             targets.fit(_sites_with_images(profiles, table))
         values = site_targets(table, profiles, targets)
-        n_ch = int(images.shape[1])
-        channels = (
-            tuple(channel_names) if channel_names else tuple(f"ch{i + 1}" for i in range(n_ch))
-        )
-        if len(channels) != n_ch:
-            raise ValueError(f"{len(channels)} channel names for {n_ch}-channel images.")
+        channels = channel_names_for(channel_names, int(images.shape[1]), "images")
         return cls(images, table, classes, labels, values, channels)
 
     def __len__(self) -> int:
@@ -377,11 +358,7 @@ class EmbedderData:
     def take(self, positions: np.ndarray) -> EmbedderData:
         """The images at ``positions``."""
         positions = np.asarray(positions, dtype=np.int64)
-        images = (
-            self.images[torch.as_tensor(positions)]
-            if isinstance(self.images, torch.Tensor)
-            else np.asarray(self.images)[positions]
-        )
+        images = take_images(self.images, positions)
         return EmbedderData(
             images, self.table.iloc[positions].reset_index(drop=True), self.classes,
             self.labels[positions], self.targets[positions], self.channel_names,
