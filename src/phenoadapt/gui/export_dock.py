@@ -8,7 +8,6 @@ that cannot be written is a notification, never a traceback.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,13 +23,12 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import PhenoadaptError
-from .run_dock import ask_overwrite
+from . import common
+from .common import Asker, notify
 from .session import get_session
 
 if TYPE_CHECKING:
     import napari
-
-Confirm = Callable[[str, str], bool]
 
 
 class ExportWidget(QWidget):
@@ -45,11 +43,11 @@ class ExportWidget(QWidget):
         message box by default (tests pass their own).
     """
 
-    def __init__(self, napari_viewer: napari.Viewer, confirm: Confirm | None = None) -> None:
+    def __init__(self, napari_viewer: napari.Viewer, confirm: Asker | None = None) -> None:
         super().__init__()
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
-        self.confirm: Confirm = confirm or (lambda title, text: ask_overwrite(self, title, text))
+        self.confirm: Asker = confirm or (lambda title, text: common.confirm(self, title, text))
         self.written: dict[str, Path] = {}
         self.folder = QLineEdit()
         self.folder.setPlaceholderText("Folder for cells.csv, wells.csv, accuracy.csv")
@@ -93,24 +91,22 @@ class ExportWidget(QWidget):
         dict
             Table name -> file written (empty when nothing was written).
         """
-        from napari.utils import notifications
-
         try:
             written = self._export()
         except PhenoadaptError as exc:
-            notifications.show_error(str(exc))
+            notify("error", str(exc))
             self.status.setText(str(exc))
             return {}
         except OSError as exc:  # a folder that cannot be created, a full disk...
             message = f"Could not write to {self.folder.text()}: {exc.strerror or exc}."
-            notifications.show_error(message + " Choose another folder.")
+            notify("error", message + " Choose another folder.")
             self.status.setText(message)
             return {}
         if written:
             self.written = written
             folder = next(iter(written.values())).parent
             self.status.setText(f"Wrote {', '.join(p.name for p in written.values())} to {folder}.")
-            notifications.show_info(f"Results exported to {folder}.")
+            notify("info", f"Results exported to {folder}.")
         return written
 
     def _export(self) -> dict[str, Path]:

@@ -31,7 +31,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QMessageBox,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -42,6 +41,7 @@ from ..errors import PhenoadaptError
 from ..plate import Plate, open_plate
 from ..plate.platemap import PlateMap, read_platemap
 from ..schema import Role
+from .common import Asker, confirm, notify
 from .layers import META_KEY
 from .plate_grid import ColorLegend, PlateGrid, category_colors, value_colors
 from .session import FieldKey, PlateSession, find_platemap, get_session
@@ -65,29 +65,8 @@ COLOR_MODES: tuple[str, ...] = (ROLE, TREATMENT, MOA, PREDICTED, CONFIDENCE)
 RESULT_MODES: tuple[str, ...] = (PREDICTED, CONFIDENCE)
 FORMAT_CHOICES: tuple[str, ...] = ("Automatic", "96-well", "384-well", "1536-well")
 
-Asker = Callable[[str, str], bool]
-
 
 # ----------------------------------------------------------------- helpers
-def notify(kind: str, message: str) -> None:
-    """Show a napari notification (``kind`` is ``"error"``, ``"warning"`` or ``"info"``)."""
-    from napari.utils import notifications
-
-    getattr(notifications, f"show_{kind}")(message)
-
-
-def confirm(parent: QWidget | None, title: str, text: str) -> bool:
-    """Ask a yes/no question in a message box; No is the default answer."""
-    answer = QMessageBox.question(
-        parent,
-        title,
-        text,
-        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-        QMessageBox.StandardButton.No,
-    )
-    return answer == QMessageBox.StandardButton.Yes
-
-
 def result_wells(result: Any, plate_id: str) -> pd.DataFrame:
     """The per-well rows of a run result for one plate, indexed by well name.
 

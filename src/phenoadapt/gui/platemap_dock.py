@@ -41,16 +41,14 @@ from ..plate import Plate
 from ..plate.platemap import PlateMap, read_platemap, write_platemap
 from ..plate.platemap.canonical import listing
 from ..schema import Role
+from .common import Asker, confirm, notify
 from .plate_dock import (
     MOA,
     ROLE,
     TREATMENT,
-    Asker,
     color_wells,
-    confirm,
     map_values,
     moa_categories,
-    notify,
     well_tooltips,
 )
 from .plate_grid import ColorLegend, PlateGrid

@@ -36,7 +36,6 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
-    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -48,6 +47,8 @@ from qtpy.QtWidgets import (
 from ..cells import SegmentationParams
 from ..errors import Cancelled, PhenoadaptError
 from ..progress import Progress, iterate_progress
+from . import common
+from .common import Asker, notify
 from .results import ResultsLegend, get_results_overlay
 from .session import PlateSession, get_session
 
@@ -78,33 +79,6 @@ DEVICE_CHOICES: tuple[tuple[str, str], ...] = (
 )
 #: How often a cancelled job is checked for having stopped (milliseconds).
 _POLL_MS = 50
-
-Confirm = Callable[[str, str], bool]
-
-
-def _notify_error(message: str) -> None:
-    # Looked up at call time so tests can capture notifications.
-    from napari.utils import notifications
-
-    notifications.show_error(message)
-
-
-def _notify_info(message: str) -> None:
-    from napari.utils import notifications
-
-    notifications.show_info(message)
-
-
-def ask_overwrite(parent: QWidget | None, title: str, text: str) -> bool:
-    """Ask the user whether to replace existing files (a Yes/No message box)."""
-    answer = QMessageBox.question(
-        parent,
-        title,
-        text,
-        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-        QMessageBox.StandardButton.No,
-    )
-    return answer == QMessageBox.StandardButton.Yes
 
 
 # --------------------------------------------------------------------------- jobs
@@ -238,9 +212,9 @@ class JobRunner:
         if self._callbacks is None:
             return
         if isinstance(exc, PhenoadaptError):
-            _notify_error(str(exc))
+            notify("error", str(exc))
         else:  # a bug, but the user still gets a message rather than a dead dock
-            _notify_error(f"{self.name} failed: {type(exc).__name__}: {exc}")
+            notify("error", f"{self.name} failed: {type(exc).__name__}: {exc}")
 
     def _on_finished(self) -> None:
         # After quit() the worker finishes at once, but the job thread may still be
@@ -363,7 +337,7 @@ class RunWidget(QWidget):
         file; a Yes/No message box by default (tests pass their own).
     """
 
-    def __init__(self, napari_viewer: napari.Viewer, confirm: Confirm | None = None) -> None:
+    def __init__(self, napari_viewer: napari.Viewer, confirm: Asker | None = None) -> None:
         super().__init__()
         # Load torch now, while the dock opens: imported from the worker when Run is
         # pressed, loading its libraries would hold the GIL and freeze napari for
@@ -372,7 +346,7 @@ class RunWidget(QWidget):
 
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
-        self.confirm: Confirm = confirm or (lambda title, text: ask_overwrite(self, title, text))
+        self.confirm: Asker = confirm or (lambda title, text: common.confirm(self, title, text))
         self.runner: JobRunner | None = None
         self.train_runner: JobRunner | None = None
         self.overlay = get_results_overlay(napari_viewer)
@@ -552,7 +526,7 @@ class RunWidget(QWidget):
             )
             runner.start()
         except PhenoadaptError as exc:
-            _notify_error(str(exc))
+            notify("error", str(exc))
             return
         self.runner = runner
         self._runners.append(runner)
@@ -587,7 +561,7 @@ class RunWidget(QWidget):
             try:
                 self.session.show_field(plate_id, str(first[schema.WELL]), int(first[schema.SITE]))
             except PhenoadaptError as exc:
-                _notify_error(str(exc))
+                notify("error", str(exc))
 
     def _on_run_end(self, outcome: str) -> None:
         self.runner = None
@@ -597,7 +571,7 @@ class RunWidget(QWidget):
             if getattr(result, "failures", None):
                 text += f" {len(result.failures)} field(s) failed (see the notifications)."
                 for failure in result.failures[:5]:
-                    _notify_error(str(getattr(failure, "message", failure)))
+                    notify("error", str(getattr(failure, "message", failure)))
         else:
             text = {"cancelled": "Cancelled.", "failed": "Failed (see the notification)."}.get(
                 outcome, ""
@@ -632,7 +606,7 @@ class RunWidget(QWidget):
             )
             runner.start()
         except PhenoadaptError as exc:
-            _notify_error(str(exc))
+            notify("error", str(exc))
             return
         self.train_runner = runner
         self._runners.append(runner)
@@ -663,7 +637,7 @@ class RunWidget(QWidget):
     def _on_trained(self, result: Any, out: Path) -> None:
         path = Path(getattr(result, "path", None) or out)
         self.checkpoint.setText(str(path))  # the next run uses the new model
-        _notify_info(f"Model saved to {path}; the Run tab now uses it.")
+        notify("info", f"Model saved to {path}; the Run tab now uses it.")
 
     def _on_train_end(self, outcome: str) -> None:
         self.train_runner = None

@@ -40,6 +40,7 @@ from ..cells.table import cell_table
 from ..errors import PhenoadaptError
 from ..plate.channels import Channel, ChannelRole, role_from_name
 from ..plate.wells import normalize_well
+from .common import notify
 
 if TYPE_CHECKING:
     import napari
@@ -359,7 +360,6 @@ class SegmentationWidget(QWidget):
     def run(self) -> None:
         """Start segmenting in a worker thread."""
         from napari.qt.threading import thread_worker
-        from napari.utils.notifications import show_error
 
         if self.worker is not None:
             return
@@ -367,7 +367,7 @@ class SegmentationWidget(QWidget):
             params = self.params()
             target = self.target()
         except PhenoadaptError as exc:
-            show_error(str(exc))
+            notify("error", str(exc))
             self.status.setText(str(exc))
             return
         measure = MeasureParams(texture=self.texture.isChecked())
@@ -390,8 +390,6 @@ class SegmentationWidget(QWidget):
             self.worker.quit()
 
     def _on_event(self, event: tuple[str, Any]) -> None:
-        from napari.utils.notifications import show_error
-
         kind, value = event
         if kind == "progress":
             done, total = value
@@ -405,7 +403,7 @@ class SegmentationWidget(QWidget):
             )
         elif kind == "error":
             self.errors.append(value)
-            show_error(value)
+            notify("error", value)
 
     def _on_finished(self) -> None:
         self.worker = None

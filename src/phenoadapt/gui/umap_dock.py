@@ -41,6 +41,7 @@ from qtpy.QtWidgets import (
 from .. import schema
 from ..errors import PhenoadaptError
 from ..evaluate import BatchMixing, batch_mixing, umap_coordinates
+from .common import notify
 from .scatter import (
     DEFAULT_MAX_POINTS,
     SELECTION_MODES,
@@ -338,12 +339,6 @@ def mixing_summary(mixing: BatchMixing | str) -> str:
     )
 
 
-def _show_error(message: str) -> None:
-    from napari.utils.notifications import show_error
-
-    show_error(message)
-
-
 class UmapWidget(QWidget):
     """UMAP maps of the run result, before and after adaptation, with selection.
 
@@ -511,7 +506,7 @@ class UmapWidget(QWidget):
         elif kind == "error":
             self.errors.append(value)
             self.status.setText(value)
-            _show_error(value)
+            notify("error", value)
 
     def _on_returned(self, maps: UmapMaps | None) -> None:
         if maps is None:
@@ -647,7 +642,7 @@ class UmapWidget(QWidget):
         rows = self.session.selected_rows
         result = self.session.result
         if result is None or len(rows) == 0:
-            _show_error("Select cells on a map first (lasso or rectangle), then go to one.")
+            notify("error", "Select cells on a map first (lasso or rectangle), then go to one.")
             return
         cell = result.cells.iloc[int(rows[0])]
         try:
@@ -655,7 +650,7 @@ class UmapWidget(QWidget):
                 str(cell[schema.PLATE]), str(cell[schema.WELL]), int(cell[schema.SITE])
             )
         except PhenoadaptError as exc:
-            _show_error(str(exc))
+            notify("error", str(exc))
             return
         if schema.CENTROID_Y in cell.index and schema.CENTROID_X in cell.index:
             # napari >= 0.9 keeps the camera on the scene; older versions on the viewer.
