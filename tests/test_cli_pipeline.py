@@ -144,3 +144,16 @@ def test_train_under_torchrun_two_processes(inputs, tmp_path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count(f"wrote {out}") == 1  # rank 0 only
     assert load_checkpoint(out).metadata.training["plates_per_step"] == 2
+
+
+def test_train_with_abra_gives_a_checkpoint_that_predicts(inputs, tmp_path, capsys) -> None:
+    out = tmp_path / "abra.safetensors"
+    assert main(_train(inputs, out, "--abra", "--abra-epsilon", "0.5")) == 0
+    assert "cs-arm-bn + ABRA" in capsys.readouterr().out
+    meta = load_checkpoint(out).metadata
+    assert meta.training["abra"]["epsilon"] == 0.5
+    model = load_checkpoint(out).model
+    assert type(model).__name__ == "AbraClassifier"
+    tables = tmp_path / "pred"
+    assert main([*_predict({**inputs, "ckpt": str(out)}, tables)]) == 0
+    assert (tables / "cells.csv").is_file() or any(tables.glob("*cells*.csv"))

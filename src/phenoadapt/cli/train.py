@@ -18,6 +18,7 @@ from ..cells import SegmentationParams
 from ..nn.resnet import ARCHITECTURES
 from ..pipeline.tiles import UNITS
 from ..pipeline.training import TrainRunConfig, checkpoint_target
+from ..train.abra import AbraConfig
 from .cells import parse_wells
 from .predict import (
     add_threads_option,
@@ -92,6 +93,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     add_threads_option(parser, default=None)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    parser.add_argument(
+        "--abra", action="store_true",
+        help="train with ABRA on top of --method: adversarial perturbation of feature "
+        "statistics, angular-margin head, alignment loss (docs/abra.md); not under torchrun",
+    )  # fmt: skip
+    parser.add_argument(
+        "--abra-epsilon", type=float, default=AbraConfig().epsilon, metavar="E",
+        help="ABRA bound on the perturbation, in batch standard deviations (default: %(default)s)",
+    )  # fmt: skip
     parser.set_defaults(func=run_train)
 
 
@@ -114,6 +124,7 @@ def run_train(args: argparse.Namespace) -> int:
         wells=parse_wells(args.wells),
         segmentation=SegmentationParams(nucleus_diameter=args.nucleus_diameter),
         seed=args.seed, device=args.device, overwrite=args.overwrite,
+        abra=AbraConfig(epsilon=args.abra_epsilon) if args.abra else None,
     )  # fmt: skip
     config.train_config()  # a bad method or setting fails before any plate is read
     plates, platemaps, _ = open_inputs(args)
@@ -134,7 +145,8 @@ def run_train(args: argparse.Namespace) -> int:
         best = result.result.metrics()
         cells = ", ".join(f"{p}: {n}" for p, n in result.cells_per_plate.items())
         unit = "sites" if config.unit == "site" else "cells"
-        print(f"trained {config.method} on {cells} {unit}; best epoch {best['best_epoch']} of "
+        method = f"{config.method} + ABRA" if config.abra is not None else config.method
+        print(f"trained {method} on {cells} {unit}; best epoch {best['best_epoch']} of "
               f"{best['epochs_run']}")  # fmt: skip
         if "val_accuracy" in best:
             print(f"  validation accuracy {best['val_accuracy']:.3f}")

@@ -44,7 +44,8 @@ from ..train.predict import load_ensemble
 from .crops import PlateCrops, checkpoint_crop_params, field_count, plate_crops
 from .tiles import DEFAULT_MIN_CONTROL_SITES, checkpoint_tiles, checkpoint_unit, plate_tiles
 
-CLASSIFIER_FAMILY = "resnet"
+#: Network families that classify MoA (ABRA is a ResNet with an angular-margin head).
+CLASSIFIER_FAMILIES = ("resnet", "abra")
 
 
 @dataclass
@@ -170,7 +171,7 @@ def load_models(config: RunConfig) -> list[Checkpoint]:
     checkpoints = load_ensemble(paths, device=select_device(config.device))
     for ckpt in checkpoints:
         family = ckpt.metadata.network.get("family")
-        if family != CLASSIFIER_FAMILY or not hasattr(ckpt.model, "classify"):
+        if family not in CLASSIFIER_FAMILIES or not hasattr(ckpt.model, "classify"):
             raise ModelError(
                 f"{ckpt.path} holds a {family!r} network, not an MoA classifier: predictions "
                 "need a checkpoint written by `phenoadapt train` (PhenoProfiler checkpoints "

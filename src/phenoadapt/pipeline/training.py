@@ -28,10 +28,12 @@ from ..cells.params import SegmentationParams
 from ..cells.process import FieldFailure
 from ..errors import PhenoadaptError, PlateMapError
 from ..nn import ResNetConfig, build_resnet, fit_normalization
+from ..nn.abra import AbraNetConfig, build_abra
 from ..plate.model import Plate
 from ..progress import CancelFn, ProgressFn
 from ..train import CellData, TrainConfig, TrainResult, save_checkpoint, split_plates, train_model
 from ..train import distributed as dist_utils
+from ..train.abra import AbraConfig
 from ..train.checkpoint import SUFFIX
 from .crops import field_count, model_channels, plate_crops
 from .tiles import DEFAULT_TILE_SIZE, UNITS, plate_tiles
@@ -88,6 +90,10 @@ class TrainRunConfig:
         Replace an existing checkpoint file.
     extra
         JSON-ready notes stored in the checkpoint metadata.
+    abra
+        Train with ABRA (adversarial feature-statistics perturbation, angular-margin
+        head, alignment loss; see docs/abra.md) on top of ``method``; None: off.
+        Not available under torchrun.
     """
 
     method: str = "cs-arm-bn"
@@ -116,6 +122,7 @@ class TrainRunConfig:
     device: str = "auto"
     overwrite: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    abra: AbraConfig | None = None
 
     def __post_init__(self) -> None:
         if self.unit not in UNITS:
@@ -149,7 +156,7 @@ class TrainRunConfig:
             treated_per_episode=self.treated_per_episode,
             controls_per_episode=self.controls_per_episode, plates_per_step=self.plates_per_step,
             input_size=self.model_input_size, seed=self.seed, device=self.device,
-            max_steps_per_epoch=self.max_steps_per_epoch,
+            max_steps_per_epoch=self.max_steps_per_epoch, abra=self.abra,
         )  # fmt: skip
 
 
@@ -315,7 +322,11 @@ def train_plates(
         config.arch, len(names), len(data.classes), width=config.width, stem=config.stem,
         normalization=fit_normalization(train.images, seed=config.seed),
     )  # fmt: skip
-    model = build_resnet(network, seed=config.seed)
+    if config.abra is not None:
+        # ABRA needs its own head (angular margin) and perturbation points in the backbone.
+        model = build_abra(AbraNetConfig(resnet=network), seed=config.seed)
+    else:
+        model = build_resnet(network, seed=config.seed)
     result = train_model(
         model, train, val, train_config, crop_size=config.image_size, progress=progress,
         cancel=cancel,
