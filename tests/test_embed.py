@@ -273,3 +273,19 @@ def test_cli_writes_embeddings_and_exits_2_on_bad_input(plate_files, tmp_path, c
     assert "n_neighbors" in capsys.readouterr().err
     assert _embed(synthetic, ckpt, tmp_path / "d.csv", *common, "--correction", "magic") == 2
     assert not (tmp_path / "d.csv").exists()
+
+
+def test_plate_episode_checkpoints_warn_without_context_statistics(plate_files):
+    synthetic, cells_csv, ckpt, _ = plate_files
+    plate = open_plate(synthetic.path)
+    platemap = read_platemap(synthetic.platemap_path)
+    cells = pd.read_csv(cells_csv, dtype={schema.WELL: str, schema.PLATE: str})
+    checkpoint = load_embedder(ckpt)
+    checkpoint.metadata.method = "cs-arm-bn"  # as if trained on plate episodes
+    with pytest.warns(UserWarning, match="correction 'bn'"):
+        embed_plate(plate, checkpoint, platemap, cells=cells, level="well")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        embed_plate(plate, checkpoint, platemap, cells=cells, level="well", correction="bn")

@@ -551,6 +551,15 @@ def embed_plate(
     corr = parse_correction(correction)
     if level not in LEVELS:
         raise ValueError(f"Unknown level {level!r}: use one of {LEVELS}.")
+    trained = str(getattr(meta, "method", "") or "")
+    if corr.bn_method is None and trained in {"arm-bn", "cs-arm-bn"}:
+        # Such a network learnt with plate-context statistics, not running averages.
+        warnings.warn(
+            f"This checkpoint was trained with {trained} plate episodes but is used with "
+            "running batch-norm statistics: use the correction 'bn' (or 'bn+phenotype', "
+            "'bn+tvn') to embed with the plate's own context statistics.",
+            stacklevel=2,
+        )
     if (
         corr.needs_controls
         and platemap is None
