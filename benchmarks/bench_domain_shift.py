@@ -27,7 +27,8 @@ writes them and the figures between the markers of ``docs/domain-shift.md``.
 On a busy machine run parts side by side (``--seeds 0 --methods cs-arm-bn``...,
 each saves its tables in the work folder) and then ``--report``, which gathers
 every saved table and writes the doc.  About 15 CPU-minutes in all plus the
-plates; on two shared cores each (seed, method) part took 17 min of wall time.  ``--quick`` is a two-minute smoke run
+plates; on two shared cores each (seed, method) part took 17 min of wall time.
+``--quick`` is a two-minute smoke run
 on a few wells that writes nothing to ``docs/``.  Plates and crops are cached in
 ``--work-dir``, so a rerun starts at training.
 """

@@ -57,19 +57,21 @@ def stand_in_result(n_cells: int, n_plates: int = 4, dim: int = 64, seed: int = 
     before = after + offsets[plate].astype(np.float32)
     names = np.array([f"{'ABCDEFGH'[w // 12]}{w % 12 + 1:02d}" for w in range(96)])
     moas = np.array(MOAS)
-    cells = pd.DataFrame({
-        schema.PLATE: np.char.add("P", plate.astype(str)),
-        schema.WELL: names[well],
-        schema.SITE: rng.integers(1, 10, size=n_cells),
-        schema.ROLE: np.where(moa == 0, "control", "treated"),
-        schema.TREATMENT: np.char.add("compound ", (well % 24).astype(str)),
-        schema.MOA: moas[moa],
-        schema.CELL_ID: np.arange(1, n_cells + 1),
-        # 80% right, the rest a random MoA.
-        schema.PREDICTION: moas[
-            np.where(rng.random(n_cells) < 0.8, moa, rng.integers(len(MOAS), size=n_cells))
-        ],
-    })
+    cells = pd.DataFrame(
+        {
+            schema.PLATE: np.char.add("P", plate.astype(str)),
+            schema.WELL: names[well],
+            schema.SITE: rng.integers(1, 10, size=n_cells),
+            schema.ROLE: np.where(moa == 0, "control", "treated"),
+            schema.TREATMENT: np.char.add("compound ", (well % 24).astype(str)),
+            schema.MOA: moas[moa],
+            schema.CELL_ID: np.arange(1, n_cells + 1),
+            # 80% right, the rest a random MoA.
+            schema.PREDICTION: moas[
+                np.where(rng.random(n_cells) < 0.8, moa, rng.integers(len(MOAS), size=n_cells))
+            ],
+        }
+    )
     methods = {f"P{i}": "cs-arm-bn" for i in range(n_plates)}
     return StandInResult(cells, None, after, before, methods)
 
@@ -112,12 +114,12 @@ def dock_timings(result, max_points: int, repeats: int) -> dict[str, float]:
     xy = coordinates["after"]
     lo, hi = np.percentile(xy, [5, 60], axis=0)
     polygon = [(lo[0], lo[1]), (hi[0], lo[1]), (hi[0], hi[1]), (lo[0], hi[1])]
-    figures["lasso"] = best_of(repeats, lambda: dock.canvas.select_polygon(1, polygon),
-                               dock.canvas)
+    figures["lasso"] = best_of(repeats, lambda: dock.canvas.select_polygon(1, polygon), dock.canvas)
     figures["lasso_cells"] = float(len(session.selected_rows))
     rows = np.random.default_rng(0).choice(len(result.cells), 1000, replace=False)
-    figures["selected_elsewhere"] = best_of(repeats, lambda: session.select_cells(rows),
-                                            dock.canvas)
+    figures["selected_elsewhere"] = best_of(
+        repeats, lambda: session.select_cells(rows), dock.canvas
+    )
     figures["shown"] = float(dock.shown_points)
     figures["note"] = dock.note.text()
     viewer.close()

@@ -25,8 +25,13 @@ from phenoadapt.gui.umap_dock import COLOUR_BY, UmapWidget
 DOCS_IMAGE = Path(__file__).parents[1] / "docs" / "images" / "gui_umap_dock.png"
 # The first UMAP fit compiles numba code: generous on a busy machine.
 WAIT_MS = 300_000
-TREATMENTS = {"DMSO": "control", "taxol": "tubulin", "nocodazole": "tubulin",
-              "AZ138": "Eg5 inhibitor", "MG-132": "proteasome"}
+TREATMENTS = {
+    "DMSO": "control",
+    "taxol": "tubulin",
+    "nocodazole": "tubulin",
+    "AZ138": "Eg5 inhibitor",
+    "MG-132": "proteasome",
+}
 
 
 @dataclass
@@ -53,21 +58,33 @@ def fake_result(cells_per_well: int = 12, plates=("P1", "P2"), seed: int = 0) ->
                 well = f"{'ABCDEFGH'[t]}{w + 1:02d}"
                 role = "control" if treatment == "DMSO" else "treated"
                 for c in range(cells_per_well):
-                    rows.append({
-                        schema.PLATE: plate, schema.WELL: well, schema.SITE: 1,
-                        schema.ROLE: role, schema.TREATMENT: treatment, schema.MOA: moa,
-                        schema.CELL_ID: c + 1, schema.CENTROID_Y: 10.0 + c,
-                        schema.CENTROID_X: 20.0 + c,
-                        schema.PREDICTION: moa if c % 4 else "proteasome",
-                    })
+                    rows.append(
+                        {
+                            schema.PLATE: plate,
+                            schema.WELL: well,
+                            schema.SITE: 1,
+                            schema.ROLE: role,
+                            schema.TREATMENT: treatment,
+                            schema.MOA: moa,
+                            schema.CELL_ID: c + 1,
+                            schema.CENTROID_Y: 10.0 + c,
+                            schema.CENTROID_X: 20.0 + c,
+                            schema.PREDICTION: moa if c % 4 else "proteasome",
+                        }
+                    )
                     signal = centres[treatment] + rng.normal(size=16)
                     after.append(signal)
                     before.append(signal + offset)
     cells = pd.DataFrame(rows)
     wells = cells.groupby([schema.PLATE, schema.WELL], sort=False).first().reset_index()
     wells[schema.PREDICTION] = wells[schema.MOA]
-    return FakeResult(cells, wells, np.asarray(after), np.asarray(before),
-                      methods={p: "cs-arm-bn" for p in plates})
+    return FakeResult(
+        cells,
+        wells,
+        np.asarray(after),
+        np.asarray(before),
+        methods={p: "cs-arm-bn" for p in plates},
+    )
 
 
 @pytest.fixture
@@ -185,8 +202,9 @@ def test_cells_selected_elsewhere_are_outlined_and_go_to_cell(
     dock.go_to_cell()
     cell = result.cells.iloc[5]
     assert shown == [(cell[schema.PLATE], cell[schema.WELL], 1)]
-    np.testing.assert_allclose(viewer.scene.camera.center[-2:], (cell[schema.CENTROID_Y],
-                                                           cell[schema.CENTROID_X]))
+    np.testing.assert_allclose(
+        viewer.scene.camera.center[-2:], (cell[schema.CENTROID_Y], cell[schema.CENTROID_X])
+    )
     # Without that plate open, the session's error is a notification.
     monkeypatch.undo()
     import napari.utils.notifications as notifications

@@ -210,7 +210,7 @@ def test_channel_and_class_mismatch(tiny) -> None:
 
 
 def test_constant_crops_are_refused(tiny, tmp_path) -> None:
-    # A blank field (e.g. an empty or unexposed well) gives constant crops wherever cells are said to be.
+    # A blank field (an empty or unexposed well) gives constant crops wherever cells are said to be.
     import shutil
 
     import numpy as np
@@ -225,7 +225,12 @@ def test_constant_crops_are_refused(tiny, tmp_path) -> None:
                           schema.CELL_ID: [1, 1], schema.CENTROID_Y: 40.0,
                           schema.CENTROID_X: 40.0})  # fmt: skip
     with pytest.raises(ContextError, match="constant"):
-        run_plate(open_plate(folder, plate_id="tiny1"), tiny["map"], _config(tiny, method="erm"), cells=table)
+        run_plate(
+            open_plate(folder, plate_id="tiny1"),
+            tiny["map"],
+            _config(tiny, method="erm"),
+            cells=table,
+        )
 
 
 def test_no_cells_is_a_cells_error(tiny) -> None:

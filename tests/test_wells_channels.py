@@ -20,7 +20,8 @@ from phenoadapt.plate.wells import (
 
 
 @pytest.mark.parametrize(
-    "raw, canonical", [("a1", "A01"), ("B 7", "B07"), ("P24", "P24"), ("af48", "AF48"), ("C003", "C03")]
+    "raw, canonical",
+    [("a1", "A01"), ("B 7", "B07"), ("P24", "P24"), ("af48", "AF48"), ("C003", "C03")],
 )
 def test_normalize_well(raw, canonical):
     assert normalize_well(raw) == canonical

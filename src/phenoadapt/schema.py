@@ -35,7 +35,7 @@ EMBEDDING_PREFIX = "emb_"
 METADATA_COLUMNS = (PLATE, WELL, SITE, TREATMENT, MOA, CONCENTRATION, ROLE)
 
 
-class Role(str, Enum):
+class Role(str, Enum):  # noqa: UP042 (str() spelling kept for saved files)
     """Role of a well on a plate."""
 
     CONTROL = "control"  # negative control (e.g. DMSO)

@@ -17,8 +17,18 @@ from .. import __version__
 from ..errors import Cancelled, PhenoadaptError
 
 # Modules holding subcommands, in the order ``--help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("plate", "platemap", "evaluate", "cells", "synth", "embed", "gui",
-                                   "train", "predict", "run")
+COMMAND_MODULES: tuple[str, ...] = (
+    "plate",
+    "platemap",
+    "evaluate",
+    "cells",
+    "synth",
+    "embed",
+    "gui",
+    "train",
+    "predict",
+    "run",
+)
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130

@@ -2,7 +2,8 @@
 
 - :mod:`.normalize`: per-channel clip / log / standardize module fitted on training crops;
 - :mod:`.resnet`: ResNet-10/18/34/50 with any channel count and base width;
-- :mod:`.cdc`, :mod:`.phenoprofiler`: central-difference convolutions and the PhenoProfiler embedder;
+- :mod:`.cdc`, :mod:`.phenoprofiler`: central-difference convolutions and the PhenoProfiler
+  embedder;
 - :mod:`.registry`: the allow-list of architectures a checkpoint may name;
 - :mod:`.abra`: feature-statistics perturbations and angular-margin head (ABRA);
 - :mod:`.runtime`: device choice, mixed precision, batched inference with OOM retry.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 
-class ChannelRole(str, Enum):
+class ChannelRole(str, Enum):  # noqa: UP042 (str() spelling kept for saved files)
     """What a channel shows."""
 
     DNA = "DNA"
@@ -158,4 +158,6 @@ def make_channels(
                 "give one name per channel, in the order of the channel numbers."
             )
         resolved = [str(n) for n in names]
-    return [Channel(key=k, name=n, role=role_from_name(n)) for k, n in zip(keys, resolved)]
+    return [
+        Channel(key=k, name=n, role=role_from_name(n)) for k, n in zip(keys, resolved, strict=True)
+    ]

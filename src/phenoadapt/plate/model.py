@@ -202,7 +202,8 @@ class Plate:
             raise PlateReadError(
                 f"{self.source.describe(well, site, ch)} is {'x'.join(map(str, plane.shape))} "
                 f"pixels but the plate's fields are {self.field_shape[0]}x{self.field_shape[1]}: "
-                "all sites of a plate must have the same size (was it acquired with other settings?)."
+                "all sites of a plate must have the same size "
+                "(was it acquired with other settings?)."
             )
         return plane
 

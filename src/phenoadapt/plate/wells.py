@@ -73,9 +73,7 @@ def plate_format(n_wells: int) -> PlateFormat:
     try:
         return PLATE_FORMATS[int(n_wells)]
     except (KeyError, ValueError):
-        raise ValueError(
-            f"Unknown plate format {n_wells!r}: use 96, 384 or 1536 wells."
-        ) from None
+        raise ValueError(f"Unknown plate format {n_wells!r}: use 96, 384 or 1536 wells.") from None
 
 
 def row_name(row: int) -> str:
@@ -107,7 +105,8 @@ def well_position(well: str) -> tuple[int, int]:
     match = _WELL_RE.match(str(well))
     if match is None:
         raise PlateMapError(
-            f"{well!r} is not a well name: write a row letter and a column number, e.g. 'A01' or 'P24'."
+            f"{well!r} is not a well name: write a row letter and a column number, "
+            "e.g. 'A01' or 'P24'."
         )
     return row_index(match.group(1)), int(match.group(2))
 
