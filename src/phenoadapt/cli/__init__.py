@@ -18,16 +18,16 @@ from ..errors import Cancelled, PhenoadaptError
 
 # Modules holding subcommands, in the order ``--help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
+    "run",  # the demo first: what a newcomer tries
     "plate",
     "platemap",
-    "evaluate",
-    "cells",
     "synth",
-    "embed",
-    "gui",
+    "cells",
     "train",
     "predict",
-    "run",
+    "embed",
+    "evaluate",
+    "gui",
 )
 
 EXIT_USER_ERROR = 2
