@@ -1,4 +1,4 @@
-"""``phenoadapt train``: train an MoA classifier (ERM, ARM-BN or CS-ARM-BN, optionally ABRA) on plates.
+"""``phenoadapt train``: train an MoA classifier (ERM, ARM-BN, CS-ARM-BN; optionally ABRA).
 
 Segments every plate, cuts a crop per cell (or, with ``--unit site``, resizes
 every field whole to one tile), trains a ResNet with plate episodes
@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand."""
     parser = subparsers.add_parser(
         "train",
-        help="train an MoA classifier on plates with plate maps (ERM, ARM-BN, CS-ARM-BN; optionally with ABRA)",
+        help="train an MoA classifier on plates with plate maps (ERM, ARM-BN, CS-ARM-BN, ABRA)",
         description=(
             "Train a ResNet to predict each cell's mechanism of action from plates and their "
             "plate maps. CS-ARM-BN (default) trains on plate episodes of 64 treated + 128 "
