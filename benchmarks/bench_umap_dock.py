@@ -197,7 +197,7 @@ def main() -> None:
         "spaces, before and after, one after the other in a worker thread, so napari stays "
         "responsive; UMAP time grows somewhat faster than the number of cells. For quick looks "
         "at large runs, map wells, or lower 'Map at most' (a sample stratified by well; the "
-        "default 100,000 maps every cell of a 100,000-cell run).",
+        "default maps a 20,000-cell sample; raise it to map every cell).",
         f"- Batch-mixing scores of one space (kNN plate accuracy, silhouette, LISI on a "
         f"2,000-cell sample of treated cells, stratified by plate): {fit['mixing']:.1f} s. "
         f"On this stand-in: kNN plate accuracy {fit['knn_before']:.2f} before, "
