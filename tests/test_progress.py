@@ -101,3 +101,26 @@ def test_check_cancel():
     check_cancel(lambda: False)
     with pytest.raises(Cancelled, match="Training was cancelled"):
         check_cancel(lambda: True, "Training")
+
+
+def test_an_outside_stop_flag_cancels_an_abandoned_generator():
+    stop = threading.Event()
+    cancelled = threading.Event()
+
+    def long_job(*, progress, cancel):
+        try:
+            while True:
+                check_cancel(cancel)
+                time.sleep(0.01)
+                progress("work", 0, 0)
+        except Cancelled:
+            cancelled.set()
+            raise
+
+    gen = iterate_progress(long_job, heartbeat_s=0.05, stop=stop)
+    next(gen)  # the job runs; the consumer then walks away without closing
+    stop.set()
+    assert cancelled.wait(2.0)
+    with pytest.raises(Cancelled):
+        for _ in gen:
+            pass

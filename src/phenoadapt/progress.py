@@ -73,6 +73,7 @@ def iterate_progress(
     /,
     *args: Any,
     heartbeat_s: float = HEARTBEAT_S,
+    stop: threading.Event | None = None,
     **kwargs: Any,
 ) -> Generator[Progress, None, T]:
     """Run a callback-style job in a thread and yield its progress.
@@ -85,6 +86,10 @@ def iterate_progress(
     heartbeat_s
         While the job reports nothing new, the last event is yielded again every
         ``heartbeat_s`` seconds so that a consumer can stop the generator.
+    stop
+        The cancel flag the job polls; setting it cancels the job even when the
+        generator is abandoned rather than closed (a napari worker's ``quit()``
+        stops consuming without closing).  A private flag when None.
     *args, **kwargs
         Passed to ``job``.
 
@@ -108,7 +113,7 @@ def iterate_progress(
     the cancel flag and waits for the job to notice it and stop.
     """
     events: queue.Queue[Progress | _Done] = queue.Queue()
-    stop = threading.Event()
+    stop = stop if stop is not None else threading.Event()
 
     def report(stage: str, done: int, total: int) -> None:
         events.put(Progress(str(stage), int(done), int(total)))

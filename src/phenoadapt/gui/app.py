@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..plate import Plate
+    from ..plate.platemap import PlateMap
+
+#: What :func:`~phenoadapt.gui.session.load_plate` returns: plate, its map, warnings.
+LoadedPlate = tuple["Plate", "PlateMap | None", list[str]]
 
 #: Docks opened by ``phenoadapt gui``, by their display names in napari.yaml, in order,
 #: and whether each joins the previous one as a tab (two tab groups keep the window
@@ -45,18 +52,21 @@ def add_docks(viewer: Any, docks: Sequence[tuple[str, bool]] = DOCKS) -> dict[st
     return widgets
 
 
-def open_plates(viewer: Any, paths: Sequence[str | Path], pattern: str | None = None) -> list[str]:
-    """Open plate folders in the viewer's session and show the first field of the last one.
+def open_plates(viewer: Any, loaded: Sequence[LoadedPlate]) -> list[str]:
+    """Add plates (from :func:`~phenoadapt.gui.session.load_plate`) to the viewer's session.
 
-    Returns the plate ids.
+    Warnings about their plate maps become notifications; the first field of the
+    last plate is shown. Returns the plate ids.
     """
+    from .common import notify
     from .session import get_session
 
     session = get_session(viewer)
-    ids = []
-    for path in paths:
-        plate = session.open_plate(path, **({"pattern": pattern} if pattern else {}))
-        ids.append(plate.plate_id)
+    for plate, platemap, warnings in loaded:
+        session.add_plate(plate, platemap)
+        for warning in warnings:
+            notify("warning", warning)
+    ids = [plate.plate_id for plate, _, _ in loaded]
     if ids:
         last = session.plates[ids[-1]]
         session.show_field(last.plate_id, last.wells[0])
@@ -104,13 +114,13 @@ def launch(
 
         made = make_demo_plates(demo_dir)  # reuses plates already there
         paths = [*made.plates, *paths]
-    from ..plate import open_plate
+    from .session import load_plate
 
-    for path in paths:  # fail with the reader's message before a window opens
-        open_plate(path, **({"pattern": pattern} if pattern else {}))
+    # Opened before the window, so a folder that is not a plate fails with the reader's message.
+    loaded = [load_plate(path, pattern) for path in paths]
     viewer = napari.Viewer(title="phenoadapt", show=show)
     add_docks(viewer)
-    open_plates(viewer, paths, pattern)
+    open_plates(viewer, loaded)
     if screenshot is not None:
         from qtpy.QtWidgets import QApplication
 

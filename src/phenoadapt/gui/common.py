@@ -1,4 +1,4 @@
-"""Small GUI helpers shared by the docks: notifications and yes/no questions.
+"""Small GUI helpers shared by the docks: notifications, yes/no questions, plate choosers.
 
 The docks report user errors as napari notifications and ask before
 destructive steps (replace a file, drop unsaved edits).  Both go through these
@@ -9,9 +9,10 @@ functions are looked up when called, so tests can capture them by patching
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
-from qtpy.QtWidgets import QMessageBox, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QComboBox, QMessageBox, QWidget
 
 # ``ask(title, text) -> bool``: a yes/no question; docks hold one so tests can answer it.
 Asker = Callable[[str, str], bool]
@@ -35,3 +36,37 @@ def confirm(parent: QWidget | None, title: str, text: str) -> bool:
         QMessageBox.StandardButton.No,
     )
     return answer == QMessageBox.StandardButton.Yes
+
+
+def select_item(combo: QComboBox, text: str) -> None:
+    """Choose the item of a combo box with this text (nothing happens if there is none)."""
+    index = combo.findText(text)
+    if index >= 0:
+        combo.setCurrentIndex(index)
+
+
+def fill_plate_combo(
+    combo: QComboBox,
+    plate_ids: Sequence[str],
+    fallback: str | None = None,
+    tooltips: Mapping[str, str] | None = None,
+) -> None:
+    """Refill a plate chooser without emitting its signals.
+
+    The plate chosen before stays chosen when it is still open; otherwise
+    ``fallback`` when listed, else the newest plate.
+    """
+    current = combo.currentText()
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(list(plate_ids))
+    for index, plate_id in enumerate(plate_ids):
+        if tooltips and plate_id in tooltips:
+            combo.setItemData(index, tooltips[plate_id], Qt.ItemDataRole.ToolTipRole)
+    if current in plate_ids:
+        combo.setCurrentText(current)
+    elif fallback is not None and fallback in plate_ids:
+        combo.setCurrentText(fallback)
+    elif plate_ids:
+        combo.setCurrentIndex(len(plate_ids) - 1)
+    combo.blockSignals(False)

@@ -38,13 +38,13 @@ from qtpy.QtWidgets import (
 
 from .. import schema
 from ..errors import PhenoadaptError
-from ..plate import Plate, open_plate
-from ..plate.platemap import PlateMap, read_platemap
+from ..plate import Plate
+from ..plate.platemap import PlateMap
 from ..schema import Role
-from .common import Asker, confirm, notify
+from .common import Asker, confirm, fill_plate_combo, notify, select_item
 from .layers import META_KEY
 from .plate_grid import ColorLegend, PlateGrid, category_colors, value_colors
-from .session import FieldKey, PlateSession, find_platemap, get_session
+from .session import FieldKey, PlateSession, get_session, load_plate
 
 if TYPE_CHECKING:
     import napari
@@ -200,43 +200,6 @@ def _prediction_line(row: dict[str, Any]) -> str:
     if pd.notna(row.get("n_cells", np.nan)):
         extra.append(f"{int(row['n_cells'])} cells")
     return text + (f" ({', '.join(extra)})" if extra else "")
-
-
-def load_plate(
-    path: str | Path, pattern: str | None = None, plate_format: int | None = None
-) -> tuple[Plate, PlateMap | None, list[str]]:
-    """Open a plate folder and the plate map shipped with it, if any.
-
-    Parameters
-    ----------
-    path
-        The plate folder or OME-Zarr plate.
-    pattern
-        A regular expression describing the file names (None: detect the layout).
-    plate_format
-        96, 384 or 1536; None guesses the smallest format holding the imaged wells.
-
-    Returns
-    -------
-    (plate, platemap, warnings)
-        The map is None when none ships with the plate or it does not fit;
-        ``warnings`` say why, or which imaged wells the map does not describe.
-
-    Raises
-    ------
-    PhenoadaptError
-        When the folder is not a plate.
-    """
-    plate = open_plate(path, pattern=pattern or None, plate_format=plate_format)
-    found = find_platemap(plate)
-    if found is None:
-        return plate, None, []
-    try:
-        platemap = read_platemap(found, plate_format=plate.format)
-        check = platemap.check_against(plate)
-    except PhenoadaptError as exc:
-        return plate, None, [f"The plate map {found} was not used: {exc}"]
-    return plate, platemap, [] if check.ok else [check.summary()]
 
 
 # -------------------------------------------------------------------- dock
@@ -444,24 +407,11 @@ class PlateDock(QWidget):
 
     def select_plate(self, plate_id: str) -> None:
         """Show a plate in the dock."""
-        index = self.plates.findText(plate_id)
-        if index >= 0:
-            self.plates.setCurrentIndex(index)
+        select_item(self.plates, plate_id)
 
     def _refresh_plates(self) -> None:
-        current = self.plates.currentText()
-        ids = list(self.session.plates)
-        self.plates.blockSignals(True)
-        self.plates.clear()
-        self.plates.addItems(ids)
-        for index, plate_id in enumerate(ids):
-            path = self.session.plates[plate_id].path
-            self.plates.setItemData(index, str(path or ""), Qt.ItemDataRole.ToolTipRole)
-        if current in ids:
-            self.plates.setCurrentText(current)
-        elif ids:
-            self.plates.setCurrentIndex(len(ids) - 1)
-        self.plates.blockSignals(False)
+        paths = {pid: str(p.path or "") for pid, p in self.session.plates.items()}
+        fill_plate_combo(self.plates, list(paths), tooltips=paths)
         self.refresh()
 
     def _adopt_layers(self, layers: list | None = None) -> None:

@@ -41,7 +41,7 @@ from ..plate import Plate
 from ..plate.platemap import PlateMap, read_platemap, write_platemap
 from ..plate.platemap.canonical import listing
 from ..schema import Role
-from .common import Asker, confirm, notify
+from .common import Asker, confirm, fill_plate_combo, notify, select_item
 from .plate_dock import (
     MOA,
     ROLE,
@@ -269,23 +269,11 @@ class PlateMapDock(QWidget):
 
     def select_plate(self, plate_id: str) -> None:
         """Show the map of an open plate."""
-        index = self.plates.findText(plate_id)
-        if index >= 0:
-            self.plates.setCurrentIndex(index)
+        select_item(self.plates, plate_id)
 
     def _refresh_plates(self) -> None:
-        current = self.plates.currentText()
-        ids = list(self.session.plates)
-        self.plates.blockSignals(True)
-        self.plates.clear()
-        self.plates.addItems(ids)
-        if current in ids:
-            self.plates.setCurrentText(current)
-        elif self.session.current is not None and self.session.current.plate_id in ids:
-            self.plates.setCurrentText(self.session.current.plate_id)
-        elif ids:
-            self.plates.setCurrentIndex(len(ids) - 1)
-        self.plates.blockSignals(False)
+        on_screen = self.session.current.plate_id if self.session.current is not None else None
+        fill_plate_combo(self.plates, list(self.session.plates), fallback=on_screen)
         self.refresh()
 
     # -- editing ----------------------------------------------------------------

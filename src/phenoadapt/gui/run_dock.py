@@ -92,20 +92,20 @@ def _job_events(
 ):
     """Generator run by the worker: the job's Progress events, returning its result.
 
-    ``stop`` is a second cancel flag the GUI sets directly: a napari worker's
-    ``quit()`` stops consuming the generator without closing it, so the job
-    would otherwise never learn it was cancelled.  ``ended`` is set once the
-    job's own thread has finished, which is when the job slot may be released.
+    ``stop`` is the job's cancel flag, set by the GUI directly: a napari worker's
+    ``quit()`` stops consuming the generator without closing it, so closing
+    alone would never reach the job.  ``ended`` is set once the job's own thread
+    has finished, which is when the job slot may be released.
     """
     launched.set()
 
-    def guarded(*a: Any, progress: Any, cancel: Callable[[], bool], **k: Any) -> Any:
+    def guarded(*a: Any, **k: Any) -> Any:
         try:
-            return job(*a, progress=progress, cancel=lambda: cancel() or stop.is_set(), **k)
+            return job(*a, **k)
         finally:
             ended.set()
 
-    return (yield from iterate_progress(guarded, *args, **kwargs))
+    return (yield from iterate_progress(guarded, *args, stop=stop, **kwargs))
 
 
 class JobRunner:
@@ -325,6 +325,21 @@ def _segmentation(box: QDoubleSpinBox) -> SegmentationParams | None:
     return SegmentationParams(nucleus_diameter=value) if value > 0 else None
 
 
+def _form_tab(rows: list[tuple[str | None, QWidget]], controls: QWidget) -> QWidget:
+    """A tab of labelled rows (a None label spans the row) above the job's buttons and bar."""
+    tab = QWidget()
+    form = QFormLayout()
+    for label, widget in rows:
+        if label is None:
+            form.addRow(widget)
+        else:
+            form.addRow(label, widget)
+    layout = QVBoxLayout(tab)
+    layout.addLayout(form)
+    layout.addWidget(controls)
+    return tab
+
+
 class RunWidget(QWidget):
     """Run adapted predictions on the open plates (tab "Run") or train a model (tab "Train").
 
@@ -398,19 +413,16 @@ class RunWidget(QWidget):
         self.run_controls.start_button.clicked.connect(self.run)
         self.run_controls.cancel_button.clicked.connect(self.cancel)
 
-        tab = QWidget()
-        form = QFormLayout()
-        form.addRow("Model", checkpoint_row)
-        form.addRow("Method", self.method)
-        form.addRow(self.method_help)
-        form.addRow("Device", self.device)
-        form.addRow("Batch size", self.batch_size)
-        form.addRow("Nucleus diameter", self.diameter)
-        form.addRow("Plates", self.plates)
-        layout = QVBoxLayout(tab)
-        layout.addLayout(form)
-        layout.addWidget(self.run_controls)
-        return tab
+        rows = [
+            ("Model", checkpoint_row),
+            ("Method", self.method),
+            (None, self.method_help),
+            ("Device", self.device),
+            ("Batch size", self.batch_size),
+            ("Nucleus diameter", self.diameter),
+            ("Plates", self.plates),
+        ]
+        return _form_tab(rows, self.run_controls)
 
     def _build_train_tab(self) -> QWidget:
         self.train_out, out_row = _checkpoint_row("model.safetensors", save=True)
@@ -435,19 +447,16 @@ class RunWidget(QWidget):
         )
         help_text.setWordWrap(True)
 
-        tab = QWidget()
-        form = QFormLayout()
-        form.addRow(help_text)
-        form.addRow("Save as", out_row)
-        form.addRow("Method", self.train_method)
-        form.addRow("Epochs", self.train_epochs)
-        form.addRow("Device", self.train_device)
-        form.addRow("Seed", self.train_seed)
-        form.addRow("Nucleus diameter", self.train_diameter)
-        layout = QVBoxLayout(tab)
-        layout.addLayout(form)
-        layout.addWidget(self.train_controls)
-        return tab
+        rows = [
+            (None, help_text),
+            ("Save as", out_row),
+            ("Method", self.train_method),
+            ("Epochs", self.train_epochs),
+            ("Device", self.train_device),
+            ("Seed", self.train_seed),
+            ("Nucleus diameter", self.train_diameter),
+        ]
+        return _form_tab(rows, self.train_controls)
 
     def _explain_method(self) -> None:
         self.method_help.setText(METHOD_CHOICES[max(self.method.currentIndex(), 0)][2])

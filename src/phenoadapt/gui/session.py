@@ -25,6 +25,7 @@ from .. import schema
 from ..errors import PhenoadaptError
 from ..plate import Plate, open_plate
 from ..plate.platemap import PlateMap, read_platemap, write_platemap
+from .common import notify
 from .layers import META_KEY, field_layer_data
 
 #: File names looked for next to (or inside) a plate folder when it is opened.
@@ -65,6 +66,43 @@ def find_platemap(plate: Plate) -> Path | None:
             if candidate.is_file():
                 return candidate
     return None
+
+
+def load_plate(
+    path: str | Path, pattern: str | None = None, plate_format: int | None = None
+) -> tuple[Plate, PlateMap | None, list[str]]:
+    """Open a plate folder and the plate map shipped with it, if any.
+
+    Parameters
+    ----------
+    path
+        The plate folder or OME-Zarr plate.
+    pattern
+        A regular expression describing the file names (None: detect the layout).
+    plate_format
+        96, 384 or 1536; None guesses the smallest format holding the imaged wells.
+
+    Returns
+    -------
+    (plate, platemap, warnings)
+        The map is None when none ships with the plate or it does not fit;
+        ``warnings`` say why, or which imaged wells the map does not describe.
+
+    Raises
+    ------
+    PhenoadaptError
+        When the folder is not a plate.
+    """
+    plate = open_plate(path, pattern=pattern or None, plate_format=plate_format)
+    found = find_platemap(plate)
+    if found is None:
+        return plate, None, []
+    try:
+        platemap = read_platemap(found, plate_format=plate.format)
+        check = platemap.check_against(plate)
+    except PhenoadaptError as exc:
+        return plate, None, [f"The plate map {found} was not used: {exc}"]
+    return plate, platemap, [] if check.ok else [check.summary()]
 
 
 class PlateSession(QObject):
@@ -109,20 +147,23 @@ class PlateSession(QObject):
         """The napari viewer (None once it was closed)."""
         return self._viewer()
 
-    def open_plate(self, path: str | Path, **reader_kwargs: Any) -> Plate:
+    def open_plate(
+        self, path: str | Path, pattern: str | None = None, plate_format: int | None = None
+    ) -> Plate:
         """Open a plate folder and add it (with its plate map when one ships with it).
+
+        A shipped map that does not fit the plate is shown as a warning (see
+        :func:`load_plate`).
 
         Raises
         ------
         PhenoadaptError
             The folder is not a plate; the message says how to describe it.
         """
-        plate = open_plate(path, **reader_kwargs)
-        platemap = None
-        found = find_platemap(plate)
-        if found is not None:
-            platemap = read_platemap(found, plate_format=plate.format)
+        plate, platemap, warnings = load_plate(path, pattern, plate_format)
         self.add_plate(plate, platemap)
+        for warning in warnings:
+            notify("warning", warning)
         return plate
 
     def add_plate(self, plate: Plate, platemap: PlateMap | None = None) -> None:
