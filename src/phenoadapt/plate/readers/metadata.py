@@ -134,14 +134,21 @@ def _read_channel(element: ET.Element, channel_id: str | None, index: HarmonyInd
             pass
 
 
-def ome_channel_names(tiff: tifffile.TiffFile) -> list[str] | None:
-    """Channel names of the first OME image in an OME-TIFF, or None when it has none."""
+def _ome_root(tiff: tifffile.TiffFile) -> ET.Element | None:
+    """The parsed OME-XML of a TIFF, or None when it has none (or it does not parse)."""
     xml = tiff.ome_metadata
     if not xml:
         return None
     try:
-        root = ET.fromstring(xml)
+        return ET.fromstring(xml)
     except ET.ParseError:
+        return None
+
+
+def ome_channel_names(tiff: tifffile.TiffFile) -> list[str] | None:
+    """Channel names of the first OME image in an OME-TIFF, or None when it has none."""
+    root = _ome_root(tiff)
+    if root is None:
         return None
     for image in root.iter():
         if _local(image.tag) != "Image":
@@ -157,12 +164,8 @@ def ome_channel_names(tiff: tifffile.TiffFile) -> list[str] | None:
 
 def ome_pixel_size_um(tiff: tifffile.TiffFile) -> float | None:
     """PhysicalSizeX of the first OME image in micrometres (OME's default unit), if given."""
-    xml = tiff.ome_metadata
-    if not xml:
-        return None
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError:
+    root = _ome_root(tiff)
+    if root is None:
         return None
     for pixels in root.iter():
         if _local(pixels.tag) == "Pixels" and pixels.get("PhysicalSizeX"):
