@@ -82,7 +82,12 @@ def test_segment_never_overwrites_without_flag(plate_dir, tmp_path, capsys):
     ("args", "message"),
     [
         (["--nucleus-diameter", "-4"], "nucleus_diameter=-4"),
-        (["--wells", "B03"], "No cell was found in any of the 1 fields"),
+        (
+            ["--wells", "B03", "--nucleus-diameter", "16"],
+            "No cell was found in any of the 1 fields",
+        ),
+        (["--wells", "B03"], "too few nuclei stand out"),
+        (["--nucleus-channel", "nope"], "has no nope channel"),
         (["--wells", "H11"], "Wells H11 were not imaged on plate SYN002"),
         (["--wells", "B-2"], "not a well name"),
         (["--cytoplasm-channel", "Tubulin"], "no Tubulin channel"),

@@ -58,15 +58,24 @@ class Segmentation:
         return np.where(self.nuclei > 0, 0, self.cells)
 
 
+#: Words in a channel name that mark a nuclear stain (lower case).
+NUCLEAR_STAIN_WORDS = ("dapi", "hoechst", "draq5", "nuc")
+
+
 def find_channel(
     channels: Sequence[Channel], which: str | ChannelRole, field_name: str = "the field"
 ) -> int:
     """Position of the channel named ``which`` (or having that role) in ``channels``.
 
+    When ``which`` is the DNA role and no channel has it, a channel whose name
+    suggests nuclei (DAPI, Hoechst, DRAQ5, "nuc") is taken: plates of other
+    assays name their stains, not Cell Painting roles.
+
     Raises
     ------
     CellsError
-        When no channel matches, naming the field and the channels it has.
+        When no channel matches, naming the field, the channels it has and the
+        option that chooses one.
     """
     wanted = str(which).lower()
     for by_role in (False, True):  # an exact name wins over a role
@@ -74,10 +83,14 @@ def find_channel(
             key = ch.role.value if by_role else ch.name
             if key.lower() == wanted:
                 return i
+    if wanted == ChannelRole.DNA.value.lower():
+        for i, ch in enumerate(channels):
+            if any(word in ch.name.lower() for word in NUCLEAR_STAIN_WORDS):
+                return i
     raise CellsError(
         f"{field_name} has no {which} channel (it has {', '.join(c.name for c in channels)}): "
-        "name the channel to use for it in the segmentation parameters "
-        "(nucleus_channel / cytoplasm_channel)."
+        "choose the channels to segment with --nucleus-channel and --cell-channel "
+        "(nucleus_channel / cytoplasm_channel in the segmentation parameters)."
     )
 
 

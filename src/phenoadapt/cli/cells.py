@@ -22,6 +22,7 @@ from ..cells.process import PlateCells, default_workers
 from ..errors import CellsError
 from ..plate import open_plate, read_platemap
 from ..plate.wells import normalize_well
+from .segmentation_args import add_channel_arguments, channel_params, plate_nucleus_diameter
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,15 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--nucleus-diameter",
         type=float,
-        default=SegmentationParams.nucleus_diameter,
+        default=None,
         metavar="D",
-        help="typical nucleus diameter in pixels (default: %(default)g, about right at 20x)",
+        help="typical nucleus diameter in pixels (default: estimated from the DNA channel)",
     )
-    parser.add_argument(
-        "--cytoplasm-channel",
-        default=SegmentationParams.cytoplasm_channel,
-        help="channel (name or role) that outlines whole cells (default: %(default)s)",
-    )
+    add_channel_arguments(parser)
     parser.add_argument(
         "--threshold-method",
         choices=THRESHOLD_METHODS,
@@ -108,19 +105,20 @@ def run_segment(args: argparse.Namespace) -> int:
     check_outputs(outputs, args.overwrite)
     if args.workers is not None and args.workers < 1:
         raise CellsError(f"--workers {args.workers}: give at least 1 process.")
+    plate = open_plate(args.plate, pattern=args.pattern, plate_id=args.plate_id)
+    wells = parse_wells(args.wells)
+    diameter = args.nucleus_diameter or plate_nucleus_diameter(plate, args.nucleus_channel, wells)
     params = SegmentationParams(
-        nucleus_diameter=args.nucleus_diameter,
-        cytoplasm_channel=args.cytoplasm_channel,
+        nucleus_diameter=diameter,
+        **channel_params(args),
         threshold_method=args.threshold_method,
         threshold_correction=args.threshold_correction,
         exclude_border=args.exclude_border,
         backend=args.backend,
     )
-    plate = open_plate(args.plate, pattern=args.pattern, plate_id=args.plate_id)
     platemap = None
     if args.platemap:
         platemap = read_platemap(args.platemap, plate_format=plate.format, plate_id=args.plate_id)
-    wells = parse_wells(args.wells)
     result = _run_with_bar(
         plate, wells, params, MeasureParams(texture=not args.no_texture), platemap, args.workers
     )

@@ -1,0 +1,60 @@
+"""Segmentation options shared by the commands that segment a plate.
+
+``segment``, ``train`` and ``embed`` all find nuclei and cells; the channels
+they use and the nucleus size are chosen the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from itertools import islice
+
+from ..cells.params import SegmentationParams
+from ..cells.scale import estimate_nucleus_diameter
+from ..cells.segment import find_channel
+
+#: Fields sampled to estimate the nucleus size of a plate.
+SAMPLE_FIELDS = 3
+
+
+def add_channel_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--nucleus-channel`` and ``--cell-channel``."""
+    parser.add_argument(
+        "--nucleus-channel",
+        default=SegmentationParams.nucleus_channel,
+        metavar="CHANNEL",
+        help="channel (name or role) that shows the nuclei (default: %(default)s; without a DNA "
+        "channel, one named DAPI, Hoechst, DRAQ5 or *nuc* is used)",
+    )
+    parser.add_argument(
+        "--cell-channel",
+        "--cytoplasm-channel",
+        dest="cell_channel",
+        default=SegmentationParams.cytoplasm_channel,
+        metavar="CHANNEL",
+        help="channel (name or role) that outlines whole cells (default: %(default)s)",
+    )
+
+
+def channel_params(args: argparse.Namespace) -> dict[str, str]:
+    """The SegmentationParams fields that ``add_channel_arguments`` sets."""
+    return {"nucleus_channel": args.nucleus_channel, "cytoplasm_channel": args.cell_channel}
+
+
+def plate_nucleus_diameter(plate, nucleus_channel: str, wells: list[str] | None = None) -> float:
+    """Nucleus diameter (pixels) estimated from a few fields of ``plate``'s DNA channel.
+
+    Raises
+    ------
+    phenoadapt.errors.CellsError
+        When the plate has no nucleus channel, or no nuclei stand out.
+    """
+    index = find_channel(plate.channels, nucleus_channel, f"plate {plate.plate_id}")
+    # Wells not on the plate sample the whole plate: segment_plate then says which are missing.
+    fields = [f for f in plate.fields() if wells is None or f[0] in wells] or list(plate.fields())
+    step = max(1, len(fields) // SAMPLE_FIELDS)
+    images = [plate.read_field(*f)[index] for f in islice(fields[::step], SAMPLE_FIELDS)]
+    diameter = estimate_nucleus_diameter(images, field_name=f"plate {plate.plate_id}")
+    print(f"estimated nucleus diameter: {diameter:.0f} px", file=sys.stderr)
+    return diameter
