@@ -83,8 +83,10 @@ def _text_columns(table: pd.DataFrame) -> list:
 def _map_text(table: pd.DataFrame, cell: Any) -> pd.DataFrame:
     columns = [cell(c) if isinstance(c, str) else c for c in table.columns]
     text = _text_columns(table)
-    if not text and columns == list(table.columns):
-        return table  # no text at all: no copy
+    changed = [c for c in text if table[c].map(cell, na_action="ignore").ne(table[c]).any()]
+    if not changed and columns == list(table.columns):
+        return table  # nothing to change: the table itself, no copy
+    text = changed
     out = table.copy()
     for column in text:
         values = out[column]
