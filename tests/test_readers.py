@@ -471,14 +471,15 @@ def test_forced_layout(tmp_path):
 
 # -- laziness and memory ----------------------------------------------------------------------
 def _count_reads(monkeypatch) -> list:
+    """Count pixel decodes (page.asarray), which every plane read goes through."""
     calls = []
-    real = tifffile.imread
+    real = tifffile.TiffPage.asarray
 
-    def counting(*args, **kwargs):
-        calls.append(args[0] if args else kwargs)
-        return real(*args, **kwargs)
+    def counting(self, *args, **kwargs):
+        calls.append(self.parent.filename)
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(tifffile, "imread", counting)
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", counting)
     return calls
 
 

@@ -5,6 +5,14 @@ renamed into place with :func:`os.replace`, so a reader never sees half a file:
 the target either does not exist, holds the previous complete file, or holds
 the new complete file.  A crash, an error or a Cancel mid-write leaves at most
 a ``.tmp`` file that this module removes.
+
+Every CSV phenoadapt writes goes through :func:`to_csv_safe`, which neutralises
+formula injection as OWASP advises: a text cell (or column name) that begins
+with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading
+``'`` so a spreadsheet shows it as text instead of running it.  Numbers, and
+text that reads as a number (``-1.5``), are left alone.  :func:`restore_formulas`
+undoes it when phenoadapt reads its own tables back, so names survive a round
+trip.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +32,108 @@ from .errors import PhenoadaptError
 
 #: File names written by :func:`export_results`.
 RESULT_FILES = {"cells": "cells.csv", "wells": "wells.csv", "accuracy": "accuracy.csv"}
+
+
+#: Characters that make a spreadsheet read a cell as a formula (OWASP CSV injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+# A cell that needs a quote: optional quotes already there, then a formula character
+# (quotes already there are counted so that restoring removes exactly the one added).
+_NEEDS_QUOTE = re.compile(r"^'*[=+\-@\t\r]")
+_QUOTED = re.compile(r"^'+[=+\-@\t\r]")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip() == text  # "-1.5" is a number; "-1.5\t" is not
+
+
+def needs_neutralising(value: object) -> bool:
+    """Whether a cell is text a spreadsheet would run as a formula."""
+    return (
+        isinstance(value, str) and bool(_NEEDS_QUOTE.match(value)) and not _is_number(value)
+    )
+
+
+def neutralise_cell(value: object) -> object:
+    """``'=SUM(A1)`` for ``=SUM(A1)``; anything else unchanged."""
+    return f"'{value}" if needs_neutralising(value) else value
+
+
+def restore_cell(value: object) -> object:
+    """Undo :func:`neutralise_cell` (one leading ``'`` before a formula character)."""
+    if isinstance(value, str) and _QUOTED.match(value):
+        return value[1:]
+    return value
+
+
+def _text_columns(table: pd.DataFrame) -> list:
+    return [
+        c
+        for c in table.columns
+        if pd.api.types.is_object_dtype(table[c].dtype)
+        or pd.api.types.is_string_dtype(table[c].dtype)
+        or isinstance(table[c].dtype, pd.CategoricalDtype)
+    ]
+
+
+def _map_text(table: pd.DataFrame, cell: Any) -> pd.DataFrame:
+    columns = [cell(c) if isinstance(c, str) else c for c in table.columns]
+    text = _text_columns(table)
+    changed = [c for c in text if table[c].map(cell, na_action="ignore").ne(table[c]).any()]
+    if not changed and columns == list(table.columns):
+        return table  # nothing to change: the table itself, no copy
+    text = changed
+    out = table.copy()
+    for column in text:
+        values = out[column]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            values = values.astype(object)
+        out[column] = values.map(cell, na_action="ignore")
+    out.columns = columns
+    return out
+
+
+def neutralise_formulas(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``table`` whose text cells and column names cannot run as formulas.
+
+    Parameters
+    ----------
+    table
+        Any table; numeric columns are never changed.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``table`` itself when nothing needed a change, else a neutralised copy.
+    """
+    return _map_text(table, neutralise_cell)
+
+
+def restore_formulas(table: pd.DataFrame) -> pd.DataFrame:
+    """Undo :func:`neutralise_formulas` on a table phenoadapt wrote (names round-trip)."""
+    return _map_text(table, restore_cell)
+
+
+def formula_cells(values: Any) -> list[str]:
+    """The distinct text values a spreadsheet would run as formulas, in first-seen order."""
+    seen: dict[str, None] = {}
+    for value in values:
+        if needs_neutralising(value):
+            seen.setdefault(value, None)
+    return list(seen)
+
+
+def to_csv_safe(table: pd.DataFrame, target: Any, **kwargs: Any) -> None:
+    """``table.to_csv(target, **kwargs)`` with formula injection neutralised.
+
+    The one CSV writer of phenoadapt: every table it writes passes here.
+    """
+    kwargs.setdefault("index", False)
+    neutralise_formulas(table).to_csv(target, **kwargs)
 
 
 class OutputExistsError(PhenoadaptError, FileExistsError):
@@ -132,7 +243,7 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool
         ) from exc
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            table.to_csv(handle, index=False)
+            to_csv_safe(table, handle)
             handle.flush()
             os.fsync(handle.fileno())
         # mkstemp creates owner-only files; give the table the permissions of a normal file.
@@ -210,7 +321,13 @@ def export_results(
 
 
 __all__ = [
+    "FORMULA_PREFIXES",
     "RESULT_FILES",
+    "formula_cells",
+    "needs_neutralising",
+    "neutralise_formulas",
+    "restore_formulas",
+    "to_csv_safe",
     "OutputExistsError",
     "OutputNotWritableError",
     "check_writable",

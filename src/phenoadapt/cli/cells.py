@@ -199,7 +199,7 @@ def write_csv_atomic(table: pd.DataFrame, path: Path, overwrite: bool = False) -
     os.close(handle)
     try:
         compression = "gzip" if path.name.lower().endswith(".gz") else None
-        table.to_csv(temp, index=False, compression=compression)
+        to_csv_safe(table, temp, compression=compression)
         os.replace(temp, path)
     finally:
         if os.path.exists(temp):

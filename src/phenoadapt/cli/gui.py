@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         from ..gui.app import launch
     except ImportError as exc:  # no Qt binding installed
         raise PhenoadaptError(
-            f"napari cannot start ({exc}). Install a Qt binding: pip install 'phenoadapt[qt]'."
+            f"napari cannot start ({exc}). Install the GUI: pip install 'phenoadapt[gui,qt]'."
         ) from exc
     launch(
         args.plates,

@@ -8,6 +8,8 @@ large the plate.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +55,9 @@ class TiffSource:
 
     def __init__(self, files: dict[tuple[str, int, str], ImageRef]) -> None:
         self.files = files
+        # (height, width) every page must have; set by the Plate so that a page of
+        # another size (a 40,000 x 40,000 image) is refused from its header, unread.
+        self.expected_shape: tuple[int, int] | None = None
 
     def ref(self, well: str, site: int, channel: Channel) -> ImageRef:
         """The :class:`ImageRef` of a plane; a clear error when it is missing."""
@@ -74,7 +79,12 @@ class TiffSource:
     def read_ref(self, ref: ImageRef) -> np.ndarray:
         """Read the page an :class:`ImageRef` points to; a clear error for a bad file."""
         try:
-            data = tifffile.imread(ref.path, key=ref.page if ref.page is not None else 0)
+            with quiet_tifffile(), tifffile.TiffFile(ref.path) as tiff:
+                page = tiff.pages[ref.page if ref.page is not None else 0]
+                self._check_page_size(ref, page)
+                data = page.asarray()
+        except PlateReadError:
+            raise
         except Exception as exc:  # tifffile raises many types for bad files
             raise PlateReadError(
                 f"Cannot read {ref.path}: {exc}. The file may be corrupt or truncated; "
@@ -89,6 +99,34 @@ class TiffSource:
                 "truncated; copy it again from the instrument or remove it from the folder."
             )
         return data
+
+    def _check_page_size(self, ref: ImageRef, page) -> None:
+        """Refuse, before decoding, a page whose (y, x) size is not the plate's."""
+        if self.expected_shape is None or not hasattr(page, "axes"):
+            return
+        axes, shape = page.axes, page.shape
+        if "Y" not in axes or "X" not in axes:
+            return
+        yx = (int(shape[axes.index("Y")]), int(shape[axes.index("X")]))
+        if yx != tuple(self.expected_shape):
+            h, w = self.expected_shape
+            raise PlateReadError(
+                f"{ref.path} is {yx[0]}x{yx[1]} pixels but the plate's fields are {h}x{w}: it "
+                "was not read. All sites of a plate must have the same size; move that file "
+                "out of the plate folder."
+            )
+
+
+@contextlib.contextmanager
+def quiet_tifffile() -> Iterator[None]:
+    """Silence tifffile's logger: a corrupt header is reported in phenoadapt's own words."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @dataclass
@@ -129,6 +167,10 @@ class Plate:
     path: Path | None = None
     layout: str = ""
     metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.source, TiffSource) and self.source.expected_shape is None:
+            self.source.expected_shape = (int(self.field_shape[0]), int(self.field_shape[1]))
 
     def __repr__(self) -> str:
         return (
@@ -205,7 +247,16 @@ class Plate:
                 "all sites of a plate must have the same size "
                 "(was it acquired with other settings?)."
             )
+        check_plane(plane, self.dtype, self.plane_name(well, site, ch))
         return plane
+
+    def plane_name(self, well: str, site: int, channel: Channel) -> str:
+        """``well A01, site 1, channel DNA (file.tif)``: where a plane comes from, for messages."""
+        try:
+            where = self.source.describe(well, site, channel)
+        except Exception:  # describing must never hide the real problem
+            where = "unknown file"
+        return f"well {well}, site {site}, channel {channel.name} ({where})"
 
     def read_field(
         self,
@@ -238,6 +289,32 @@ class Plate:
     def to_dask(self, wells: Sequence[str] | None = None) -> da.Array:
         """All fields as one lazy (field, channel, y, x) array, in :meth:`fields` order."""
         return da.stack([self.lazy_field(w, s) for w, s in self.fields(wells)])
+
+
+def check_plane(plane: np.ndarray, dtype: np.dtype, where: str) -> None:
+    """The per-plane checks of ``info --check``, applied whenever pixels are read.
+
+    Raises
+    ------
+    PlateReadError
+        A plane of another pixel type than the plate's (a uint8 channel in a uint16
+        plate would be scaled wrongly without a word) or holding NaN or infinite
+        values; the caller skips that site with the message, or stops when no site
+        is left.
+    """
+    expected = np.dtype(dtype)
+    if plane.dtype.newbyteorder("=") != expected.newbyteorder("="):
+        raise PlateReadError(
+            f"{where} holds {plane.dtype} pixels but the plate's are {expected}: all files of a "
+            "plate must have the same pixel type (was this channel exported with other "
+            "settings?). The site was skipped; re-export the file or move it out of the folder."
+        )
+    if plane.dtype.kind in "fc" and not np.isfinite(plane).all():
+        bad = "infinite" if np.isinf(plane).any() else "NaN"
+        raise PlateReadError(
+            f"{where} holds {bad} pixel values, which no intensity can be computed from. The "
+            "site was skipped; re-export the file (or replace the NaN/infinite pixels) to use it."
+        )
 
 
 def _delayed_plane(plate: Plate, well: str, site: int, channel: Channel):

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ...errors import PlateMapError
+from ...export import restore_formulas, to_csv_safe
 from ..wells import PLATE_384, PlateFormat
 from .canonical import COMPOUND_TABLE, Origin
 from .model import PlateMap
@@ -277,7 +278,7 @@ def write_platemap(platemap: PlateMap, path: str | Path, *, overwrite: bool = Fa
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(handle)
     try:
-        platemap.to_frame().to_csv(temp, sep=sep, index=False, compression=compression)
+        to_csv_safe(platemap.to_frame(), temp, sep=sep, compression=compression)
         # mkstemp makes a private file; give the map the permissions of the one it
         # replaces, or the usual rw-r--r-- of a new file.
         os.chmod(temp, path.stat().st_mode & 0o777 if path.exists() else 0o644)

@@ -339,7 +339,7 @@ def _write_plate(
         cells.insert(0, schema.PLATE, plate_id)
         cells[schema.LAB] = lab_id
         cells[schema.BATCH] = batch_id
-        cells.to_csv(tmp / GROUND_TRUTH_DIR / CELLS_FILE, index=False)
+        to_csv_safe(cells, tmp / GROUND_TRUTH_DIR / CELLS_FILE)
         write_platemap(
             PlateMap(platemap, plate_format=config.n_wells, plate_id=plate_id),
             tmp / PLATEMAP_FILE,
@@ -551,7 +551,7 @@ def generate_experiment(
             "n_cells": [pl.n_cells for pl in plates],
         }
     )
-    manifest.to_csv(manifest_path, index=False)
+    to_csv_safe(manifest, manifest_path)
     return SyntheticExperiment(path=out, plates=plates, manifest=manifest)
 
 
