@@ -109,3 +109,23 @@ def test_written_files_get_normal_permissions(tmp_path) -> None:
     finally:
         os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's owner-only 0o600
+
+
+def test_formula_like_names_are_neutralised_and_read_back(tmp_path) -> None:
+    """A treatment named '=HYPERLINK(...)' must not run in a spreadsheet, yet round-trips."""
+    from phenoadapt.profiles import read_table
+
+    table = pd.DataFrame(
+        {
+            "Metadata_Treatment": ['=HYPERLINK("http://x")', "+cmd", "@SUM(A1)", "DMSO"],
+            "Cells_AreaShape_Area": [-1.5, 2.0, 3.0, 4.0],
+        }
+    )
+    path = tmp_path / "t.csv"
+    write_table(table, path)
+    raw = path.read_text().splitlines()
+    assert all(not line.startswith(("=", "+", "@")) for line in raw)
+    assert "'=HYPERLINK" in path.read_text()
+    assert ",-1.5" in path.read_text()  # numbers are left alone
+    back = read_table(path)
+    pd.testing.assert_frame_equal(back, table)

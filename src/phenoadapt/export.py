@@ -53,9 +53,7 @@ def _is_number(text: str) -> bool:
 
 def needs_neutralising(value: object) -> bool:
     """Whether a cell is text a spreadsheet would run as a formula."""
-    return (
-        isinstance(value, str) and bool(_NEEDS_QUOTE.match(value)) and not _is_number(value)
-    )
+    return isinstance(value, str) and bool(_NEEDS_QUOTE.match(value)) and not _is_number(value)
 
 
 def neutralise_cell(value: object) -> object:

@@ -20,6 +20,7 @@ from ..cells import MeasureParams, SegmentationParams, segment_plate
 from ..cells.params import THRESHOLD_METHODS
 from ..cells.process import PlateCells, default_workers
 from ..errors import CellsError
+from ..export import to_csv_safe
 from ..plate import open_plate, read_platemap
 from ..plate.wells import normalize_well
 from .segmentation_args import add_channel_arguments, channel_params, plate_nucleus_diameter

@@ -15,13 +15,15 @@ import pandas as pd
 
 from .. import schema
 from ..errors import TableError
+from ..export import restore_formulas
 
 #: Prefixes of feature columns: CellProfiler compartments and phenoadapt embeddings.
 FEATURE_PREFIXES: tuple[str, ...] = ("Cells_", "Cytoplasm_", "Nuclei_", schema.EMBEDDING_PREFIX)
 
 _READERS = {
-    ".csv": lambda p: pd.read_csv(p),
-    ".tsv": lambda p: pd.read_csv(p, sep="\t"),
+    # Text cells phenoadapt wrote with a protective quote read back as typed.
+    ".csv": lambda p: restore_formulas(pd.read_csv(p)),
+    ".tsv": lambda p: restore_formulas(pd.read_csv(p, sep="\t")),
     ".parquet": lambda p: pd.read_parquet(p),
     ".pq": lambda p: pd.read_parquet(p),
 }

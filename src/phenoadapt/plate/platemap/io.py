@@ -113,6 +113,8 @@ def read_table(path: str | Path, *, what: str = "plate map") -> tuple[pd.DataFra
             "same number of fields."
         ) from exc
     table.columns = [str(c).strip() for c in table.columns]
+    # Names phenoadapt wrote with a protective quote ("'=A1") read back as typed.
+    table = restore_formulas(table)
     # Line numbers as the user sees them: the header is line 1.
     table.index = pd.RangeIndex(2, len(table) + 2)
     table = table.dropna(how="all")

@@ -23,6 +23,7 @@ import pandas as pd
 import tifffile
 
 from ...errors import PlateReadError
+from ...export import restore_formulas
 from ..wells import normalize_well, well_position
 
 PLATEMAP_FILE = "platemap.csv"
@@ -90,7 +91,7 @@ def _require_plate(plate_dir: Path | str) -> Path:
 def read_cells(plate_dir: Path | str) -> pd.DataFrame:
     """The per-cell ground truth of a synthetic plate (``ground_truth/cells.csv``)."""
     path = _require_plate(plate_dir) / GROUND_TRUTH_DIR / CELLS_FILE
-    return pd.read_csv(path, dtype={"Metadata_Plate": str, "Metadata_Well": str})
+    return restore_formulas(pd.read_csv(path, dtype={"Metadata_Plate": str, "Metadata_Well": str}))
 
 
 def read_effects(plate_dir: Path | str) -> dict:

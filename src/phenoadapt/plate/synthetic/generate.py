@@ -30,6 +30,7 @@ import pandas as pd
 
 from ... import __version__, schema
 from ...errors import Cancelled, PhenoadaptError
+from ...export import to_csv_safe
 from ..platemap import PlateMap, write_platemap
 from ..wells import well_position
 from .config import CHANNEL_NAMES, SyntheticPlateConfig
