@@ -12,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QComboBox, QMessageBox, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFrame,
+    QMessageBox,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 # ``ask(title, text) -> bool``: a yes/no question; docks hold one so tests can answer it.
 Asker = Callable[[str, str], bool]
@@ -24,6 +31,26 @@ def notify(kind: str, message: str) -> None:
     from napari.utils import notifications
 
     getattr(notifications, f"show_{kind}")(message)
+
+
+def scrolling_layout(dock: QWidget) -> QVBoxLayout:
+    """Give a dock a vertical layout inside a scroll area, and return that layout.
+
+    napari stacks docks in a column; a dock whose content cannot shrink makes
+    the whole window taller than a laptop screen (1366x768), pushing buttons and
+    notifications off-screen.  Inside a scroll area the dock keeps its natural
+    size when there is room and scrolls when there is not.
+    """
+    outer = QVBoxLayout(dock)
+    outer.setContentsMargins(0, 0, 0, 0)
+    scroll = QScrollArea(dock)
+    scroll.setWidgetResizable(True)  # content follows the dock's width and extra height
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    content = QWidget()
+    scroll.setWidget(content)
+    outer.addWidget(scroll)
+    return QVBoxLayout(content)
 
 
 def confirm(parent: QWidget | None, title: str, text: str) -> bool:

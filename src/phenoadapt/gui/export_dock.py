@@ -18,13 +18,12 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
 from ..errors import PhenoadaptError
 from . import common
-from .common import Asker, notify
+from .common import Asker, notify, scrolling_layout
 from .session import get_session
 
 if TYPE_CHECKING:
@@ -62,7 +61,7 @@ class ExportWidget(QWidget):
         row.addWidget(browse)
         form = QFormLayout()
         form.addRow("Folder", row)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addLayout(form)
         layout.addWidget(self.export_button)
         layout.addWidget(self.status)

@@ -32,7 +32,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -41,7 +40,7 @@ from ..errors import PhenoadaptError
 from ..plate import Plate
 from ..plate.platemap import PlateMap
 from ..schema import Role
-from .common import Asker, confirm, fill_plate_combo, notify, select_item
+from .common import Asker, confirm, fill_plate_combo, notify, scrolling_layout, select_item
 from .layers import META_KEY
 from .plate_grid import ColorLegend, PlateGrid, category_colors, value_colors
 from .session import FieldKey, PlateSession, get_session, load_plate
@@ -300,7 +299,7 @@ class PlateDock(QWidget):
         nav = QHBoxLayout()
         for button in (self.prev_well, self.next_well, self.prev_site, self.next_site):
             nav.addWidget(button)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addLayout(open_row)
         layout.addLayout(form)
         layout.addWidget(self.info)

@@ -31,7 +31,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -41,7 +40,7 @@ from ..plate import Plate
 from ..plate.platemap import PlateMap, read_platemap, write_platemap
 from ..plate.platemap.canonical import listing
 from ..schema import Role
-from .common import Asker, confirm, fill_plate_combo, notify, select_item
+from .common import Asker, confirm, fill_plate_combo, notify, scrolling_layout, select_item
 from .plate_dock import (
     MOA,
     ROLE,
@@ -233,7 +232,7 @@ class PlateMapDock(QWidget):
         files.addWidget(self.load_button)
         files.addWidget(self.jump_button)
         files.addWidget(self.save_button)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addLayout(form)
         layout.addWidget(self.grid)
         layout.addWidget(self.legend)

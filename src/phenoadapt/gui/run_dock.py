@@ -48,7 +48,7 @@ from ..cells import SegmentationParams
 from ..errors import Cancelled, PhenoadaptError
 from ..progress import Progress, iterate_progress
 from . import common
-from .common import Asker, notify
+from .common import Asker, notify, scrolling_layout
 from .results import ResultsLegend, get_results_overlay
 from .session import PlateSession, get_session
 
@@ -380,7 +380,7 @@ class RunWidget(QWidget):
         self.tabs.addTab(self._build_run_tab(), "Run")
         self.tabs.addTab(self._build_train_tab(), "Train")
         self.legend = ResultsLegend(self.session)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addWidget(self.tabs)
         layout.addWidget(self.legend)
         layout.addStretch()

@@ -28,7 +28,6 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -40,7 +39,7 @@ from ..cells.table import cell_table
 from ..errors import PhenoadaptError
 from ..plate.channels import Channel, ChannelRole, role_from_name
 from ..plate.wells import normalize_well
-from .common import notify
+from .common import notify, scrolling_layout
 
 if TYPE_CHECKING:
     import napari
@@ -326,7 +325,7 @@ class SegmentationWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)

@@ -34,14 +34,13 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
 from .. import schema
 from ..errors import PhenoadaptError
 from ..evaluate import BatchMixing, batch_mixing, umap_coordinates
-from .common import notify
+from .common import notify, scrolling_layout
 from .scatter import (
     DEFAULT_MAX_POINTS,
     SELECTION_MODES,
@@ -409,7 +408,7 @@ class UmapWidget(QWidget):
         self.status.setWordWrap(True)
 
         self.canvas = ScatterCanvas(self._on_select, max_points=max_points)
-        self.canvas.setMinimumHeight(320)
+        self.canvas.setMinimumHeight(220)
         from matplotlib.backends.backend_qtagg import NavigationToolbar2QT
 
         self.toolbar = NavigationToolbar2QT(self.canvas, self)
@@ -448,7 +447,7 @@ class UmapWidget(QWidget):
         select.addWidget(self.mode)
         select.addWidget(self.goto_button)
         select.addWidget(self.clear_button)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
