@@ -244,7 +244,7 @@ def test_imagexpress_single_site(tmp_path):
     plate = open_plate(tmp_path)
     assert plate.layout == "imagexpress"
     assert plate.sites == {"C05": [1], "D06": [1]}
-    assert plate.channel_names == ["ch1", "ch2", "ch3"]  # no default for 3 channels
+    assert plate.channel_names == ["w1", "w2", "w3"]  # unnamed channels keep their keys
 
 
 # -- Cellomics ------------------------------------------------------------------------------

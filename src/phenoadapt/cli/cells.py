@@ -23,6 +23,7 @@ from ..errors import CellsError
 from ..export import to_csv_safe
 from ..plate import open_plate, read_platemap
 from ..plate.wells import normalize_well
+from .open_args import add_open_options, open_options, warn_guessed_channels
 from .segmentation_args import add_channel_arguments, channel_params, plate_nucleus_diameter
 
 
@@ -87,12 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help=f"processes for fields in parallel (default: all cores, here {default_workers()})",
     )
-    parser.add_argument(
-        "--pattern",
-        metavar="RE",
-        help="regular expression for file names, with named groups well (or row, column), "
-        "site, channel",
-    )
+    add_open_options(parser)
     parser.add_argument(
         "--plate-id", help="plate id to use (and to pick the plate's rows of the map)"
     )
@@ -106,7 +102,8 @@ def run_segment(args: argparse.Namespace) -> int:
     check_outputs(outputs, args.overwrite)
     if args.workers is not None and args.workers < 1:
         raise CellsError(f"--workers {args.workers}: give at least 1 process.")
-    plate = open_plate(args.plate, pattern=args.pattern, plate_id=args.plate_id)
+    plate = open_plate(args.plate, plate_id=args.plate_id, **open_options(args))
+    warn_guessed_channels(plate)
     wells = parse_wells(args.wells)
     diameter = args.nucleus_diameter or plate_nucleus_diameter(plate, args.nucleus_channel, wells)
     params = SegmentationParams(

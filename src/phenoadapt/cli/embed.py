@@ -21,6 +21,7 @@ from ..evaluate import add_umap
 from ..plate import open_plate, read_platemap
 from ..profiles import read_table
 from .cells import check_outputs, parse_wells, write_csv_atomic
+from .open_args import add_open_options, open_options, warn_guessed_channels
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -82,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="D",
         help="nucleus diameter in pixels when segmenting (default: %(default)g)",
     )
-    parser.add_argument("--pattern", metavar="RE", help="regular expression for file names")
+    add_open_options(parser)
     parser.add_argument("--plate-id", help="plate id to use (and to pick the plate's map rows)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.set_defaults(func=run_embed)
@@ -96,7 +97,8 @@ def run_embed(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size {args.batch_size}: give at least 1.")
     correction = parse_correction(args.correction)
     checkpoint = load_embedder(args.checkpoint, device=args.device)
-    plate = open_plate(args.plate, pattern=args.pattern, plate_id=args.plate_id)
+    plate = open_plate(args.plate, plate_id=args.plate_id, **open_options(args))
+    warn_guessed_channels(plate)
     platemap = None
     if args.platemap:
         platemap = read_platemap(args.platemap, plate_format=plate.format, plate_id=args.plate_id)

@@ -7,6 +7,7 @@ import os
 import sys
 
 from ..errors import PhenoadaptError
+from .open_args import add_open_options, open_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,12 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="folder of the demo plates (default: ./phenoadapt-demo; reused when present)",
     )
-    parser.add_argument(
-        "--pattern",
-        metavar="REGEX",
-        help="regular expression with named groups (well or row+column, site, channel) for "
-        "plate folders no known layout describes",
-    )
+    add_open_options(parser, many=True)
     parser.add_argument(
         "--screenshot",
         metavar="PNG",
@@ -61,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         args.plates,
         demo=args.demo,
         demo_dir=args.demo_dir,
-        pattern=args.pattern,
+        open_options=open_options(args),
         screenshot=args.screenshot,
         show=True,
     )

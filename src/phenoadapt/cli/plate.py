@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..plate.channel_map import save_channel_map
 from ..plate.model import Plate
-from ..plate.readers import LAYOUTS, open_plate, parse_channel_names, verify_plate, write_ome_zarr
+from ..plate.readers import open_plate, verify_plate, write_ome_zarr
 from ..plate.wells import normalize_well
+from .open_args import add_open_options, open_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,6 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Open a plate folder or OME-Zarr plate (reading no pixels) and describe it.",
     )
     _add_open_options(info)
+    info.add_argument(
+        "--save-channels",
+        action="store_true",
+        help="save the channel names and roles shown (with --channels: the ones given) as the "
+        "plate's channel map, used from then on by every command and the GUI",
+    )
     info.add_argument(
         "--check",
         action="store_true",
@@ -59,44 +67,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_open_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("plate", metavar="PLATE", help="plate folder or OME-Zarr plate")
-    parser.add_argument(
-        "--pattern",
-        metavar="RE",
-        help=(
-            "regular expression with named groups well (or row and column), site, channel "
-            r"describing the file names, "
-            r"e.g. '(?P<well>[A-P]\d{2})_s(?P<site>\d+)_w(?P<channel>\d)\.tif'"
-        ),
-    )
-    parser.add_argument(
-        "--layout",
-        choices=[name for name in LAYOUTS if name != "pattern"],
-        help="force a layout instead of recognising it from the file names",
-    )
-    parser.add_argument(
-        "--channels",
-        metavar="NAMES",
-        help="channel names in channel order (DNA,ER,RNA,AGP,Mito) or by key (1=DNA,2=ER,...)",
-    )
+    add_open_options(parser)
     parser.add_argument("--plate-id", help="plate id (barcode) to use instead of the detected one")
     parser.add_argument(
         "--plate-format", type=int, choices=(96, 384, 1536), help="plate format in wells"
-    )
-    parser.add_argument(
-        "--plane",
-        help="z-plane to read when files hold several (from 1; default the lowest) or 'max'",
     )
 
 
 def _open(args: argparse.Namespace) -> Plate:
     return open_plate(
-        args.plate,
-        layout=args.layout,
-        pattern=args.pattern,
-        channel_names=parse_channel_names(args.channels) if args.channels else None,
-        plate_id=args.plate_id,
-        plate_format=args.plate_format,
-        plane=args.plane,
+        args.plate, plate_id=args.plate_id, plate_format=args.plate_format, **open_options(args)
     )
 
 
@@ -122,6 +102,7 @@ def describe(plate: Plate) -> str:
         "plane": "plane read",
         "pixel_size_um": "pixel size um",
         "index_file": "metadata file",
+        "channel_map": "channel map",
         "ignored_files": "files ignored",
     }
     rows += [(label, plate.metadata[k]) for k, label in optional.items() if plate.metadata.get(k)]
@@ -129,7 +110,15 @@ def describe(plate: Plate) -> str:
     lines = [f"{label + ':':<{width}}{value}" for label, value in rows]
     lines.append("channels:")
     for i, channel in enumerate(plate.channels):
-        lines.append(f"  {i}: {channel.name:<14} role {channel.role!s:<12} key {channel.key}")
+        lines.append(
+            f"  {i}: {channel.name:<14} role {channel.role!s:<12} key {channel.key:<6} "
+            f"({channel.source})"
+        )
+    if any(c.is_guess for c in plate.channels):
+        lines.append(
+            "  (names guessed from the usual channel order: check them against the images, "
+            "then confirm with --save-channels, or give --channels)"
+        )
     return "\n".join(lines)
 
 
@@ -143,6 +132,9 @@ def run_info(args: argparse.Namespace) -> int:
     """Print the description of a plate; with ``--check``, verify every file's header."""
     plate = _open(args)
     print(describe(plate))
+    if args.save_channels:
+        where = save_channel_map(plate.path, plate.channels)
+        print(f"channel map saved to {where}")
     if args.check:
         checked = verify_plate(plate)
         print(f"check: {checked} files read, all fit the plate")

@@ -28,6 +28,7 @@ from ..export import RESULT_FILES, check_writable, write_tables
 from ..pipeline.tiles import DEFAULT_MIN_CONTROL_SITES
 from ..plate import open_plate, read_platemap
 from .cells import parse_wells
+from .open_args import add_open_options, open_options, warn_guessed_channels
 
 METHOD_CHOICES = tuple(m.value for m in Method)
 
@@ -175,6 +176,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--plate-id", nargs="+", help="plate id per plate (default: from the files)"
     )
+    add_open_options(parser, many=True)
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.set_defaults(func=run_predict)
 
@@ -208,7 +210,8 @@ def open_inputs(args: argparse.Namespace) -> tuple[list, list, list | None]:
     tables = _per_plate(getattr(args, "cells", None), n, "--cells")
     plates, platemaps = [], []
     for path, plate_id, map_path in zip(args.plate, ids, maps, strict=True):
-        plate = open_plate(path, plate_id=plate_id)
+        plate = open_plate(path, plate_id=plate_id, **open_options(args))
+        warn_guessed_channels(plate)
         plates.append(plate)
         platemaps.append(
             None

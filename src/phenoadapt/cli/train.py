@@ -20,6 +20,7 @@ from ..pipeline.tiles import UNITS
 from ..pipeline.training import TrainRunConfig, checkpoint_target
 from ..train.abra import AbraConfig
 from .cells import parse_wells
+from .open_args import add_open_options
 from .predict import (
     add_threads_option,
     open_inputs,
@@ -47,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--platemap", nargs="+", required=True, metavar="CSV", help="plate map per plate"
     )
+    add_open_options(parser, many=True)
     parser.add_argument("--out", required=True, metavar="PATH", help="checkpoint (.safetensors)")
     parser.add_argument(
         "--method", choices=("cs-arm-bn", "arm-bn", "erm"), default=DEFAULTS.method,

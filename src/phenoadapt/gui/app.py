@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +79,7 @@ def launch(
     demo: bool = False,
     demo_dir: str | Path = "phenoadapt-demo",
     pattern: str | None = None,
+    open_options: Mapping[str, Any] | None = None,
     screenshot: str | Path | None = None,
     show: bool = True,
 ) -> Any:
@@ -95,6 +96,10 @@ def launch(
         Folder of the demo plates.
     pattern
         Regular expression for plate folders no known layout describes.
+    open_options
+        Further keyword arguments of :func:`phenoadapt.plate.open_plate` for the
+        plates (``layout``, ``channel_names``, ``plane``...), as ``phenoadapt gui``
+        passes them from its command line.
     screenshot
         Save a screenshot of the whole window there and close napari instead of
         entering the event loop (for documentation and tests).
@@ -117,7 +122,10 @@ def launch(
     from .session import load_plate
 
     # Opened before the window, so a folder that is not a plate fails with the reader's message.
-    loaded = [load_plate(path, pattern) for path in paths]
+    options = {k: v for k, v in (open_options or {}).items() if v is not None}
+    if pattern:
+        options["pattern"] = pattern
+    loaded = [load_plate(path, **options) for path in paths]
     viewer = napari.Viewer(title="phenoadapt", show=show)
     add_docks(viewer)
     open_plates(viewer, loaded)

@@ -69,7 +69,10 @@ def find_platemap(plate: Plate) -> Path | None:
 
 
 def load_plate(
-    path: str | Path, pattern: str | None = None, plate_format: int | None = None
+    path: str | Path,
+    pattern: str | None = None,
+    plate_format: int | None = None,
+    **open_options: Any,
 ) -> tuple[Plate, PlateMap | None, list[str]]:
     """Open a plate folder and the plate map shipped with it, if any.
 
@@ -81,6 +84,9 @@ def load_plate(
         A regular expression describing the file names (None: detect the layout).
     plate_format
         96, 384 or 1536; None guesses the smallest format holding the imaged wells.
+    **open_options
+        Further options of :func:`phenoadapt.plate.open_plate` (``layout``,
+        ``channel_names``, ``plane``).
 
     Returns
     -------
@@ -93,7 +99,7 @@ def load_plate(
     PhenoadaptError
         When the folder is not a plate.
     """
-    plate = open_plate(path, pattern=pattern or None, plate_format=plate_format)
+    plate = open_plate(path, pattern=pattern or None, plate_format=plate_format, **open_options)
     found = find_platemap(plate)
     if found is None:
         return plate, None, []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 
@@ -61,6 +61,18 @@ _ROLE_PATTERNS: tuple[tuple[ChannelRole, str], ...] = (
 )
 
 
+#: Where a channel's name and role come from, most trusted first.
+USER, CHANNEL_MAP, METADATA, FILE_NAME, GUESS, KEY = (
+    "given by you",
+    "channel map",
+    "instrument metadata",
+    "file names",
+    "usual order (a guess: check it)",
+    "channel key (unnamed)",
+)
+SOURCES: tuple[str, ...] = (USER, CHANNEL_MAP, METADATA, FILE_NAME, GUESS, KEY)
+
+
 @dataclass(frozen=True)
 class Channel:
     """One imaging channel of a plate.
@@ -74,11 +86,20 @@ class Channel:
         Display name (``"DNA"``, ``"Hoechst 33342"``...).
     role
         Cell Painting role of the channel.
+    source
+        Where the name and role come from (:data:`SOURCES`): shown to the user so
+        a guess is never mistaken for a fact.  Not part of equality.
     """
 
     key: str
     name: str
     role: ChannelRole = ChannelRole.OTHER
+    source: str = field(default="key", compare=False)
+
+    @property
+    def is_guess(self) -> bool:
+        """True when name and role are only the usual order of a common setup."""
+        return self.source == GUESS
 
     @property
     def colormap(self) -> str:
@@ -112,22 +133,44 @@ DEFAULT_ORDERS: dict[str, tuple[str, ...]] = {
 }
 
 
-def default_names(n_channels: int) -> tuple[str, ...]:
-    """Default channel names for a layout with ``n_channels`` channels.
+def default_names(n_channels: int) -> tuple[str, ...] | None:
+    """The usual channel names of a common setup with ``n_channels`` channels, or None.
 
     Five channels follow the Cell Painting order (DNA, ER, RNA, AGP, Mito), six
-    the Opera Phenix order with brightfield first; other counts get ``ch1``...
+    the Opera Phenix order with brightfield first.  These are guesses: a plate
+    whose channels are named nowhere gets them labelled as such
+    (:data:`GUESS`), for the user to confirm or correct.
     """
     if n_channels == 5:
         return DEFAULT_ORDERS["cellpainting5"]
     if n_channels == 6:
         return DEFAULT_ORDERS["phenix6"]
-    return tuple(f"ch{i + 1}" for i in range(n_channels))
+    return None
+
+
+def key_name(key: str) -> str:
+    """The name of a channel nothing names: its instrument key (``"2"`` -> ``"ch2"``, ``"w1"``)."""
+    return f"ch{key}" if key.isdigit() else key
+
+
+def parse_name_role(text: str) -> tuple[str, ChannelRole]:
+    """A user's channel name, optionally with its role after a colon (``"Alexa 568:AGP"``).
+
+    Without a role, the role is guessed from the name (:func:`role_from_name`).
+    """
+    name, sep, role_text = text.rpartition(":")
+    if sep:
+        for role in ChannelRole:
+            if role_text.strip().lower() == role.value.lower():
+                return name.strip(), role
+    return text.strip(), role_from_name(text)
 
 
 def make_channels(
     keys: Sequence[str],
     names: Mapping[str, str] | Sequence[str] | None = None,
+    *,
+    source: str = USER,
 ) -> list[Channel]:
     """Build :class:`Channel` objects from channel keys and an optional name mapping.
 
@@ -137,8 +180,12 @@ def make_channels(
         Channel keys in display order, as found in file names or metadata.
     names
         Either a mapping key -> name (e.g. ``{"1": "DNA"}``; keys may also be
-        given as ints), or a sequence of names in the order of ``keys``.  When
-        None, :func:`default_names` is used.
+        given as ints), or a sequence of names in the order of ``keys``.  A name
+        may carry its role after a colon (``"Alexa 568:AGP"``).  When None, the
+        usual order of :func:`default_names` is used as a labelled guess, or the
+        keys themselves.
+    source
+        Where the names come from (one of :data:`SOURCES`).
 
     Returns
     -------
@@ -147,10 +194,13 @@ def make_channels(
     """
     keys = [str(k) for k in keys]
     if names is None:
-        resolved = list(default_names(len(keys)))
+        guess = default_names(len(keys))
+        if guess is None:
+            return [Channel(k, key_name(k), ChannelRole.OTHER, KEY) for k in keys]
+        resolved, source = list(guess), GUESS
     elif isinstance(names, Mapping):
         lookup = {str(k): str(v) for k, v in names.items()}
-        resolved = [lookup.get(k, f"ch{k}" if k.isdigit() else k) for k in keys]
+        resolved = [lookup.get(k, key_name(k)) for k in keys]
     else:
         if len(names) != len(keys):
             raise ValueError(
@@ -158,6 +208,8 @@ def make_channels(
                 "give one name per channel, in the order of the channel numbers."
             )
         resolved = [str(n) for n in names]
-    return [
-        Channel(key=k, name=n, role=role_from_name(n)) for k, n in zip(keys, resolved, strict=True)
-    ]
+    channels = []
+    for key, text in zip(keys, resolved, strict=True):
+        name, role = parse_name_role(text)
+        channels.append(Channel(key=key, name=name, role=role, source=source))
+    return channels

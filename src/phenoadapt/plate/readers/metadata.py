@@ -18,6 +18,7 @@ every channel of the file names has a name.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -173,3 +174,28 @@ def ome_pixel_size_um(tiff: tifffile.TiffFile) -> float | None:
             value = float(pixels.get("PhysicalSizeX"))
             return {"nm": value / 1000, "mm": value * 1000, "m": value * 1e6}.get(unit, value)
     return None
+
+
+# MetaXpress plate descriptions (.HTD) list wavelengths as `"WaveName1", "DAPI"`.
+_HTD_WAVE = re.compile(r'^\s*"WaveName(\d+)"\s*,\s*"([^"]*)"', re.MULTILINE)
+
+
+def find_htd(folder: Path, paths: list[str]) -> Path | None:
+    """The MetaXpress ``.HTD`` plate description among ``paths``, the shallowest first."""
+    found = [p for p in paths if p.lower().endswith(".htd")]
+    if not found:
+        return None
+    return folder / min(found, key=lambda p: (p.count("/"), p))
+
+
+def read_htd_channel_names(path: Path) -> dict[str, str]:
+    """Channel names of an ImageXpress plate from its ``.HTD`` file: ``{"w1": "DAPI", ...}``.
+
+    An unreadable file gives no names rather than an error: the names are a
+    convenience, and the images open without them.
+    """
+    try:
+        text = path.read_text(encoding="latin-1")
+    except OSError:
+        return {}
+    return {f"w{int(n)}": name.strip() for n, name in _HTD_WAVE.findall(text) if name.strip()}

@@ -7,7 +7,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from ...errors import PlateLayoutError, PlateMapError
-from ..channels import Channel, default_names, make_channels
+from ..channel_map import SavedChannel
+from ..channels import (
+    CHANNEL_MAP,
+    FILE_NAME,
+    KEY,
+    METADATA,
+    USER,
+    Channel,
+    ChannelRole,
+    key_name,
+    make_channels,
+    parse_name_role,
+    role_from_name,
+)
 from ..wells import PLATE_FORMATS, PlateFormat, guess_format, well_position
 
 ChannelNames = Mapping[str | int, str] | Sequence[str]
@@ -63,12 +76,16 @@ def resolve_channels(
     keys: Sequence[str],
     user: ChannelNames | None = None,
     metadata: Mapping[str, str] | Sequence[str] | None = None,
+    saved: Sequence[SavedChannel] | None = None,
 ) -> list[Channel]:
-    """Channels for ``keys`` with names from the user, else metadata, else defaults.
+    """Channels for ``keys``, each named from the most trusted source that names it.
 
-    Names the user gives win over instrument metadata, which wins over the
-    defaults of :func:`~phenoadapt.plate.channels.default_names`; keys that are
-    stain names themselves (a user pattern capturing ``DAPI``) name their channel.
+    In order: names the user gives; a channel map saved with the plate
+    (:mod:`~phenoadapt.plate.channel_map`); the instrument's metadata; keys that
+    are stain names themselves (a pattern capturing ``DAPI``).  When nothing names
+    any channel, a five- or six-channel plate gets the usual order of a common
+    setup as a labelled guess (:data:`~phenoadapt.plate.channels.GUESS`); any other
+    channel keeps its key as its name (``"2"`` is ``"ch2"``, never renumbered).
 
     Parameters
     ----------
@@ -76,9 +93,12 @@ def resolve_channels(
         Channel keys in display order.
     user
         Names given by the user: a list in key order, or a mapping key -> name
-        (a number also finds the key holding it: ``1`` finds ``w1``).
+        (a number also finds the key holding it: ``1`` finds ``w1``).  A name may
+        carry its role after a colon (``"Alexa 568:AGP"``).
     metadata
         Names the instrument wrote: a mapping key -> name, or a list in key order.
+    saved
+        The plate's channel map, when one was saved.
     """
     keys = [str(k) for k in keys]
     if user is not None and not isinstance(user, Mapping):
@@ -89,19 +109,26 @@ def resolve_channels(
                 f"channels (keys {', '.join(keys)}): give one name per channel, in this order, "
                 "or map keys to names (e.g. 1=DNA,2=ER)."
             )
-        return make_channels(keys, names)
+        return make_channels(keys, names, source=USER)
     if metadata is not None and not isinstance(metadata, Mapping):
         metadata = dict(zip(keys, metadata, strict=False))
-    resolved = dict(metadata or {})
-    if not resolved:
-        if all(_NUMBERED_KEY.match(k) for k in keys):
-            resolved = dict(zip(keys, default_names(len(keys)), strict=True))
-        else:
-            resolved = {k: k for k in keys}
+    found: dict[str, Channel] = {}
+    for key in keys:
+        if not _NUMBERED_KEY.match(key):
+            found[key] = Channel(key, key, role_from_name(key), FILE_NAME)
+    for key, name in (metadata or {}).items():
+        if str(key) in keys and str(name).strip():
+            found[str(key)] = Channel(str(key), str(name), role_from_name(str(name)), METADATA)
+    for row in saved or ():
+        if row.key in keys:
+            found[row.key] = Channel(row.key, row.name, row.role, CHANNEL_MAP)
     if user is not None:
-        resolved.update(_user_lookup(keys, user))
-    names = [resolved.get(k, k if not _NUMBERED_KEY.match(k) else f"ch{k}") for k in keys]
-    return make_channels(keys, names)
+        for key, text in _user_lookup(keys, user).items():
+            name, role = parse_name_role(text)
+            found[key] = Channel(key, name, role, USER)
+    if not found:
+        return make_channels(keys, None)
+    return [found.get(k) or Channel(k, key_name(k), ChannelRole.OTHER, KEY) for k in keys]
 
 
 # Folder names that say nothing about the plate: look one level up.

@@ -21,6 +21,7 @@ import numpy as np
 import zarr
 
 from ...errors import Cancelled, PhenoadaptError, PlateLayoutError, PlateReadError
+from ..channel_map import read_channel_map
 from ..channels import Channel
 from ..model import Plate
 from ..wells import row_name, well_name, well_position
@@ -212,10 +213,15 @@ def open_ome_zarr(path: Path, options: OpenOptions) -> Plate:
         metadata["source_layout"] = extra["source_layout"]
     if "pixel_size_um" in extra:
         metadata["pixel_size_um"] = extra["pixel_size_um"]
+    saved = read_channel_map(path)
+    if saved is not None:
+        metadata["channel_map"] = str(saved[1])
     return Plate(
         plate_id=options.plate_id or plate_meta.get("name") or folder_plate_id(path),
         format=resolve_format(sites, options.plate_format),
-        channels=resolve_channels(keys, options.channel_names, metadata_names),
+        channels=resolve_channels(
+            keys, options.channel_names, metadata_names, saved[0] if saved else None
+        ),
         sites={w: sorted(s) for w, s in sites.items()},
         field_shape=(int(array.shape[axes.index("y")]), int(array.shape[axes.index("x")])),
         dtype=np.dtype(array.dtype),

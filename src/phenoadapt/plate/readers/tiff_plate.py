@@ -14,10 +14,17 @@ from pathlib import Path
 from typing import Literal
 
 from ...errors import PlateLayoutError
+from ..channel_map import read_channel_map
 from ..model import ImageRef, PixelSource, Plate, TiffSource
 from ..wells import PlateFormat, well_position
-from .layouts import PHENIX, FileLayout, FileRecord, expected_name
-from .metadata import HarmonyIndex, find_index, read_harmony_index
+from .layouts import IMAGEXPRESS, PHENIX, FileLayout, FileRecord, expected_name
+from .metadata import (
+    HarmonyIndex,
+    find_htd,
+    find_index,
+    read_harmony_index,
+    read_htd_channel_names,
+)
 from .naming import ChannelNames, folder_plate_id, natural_key, resolve_channels, resolve_format
 from .sources import ProjectionSource, SampleStackSource
 from .tiff_header import TiffHeader, read_header
@@ -95,13 +102,23 @@ def open_tiff_plate(
             metadata["pixel_size_um"] = index.pixel_size_um
         if index.n_rows and index.n_columns:
             harmony_format = PlateFormat(index.n_rows, index.n_columns)
+    if layout is IMAGEXPRESS:
+        htd = find_htd(folder, list(all_paths))
+        if htd is not None:
+            metadata_names = read_htd_channel_names(htd) or metadata_names
+            metadata["index_file"] = str(htd)
+    saved = read_channel_map(folder)
+    if saved is not None:
+        metadata["channel_map"] = str(saved[1])
     sites: dict[str, list[int]] = {}
     for well, site in {(w, s) for (w, s, _) in files}:
         sites.setdefault(well, []).append(site)
     return Plate(
         plate_id=options.plate_id or plate_name or folder_plate_id(folder),
         format=resolve_format(sites, options.plate_format, harmony_format),
-        channels=resolve_channels(keys, options.channel_names, metadata_names),
+        channels=resolve_channels(
+            keys, options.channel_names, metadata_names, saved[0] if saved else None
+        ),
         sites={w: sorted(s) for w, s in sites.items()},
         field_shape=header.shape,
         dtype=header.dtype,

@@ -31,6 +31,8 @@ import pandas as pd
 from ... import __version__, schema
 from ...errors import Cancelled, PhenoadaptError
 from ...export import to_csv_safe
+from ..channel_map import CHANNEL_MAP_FILE, format_channel_map
+from ..channels import make_channels
 from ..platemap import PlateMap, write_platemap
 from ..wells import well_position
 from .config import CHANNEL_NAMES, SyntheticPlateConfig
@@ -345,6 +347,9 @@ def _write_plate(
             PlateMap(platemap, plate_format=config.n_wells, plate_id=plate_id),
             tmp / PLATEMAP_FILE,
         )
+        # Name the channels as an instrument's metadata would: the files are numbered ch1..ch5.
+        channels = make_channels([str(i + 1) for i in range(len(CHANNEL_NAMES))], CHANNEL_NAMES)
+        (tmp / CHANNEL_MAP_FILE).write_text(format_channel_map(channels), encoding="utf-8")
         plate = SyntheticPlate(
             plate_id=plate_id,
             path=folder,
