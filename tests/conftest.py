@@ -40,3 +40,5 @@ def data_dir() -> Path:
 def _recovery_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Unsaved plate maps kept when test viewers close go to a temporary folder."""
     os.environ["PHENOADAPT_RECOVERY_DIR"] = str(tmp_path_factory.mktemp("recovery"))
+    # Channel maps of read-only plates go to a temporary folder, not the user's.
+    os.environ["PHENOADAPT_CHANNEL_MAP_DIR"] = str(tmp_path_factory.mktemp("channel-maps"))
