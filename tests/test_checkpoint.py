@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from phenoadapt.errors import ModelError
 from phenoadapt.nn import Normalization, ResNetConfig, build_resnet
-from phenoadapt.plate.channels import Channel, ChannelRole
+from phenoadapt.plate.channels import Channel, ChannelRole, make_channels
 from phenoadapt.train import (
     CheckpointMetadata,
     check_classes,
@@ -156,9 +156,17 @@ def test_match_channels_by_name_or_role() -> None:
         Channel("3", "SYTO 14"), Channel("4", "Phalloidin/WGA"), Channel("5", "MitoTracker"),
     ]  # fmt: skip
     assert match_channels(meta, stains) == [0, 1, 2, 3, 4]
-    with pytest.raises(ModelError, match="plate has DNA, ER, AGP: no plate channel for RNA, Mito"):
+    with pytest.raises(ModelError) as missing:
         match_channels(meta, ["DNA", "ER", "AGP"])
-    with pytest.raises(ModelError, match="several plate channels could be DNA"):
+    assert str(missing.value) == (
+        "This model was trained on DNA, ER, RNA, AGP, Mito; this plate has DNA, ER, AGP "
+        "(no RNA, Mito): choose a model trained on these stains, or train one on them (the "
+        "Run dock's Train tab, or phenoadapt train)."
+    )
+    unnamed = make_channels(["2", "4", "5"], {"2": "DNA"})
+    with pytest.raises(ModelError, match="ch4, ch5 have no stain role.*name the channels"):
+        match_channels(meta, unnamed)
+    with pytest.raises(ModelError, match="several channels could be DNA"):
         match_channels(meta, ["Hoechst", "DAPI", "ER", "RNA", "AGP", "Mito"])
 
 

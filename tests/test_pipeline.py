@@ -166,6 +166,28 @@ def test_methods_and_fallback(tiny) -> None:
     assert res.methods == {"tiny1": "arm-bn"}
 
 
+def test_every_well_excluded_is_nothing_to_run(tiny) -> None:
+    frame = tiny["map"].to_frame()
+    frame[schema.ROLE] = "excluded"
+    nothing = PlateMap.from_frame(frame, plate_id="tiny1")
+    polls = []
+    for method in ("erm", "cs-arm-bn"):
+        with pytest.raises(ContextError, match="Nothing to run on plate tiny1.*Mark treated and"):
+            run_plate(tiny["plate"], nothing, _config(tiny, method=method),
+                      cancel=lambda: polls.append(1) or False)  # fmt: skip
+    assert not polls  # refused before any field was segmented
+
+
+def test_dmso_marked_treated_gets_mark_as_controls(tiny) -> None:
+    frame = tiny["map"].to_frame()
+    controls = frame[schema.ROLE] == "control"
+    frame.loc[controls, schema.ROLE] = "treated"
+    frame.loc[controls, schema.TREATMENT] = "DMSO"
+    wrong = PlateMap.from_frame(frame, plate_id="tiny1")
+    with pytest.raises(ContextError, match="hold DMSO but are marked as treated.*mark them as co"):
+        run_plate(tiny["plate"], wrong, _config(tiny))
+
+
 def test_no_controls_fails_before_segmentation(tiny) -> None:
     frame = tiny["map"].to_frame()
     frame[schema.ROLE] = frame[schema.ROLE].replace("control", "excluded")

@@ -37,6 +37,8 @@ from ..cells.process import FieldFailure
 from ..errors import ContextError, ModelError, PhenoadaptError
 from ..nn.runtime import forward_in_batches, is_oom, iter_batches, select_device
 from ..plate.model import Plate
+from ..plate.platemap.canonical import DEFAULT_CONTROLS
+from ..plate.wells import well_position
 from ..progress import CancelFn, ProgressFn, check_cancel
 from ..train.augment import center_crop
 from ..train.checkpoint import Checkpoint, check_classes
@@ -210,12 +212,16 @@ def _check_plate(
                 "the fallback (--allow-fallback; RunConfig(allow_fallback=True))."
             )
         return
+    imaged = set(config.wells) if config.wells is not None else set(plate.wells)
+    _check_something_to_run(plate.plate_id, platemap, imaged)
+    method = parse_method(config.method)
+    _check_negative_controls_marked(
+        plate.plate_id, platemap, imaged, METHODS[method].label, meta.classes
+    )
     try:
         check_classes(meta, platemap.moas("treated"))
     except ModelError as exc:
         raise ModelError(f"Plate {plate.plate_id}: {exc}") from None
-    imaged = set(config.wells) if config.wells is not None else set(plate.wells)
-    method = parse_method(config.method)
     controls = [w for w in platemap.controls if w in imaged]
     if METHODS[method].needs_controls and not controls and not config.allow_fallback:
         raise ContextError(
@@ -225,6 +231,41 @@ def _check_plate(
             f"Mark the DMSO wells with role 'control' in the plate map, or allow the fallback "
             f"to {METHODS[METHODS[method].fallback].label} (--allow-fallback; "
             "RunConfig(allow_fallback=True))."
+        )
+
+
+def _check_something_to_run(plate_id: str, platemap: Any, imaged: set[str]) -> None:
+    """Refuse a plate whose imaged wells are all excluded: there would be no cell to predict."""
+    wanted = [w for w in (*platemap.treated, *platemap.controls) if w in imaged]
+    if not wanted:
+        raise ContextError(
+            f"Nothing to run on plate {plate_id}: its plate map marks none of its "
+            f"{len(imaged)} imaged wells as treated or control. Mark treated and control wells "
+            "in the Plate map and controls dock (or give a plate map with --platemap)."
+        )
+
+
+def _check_negative_controls_marked(
+    plate_id: str, platemap: Any, imaged: set[str], method_label: str, classes: Sequence[str]
+) -> None:
+    """Refuse DMSO wells marked as treated: they are the plate's negative controls.
+
+    Unless the model has a class for them (a model trained to recognise DMSO).
+    """
+    treated = set(platemap.treated) & imaged
+    negatives = [
+        w
+        for w in platemap.wells_where(treatment=list(DEFAULT_CONTROLS))
+        if w in treated and platemap.record(w).get(schema.MOA) not in classes
+    ]
+    if negatives:
+        shown = ", ".join(sorted(negatives, key=well_position)[:6])
+        more = f" and {len(negatives) - 6} more" if len(negatives) > 6 else ""
+        raise ContextError(
+            f"Plate {plate_id}: wells {shown}{more} hold {'/'.join(DEFAULT_CONTROLS)} but are "
+            f"marked as treated. They are the plate's negative controls: mark them as controls "
+            f"(Plate map and controls dock, or role 'control' in the plate map), which is what "
+            f"{method_label} adapts with."
         )
 
 

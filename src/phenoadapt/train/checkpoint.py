@@ -307,6 +307,41 @@ def _channel_name(channel: str | Channel) -> str:
     return channel.name if isinstance(channel, Channel) else str(channel)
 
 
+def _channel_mismatch(
+    metadata: CheckpointMetadata,
+    plate_channels: Sequence[str | Channel],
+    missing: list[str],
+    ambiguous: list[str],
+) -> str:
+    """One sentence naming what the model needs, what the plate has and the way forward."""
+    trained = ", ".join(metadata.channel_names)
+    have = ", ".join(_channel_name(c) for c in plate_channels) or "no channels"
+    unnamed = [
+        _channel_name(c)
+        for c in plate_channels
+        if isinstance(c, Channel) and c.role is ChannelRole.OTHER
+    ]
+    if ambiguous:
+        return (
+            f"This model was trained on {trained}; on this plate several channels could be "
+            f"{'; '.join(ambiguous)}: give each channel its own role (the Plate dock's channel "
+            "table, or --channels KEY=NAME:ROLE)."
+        )
+    if unnamed:
+        return (
+            f"This model was trained on {trained}; this plate's channels are {have}, and "
+            f"{', '.join(unnamed)} have no stain role, so {', '.join(missing)} cannot be found: "
+            "name the channels (the Plate dock's channel table, or --channels, e.g. "
+            "2=DNA,4=AGP) — or, if the plate lacks these stains, choose a model trained on "
+            "its stains or train one (the Run dock's Train tab, or phenoadapt train)."
+        )
+    return (
+        f"This model was trained on {trained}; this plate has {have} (no {', '.join(missing)}): "
+        "choose a model trained on these stains, or train one on them (the Run dock's Train "
+        "tab, or phenoadapt train)."
+    )
+
+
 def match_channels(
     metadata: CheckpointMetadata, plate_channels: Sequence[str | Channel]
 ) -> list[int]:
@@ -340,18 +375,8 @@ def match_channels(
             )
         else:
             missing.append(wanted)
-    have = ", ".join(_channel_name(c) for c in plate_channels) or "none"
     if missing or ambiguous:
-        problems = []
-        if missing:
-            problems.append(f"no plate channel for {', '.join(missing)}")
-        if ambiguous:
-            problems.append(f"several plate channels could be {'; '.join(ambiguous)}")
-        raise ModelError(
-            f"The checkpoint expects channels {', '.join(metadata.channel_names)} but the plate "
-            f"has {have}: {' and '.join(problems)}. Name the plate's channels so that each "
-            "checkpoint channel is found once."
-        )
+        raise ModelError(_channel_mismatch(metadata, plate_channels, missing, ambiguous))
     return picked
 
 
