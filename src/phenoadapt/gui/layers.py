@@ -56,7 +56,14 @@ def field_layer_data(plate: Plate, well: str, site: int) -> list[LayerData]:
     layers: list[LayerData] = []
     for channel in plate.channels:
         plane = plate.read_plane(well, site, channel)
-        meta = field_metadata(plate, well, site, channel=channel.name, role=channel.role.value)
+        meta = field_metadata(
+            plate,
+            well,
+            site,
+            channel=channel.name,
+            channel_key=channel.key,
+            role=channel.role.value,
+        )
         kwargs = {
             "name": f"{channel.name} [{plate.plate_id} {well} s{site}]",
             "colormap": channel.colormap,

@@ -34,12 +34,14 @@ from qtpy.QtWidgets import (
     QPushButton,
     QWidget,
 )
+from superqt import QCollapsible
 
 from .. import schema
 from ..errors import PhenoadaptError
-from ..plate import Plate
+from ..plate import ChannelRole, Plate
 from ..plate.platemap import PlateMap
 from ..schema import Role
+from .channel_table import ChannelTable
 from .common import Asker, confirm, fill_plate_combo, notify, scrolling_layout, select_item
 from .layers import META_KEY
 from .plate_grid import ColorLegend, PlateGrid, category_colors, value_colors
@@ -263,6 +265,9 @@ class PlateDock(QWidget):
         self.close_button.clicked.connect(lambda: self.close_plate())
         self.info = QLabel("No plate open: open a plate folder, or drop one onto napari.")
         self.info.setWordWrap(True)
+        self.channel_table = ChannelTable(self.session)
+        self.channels_box = QCollapsible("Channels")
+        self.channels_box.addWidget(self.channel_table)
         self.color_by = QComboBox()
         self.color_by.addItems(COLOR_MODES)
         self.color_by.setToolTip(
@@ -303,6 +308,7 @@ class PlateDock(QWidget):
         layout.addLayout(open_row)
         layout.addLayout(form)
         layout.addWidget(self.info)
+        layout.addWidget(self.channels_box)
         layout.addWidget(self.grid)
         layout.addWidget(self.legend)
         layout.addLayout(nav)
@@ -324,6 +330,7 @@ class PlateDock(QWidget):
         self.session.current_changed.connect(self._on_current_changed)
         self.session.platemap_changed.connect(self._on_platemap_changed)
         self.session.result_changed.connect(self._on_result_changed)
+        self.session.channels_changed.connect(lambda _plate_id: self.refresh())
         self.viewer.layers.events.inserted.connect(lambda event: self._adopt_layers([event.value]))
 
     # -- plates -----------------------------------------------------------------
@@ -512,6 +519,7 @@ class PlateDock(QWidget):
             self.legend.clear()
             self.info.setText("No plate open: open a plate folder, or drop one onto napari.")
             self.where.setText("")
+            self._show_channels(None)
             return
         plate = self.session.plates[plate_id]
         platemap = self.session.platemaps.get(plate_id)
@@ -535,7 +543,21 @@ class PlateDock(QWidget):
             f"({'/'.join(map(str, sites))} site{'s' if sites != [1] else ''} each), "
             f"{len(plate.channels)} channels ({', '.join(plate.channel_names)})."
         )
+        self._show_channels(plate_id)
         self._update_position()
+
+    def _show_channels(self, plate_id: str | None) -> None:
+        """Fill the channel table; open it when the channels need the user's eye."""
+        if plate_id != self.channel_table.plate_id:
+            self.channel_table.show_plate(plate_id)
+            plate = self.session.plates.get(plate_id) if plate_id else None
+            needs_eye = plate is not None and any(
+                c.is_guess or c.role is ChannelRole.OTHER for c in plate.channels
+            )
+            if needs_eye:
+                self.channels_box.expand(animate=False)
+            else:
+                self.channels_box.collapse(animate=False)
 
     def _enable_result_modes(self, enabled: bool) -> None:
         model = self.color_by.model()

@@ -11,9 +11,11 @@ long job calls :meth:`PlateSession.begin_job` and :meth:`PlateSession.end_job`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from qtpy.QtCore import QEvent, QObject, Signal
 
 from .. import schema
 from ..errors import PhenoadaptError
-from ..plate import Plate, open_plate
+from ..plate import Channel, Plate, open_plate
 from ..plate.platemap import PlateMap, read_platemap, write_platemap
 from .common import notify
 from .layers import META_KEY, field_layer_data
@@ -136,6 +138,7 @@ class PlateSession(QObject):
     result_changed = Signal()
     cells_selected = Signal(object)
     job_changed = Signal(bool)
+    channels_changed = Signal(str)
 
     def __init__(self, viewer: Any) -> None:
         super().__init__()
@@ -178,6 +181,31 @@ class PlateSession(QObject):
         self.platemaps[plate.plate_id] = platemap or PlateMap.blank(plate.format, plate.plate_id)
         self.plates_changed.emit()
         self.platemap_changed.emit(plate.plate_id)
+
+    def set_channels(self, plate_id: str, channels: Sequence[Channel]) -> Plate:
+        """Rename and re-role a plate's channels (same keys, in the same order).
+
+        What Segment, Run and Train use from then on; the field on screen is shown
+        again with the new names and Cell Painting colours.
+
+        Raises
+        ------
+        PhenoadaptError
+            When the channels are not the plate's (other keys).
+        """
+        plate = self.plate(plate_id)
+        channels = list(channels)
+        if [c.key for c in channels] != [c.key for c in plate.channels]:
+            raise PhenoadaptError(
+                f"Channels {[c.key for c in channels]} are not those of plate {plate_id} "
+                f"({[c.key for c in plate.channels]})."
+            )
+        updated = dataclasses.replace(plate, channels=channels)
+        self.plates[plate_id] = updated
+        self.channels_changed.emit(plate_id)
+        if self.current is not None and self.current.plate_id == plate_id:
+            self.show_field(plate_id, self.current.well, self.current.site)
+        return updated
 
     def close_plate(self, plate_id: str) -> None:
         """Forget a plate (its layers stay in the viewer)."""
@@ -250,24 +278,28 @@ class PlateSession(QObject):
         viewer = self.viewer
         if viewer is None:
             raise PhenoadaptError("The napari viewer was closed.")
-        old = {
-            layer.metadata[META_KEY].get("channel"): layer
+        old = [
+            layer
             for layer in list(viewer.layers)
             if isinstance(layer.metadata.get(META_KEY), dict)
             and "channel" in layer.metadata[META_KEY]
-        }
+        ]
         for data, kwargs, _kind in field_layer_data(plate, well, site):
-            channel = kwargs["metadata"][META_KEY]["channel"]
-            layer = old.pop(channel, None)
+            info = kwargs["metadata"][META_KEY]
+            layer = _matching_layer(old, info)
+            if layer is not None:
+                old.remove(layer)
             if layer is not None and layer.data.shape == data.shape:
                 layer.data = data
+                if layer.metadata.get(META_KEY, {}).get("role") != info["role"]:
+                    layer.colormap = kwargs["colormap"]  # a new role: its Cell Painting colour
                 layer.metadata = kwargs["metadata"]
                 layer.name = kwargs["name"]
             else:
                 if layer is not None:
                     viewer.layers.remove(layer)
                 viewer.add_image(data, **kwargs)
-        for layer in old.values():  # channels of another plate that this one lacks
+        for layer in old:  # channels of another plate that this one lacks
             viewer.layers.remove(layer)
         self.current = FieldKey(plate_id, well, site)
         self.current_changed.emit()
@@ -323,6 +355,23 @@ class PlateSession(QObject):
         """Release the job slot."""
         self._job = None
         self.job_changed.emit(False)
+
+
+def _matching_layer(layers: list[Any], info: dict[str, Any]) -> Any | None:
+    """The layer showing the same channel of the same plate (even renamed), else one of its name.
+
+    Reusing a layer keeps the user's contrast and visibility choices.
+    """
+    for same in (
+        lambda m: (
+            m.get("plate_id") == info["plate_id"] and m.get("channel_key") == info["channel_key"]
+        ),
+        lambda m: m.get("channel") == info["channel"],
+    ):
+        for layer in layers:
+            if same(layer.metadata[META_KEY]):
+                return layer
+    return None
 
 
 class _CloseGuard(QObject):
