@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -132,8 +133,16 @@ def test_empty_field_is_refused():
 def test_missing_channel_is_named(synthetic_image):
     channels = make_channels(["1", "2", "3", "4", "5"], ["DNA", "ER", "RNA", "Actin2", "Mito"])
     channels[3] = channels[3].__class__(key="4", name="Tubulin")  # no AGP role
-    with pytest.raises(CellsError, match="no AGP channel.*Tubulin"):
-        segment_field(synthetic_image, channels, SYNTH, field_name="well A01")
+    # Without AGP the cells are outlined with the next cell-outline stain (RNA) ...
+    assert segment_field(synthetic_image, channels, SYNTH, field_name="well A01").n_cells > 10
+    # ... but a channel named explicitly must exist.
+    with pytest.raises(CellsError, match="no Phalloidin channel.*Tubulin"):
+        segment_field(
+            synthetic_image, channels, replace(SYNTH, cytoplasm_channel="Phalloidin"), "well A01"
+        )
+    no_dna = [c.__class__(key=c.key, name=f"x{i}") for i, c in enumerate(channels)]
+    with pytest.raises(CellsError, match="no DNA channel.*x0"):
+        segment_field(synthetic_image, no_dna, SYNTH, field_name="well A01")
     seg = segment_field(
         synthetic_image,
         channels,

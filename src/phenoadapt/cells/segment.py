@@ -62,6 +62,59 @@ class Segmentation:
 NUCLEAR_STAIN_WORDS = ("dapi", "hoechst", "draq5", "nuc")
 
 
+#: Stains that outline whole cells, best first: where the chosen one is missing the next is used.
+CELL_OUTLINE_ROLES: tuple[ChannelRole, ...] = (
+    ChannelRole.AGP,
+    ChannelRole.RNA,
+    ChannelRole.ER,
+    ChannelRole.MITO,
+)
+
+
+def find_cell_channel(
+    channels: Sequence[Channel],
+    which: str | ChannelRole,
+    nucleus_index: int,
+    field_name: str = "the field",
+) -> int:
+    """Position of the channel that outlines whole cells.
+
+    ``which`` (a name or role) when the plate has it.  When ``which`` is a
+    cell-outline role the plate lacks (AGP on a DNA/RNA/ER plate), the first of
+    :data:`CELL_OUTLINE_ROLES` it has, else its one fluorescent channel besides
+    the nuclei (GFP on a DAPI/GFP plate): a cell outline needs any cytoplasmic
+    signal, and a plate of three stains should not stop here.
+
+    Raises
+    ------
+    CellsError
+        When nothing but the nucleus channel (or brightfield) is left, or a
+        channel named explicitly is missing.
+    """
+    try:
+        return find_channel(channels, which, field_name)
+    except CellsError:
+        if str(which).lower() not in {r.value.lower() for r in CELL_OUTLINE_ROLES}:
+            raise
+    for role in CELL_OUTLINE_ROLES:
+        for i, ch in enumerate(channels):
+            if ch.role is role and i != nucleus_index:
+                return i
+    others = [
+        i
+        for i, ch in enumerate(channels)
+        if i != nucleus_index and ch.role not in (ChannelRole.DNA, ChannelRole.BRIGHTFIELD)
+    ]
+    if len(others) == 1:
+        return others[0]
+    raise CellsError(
+        f"{field_name} has no {which} channel to outline cells (it has "
+        f"{', '.join(c.name for c in channels)}): choose one with --cell-channel (the Segment "
+        "dock's Cell channel), or name the plate's channels (--channels, the Plate dock's "
+        "channel table)."
+    )
+
+
 def find_channel(
     channels: Sequence[Channel], which: str | ChannelRole, field_name: str = "the field"
 ) -> int:
@@ -185,8 +238,9 @@ def segment_field(
     params = params or SegmentationParams()
     image = np.asarray(image)
     check_field(image, channels, params, field_name)
-    dna = image[find_channel(channels, params.nucleus_channel, field_name)]
-    cyto = image[find_channel(channels, params.cytoplasm_channel, field_name)]
+    nucleus_index = find_channel(channels, params.nucleus_channel, field_name)
+    dna = image[nucleus_index]
+    cyto = image[find_cell_channel(channels, params.cytoplasm_channel, nucleus_index, field_name)]
     if params.backend == "cellpose":
         from .cellpose_backend import segment_with_cellpose
 

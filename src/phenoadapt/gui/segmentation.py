@@ -35,8 +35,11 @@ from .. import schema
 from ..cells import MeasureParams, SegmentationParams, measure_cells, segment_field
 from ..cells.params import THRESHOLD_METHODS
 from ..cells.process import field_name, process_field
+from ..cells.scale import estimate_nucleus_diameter
+from ..cells.segment import find_cell_channel, find_channel
 from ..cells.table import cell_table
-from ..errors import PhenoadaptError
+from ..errors import CellsError, PhenoadaptError
+from ..plate import Plate
 from ..plate.channels import Channel, ChannelRole, role_from_name
 from ..plate.wells import normalize_well
 from .common import notify, scrolling_layout
@@ -45,7 +48,8 @@ if TYPE_CHECKING:
     import napari
 
 META_KEY = "phenoadapt"
-SCOPES = ("Field on screen", "Wells")
+SCOPES = ("Field on screen (preview)", "Wells")
+#: Offered before a plate is on screen; then the plate's own channels are.
 CYTOPLASM_CHOICES = ("AGP", "RNA", "ER", "Mito")
 
 
@@ -143,6 +147,19 @@ def screen_field(viewer: napari.Viewer) -> ScreenField:
     )
 
 
+def _default_channels(channels: list[Channel]) -> tuple[str, str]:
+    """Names of the channels to segment nuclei and cells with, by role."""
+    try:
+        nucleus = find_channel(channels, ChannelRole.DNA.value)
+    except CellsError:
+        nucleus = 0
+    try:
+        cell = find_cell_channel(channels, ChannelRole.AGP.value, nucleus)
+    except CellsError:
+        cell = nucleus
+    return channels[nucleus].name, channels[cell].name
+
+
 def _role(info: dict) -> ChannelRole:
     try:
         return ChannelRole(info.get("role"))
@@ -157,7 +174,7 @@ def _plate_id(info: dict) -> str:
 
 
 def segment_jobs(
-    target: ScreenField | tuple[str, list[str]],
+    target: ScreenField | tuple[Plate, list[str]],
     params: SegmentationParams,
     measure: MeasureParams,
 ) -> Iterator[tuple[str, Any]]:
@@ -173,10 +190,8 @@ def segment_jobs(
             yield _segment_screen_field(target, params, measure)
             yield "progress", (1, 1)
             return
-        from ..plate import open_plate
-
-        plate_path, wells = target
-        plate = open_plate(plate_path)
+        plate, wells = target
+        plate_path = str(plate.path or "")
         fields = list(plate.fields(wells or None))
         yield "progress", (0, len(fields))
         for done, (well, site) in enumerate(fields, start=1):
@@ -273,6 +288,12 @@ class SegmentationWidget(QWidget):
         self.results: list[FieldDone] = []
         self.errors: list[str] = []
         self._build()
+        # The channel choices follow the plate on screen and the Plate dock's channel table.
+        self.viewer.layers.events.inserted.connect(lambda _e: self.refresh_channels())
+        from .session import get_session
+
+        get_session(self.viewer).channels_changed.connect(lambda _p: self.refresh_channels())
+        self.refresh_channels()
 
     # -- layout ---------------------------------------------------------------
     def _build(self) -> None:
@@ -282,6 +303,20 @@ class SegmentationWidget(QWidget):
         self.diameter.setValue(defaults.nucleus_diameter)
         self.diameter.setSuffix(" px")
         self.diameter.setToolTip("Typical nucleus diameter in pixels (about 40 at 20x).")
+        self.estimate_button = QPushButton("Estimate")
+        self.estimate_button.setToolTip(
+            "Measure the typical nucleus size in the nucleus channel of the field on screen"
+        )
+        self.estimate_button.clicked.connect(self.estimate_diameter)
+        self.auto_diameter = QCheckBox("Estimate before segmenting")
+        self.auto_diameter.setChecked(True)
+        self.auto_diameter.setToolTip(
+            "Measure the nucleus size of the field on screen before each segmentation "
+            "(untick to use the diameter typed above)"
+        )
+        self.nucleus = QComboBox()
+        self.nucleus.addItems(["DNA"])
+        self.nucleus.setToolTip("Channel that shows the nuclei (DNA: Hoechst, DAPI, DRAQ5).")
         self.cytoplasm = QComboBox()
         self.cytoplasm.addItems(CYTOPLASM_CHOICES)
         self.cytoplasm.setToolTip("Channel whose signal outlines whole cells.")
@@ -314,8 +349,13 @@ class SegmentationWidget(QWidget):
         self.status.setWordWrap(True)
 
         form = QFormLayout()
-        form.addRow("Nucleus diameter", self.diameter)
-        form.addRow("Cytoplasm channel", self.cytoplasm)
+        diameter_row = QHBoxLayout()
+        diameter_row.addWidget(self.diameter, 1)
+        diameter_row.addWidget(self.estimate_button)
+        form.addRow("Nucleus channel", self.nucleus)
+        form.addRow("Cell channel", self.cytoplasm)
+        form.addRow("Nucleus diameter", diameter_row)
+        form.addRow(self.auto_diameter)
         form.addRow("Threshold", self.threshold)
         form.addRow("Threshold correction", self.correction)
         form.addRow(self.exclude_border)
@@ -337,24 +377,88 @@ class SegmentationWidget(QWidget):
         """Segmentation parameters from the controls."""
         return SegmentationParams(
             nucleus_diameter=self.diameter.value(),
+            nucleus_channel=self.nucleus.currentText(),
             cytoplasm_channel=self.cytoplasm.currentText(),
             threshold_method=self.threshold.currentText(),
             threshold_correction=self.correction.value(),
             exclude_border=self.exclude_border.isChecked(),
         )
 
-    def target(self) -> ScreenField | tuple[str, list[str]]:
-        """What to segment: the field on screen, or (plate path, wells)."""
+    def target(self) -> ScreenField | tuple[Plate, list[str]]:
+        """What to segment: the field on screen, or (plate, wells)."""
         field = screen_field(self.viewer)
         if self.scope.currentText() != "Wells":
             return field
-        if not field.plate_path:
+        plate = self._session_plate(field)
+        if plate is None and field.plate_path:
+            from ..plate import open_plate
+
+            # Layers a script or the reader added: the plate folder they name, as it opens.
+            plate = open_plate(field.plate_path)
+        if plate is None:
             raise PhenoadaptError(
-                "The field on screen does not say which plate folder it comes from; "
-                "open the plate with phenoadapt's reader to segment whole wells."
+                "The field on screen does not come from a plate open in the Plate dock; "
+                "open the plate there (or with File > Open Folder) to segment whole wells."
             )
         text = self.wells.text().replace(";", ",").replace(" ", ",")
-        return field.plate_path, [normalize_well(w) for w in text.split(",") if w.strip()]
+        return plate, [normalize_well(w) for w in text.split(",") if w.strip()]
+
+    def _session_plate(self, field: ScreenField) -> Plate | None:
+        """The open plate (as named in the Plate dock's channel table) a field comes from."""
+        from .session import get_session
+
+        session = get_session(self.viewer)
+        plate = session.plates.get(field.plate_id)
+        if plate is not None:
+            return plate
+        by_path = [p for p in session.plates.values() if str(p.path) == field.plate_path]
+        return by_path[0] if by_path else None
+
+    # -- channels and scale ------------------------------------------------------
+    def refresh_channels(self) -> None:
+        """Offer the channels of the field on screen, preselecting nucleus and cell stains."""
+        try:
+            channels = screen_field(self.viewer).channels
+        except PhenoadaptError:
+            return
+        names = [c.name for c in channels]
+        current = (self.nucleus.currentText(), self.cytoplasm.currentText())
+        if names == [self.nucleus.itemText(i) for i in range(self.nucleus.count())]:
+            return
+        nucleus, cell = _default_channels(channels)
+        for combo, chosen, previous in (
+            (self.nucleus, nucleus, current[0]),
+            (self.cytoplasm, cell, current[1]),
+        ):
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            combo.setCurrentText(previous if previous in names else chosen)
+            combo.blockSignals(False)
+
+    def estimate_diameter(self) -> float | None:
+        """Estimate the nucleus diameter from the field on screen and show it; None on failure."""
+        try:
+            field = screen_field(self.viewer)
+            index = find_channel(field.channels, self.nucleus.currentText(), field.name)
+            diameter = estimate_nucleus_diameter(field.image[index], field_name=field.name)
+        except PhenoadaptError as exc:
+            notify("warning", f"{exc} The diameter typed in stays.")
+            return None
+        diameter = float(np.clip(diameter, self.diameter.minimum(), self.diameter.maximum()))
+        self.diameter.setValue(round(diameter, 1))
+        pixel = self._pixel_size(field)
+        microns = f" ({diameter * pixel:.1f} um)" if pixel else ""
+        self.status.setText(
+            f"Estimated nucleus diameter: {diameter:.1f} px{microns}, from the "
+            f"{field.channels[index].name} channel of {field.name}."
+        )
+        return diameter
+
+    def _pixel_size(self, field: ScreenField) -> float | None:
+        plate = self._session_plate(field)
+        value = plate.metadata.get("pixel_size_um") if plate is not None else None
+        return float(value) if value else None
 
     def run(self) -> None:
         """Start segmenting in a worker thread."""
@@ -362,6 +466,9 @@ class SegmentationWidget(QWidget):
 
         if self.worker is not None:
             return
+        self.refresh_channels()
+        if self.auto_diameter.isChecked():
+            self.estimate_diameter()
         try:
             params = self.params()
             target = self.target()

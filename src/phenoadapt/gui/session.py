@@ -202,9 +202,9 @@ class PlateSession(QObject):
             )
         updated = dataclasses.replace(plate, channels=channels)
         self.plates[plate_id] = updated
-        self.channels_changed.emit(plate_id)
         if self.current is not None and self.current.plate_id == plate_id:
             self.show_field(plate_id, self.current.well, self.current.site)
+        self.channels_changed.emit(plate_id)  # after the layers show the new names
         return updated
 
     def close_plate(self, plate_id: str) -> None:
