@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -45,6 +46,10 @@ def test_segment_writes_cells_and_profiles(plate_dir, tmp_path, capsys):
     assert status == 0
     assert "3 of 4 fields segmented" in out
     assert "well B03, site 1" in err and "all zero" in err  # the failed field is named
+    settings = json.loads((tmp_path / "cells.segmentation.json").read_text())
+    assert settings["nucleus_diameter_px"] == 16 and not settings["nucleus_diameter_estimated"]
+    assert (settings["nucleus_channel"], settings["cell_channel"]) == ("DNA", "AGP")
+    assert [c["role"] for c in settings["channels"]] == ["DNA", "ER", "RNA", "AGP", "Mito"]
     table = pd.read_csv(cells)
     assert list(table.columns[:9]) == [
         schema.PLATE,

@@ -9,6 +9,8 @@ that fail are listed on stderr; the command fails only when no field worked.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -99,6 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_segment(args: argparse.Namespace) -> int:
     """Run ``phenoadapt segment``."""
     outputs = [Path(p) for p in (args.out, args.per_well, args.per_site) if p]
+    outputs.append(settings_path(Path(args.out)))
     check_outputs(outputs, args.overwrite)
     if args.workers is not None and args.workers < 1:
         raise CellsError(f"--workers {args.workers}: give at least 1 process.")
@@ -127,7 +130,8 @@ def run_segment(args: argparse.Namespace) -> int:
             "(see the messages above); nothing was written."
         )
     write_csv_atomic(result.cells, Path(args.out), args.overwrite)
-    written = [f"{len(result.cells)} cells -> {args.out}"]
+    settings = write_settings(Path(args.out), plate, params, estimated=not args.nucleus_diameter)
+    written = [f"{len(result.cells)} cells -> {args.out} (settings: {settings.name})"]
     if args.per_well:
         wells_table = result.per_well()
         write_csv_atomic(wells_table, Path(args.per_well), args.overwrite)
@@ -139,6 +143,40 @@ def run_segment(args: argparse.Namespace) -> int:
     done = result.n_fields - len(result.failures)
     print(f"{done} of {result.n_fields} fields segmented: " + "; ".join(written))
     return 0
+
+
+def settings_path(cells_csv: Path) -> Path:
+    """Where the segmentation settings of a cells table go: ``cells.segmentation.json``."""
+    return cells_csv.with_name(cells_csv.name.split(".")[0] + ".segmentation.json")
+
+
+def write_settings(cells_csv: Path, plate, params: SegmentationParams, *, estimated: bool) -> Path:
+    """Write what the cells were segmented with next to them, so a result can be reproduced.
+
+    The nucleus diameter (and whether it was estimated from the DNA channel),
+    the channels used and the plate's channels with their roles.
+    """
+    from .. import __version__
+    from ..cells.segment import find_cell_channel, find_channel
+
+    nucleus = find_channel(plate.channels, params.nucleus_channel)
+    cell = find_cell_channel(plate.channels, params.cytoplasm_channel, nucleus)
+    settings = {
+        "plate": plate.plate_id,
+        "nucleus_diameter_px": round(float(params.nucleus_diameter), 2),
+        "nucleus_diameter_estimated": estimated,
+        "pixel_size_um": plate.metadata.get("pixel_size_um"),
+        "nucleus_channel": plate.channels[nucleus].name,
+        "cell_channel": plate.channels[cell].name,
+        "channels": [{"key": c.key, "name": c.name, "role": c.role.value} for c in plate.channels],
+        "parameters": dataclasses.asdict(params),
+        "phenoadapt": __version__,
+    }
+    path = settings_path(cells_csv)
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps(settings, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(temp, path)
+    return path
 
 
 def _run_with_bar(plate, wells, params, measure, platemap, workers) -> PlateCells:

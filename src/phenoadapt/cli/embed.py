@@ -22,6 +22,7 @@ from ..plate import open_plate, read_platemap
 from ..profiles import read_table
 from .cells import check_outputs, parse_wells, write_csv_atomic
 from .open_args import add_open_options, open_options, warn_guessed_channels
+from .segmentation_args import add_channel_arguments, channel_params
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -84,6 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="nucleus diameter in pixels when segmenting (default: %(default)g)",
     )
     add_open_options(parser)
+    add_channel_arguments(parser)
     parser.add_argument("--plate-id", help="plate id to use (and to pick the plate's map rows)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.set_defaults(func=run_embed)
@@ -141,7 +143,9 @@ def _embed_with_bar(args, plate, checkpoint, platemap, cells, correction):
             level=args.level,
             statistic=args.statistic,
             correction=correction,
-            segmentation=SegmentationParams(nucleus_diameter=args.nucleus_diameter),
+            segmentation=SegmentationParams(
+                nucleus_diameter=args.nucleus_diameter, **channel_params(args)
+            ),
             batch_size=args.batch_size,
             seed=args.seed,
             device=args.device,

@@ -22,13 +22,13 @@ import pandas as pd
 
 from .. import schema
 from ..adapt.methods import DEFAULT_CONTROLS_PER_CONTEXT, DEFAULT_MIN_CONTROLS, Method
-from ..cells import SegmentationParams
 from ..errors import PhenoadaptError
 from ..export import RESULT_FILES, check_writable, write_tables
 from ..pipeline.tiles import DEFAULT_MIN_CONTROL_SITES
 from ..plate import open_plate, read_platemap
 from .cells import parse_wells
 from .open_args import add_open_options, open_options, warn_guessed_channels
+from .segmentation_args import add_channel_arguments, channel_params
 
 METHOD_CHOICES = tuple(m.value for m in Method)
 
@@ -169,6 +169,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--nucleus-diameter", type=float, metavar="D",
         help="nucleus diameter in pixels (default: what the checkpoint was trained with)",
     )  # fmt: skip
+    add_channel_arguments(parser, from_checkpoint=True)
     parser.add_argument(
         "--embeddings", action="store_true",
         help="also write embeddings.csv (adapted features) and embeddings_unadapted.csv",
@@ -246,11 +247,9 @@ def run_predict(args: argparse.Namespace) -> int:
     )
     targets = {n: out / RESULT_FILES.get(n, f"{n}.csv") for n in names}
     check_writable(list(targets.values()), args.overwrite)
-    segmentation = (
-        SegmentationParams(nucleus_diameter=args.nucleus_diameter)
-        if args.nucleus_diameter
-        else None
-    )
+    overrides = channel_params(args)
+    if args.nucleus_diameter:
+        overrides["nucleus_diameter"] = args.nucleus_diameter
     config = RunConfig(
         checkpoint=args.checkpoint if len(args.checkpoint) > 1 else args.checkpoint[0],
         method=args.method, device=args.device, batch_size=args.batch_size,
@@ -259,7 +258,7 @@ def run_predict(args: argparse.Namespace) -> int:
         min_controls=args.min_controls or DEFAULT_MIN_CONTROLS,
         min_control_sites=args.min_controls or DEFAULT_MIN_CONTROL_SITES,
         allow_fallback=args.allow_fallback, seed=args.seed, wells=parse_wells(args.wells),
-        segmentation=segmentation, compare_unadapted=args.embeddings,
+        segmentation_overrides=overrides, compare_unadapted=args.embeddings,
         return_embeddings=args.embeddings,
     )  # fmt: skip
     plates, platemaps, cells = open_inputs(args)

@@ -18,28 +18,37 @@ from ..cells.segment import find_channel
 SAMPLE_FIELDS = 3
 
 
-def add_channel_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--nucleus-channel`` and ``--cell-channel``."""
+def add_channel_arguments(
+    parser: argparse.ArgumentParser, *, from_checkpoint: bool = False
+) -> None:
+    """Add ``--nucleus-channel`` and ``--cell-channel``.
+
+    With ``from_checkpoint`` they default to None: the channels the checkpoint
+    was trained with.
+    """
+    trained = "the checkpoint's, else " if from_checkpoint else ""
     parser.add_argument(
         "--nucleus-channel",
-        default=SegmentationParams.nucleus_channel,
+        default=None if from_checkpoint else SegmentationParams.nucleus_channel,
         metavar="CHANNEL",
-        help="channel (name or role) that shows the nuclei (default: %(default)s; without a DNA "
-        "channel, one named DAPI, Hoechst, DRAQ5 or *nuc* is used)",
+        help=f"channel (name or role) that shows the nuclei (default: {trained}DNA; without a "
+        "DNA channel, one named DAPI, Hoechst, DRAQ5 or *nuc* is used)",
     )
     parser.add_argument(
         "--cell-channel",
         "--cytoplasm-channel",
         dest="cell_channel",
-        default=SegmentationParams.cytoplasm_channel,
+        default=None if from_checkpoint else SegmentationParams.cytoplasm_channel,
         metavar="CHANNEL",
-        help="channel (name or role) that outlines whole cells (default: %(default)s)",
+        help=f"channel (name or role) that outlines whole cells (default: {trained}AGP; without "
+        "AGP, RNA, ER or Mito in that order)",
     )
 
 
 def channel_params(args: argparse.Namespace) -> dict[str, str]:
-    """The SegmentationParams fields that ``add_channel_arguments`` sets."""
-    return {"nucleus_channel": args.nucleus_channel, "cytoplasm_channel": args.cell_channel}
+    """The SegmentationParams fields that ``add_channel_arguments`` sets (those given)."""
+    given = {"nucleus_channel": args.nucleus_channel, "cytoplasm_channel": args.cell_channel}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def plate_nucleus_diameter(plate, nucleus_channel: str, wells: list[str] | None = None) -> float:

@@ -28,6 +28,7 @@ from .predict import (
     torch_threads,
     warnings_to_stderr,
 )
+from .segmentation_args import add_channel_arguments, channel_params
 
 DEFAULTS = TrainRunConfig()
 
@@ -91,6 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--nucleus-diameter", type=float, default=SegmentationParams.nucleus_diameter,
         metavar="D", help="nucleus diameter in pixels (default: %(default)g)",
     )  # fmt: skip
+    add_channel_arguments(parser)
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
     parser.add_argument("--seed", type=int, default=0)
     add_threads_option(parser, default=None)
@@ -124,7 +126,9 @@ def run_train(args: argparse.Namespace) -> int:
         controls_per_episode=args.controls_per_episode, plates_per_step=args.plates_per_step,
         max_steps_per_epoch=args.max_steps_per_epoch, validation_plates=args.validation_plates,
         wells=parse_wells(args.wells),
-        segmentation=SegmentationParams(nucleus_diameter=args.nucleus_diameter),
+        segmentation=SegmentationParams(
+            nucleus_diameter=args.nucleus_diameter, **channel_params(args)
+        ),
         seed=args.seed, device=args.device, overwrite=args.overwrite,
         abra=AbraConfig(epsilon=args.abra_epsilon) if args.abra else None,
     )  # fmt: skip

@@ -76,6 +76,10 @@ class RunConfig:
     segmentation
         Segmentation parameters; None: those the checkpoint was trained with
         (its metadata ``extra["segmentation"]``), else the defaults.
+    segmentation_overrides
+        Fields of the segmentation parameters to change on top of those, e.g.
+        ``{"nucleus_channel": "Hoechst"}`` for a plate whose stains are named
+        otherwise than the training plates'.
     compare_unadapted
         Also compute features with the training statistics (ERM) for "before"
         views next to the adapted ones.
@@ -95,6 +99,7 @@ class RunConfig:
     seed: int = 0
     wells: list[str] | None = None
     segmentation: SegmentationParams | None = None
+    segmentation_overrides: dict[str, Any] = field(default_factory=dict)
     compare_unadapted: bool = True
     return_embeddings: bool = True
 
@@ -290,7 +295,14 @@ def _check_control_cells(
 
 
 def segmentation_for(config: RunConfig, checkpoint: Checkpoint) -> SegmentationParams:
-    """The run's segmentation: the config's, else the checkpoint's training one, else defaults."""
+    """The run's segmentation: the config's, else the checkpoint's training one, else defaults.
+
+    ``config.segmentation_overrides`` apply on top.
+    """
+    return replace(_base_segmentation(config, checkpoint), **config.segmentation_overrides)
+
+
+def _base_segmentation(config: RunConfig, checkpoint: Checkpoint) -> SegmentationParams:
     if config.segmentation is not None:
         return config.segmentation
     recorded = checkpoint.metadata.extra.get("segmentation")
