@@ -366,7 +366,8 @@ class PlateDock(QWidget):
         self.select_plate(plate.plate_id)
         notify(
             "info",
-            f"Opened plate {plate.plate_id} ({plate.format}, {len(plate.wells)} wells imaged, "
+            f"Opened plate {plate.plate_id} ({plate.format}, "
+            f"{_count(len(plate.wells), 'well')} imaged, "
             f"{plate.n_fields} fields, channels {', '.join(plate.channel_names)}).",
         )
         if show and plate.wells and self.show_well(plate.plate_id, plate.wells[0]):
@@ -539,7 +540,7 @@ class PlateDock(QWidget):
         self.grid.set_tooltips(well_tooltips(plate, platemap, wells, plate.format))
         sites = sorted({len(s) for s in plate.sites.values()})
         self.info.setText(
-            f"{plate.plate_id}: {plate.format} plate, {len(plate.wells)} wells imaged "
+            f"{plate.plate_id}: {plate.format} plate, {_count(len(plate.wells), 'well')} imaged "
             f"({'/'.join(map(str, sites))} site{'s' if sites != [1] else ''} each), "
             f"{len(plate.channels)} channels ({', '.join(plate.channel_names)})."
         )
@@ -610,3 +611,8 @@ class PlateDock(QWidget):
             # A fresh result is what the user wants to see.
             self.color_by.setCurrentText(PREDICTED)
         self.refresh()
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 well``, ``2 wells``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

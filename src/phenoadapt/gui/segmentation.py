@@ -320,6 +320,9 @@ class SegmentationWidget(QWidget):
         self.cytoplasm = QComboBox()
         self.cytoplasm.addItems(CYTOPLASM_CHOICES)
         self.cytoplasm.setToolTip("Channel whose signal outlines whole cells.")
+        for combo in (self.nucleus, self.cytoplasm):
+            # activated: the user's own choice (not one made by refresh_channels).
+            combo.activated.connect(lambda _i, c=combo: c.setProperty("picked", c.currentText()))
         self.threshold = QComboBox()
         self.threshold.addItems(THRESHOLD_METHODS)
         self.threshold.setCurrentText(defaults.threshold_method)
@@ -422,18 +425,16 @@ class SegmentationWidget(QWidget):
         except PhenoadaptError:
             return
         names = [c.name for c in channels]
-        current = (self.nucleus.currentText(), self.cytoplasm.currentText())
         if names == [self.nucleus.itemText(i) for i in range(self.nucleus.count())]:
             return
         nucleus, cell = _default_channels(channels)
-        for combo, chosen, previous in (
-            (self.nucleus, nucleus, current[0]),
-            (self.cytoplasm, cell, current[1]),
-        ):
+        for combo, default in ((self.nucleus, nucleus), (self.cytoplasm, cell)):
+            # What the user picked stays picked; a default follows the plate's channels.
+            picked = combo.property("picked")
             combo.blockSignals(True)
             combo.clear()
             combo.addItems(names)
-            combo.setCurrentText(previous if previous in names else chosen)
+            combo.setCurrentText(picked if picked in names else default)
             combo.blockSignals(False)
 
     def estimate_diameter(self) -> float | None:
