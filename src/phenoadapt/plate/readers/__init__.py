@@ -83,21 +83,30 @@ when it is read, or at once with :func:`verify_plate` (``phenoadapt info --check
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from ...errors import PlateLayoutError
 from ..model import Plate
 from ..wells import PlateFormat
-from .layouts import LAYOUT_NAMES, detect_layout, layout_by_name, match_files, user_layout
+from .layouts import (
+    LAYOUT_NAMES,
+    FileLayout,
+    detect_layout,
+    layout_by_name,
+    match_files,
+    user_layout,
+)
 from .naming import ChannelNames, parse_channel_names
 from .ome_zarr import ZarrSource, is_zarr_store, open_ome_zarr, write_ome_zarr
 from .scan import check_folder, list_files
-from .suggest import no_layout_message, suggest_pattern
+from .suggest import no_layout_message, suggest_pattern, unmatched_images, unmatched_message
 from .tiff_plate import OpenOptions, PlaneChoice, open_tiff_plate
 from .verify import verify_plate
 
 __all__ = [
     "LAYOUTS",
+    "UnmatchedImagesWarning",
     "ZarrSource",
     "open_plate",
     "parse_channel_names",
@@ -191,8 +200,8 @@ def open_plate(
         records = match_files(file_layout, paths)
         if not records:
             shown = "\n  ".join(paths[:5])
-            example = suggest_pattern(paths[0].rsplit("/", 1)[-1])
-            hint = f" For {paths[0]!r} try:\n  --pattern '{example}'" if example else ""
+            example = suggest_pattern(paths)
+            hint = f" For the image files here try:\n  --pattern '{example}'" if example else ""
             raise PlateLayoutError(
                 f"The pattern {pattern!r} matches none of the {len(paths)} files in {folder}, "
                 f"e.g.:\n  {shown}\nThe pattern must match a whole file name, or a whole path "
@@ -211,7 +220,45 @@ def open_plate(
         if found is None:
             raise PlateLayoutError(no_layout_message(folder, paths))
         file_layout, records = found
-    return open_tiff_plate(folder, file_layout, records, len(paths), paths, options)
+    plate = open_tiff_plate(folder, file_layout, records, len(paths), paths, options)
+    _report_unmatched(plate, file_layout, paths, [r.path for r in records])
+    return plate
+
+
+class UnmatchedImagesWarning(UserWarning):
+    """Image files of a plate folder that the layout or pattern did not match (not opened)."""
+
+
+# How many unmatched image names a warning shows.
+_SHOWN_UNMATCHED = 5
+
+
+def _report_unmatched(
+    plate: Plate, layout: FileLayout, paths: list[str], matched: list[str]
+) -> None:
+    """Record (and warn about) image files the layout left out, so nothing is dropped silently.
+
+    Instrument thumbnails (``_thumb``) left out by a built-in layout are expected
+    and not reported.
+    """
+    left = unmatched_images(paths, matched)
+    if layout.name != "pattern":
+        left = [p for p in left if "_thumb" not in p.lower()]
+    if not left:
+        return
+    n_images = len(matched) + len(left)
+    examples = left[:_SHOWN_UNMATCHED]
+    plate.metadata["unmatched_images"] = len(left)
+    plate.metadata["unmatched_examples"] = examples
+    suggestion = None
+    if layout.name == "pattern":
+        better = suggest_pattern(paths)
+        if better is not None and better != layout.regex.pattern:
+            suggestion = better if len(match_files(user_layout(better), left)) else None
+    what = "pattern" if layout.name == "pattern" else f"layout ({layout.name})"
+    message = unmatched_message(len(left), examples, n_images, what, suggestion)
+    plate.metadata["unmatched_message"] = message
+    warnings.warn(message, UnmatchedImagesWarning, stacklevel=3)
 
 
 def _plane(plane: PlaneChoice | str) -> PlaneChoice:
