@@ -29,6 +29,23 @@ Layouts
 
     PLATE1_D03f00d0.tif                well D03, field 0, channel d0 (both numbered from 0)
 
+``yokogawa`` — Yokogawa CellVoyager CV7000 / CV8000::
+
+    AssayPlate_Greiner_#781091_B03_T0001F001L01A01Z01C01.tif
+                                    well B03, time 1, field 1, plane 1, channel C1
+
+``incell`` — Cytiva (GE) IN Cell Analyzer; the channel key is the wavelength text::
+
+    B - 03(fld 1 wv UV - DAPI).tif       B - 03(fld 2 wv Blue - FITC z 3).tif
+
+``columbus`` — PerkinElmer Operetta / Opera images exported from Columbus::
+
+    001001-1-001001001.tif             row 1, column 1 (A01), field 1, channel 1 (last 3 digits)
+
+``nikon`` — Nikon NIS-Elements TIFF export with the well in the name::
+
+    B03_XY01_C1.tif    Plate1_WellB03_T001_XY02_Z1_C2.tif
+
 ``stack`` — one multi-channel TIFF per site, holding a (C, Y, X) stack::
 
     PLATE1_A01_s1.tif    A01_f1.tiff    A01_s2.ome.tif
@@ -54,6 +71,13 @@ matched against each file's path relative to the folder (or just its name)::
   or numbers); ``site`` (default 1); ``channel`` (leave it out when each file is a
   per-site stack); optionally ``plate``, ``plane``, ``timepoint``.  A channel
   captured as a stain name (``DAPI``) becomes the channel's name.
+  :func:`suggest_pattern` writes one from all image names of a folder; the error
+  for a folder no layout knows carries it (``NoLayoutError.suggestion``).
+
+Image files (TIFF, PNG, vendor formats) that the layout or pattern leaves out
+are counted in ``plate.metadata["unmatched_images"]`` (a few names in
+``"unmatched_examples"``) and raise an :class:`UnmatchedImagesWarning`;
+thumbnails left out by a built-in layout are expected and not reported.
 
 Channel names and roles
 -----------------------
@@ -98,16 +122,24 @@ from .layouts import (
     user_layout,
 )
 from .naming import ChannelNames, parse_channel_names
-from .ome_zarr import ZarrSource, is_zarr_store, open_ome_zarr, write_ome_zarr
-from .scan import check_folder, list_files
-from .suggest import no_layout_message, suggest_pattern, unmatched_images, unmatched_message
+from .ome_zarr import ZarrSource, is_zarr_plate, is_zarr_store, open_ome_zarr, write_ome_zarr
+from .scan import check_folder, list_files, peek_files
+from .suggest import (
+    NoLayoutError,
+    no_layout_error,
+    suggest_pattern,
+    unmatched_images,
+    unmatched_message,
+)
 from .tiff_plate import OpenOptions, PlaneChoice, open_tiff_plate
 from .verify import verify_plate
 
 __all__ = [
     "LAYOUTS",
+    "NoLayoutError",
     "UnmatchedImagesWarning",
     "ZarrSource",
+    "is_plate",
     "open_plate",
     "parse_channel_names",
     "suggest_pattern",
@@ -137,7 +169,8 @@ def open_plate(
         The plate folder (images anywhere below it) or an OME-Zarr plate.
     layout
         Force a layout (``"phenix"``, ``"imagexpress"``, ``"cellomics"``,
-        ``"stack"``, ``"ome-zarr"``); recognised from the file names when None.
+        ``"yokogawa"``, ``"incell"``, ``"columbus"``, ``"nikon"``, ``"stack"``,
+        ``"ome-zarr"``); recognised from the file names when None.
     pattern
         A regular expression with named groups describing the file names
         (see the module documentation); overrides layout detection.
@@ -218,7 +251,7 @@ def open_plate(
     else:
         found = detect_layout(paths)
         if found is None:
-            raise PlateLayoutError(no_layout_message(folder, paths))
+            raise no_layout_error(folder, paths)
         file_layout, records = found
     plate = open_tiff_plate(folder, file_layout, records, len(paths), paths, options)
     _report_unmatched(plate, file_layout, paths, [r.path for r in records])
@@ -259,6 +292,24 @@ def _report_unmatched(
     message = unmatched_message(len(left), examples, n_images, what, suggestion)
     plate.metadata["unmatched_message"] = message
     warnings.warn(message, UnmatchedImagesWarning, stacklevel=3)
+
+
+def is_plate(path: str | Path) -> bool:
+    """Whether ``path`` looks like a plate phenoadapt opens, decided from a bounded look.
+
+    True for an OME-Zarr HCS plate (its group metadata names a plate) and for a
+    folder where a built-in layout recognises some of the first files listed
+    (:func:`~phenoadapt.plate.readers.scan.peek_files`: at most a few thousand
+    entries, a few levels deep); False for a file, a missing path, or any other
+    folder.  Used by the napari reader, which must decline quickly what it cannot
+    open; :func:`open_plate` itself also takes folders described by a pattern.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        return False
+    if is_zarr_store(folder):
+        return is_zarr_plate(folder)
+    return detect_layout(peek_files(folder)) is not None
 
 
 def _plane(plane: PlaneChoice | str) -> PlaneChoice:

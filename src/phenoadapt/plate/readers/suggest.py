@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...errors import PlateLayoutError
 from .layouts import LAYOUTS
 from .scan import is_image
 
@@ -171,7 +172,7 @@ def _segment_slots(column: list[str]) -> list[_Slot]:
     """Letter and digit runs of one segment when all names split alike, else one word."""
     runs = [_RUNS.findall(text) for text in column]
     kinds = {tuple("digit" if r.isdigit() else "alpha" for r in run) for run in runs}
-    if len(kinds) == 1 and all("".join(run) == text for run, text in zip(runs, column)):
+    if len(kinds) == 1:
         (shape,) = kinds
         return [_Slot(kind, [run[j] for run in runs]) for j, kind in enumerate(shape)]
     return [_Slot("word", column)] if any(column) else []
@@ -374,6 +375,19 @@ def unmatched_message(
         f"not opened (e.g. "
         f"{shown}{more}); if they belong to the plate, {fix}."
     )
+
+
+class NoLayoutError(PlateLayoutError):
+    """A folder whose file names match no layout; ``suggestion`` is a pattern for them or None."""
+
+    def __init__(self, message: str, suggestion: str | None = None) -> None:
+        super().__init__(message)
+        self.suggestion = suggestion
+
+
+def no_layout_error(folder: Path, paths: list[str]) -> NoLayoutError:
+    """The error for a folder whose files match no layout, carrying the suggested pattern."""
+    return NoLayoutError(no_layout_message(folder, paths), suggest_pattern(paths))
 
 
 def no_layout_message(folder: Path, paths: list[str]) -> str:
