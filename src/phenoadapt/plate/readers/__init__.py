@@ -76,8 +76,9 @@ matched against each file's path relative to the folder (or just its name)::
 
 Image files (TIFF, PNG, vendor formats) that the layout or pattern leaves out
 are counted in ``plate.metadata["unmatched_images"]`` (a few names in
-``"unmatched_examples"``) and raise an :class:`UnmatchedImagesWarning`;
-thumbnails left out by a built-in layout are expected and not reported.
+``"unmatched_examples"``); when a pattern left them out, opening also warns
+(:class:`UnmatchedImagesWarning`), as a pattern that misses names is how a plate
+silently loses wells or channels.  Thumbnails are never counted.
 
 Channel names and roles
 -----------------------
@@ -269,10 +270,12 @@ _SHOWN_UNMATCHED = 5
 def _report_unmatched(
     plate: Plate, layout: FileLayout, paths: list[str], matched: list[str]
 ) -> None:
-    """Record (and warn about) image files the layout left out, so nothing is dropped silently.
+    """Record image files the layout left out, and warn when a pattern left them out.
 
-    Instrument thumbnails (``_thumb``) left out by a built-in layout are expected
-    and not reported.
+    A pattern (the user's or a suggested one) that leaves images out is the way
+    plates silently lose wells or channels, so it warns; a built-in layout leaves
+    out what its instrument writes beside the images (thumbnails, which are not
+    even recorded, and other tools' outputs), recorded but not warned about.
     """
     left = unmatched_images(paths, matched)
     if layout.name != "pattern":
@@ -291,7 +294,8 @@ def _report_unmatched(
     what = "pattern" if layout.name == "pattern" else f"layout ({layout.name})"
     message = unmatched_message(len(left), examples, n_images, what, suggestion)
     plate.metadata["unmatched_message"] = message
-    warnings.warn(message, UnmatchedImagesWarning, stacklevel=3)
+    if layout.name == "pattern":
+        warnings.warn(message, UnmatchedImagesWarning, stacklevel=3)
 
 
 def is_plate(path: str | Path) -> bool:
