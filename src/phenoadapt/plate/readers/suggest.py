@@ -275,10 +275,7 @@ def _give_words(plan: _Plan) -> None:
             and _free(plan, span[-1] + 2)
         ):
             span += [span[-1] + 1, span[-1] + 2]
-        pieces = [
-            _escape(slots[j].values[0]) if slots[j].kind == "sep" else _WORDS[slots[j].kind]
-            for j in span
-        ]
+        pieces = [_word_regex(slots, j) for j in span]
         if "channel" not in plan.roles:
             prefix = _camel_prefix(slot.values) if len(span) == 1 else ""
             plan.give("channel", span, "".join(pieces))
@@ -288,6 +285,17 @@ def _give_words(plan: _Plan) -> None:
             for j, piece in zip(span, pieces, strict=True):
                 slots[j].regex = piece
         i = span[-1] + 1
+
+
+def _word_regex(slots: list[_Slot], i: int) -> str:
+    """A varying word's regex: letters and digits when it fills its segment (GFP, Cy5)."""
+    slot = slots[i]
+    if slot.kind == "sep":
+        return _escape(slot.values[0])
+    alone = (i == 0 or slots[i - 1].kind == "sep") and (
+        i + 1 == len(slots) or slots[i + 1].kind == "sep"
+    )
+    return _WORDS["word" if alone else slot.kind]
 
 
 def _camel_prefix(values: list[str]) -> str:
@@ -387,15 +395,15 @@ class NoLayoutError(PlateLayoutError):
 
 def no_layout_error(folder: Path, paths: list[str]) -> NoLayoutError:
     """The error for a folder whose files match no layout, carrying the suggested pattern."""
-    return NoLayoutError(no_layout_message(folder, paths), suggest_pattern(paths))
+    suggestion = suggest_pattern(paths)
+    return NoLayoutError(no_layout_message(folder, paths, suggestion), suggestion)
 
 
-def no_layout_message(folder: Path, paths: list[str]) -> str:
-    """The error text for a folder whose files match no layout: names, layouts, a pattern."""
+def no_layout_message(folder: Path, paths: list[str], pattern: str | None = None) -> str:
+    """The error text for a folder whose files match no layout: names, layouts, ``pattern``."""
     shown = paths[:5]
     more = f"\n  ... and {len(paths) - len(shown)} more" if len(paths) > len(shown) else ""
     known = "; ".join(f"{layout.name} ({layout.example})" for layout in LAYOUTS)
-    pattern = suggest_pattern(paths)
     names = image_names(paths)
     lines = "\n  ".join(shown)
     if pattern is None:
