@@ -27,8 +27,13 @@ def test_plate_folder_opens_through_the_reader(make_napari_viewer, data_dir):
     assert all(layer.blending == "additive" for layer in viewer.layers)
 
 
-def test_non_plate_folder_gives_a_notification_not_a_crash(make_napari_viewer, tmp_path):
-    (tmp_path / "notes.txt").write_text("not an image")
+def test_broken_plate_folder_gives_a_notification_not_a_crash(
+    make_napari_viewer, tmp_path, data_dir
+):
+    # A recognised Phenix folder whose second site lacks channel 2: taken, then explained.
+    source = data_dir / "phenix_BR00143976" / "r03c03f03p01-ch1sk1fk1fl1.tiff"
+    for name in ("r01c01f01p01-ch1", "r01c01f01p01-ch2", "r01c01f02p01-ch1"):
+        shutil.copy(source, tmp_path / f"{name}sk1fk1fl1.tiff")
     viewer = make_napari_viewer()
     reader = get_plate_reader(str(tmp_path))
     assert reader is not None
@@ -38,7 +43,7 @@ def test_non_plate_folder_gives_a_notification_not_a_crash(make_napari_viewer, t
     notification_manager.notification_ready.connect(lambda n: seen.append(str(n.message)))
     out = reader(str(tmp_path))
     assert out == [(None,)]
-    assert any("could not open" in m and "notes.txt" in m for m in seen), seen
+    assert any("could not open" in m and "channel 2" in m for m in seen), seen
     assert len(viewer.layers) == 0
 
 
@@ -47,6 +52,27 @@ def test_reader_declines_files_and_several_paths(tmp_path):
     f.write_bytes(b"")
     assert get_plate_reader(str(f)) is None
     assert get_plate_reader([str(tmp_path), str(tmp_path)]) is None
+
+
+def test_reader_declines_folders_that_are_not_plates(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "photo.tif").write_bytes(b"")
+    assert get_plate_reader(str(tmp_path)) is None
+    assert get_plate_reader([str(tmp_path)]) is None
+    assert get_plate_reader(str(tmp_path / "notes.txt")) is None
+
+
+def test_napari_offers_phenoadapt_for_folders_only(tmp_path, data_dir):
+    from npe2 import PluginManager
+
+    pm = PluginManager.instance()
+    pm.discover()
+    image = tmp_path / "photo.png"
+    image.write_bytes(b"")
+    for path in (image, tmp_path / "table.csv"):
+        assert "phenoadapt" not in {r.plugin_name for r in pm.iter_compatible_readers(str(path))}
+    folder = str(data_dir / "phenix_BR00143976")
+    assert "phenoadapt" in {r.plugin_name for r in pm.iter_compatible_readers(folder)}
 
 
 def test_sample_data_loads_a_synthetic_plate(make_napari_viewer):

@@ -555,7 +555,7 @@ def test_unrelated_files_suggest_a_working_pattern(tmp_path):
     assert "No plate layout recognised" in message and "(13 files)" in message
     shown = [line.strip() for line in message.splitlines() if line.startswith("  ") and "." in line]
     assert "notes.txt" in shown[0] and "... and 8 more" in message  # five names shown
-    assert "--pattern" in message and "For a file named 'scan_B03_pos1_c1.tif'" in message
+    assert "--pattern" in message and "For the 12 image files here" in message
     suggested = message.split("--pattern '")[1].split("'")[0]
     plate = open_plate(tmp_path, pattern=suggested)  # the suggestion works
     assert plate.wells == ["B03", "B04", "C03"] and plate.sites["B03"] == [1, 2]
@@ -565,7 +565,7 @@ def test_unrelated_files_suggest_a_working_pattern(tmp_path):
 def test_suggest_pattern():
     assert suggest_pattern("notes.txt") is None
     pattern = suggest_pattern("exp-1_P24_s03_w2.tif")
-    assert pattern == r"exp-1_(?P<well>[A-Z]{1,2}\d{1,2})_s(?P<site>\d+)_w(?P<channel>\d+)\.tif"
+    assert pattern == r"exp-1_(?P<well>[A-Za-z]{1,2}\d{1,3})_s(?P<site>\d+)_w(?P<channel>\d+)\.tif"
 
 
 def test_corrupt_header_file_is_named(tmp_path):

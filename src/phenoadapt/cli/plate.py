@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from ..plate.channel_map import save_channel_map
 from ..plate.model import Plate
-from ..plate.readers import open_plate, verify_plate, write_ome_zarr
+from ..plate.readers import UnmatchedImagesWarning, open_plate, verify_plate, write_ome_zarr
 from ..plate.wells import normalize_well
 from .open_args import add_open_options, open_options
 
@@ -75,9 +76,14 @@ def _add_open_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _open(args: argparse.Namespace) -> Plate:
-    return open_plate(
-        args.plate, plate_id=args.plate_id, plate_format=args.plate_format, **open_options(args)
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnmatchedImagesWarning)
+        plate = open_plate(
+            args.plate, plate_id=args.plate_id, plate_format=args.plate_format, **open_options(args)
+        )
+    for warning in caught:  # image files the pattern left out: said once, plainly
+        print(f"phenoadapt: warning: {warning.message}", file=sys.stderr)
+    return plate
 
 
 def describe(plate: Plate) -> str:
@@ -104,8 +110,11 @@ def describe(plate: Plate) -> str:
         "index_file": "metadata file",
         "channel_map": "channel map",
         "ignored_files": "files ignored",
+        "unmatched_images": "images not matched",
     }
     rows += [(label, plate.metadata[k]) for k, label in optional.items() if plate.metadata.get(k)]
+    if plate.metadata.get("unmatched_examples"):
+        rows.append(("not matched e.g.", ", ".join(plate.metadata["unmatched_examples"])))
     width = max(len(label) for label, _ in rows) + 2
     lines = [f"{label + ':':<{width}}{value}" for label, value in rows]
     lines.append("channels:")

@@ -356,7 +356,12 @@ class PlateDock(QWidget):
                 path, self.pattern.text().strip() or None, self.chosen_format()
             )
         except PhenoadaptError as exc:
-            notify("error", f"phenoadapt could not open {path}: {exc}")
+            hint = ""
+            suggestion = getattr(exc, "suggestion", None)  # NoLayoutError: names no layout knows
+            if suggestion and not self.pattern.text().strip():
+                self.pattern.setText(suggestion)
+                hint = "\nFile pattern now holds a pattern for these files: check it, open again."
+            notify("error", f"phenoadapt could not open {path}: {exc}{hint}")
             return None
         if not self._may_replace(plate):
             return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from .. import schema
 from ..errors import PhenoadaptError
 from ..plate import Channel, Plate, open_plate
 from ..plate.platemap import PlateMap, read_platemap, write_platemap
+from ..plate.readers import UnmatchedImagesWarning
 from .common import notify
 from .layers import META_KEY, field_layer_data
 
@@ -101,16 +103,20 @@ def load_plate(
     PhenoadaptError
         When the folder is not a plate.
     """
-    plate = open_plate(path, pattern=pattern or None, plate_format=plate_format, **open_options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnmatchedImagesWarning)
+        plate = open_plate(path, pattern=pattern or None, plate_format=plate_format, **open_options)
+    # Image files the pattern left out are said, not dropped silently.
+    said = [str(w.message) for w in caught if issubclass(w.category, UnmatchedImagesWarning)]
     found = find_platemap(plate)
     if found is None:
-        return plate, None, []
+        return plate, None, said
     try:
         platemap = read_platemap(found, plate_format=plate.format)
         check = platemap.check_against(plate)
     except PhenoadaptError as exc:
-        return plate, None, [f"The plate map {found} was not used: {exc}"]
-    return plate, platemap, [] if check.ok else [check.summary()]
+        return plate, None, [*said, f"The plate map {found} was not used: {exc}"]
+    return plate, platemap, said if check.ok else [*said, check.summary()]
 
 
 class PlateSession(QObject):

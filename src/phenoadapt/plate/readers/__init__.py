@@ -29,6 +29,23 @@ Layouts
 
     PLATE1_D03f00d0.tif                well D03, field 0, channel d0 (both numbered from 0)
 
+``yokogawa`` — Yokogawa CellVoyager CV7000 / CV8000::
+
+    AssayPlate_Greiner_#781091_B03_T0001F001L01A01Z01C01.tif
+                                    well B03, time 1, field 1, plane 1, channel C1
+
+``incell`` — Cytiva (GE) IN Cell Analyzer; the channel key is the wavelength text::
+
+    B - 03(fld 1 wv UV - DAPI).tif       B - 03(fld 2 wv Blue - FITC z 3).tif
+
+``columbus`` — PerkinElmer Operetta / Opera images exported from Columbus::
+
+    001001-1-001001001.tif             row 1, column 1 (A01), field 1, channel 1 (last 3 digits)
+
+``nikon`` — Nikon NIS-Elements TIFF export with the well in the name::
+
+    B03_XY01_C1.tif    Plate1_WellB03_T001_XY02_Z1_C2.tif
+
 ``stack`` — one multi-channel TIFF per site, holding a (C, Y, X) stack::
 
     PLATE1_A01_s1.tif    A01_f1.tiff    A01_s2.ome.tif
@@ -54,6 +71,14 @@ matched against each file's path relative to the folder (or just its name)::
   or numbers); ``site`` (default 1); ``channel`` (leave it out when each file is a
   per-site stack); optionally ``plate``, ``plane``, ``timepoint``.  A channel
   captured as a stain name (``DAPI``) becomes the channel's name.
+  :func:`suggest_pattern` writes one from all image names of a folder; the error
+  for a folder no layout knows carries it (``NoLayoutError.suggestion``).
+
+Image files (TIFF, PNG, vendor formats) that the layout or pattern leaves out
+are counted in ``plate.metadata["unmatched_images"]`` (a few names in
+``"unmatched_examples"``); when a pattern left them out, opening also warns
+(:class:`UnmatchedImagesWarning`), as a pattern that misses names is how a plate
+silently loses wells or channels.  Thumbnails are never counted.
 
 Channel names and roles
 -----------------------
@@ -83,22 +108,39 @@ when it is read, or at once with :func:`verify_plate` (``phenoadapt info --check
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from ...errors import PlateLayoutError
 from ..model import Plate
 from ..wells import PlateFormat
-from .layouts import LAYOUT_NAMES, detect_layout, layout_by_name, match_files, user_layout
+from .layouts import (
+    LAYOUT_NAMES,
+    FileLayout,
+    detect_layout,
+    layout_by_name,
+    match_files,
+    user_layout,
+)
 from .naming import ChannelNames, parse_channel_names
-from .ome_zarr import ZarrSource, is_zarr_store, open_ome_zarr, write_ome_zarr
-from .scan import check_folder, list_files
-from .suggest import no_layout_message, suggest_pattern
+from .ome_zarr import ZarrSource, is_zarr_plate, is_zarr_store, open_ome_zarr, write_ome_zarr
+from .scan import check_folder, list_files, peek_files
+from .suggest import (
+    NoLayoutError,
+    no_layout_error,
+    suggest_pattern,
+    unmatched_images,
+    unmatched_message,
+)
 from .tiff_plate import OpenOptions, PlaneChoice, open_tiff_plate
 from .verify import verify_plate
 
 __all__ = [
     "LAYOUTS",
+    "NoLayoutError",
+    "UnmatchedImagesWarning",
     "ZarrSource",
+    "is_plate",
     "open_plate",
     "parse_channel_names",
     "suggest_pattern",
@@ -128,7 +170,8 @@ def open_plate(
         The plate folder (images anywhere below it) or an OME-Zarr plate.
     layout
         Force a layout (``"phenix"``, ``"imagexpress"``, ``"cellomics"``,
-        ``"stack"``, ``"ome-zarr"``); recognised from the file names when None.
+        ``"yokogawa"``, ``"incell"``, ``"columbus"``, ``"nikon"``, ``"stack"``,
+        ``"ome-zarr"``); recognised from the file names when None.
     pattern
         A regular expression with named groups describing the file names
         (see the module documentation); overrides layout detection.
@@ -191,8 +234,8 @@ def open_plate(
         records = match_files(file_layout, paths)
         if not records:
             shown = "\n  ".join(paths[:5])
-            example = suggest_pattern(paths[0].rsplit("/", 1)[-1])
-            hint = f" For {paths[0]!r} try:\n  --pattern '{example}'" if example else ""
+            example = suggest_pattern(paths)
+            hint = f" For the image files here try:\n  --pattern '{example}'" if example else ""
             raise PlateLayoutError(
                 f"The pattern {pattern!r} matches none of the {len(paths)} files in {folder}, "
                 f"e.g.:\n  {shown}\nThe pattern must match a whole file name, or a whole path "
@@ -209,9 +252,68 @@ def open_plate(
     else:
         found = detect_layout(paths)
         if found is None:
-            raise PlateLayoutError(no_layout_message(folder, paths))
+            raise no_layout_error(folder, paths)
         file_layout, records = found
-    return open_tiff_plate(folder, file_layout, records, len(paths), paths, options)
+    plate = open_tiff_plate(folder, file_layout, records, len(paths), paths, options)
+    _report_unmatched(plate, file_layout, paths, [r.path for r in records])
+    return plate
+
+
+class UnmatchedImagesWarning(UserWarning):
+    """Image files of a plate folder that the layout or pattern did not match (not opened)."""
+
+
+# How many unmatched image names a warning shows.
+_SHOWN_UNMATCHED = 5
+
+
+def _report_unmatched(
+    plate: Plate, layout: FileLayout, paths: list[str], matched: list[str]
+) -> None:
+    """Record image files the layout left out, and warn when a pattern left them out.
+
+    A pattern (the user's or a suggested one) that leaves images out is the way
+    plates silently lose wells or channels, so it warns; a built-in layout leaves
+    out what its instrument writes beside the images (thumbnails, which are not
+    even recorded, and other tools' outputs), recorded but not warned about.
+    """
+    left = unmatched_images(paths, matched)
+    if layout.name != "pattern":
+        left = [p for p in left if "_thumb" not in p.lower()]
+    if not left:
+        return
+    n_images = len(matched) + len(left)
+    examples = left[:_SHOWN_UNMATCHED]
+    plate.metadata["unmatched_images"] = len(left)
+    plate.metadata["unmatched_examples"] = examples
+    suggestion = None
+    if layout.name == "pattern":
+        better = suggest_pattern(paths)
+        if better is not None and better != layout.regex.pattern:
+            suggestion = better if len(match_files(user_layout(better), left)) else None
+    what = "pattern" if layout.name == "pattern" else f"layout ({layout.name})"
+    message = unmatched_message(len(left), examples, n_images, what, suggestion)
+    plate.metadata["unmatched_message"] = message
+    if layout.name == "pattern":
+        warnings.warn(message, UnmatchedImagesWarning, stacklevel=3)
+
+
+def is_plate(path: str | Path) -> bool:
+    """Whether ``path`` looks like a plate phenoadapt opens, decided from a bounded look.
+
+    True for an OME-Zarr HCS plate (its group metadata names a plate) and for a
+    folder where a built-in layout recognises some of the first files listed
+    (:func:`~phenoadapt.plate.readers.scan.peek_files`: at most a few thousand
+    entries, a few levels deep); False for a file, a missing path, or any other
+    folder.  Used by the napari reader, which must decline quickly what it cannot
+    open; :func:`open_plate` itself also takes folders described by a pattern.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        return False
+    if is_zarr_store(folder):
+        return is_zarr_plate(folder)
+    return detect_layout(peek_files(folder)) is not None
 
 
 def _plane(plane: PlaneChoice | str) -> PlaneChoice:

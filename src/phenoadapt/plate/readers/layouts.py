@@ -127,8 +127,83 @@ STACKS = FileLayout(
     instrument="one multi-channel TIFF (C, Y, X) per site",
 )
 
+# Yokogawa CellVoyager CV7000/CV8000: <plate>_<well>_T<time>F<field>L<line>A<action>Z<plane>C<ch>.
+# The convention is the one Bio-Formats' CellVoyagerReader reads and public CV7000 parsers
+# glob for ("*_???_T????F???L??A??Z??C??.tif"); L (timeline) and A (action) are matched,
+# not captured: a channel number is unique across a measurement's actions.
+YOKOGAWA = FileLayout(
+    name="yokogawa",
+    regex=re.compile(
+        _DIRS + r"(?P<plate>[^/]+?)_(?P<well>[A-Za-z]{1,2}\d{2})_T(?P<timepoint>\d+)"
+        r"F(?P<site>\d+)L\d+A\d+Z(?P<plane>\d+)C(?P<channel>\d+)" + _TIFF,
+        re.IGNORECASE,
+    ),
+    example="AssayPlate_Greiner_#781091_B03_T0001F001L01A01Z01C01.tif",
+    channel_prefix="C",
+    instrument="Yokogawa CellVoyager CV7000 / CV8000",
+)
+
+# Cytiva (GE) IN Cell Analyzer: "B - 03(fld 1 wv UV - DAPI).tif", with " z 1" for z-stacks
+# and " time 1 - 0 ms" for time series (Bio-Formats InCellReader; the IN Cell Developer
+# Toolbox export names, e.g. "A - 01(fld 1 wv 390 - Blue).tif").  The channel key is the
+# wavelength text, so a stain named there (DAPI) names the channel and its role.
+INCELL = FileLayout(
+    name="incell",
+    regex=re.compile(
+        _DIRS + r"(?P<row>[A-Za-z]{1,2}) - (?P<column>\d{1,2})\(fld (?P<site>\d+) "
+        r"wv (?P<channel>[^()/]+?)(?: z (?P<plane>\d+))?(?: time (?P<timepoint>\d+)[^()/]*)?"
+        r"\)" + _TIFF,
+        re.IGNORECASE,
+    ),
+    example="B - 03(fld 1 wv UV - DAPI).tif",
+    channel_prefix=None,
+    instrument="Cytiva IN Cell Analyzer",
+)
+
+# PerkinElmer Columbus image export (Operetta, Opera): RRRCCC-F-TTTZZZCCC.tif, e.g.
+# "001001-1-001001001.tif" = row 1, column 1 (A01), field 1, then three 3-digit numbers
+# of which the last is the channel (the Columbus 2.4 export naming, as read by public
+# Columbus-export parsers).  Harmony exports of the Operetta use the Phenix scheme above.
+COLUMBUS = FileLayout(
+    name="columbus",
+    regex=re.compile(
+        _DIRS + r"(?P<row>\d{3})(?P<column>\d{3})-(?P<site>\d+)-(?P<timepoint>\d{3})"
+        r"(?P<plane>\d{3})(?P<channel>\d{3})" + _TIFF,
+        re.IGNORECASE,
+    ),
+    example="001001-1-001001001.tif",
+    instrument="PerkinElmer Operetta / Opera (Columbus export)",
+)
+
+# Nikon NIS-Elements (JOBS / ND acquisition) TIFF export: the well, then the ND indices
+# NIS writes as suffixes: XY (point), optional T (time) and Z, and C (channel), e.g.
+# "B03_XY01_C1.tif" or "Plate1_WellB03_T001_XY02_Z1_C2.tif".  ND2 files themselves need
+# the nd2 reader, which phenoadapt does not ship: export TIFFs from NIS-Elements.  An
+# export without a well in its names (xy001c1.tif) is read with --pattern.
+NIKON = FileLayout(
+    name="nikon",
+    regex=re.compile(
+        _DIRS + r"(?:(?P<plate>[^/]+?)_)?(?:Well)?(?P<well>[A-Za-z]{1,2}\d{1,2})_?"
+        r"(?:T(?P<timepoint>\d+)_?)?XY(?P<site>\d+)_?(?:Z(?P<plane>\d+)_?)?C(?P<channel>\d+)"
+        + _TIFF,
+        re.IGNORECASE,
+    ),
+    example="B03_XY01_C1.tif",
+    channel_prefix="c",
+    instrument="Nikon NIS-Elements (TIFF export)",
+)
+
 # Tried in this order; the layout matching most files wins (ties: the first).
-LAYOUTS: tuple[FileLayout, ...] = (PHENIX, IMAGEXPRESS, CELLOMICS, STACKS)
+LAYOUTS: tuple[FileLayout, ...] = (
+    PHENIX,
+    IMAGEXPRESS,
+    CELLOMICS,
+    YOKOGAWA,
+    INCELL,
+    COLUMBUS,
+    NIKON,
+    STACKS,
+)
 LAYOUT_NAMES: tuple[str, ...] = tuple(layout.name for layout in LAYOUTS)
 
 

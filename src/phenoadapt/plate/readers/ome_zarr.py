@@ -12,6 +12,7 @@ reads just that plane.  Channel names come from ``omero.channels[].label``.
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from collections.abc import Callable, Sequence
@@ -49,6 +50,32 @@ def is_zarr_store(path: Path) -> bool:
     return path.is_dir() and any(
         (path / name).is_file() for name in ("zarr.json", ".zgroup", ".zattrs")
     )
+
+
+def is_zarr_plate(path: Path) -> bool:
+    """True when the Zarr group at ``path`` is an NGFF HCS plate, read from its small JSON.
+
+    Only ``zarr.json`` (v3) or ``.zattrs`` (v2) is read, so this is cheap
+    however large the plate.
+    """
+    for name in ("zarr.json", ".zattrs"):
+        meta = path / name
+        try:
+            if not meta.is_file() or meta.stat().st_size > _MAX_ATTRS_BYTES:
+                continue
+            data = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            attrs = data.get("attributes", data)
+            ome = attrs.get("ome", attrs) if isinstance(attrs, dict) else {}
+            if isinstance(ome, dict) and "plate" in ome:
+                return True
+    return False
+
+
+# A plate's group metadata lists wells and fields: generous, but bounded.
+_MAX_ATTRS_BYTES = 16 * 1024 * 1024
 
 
 def _ome(group: zarr.Group) -> dict:

@@ -53,3 +53,57 @@ def list_files(folder: Path) -> list[str]:
                 found.append(rel)
     found.sort()
     return found
+
+
+# Image files, whether phenoadapt reads them (TIFF) or not (a PNG export, a vendor's
+# native format): used to say which images a layout or a pattern leaves out.
+IMAGE_SUFFIXES = (
+    ".tif",
+    ".tiff",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".c01",
+    ".dib",
+    ".flex",
+    ".nd2",
+    ".czi",
+)
+
+
+def is_image(path: str) -> bool:
+    """True when ``path`` names an image file (by its extension), thumbnails included."""
+    return path.lower().endswith(IMAGE_SUFFIXES)
+
+
+def peek_files(folder: Path, max_entries: int = 2000, max_depth: int = 3) -> list[str]:
+    """Some files under ``folder``, relative and ``/``-separated, at a bounded cost.
+
+    At most ``max_entries`` directory entries are read, in folders at most
+    ``max_depth`` levels down (an Opera Phenix export keeps its images in
+    ``Images/``), so that a huge tree is never walked to decide whether it is
+    a plate.  Unreadable folders are skipped.
+    """
+    found: list[str] = []
+    queue = [("", folder, 0)]
+    budget = max_entries
+    while queue and budget > 0:
+        prefix, directory, depth = queue.pop(0)
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    budget -= 1
+                    if budget < 0:
+                        break
+                    if entry.name.startswith("."):
+                        continue
+                    rel = f"{prefix}{entry.name}"
+                    if entry.is_dir(follow_symlinks=False):
+                        if depth < max_depth:
+                            queue.append((rel + "/", Path(entry.path), depth + 1))
+                    elif entry.is_file(follow_symlinks=True):
+                        found.append(rel)
+        except OSError:
+            continue
+    return found
