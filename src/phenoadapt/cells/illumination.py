@@ -70,6 +70,12 @@ ROBUST_PERCENTILE = 2.0
 TRIM = 0.1
 #: Fields read at most for a plate's functions.
 MAX_FIELDS = 200
+#: Fewest fields a function is computed from: with fewer, the average still shows
+#: where the cells lie rather than how the field is lit (on the real one-field
+#: plate of tests/data the function of its single field spans 1 to 7 and
+#: correcting with it lowers the agreement with CellProfiler; see
+#: docs/segmentation.md, "Illumination correction").
+MIN_FIELDS = 10
 #: Version of the computation and of the cache file; a change recomputes old caches.
 CACHE_VERSION = 1
 #: Hidden folder of the plate folder that holds the cache (plate readers skip hidden files).
@@ -183,6 +189,7 @@ def compute_illumination(
     channels: Sequence[Channel | str] | None = None,
     *,
     max_fields: int = MAX_FIELDS,
+    min_fields: int = MIN_FIELDS,
     seed: int = 0,
     use_cache: bool = True,
     progress: Progress | None = None,
@@ -198,6 +205,9 @@ def compute_illumination(
         Channels (objects, names, roles or keys) to compute; all when None.
     max_fields
         Fields averaged at most; larger plates use a subset drawn with ``seed``.
+    min_fields
+        Plates with fewer fields are refused: their average shows the cells,
+        not the illumination.
     seed
         Seed of that subset.
     use_cache
@@ -216,15 +226,23 @@ def compute_illumination(
     Raises
     ------
     CellsError
-        An unknown channel, ``max_fields`` < 1, or no field could be read.
+        An unknown channel, a plate with fewer than ``min_fields`` fields, or
+        no field could be read.
     """
-    if max_fields < 1:
-        raise CellsError(f"max_fields={max_fields}: average at least 1 field.")
+    if not 1 <= min_fields <= max_fields:
+        raise CellsError(
+            f"min_fields={min_fields}, max_fields={max_fields}: need 1 <= min_fields <= max_fields."
+        )
     chans = _resolve_channels(plate, channels)
-    sample = sample_fields(list(plate.fields()), max_fields, seed)
-    if not sample:
-        raise CellsError(f"Plate {plate.plate_id} has no field to compute illumination from.")
-    key = plate_key(plate, chans, sample, max_fields, seed)
+    fields = list(plate.fields())
+    if len(fields) < min_fields:
+        raise CellsError(
+            f"Plate {plate.plate_id} has {len(fields)} field(s): an illumination function needs "
+            f"at least {min_fields}, so that the cells average out and only the illumination is "
+            "left. Segment without illumination correction (drop --illumination-correction)."
+        )
+    sample = sample_fields(fields, max_fields, seed)
+    key = plate_key(plate, chans, sample)
     if use_cache:
         cached = load_cached(plate, key)
         if cached is not None:
@@ -348,10 +366,12 @@ def plate_key(
     plate: Plate,
     channels: Sequence[Channel],
     sample: Sequence[tuple[str, int]],
-    max_fields: int,
-    seed: int,
 ) -> str:
-    """Fingerprint of what the functions depend on: plate, sampled files and settings."""
+    """Fingerprint of what the functions depend on: plate, sampled files and settings.
+
+    The sampled fields stand for ``max_fields`` and ``seed``; their files' names,
+    sizes and modification times for the pixels (reading them would cost a run).
+    """
     all_fields = "|".join(f"{w}:{s}" for w, s in plate.fields())
     payload = {
         "version": CACHE_VERSION,
@@ -363,7 +383,7 @@ def plate_key(
         "channels": [c.key for c in channels],
         "fields": hashlib.sha256(all_fields.encode()).hexdigest(),
         "files": [_file_stamp(plate, w, s, c) for w, s in sample for c in channels],
-        "settings": [max_fields, seed, WORKING_SIDE, FILTER_SIZE, ROBUST_PERCENTILE, TRIM],
+        "settings": [WORKING_SIDE, FILTER_SIZE, ROBUST_PERCENTILE, TRIM],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
