@@ -167,9 +167,8 @@ def real_field(tmp: Path, n_fields: int) -> tuple[list[str], list[str]]:
     own_f = own.functions_for(channels)
     fluorescent = [c.role is not ChannelRole.BRIGHTFIELD for c in channels]
     shade = vignetting(plate.field_shape)
-    shaded = np.stack(
-        [np.rint(p * shade).astype(p.dtype) if f else p for p, f in zip(image, fluorescent, strict=True)]
-    )
+    pairs = zip(image, fluorescent, strict=True)
+    shaded = np.stack([np.rint(p * shade).astype(p.dtype) if f else p for p, f in pairs])
     # A 1080 px plate of the same "microscope" (the same vignetting), 20x-like cells.
     config = SyntheticPlateConfig(
         field_shape=plate.field_shape,
