@@ -67,6 +67,12 @@ class SegmentationParams:
     cellpose_model
         Path to a cellpose weights file, or the name of a model in the cellpose
         models folder (``cpsam``, ``cyto3``...).
+    illumination_correction
+        Divide every field by the plate's illumination functions (computed once
+        per plate from its own fields, as CellProfiler's
+        CorrectIlluminationCalculate does, and cached; see
+        :mod:`phenoadapt.cells.illumination`) before segmenting and measuring.
+        Off by default; needs a plate of at least 10 fields.
     """
 
     nucleus_diameter: float = 40.0
@@ -85,6 +91,7 @@ class SegmentationParams:
     min_contrast: float = 3.0
     backend: str = "classical"
     cellpose_model: str = "cpsam"
+    illumination_correction: bool = False
 
     def __post_init__(self) -> None:
         _positive("nucleus_diameter", self.nucleus_diameter, "of pixels")

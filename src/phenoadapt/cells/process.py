@@ -20,10 +20,11 @@ import pandas as pd
 
 from ..errors import Cancelled, CellsError, PhenoadaptError
 from ..plate.model import Plate
+from .illumination import Illumination, apply_illumination, compute_illumination
 from .measure import measure_cells
 from .params import MeasureParams, SegmentationParams
 from .profiles import aggregate_profiles
-from .segment import Segmentation, segment_field
+from .segment import Segmentation, check_field, segment_field
 from .table import cell_table, empty_cell_table
 
 Progress = Callable[[str, int, int], None]
@@ -82,6 +83,7 @@ def process_field(
     segmentation: SegmentationParams | None = None,
     measure: MeasureParams | None = None,
     platemap: Any | None = None,
+    illumination: Illumination | None = None,
 ) -> tuple[Segmentation, pd.DataFrame]:
     """Read, segment and measure one field.
 
@@ -95,19 +97,31 @@ def process_field(
         Parameters; defaults when None.
     platemap
         Optional plate map for the role, treatment and MoA columns.
+    illumination
+        The plate's illumination functions, used when
+        ``segmentation.illumination_correction`` is on; computed (or loaded
+        from the plate's cache) when None.
 
     Returns
     -------
     (Segmentation, pandas.DataFrame)
-        The labels and the field's per-cell table.
+        The labels and the field's per-cell table (of the corrected field when
+        illumination correction is on).
 
     Raises
     ------
     PhenoadaptError
         A message naming the field when it cannot be read, segmented or measured.
     """
+    segmentation = segmentation or SegmentationParams()
     name = field_name(plate, well, site)
     image = plate.read_field(well, site)
+    if segmentation.illumination_correction:
+        # Blank and saturated channels are judged on the raw counts: corrected
+        # values are float and no longer sit at the camera's maximum.
+        check_field(image, plate.channels, segmentation, field_name=name)
+        illumination = illumination or compute_illumination(plate)
+        image = apply_illumination(image, illumination.functions_for(plate.channels))
     seg = segment_field(image, plate.channels, segmentation, field_name=name)
     values = measure_cells(image, plate.channels, seg, measure, field_name=name)
     return seg, cell_table(values, plate.plate_id, well, site, platemap)
@@ -130,6 +144,7 @@ def segment_plate(
     workers: int | None = None,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
+    illumination: Illumination | None = None,
 ) -> PlateCells:
     """Segment and measure every field of a plate (or of some wells).
 
@@ -146,10 +161,16 @@ def segment_plate(
     workers
         Number of processes; 1 runs in this process.  Default: every core.
     progress
-        Called as ``progress("segment", done, total)`` after each field.
+        Called as ``progress("segment", done, total)`` after each field (and
+        ``progress("illumination", done, total)`` while the illumination
+        functions are computed).
     cancel
         Polled between fields; when it returns True, pending fields are
         dropped and :class:`~phenoadapt.errors.Cancelled` is raised.
+    illumination
+        Illumination functions to use when
+        ``segmentation.illumination_correction`` is on; computed once for the
+        whole plate (or loaded from its cache) when None.
 
     Returns
     -------
@@ -171,8 +192,11 @@ def segment_plate(
             )
     fields = list(plate.fields(wells))
     workers = max(1, min(workers or default_workers(), len(fields) or 1))
-    args = (plate, segmentation, measure, platemap)
     report = progress or (lambda stage, done, total: None)
+    if segmentation.illumination_correction and illumination is None:
+        # Once in the parent, before the pool: every worker gets the same functions.
+        illumination = compute_illumination(plate, progress=report, cancel=cancel)
+    args = (plate, segmentation, measure, platemap, illumination)
     report(STAGE, 0, len(fields))
     if workers == 1:
         outcomes = _run_serial(fields, args, report, cancel, plate)
@@ -206,9 +230,10 @@ def _init_worker(args: tuple) -> None:
 
 def _field_outcome(args: tuple, well: str, site: int) -> Outcome:
     """Process one field; turn any failure into a message naming the field."""
-    plate, segmentation, measure, platemap = args
+    plate, segmentation, measure, platemap, illumination = args
     try:
-        return True, process_field(plate, well, site, segmentation, measure, platemap)[1]
+        result = process_field(plate, well, site, segmentation, measure, platemap, illumination)
+        return True, result[1]
     except PhenoadaptError as exc:
         return False, str(exc)
     except Exception as exc:  # a library error on odd pixels must not stop the plate

@@ -82,6 +82,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="classical",
         help="segmentation method; cellpose needs the package and its weights on disk",
     )
+    parser.add_argument(
+        "--illumination-correction",
+        action="store_true",
+        help="divide each field by the plate's illumination functions (computed once from "
+        "its fields as CellProfiler does, cached next to the plate; needs 10+ fields)",
+    )
     parser.add_argument("--no-texture", action="store_true", help="skip texture features (faster)")
     parser.add_argument(
         "--workers",
@@ -116,6 +122,7 @@ def run_segment(args: argparse.Namespace) -> int:
         threshold_correction=args.threshold_correction,
         exclude_border=args.exclude_border,
         backend=args.backend,
+        illumination_correction=args.illumination_correction,
     )
     platemap = None
     if args.platemap:
@@ -185,6 +192,7 @@ def _run_with_bar(plate, wells, params, measure, platemap, workers) -> PlateCell
     with tqdm(total=0, unit="field", desc="segment", disable=None, file=sys.stderr) as bar:
 
         def progress(stage: str, done: int, total: int) -> None:
+            bar.set_description(stage, refresh=False)  # "illumination", then "segment"
             bar.total = total
             bar.n = done
             bar.refresh()
