@@ -82,6 +82,7 @@ class TiffSource:
             with quiet_tifffile(), tifffile.TiffFile(ref.path) as tiff:
                 page = tiff.pages[ref.page if ref.page is not None else 0]
                 self._check_page_size(ref, page)
+                check_complete(ref.path, [page])
                 data = page.asarray()
         except PlateReadError:
             raise
@@ -127,6 +128,24 @@ def quiet_tifffile() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def check_complete(path: Path, pages: Sequence) -> None:
+    """Refuse a file whose pixel data would run past its end (a truncated copy).
+
+    The header of a truncated file often survives; its strips do not, and
+    tifffile then fills the missing pixels with zeros, silently.  Comparing the
+    strips' offsets and byte counts with the file size finds it from the header.
+    """
+    size = path.stat().st_size
+    for page in pages:
+        offsets, counts = getattr(page, "dataoffsets", ()), getattr(page, "databytecounts", ())
+        end = max((int(o) + int(c) for o, c in zip(offsets, counts, strict=False)), default=0)
+        if end > size:
+            raise PlateReadError(
+                f"{path} is truncated: its pixel data needs {end:,} bytes but the file holds "
+                f"{size:,}. Copy it again from the instrument, or remove it from the plate folder."
+            )
 
 
 @dataclass

@@ -11,6 +11,11 @@ from ...errors import PlateLayoutError, PlateReadError
 def check_folder(path: str | Path) -> Path:
     """``path`` as a :class:`Path` if it is an existing folder; a clear error otherwise."""
     folder = Path(path).expanduser()
+    if folder.is_symlink() and not folder.exists():
+        raise PlateReadError(
+            f"{folder} is a symbolic link that leads nowhere (its target is missing, or the "
+            "link points back to itself): open the folder the link should point to."
+        )
     if not folder.exists():
         raise PlateReadError(
             f"{folder} does not exist: check the path (a plate is a folder of images or an "
@@ -22,6 +27,23 @@ def check_folder(path: str | Path) -> Path:
             f"({folder.parent}), not one image."
         )
     return folder
+
+
+def entry_kind(entry: os.DirEntry, follow_dirs: bool = True) -> str | None:
+    """``"dir"``, ``"file"`` or None (a broken or looping link, a socket...) for an entry.
+
+    A symbolic link that loops (``a -> b -> a``, or a link to itself) makes
+    ``is_dir`` raise "Too many levels of symbolic links"; such an entry is no
+    image and no folder of images, so it is skipped like any other stray file.
+    """
+    try:
+        if entry.is_dir(follow_symlinks=follow_dirs):
+            return "dir"
+        if entry.is_file(follow_symlinks=True):
+            return "file"
+    except OSError:
+        return None
+    return None
 
 
 def list_files(folder: Path) -> list[str]:
@@ -47,9 +69,10 @@ def list_files(folder: Path) -> list[str]:
             if entry.name.startswith("."):
                 continue  # .DS_Store, ._AppleDouble files, editor leftovers
             rel = f"{prefix}{entry.name}"
-            if entry.is_dir(follow_symlinks=True):
+            kind = entry_kind(entry)
+            if kind == "dir":
                 stack.append((rel + "/", Path(entry.path)))
-            elif entry.is_file(follow_symlinks=True):
+            elif kind == "file":
                 found.append(rel)
     found.sort()
     return found
@@ -99,10 +122,11 @@ def peek_files(folder: Path, max_entries: int = 2000, max_depth: int = 3) -> lis
                     if entry.name.startswith("."):
                         continue
                     rel = f"{prefix}{entry.name}"
-                    if entry.is_dir(follow_symlinks=False):
+                    kind = entry_kind(entry, follow_dirs=False)
+                    if kind == "dir":
                         if depth < max_depth:
                             queue.append((rel + "/", Path(entry.path), depth + 1))
-                    elif entry.is_file(follow_symlinks=True):
+                    elif kind == "file":
                         found.append(rel)
         except OSError:
             continue

@@ -13,6 +13,7 @@ import numpy as np
 import tifffile
 
 from ...errors import PlateReadError
+from ..model import check_complete, quiet_tifffile
 from .metadata import ome_channel_names, ome_pixel_size_um
 
 
@@ -61,7 +62,7 @@ def read_header(path: Path, *, stack: bool) -> TiffHeader:
         When the file is not a readable TIFF, or its pages do not hold grey planes.
     """
     try:
-        with tifffile.TiffFile(path) as tiff:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tiff:
             series = tiff.series[0]
             page = series.keyframe
             names = ome_channel_names(tiff) if stack else None
@@ -71,6 +72,7 @@ def read_header(path: Path, *, stack: bool) -> TiffHeader:
             else:
                 places, shape = (ChannelPlace(page=0),), _plane_shape(path, page)
             dtype = np.dtype(page.dtype)
+            check_complete(path, [tiff.pages[i] for i in sorted({c.page for c in places})])
     except PlateReadError:
         raise
     except Exception as exc:  # tifffile raises many types for bad files
@@ -89,10 +91,17 @@ def read_header(path: Path, *, stack: bool) -> TiffHeader:
 
 def _plane_shape(path: Path, page) -> tuple[int, int]:
     if "S" in page.axes and page.shape[page.axes.index("S")] > 1:
+        n = page.shape[page.axes.index("S")]
+        what = (
+            "an RGB colour image"
+            if getattr(page, "photometric", None) == tifffile.PHOTOMETRIC.RGB
+            else "an image with several samples per pixel"
+        )
         raise PlateReadError(
-            f"{path.name} is an RGB or multi-sample image ({page.shape}); in this layout every "
-            "file must hold one grey plane. Use a per-site stack layout or --pattern without a "
-            "channel group if each file holds all channels of a site."
+            f"{path.name} is {what} ({n} values per pixel, shape {page.shape}), not one grey "
+            "plane as the other files of this layout hold. If it holds the channels of a "
+            "site, use a per-site stack layout, or --pattern without a channel group; if it "
+            "was saved as colour by mistake, export it again as greyscale."
         )
     return _yx(page)
 
