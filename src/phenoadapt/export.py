@@ -333,11 +333,15 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool
         The folder cannot be created or written to.
     """
     sep, compression = _format_of(Path(path))
-    return write_atomic(
-        path,
-        lambda tmp: to_csv_safe(table, tmp, sep=sep, compression=compression),
-        overwrite=overwrite,
-    )
+
+    def write(tmp: Path) -> None:
+        if compression:
+            to_csv_safe(table, tmp, sep=sep, compression=compression)
+            return
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            to_csv_safe(table, handle, sep=sep)
+
+    return write_atomic(path, write, overwrite=overwrite)
 
 
 def write_text(text: str, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
