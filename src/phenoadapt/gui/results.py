@@ -131,12 +131,9 @@ def accuracy_summary(result: Any) -> pd.DataFrame:
     plate, n_cells, cell_accuracy, n_wells, well_accuracy.
     """
     table = getattr(result, "accuracy", None)
+    if (table is None or not len(table)) and schema.PREDICTION in result.cells:
+        table = accuracy_table(result.cells, getattr(result, "wells", None), result.classes)
     if table is None or not len(table):
-        cells = result.cells
-        table = None
-        if schema.PREDICTION in cells:
-            table = accuracy_table(cells, getattr(result, "wells", None), result.classes)
-    if table is None:
         return pd.DataFrame(columns=[schema.PLATE, "n_cells", "cell_accuracy"])
     return table.reset_index(drop=schema.PLATE in table.columns)
 
