@@ -109,3 +109,17 @@ def test_segment_bad_input_exits_2(plate_dir, tmp_path, capsys, monkeypatch, arg
     assert status == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_segment_outputs_get_permissions_from_the_umask(plate_dir, tmp_path):
+    """The segment/embed writer used to leave mkstemp's owner-only 0600 files."""
+    import os
+
+    out = tmp_path / "cells.csv"
+    before = os.umask(0o022)
+    try:
+        assert _segment(plate_dir, "--out", str(out), "--wells", "C05", "--workers", "1") == 0
+    finally:
+        os.umask(before)
+    assert out.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "cells.segmentation.json").stat().st_mode & 0o777 == 0o644

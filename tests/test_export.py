@@ -129,3 +129,53 @@ def test_formula_like_names_are_neutralised_and_read_back(tmp_path) -> None:
     assert ",-1.5" in path.read_text()  # numbers are left alone
     back = read_table(path)
     pd.testing.assert_frame_equal(back, table)
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_permissions_follow_the_umask(tmp_path, umask, mode) -> None:
+    from phenoadapt.export import write_text
+
+    before = os.umask(umask)
+    try:
+        table = write_table(TABLE, tmp_path / "t.csv.gz")
+        text = write_text("{}\n", tmp_path / "m.json")
+    finally:
+        os.umask(before)
+    assert table.stat().st_mode & 0o777 == mode and text.stat().st_mode & 0o777 == mode
+
+
+def test_refusal_names_the_file_and_the_overwrite_option(tmp_path) -> None:
+    from phenoadapt.export import write_text
+
+    path = tmp_path / "m.json"
+    path.write_text("keep\n")
+    with pytest.raises(OutputExistsError) as info:
+        write_text("new\n", path)
+    assert str(path) in str(info.value) and "--overwrite" in str(info.value)
+    assert path.read_text() == "keep\n"
+    with pytest.raises(OutputNotWritableError, match="two outputs"):
+        write_tables({str(tmp_path / "a.csv"): TABLE, f"{tmp_path}/./a.csv": TABLE})
+
+
+def test_an_exception_leaves_no_partial_file_and_keeps_the_old_one(tmp_path) -> None:
+    from phenoadapt.export import write_atomic
+
+    def half(tmp):
+        tmp.write_text("half a tab")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        write_atomic(tmp_path / "new.csv", half)
+    old = tmp_path / "old.csv"
+    old.write_text("complete\n")
+    with pytest.raises(RuntimeError):
+        write_atomic(old, half, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.csv"]
+    assert old.read_text() == "complete\n"
+
+
+def test_tab_and_gzip_names_choose_the_format(tmp_path) -> None:
+    tsv = write_table(TABLE, tmp_path / "t.tsv")
+    assert tsv.read_text().splitlines()[0] == "Metadata_Well\tprob_x"
+    gz = write_table(TABLE, tmp_path / "t.csv.gz")
+    pd.testing.assert_frame_equal(pd.read_csv(gz), TABLE)

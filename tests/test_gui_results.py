@@ -99,6 +99,28 @@ def test_overlay_follows_result_field_and_selection(
     assert notices["error"] == []
 
 
+def test_accuracy_summary_never_scores_an_excluded_well():
+    """The GUI used to drop only controls: an excluded well lowered its accuracy."""
+    from phenoadapt.evaluate import accuracy_table
+
+    class Result:
+        classes = ("a", "b")
+        accuracy = None
+        cells = pd.DataFrame(
+            {
+                schema.PLATE: ["P1"] * 3,
+                schema.MOA: ["a", "b", "a"],
+                schema.ROLE: ["treated", "treated", "excluded"],
+                schema.PREDICTION: ["a", "b", "b"],
+            }
+        )
+
+    table = accuracy_summary(Result())
+    assert table["n_cells"].tolist() == [2] and table["cell_accuracy"].tolist() == [1.0]
+    same = accuracy_table(Result.cells, None, Result.classes)
+    assert table["cell_accuracy"].tolist() == same["cell_accuracy"].tolist()
+
+
 def test_overlay_tries_a_failing_field_once(
     make_napari_viewer, qtbot, notices, tiny_plate, tiny_result, monkeypatch
 ):

@@ -21,7 +21,6 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from . import schema
 from .adapt.methods import METHODS, parse_method
 from .cells.params import SegmentationParams
 from .errors import PhenoadaptError
+from .models import DEFAULT_MODEL_FILE, default_model_path
 from .plate.synthetic import (
     BatchEffects,
     LabEffects,
@@ -46,7 +46,7 @@ ProgressFn = Callable[[str, int, int], None]
 CancelFn = Callable[[], bool]
 
 #: File name of the shipped demo checkpoint inside ``phenoadapt/models``.
-DEMO_MODEL_FILE = "demo_cs_arm_bn.safetensors"
+DEMO_MODEL_FILE = DEFAULT_MODEL_FILE
 #: Rows A-D of a 96-well plate: 48 wells, 8 of them DMSO controls (the control lattice).
 DEMO_WELLS: tuple[str, ...] = tuple(f"{r}{c:02d}" for r in "ABCD" for c in range(1, 13))
 #: Settings shared by the training plates and the demo plates.
@@ -60,20 +60,14 @@ DEMO_RECORD = "demo.json"
 
 
 def demo_model_path() -> Path:
-    """Path of the shipped demo checkpoint (a ``.safetensors`` file with JSON metadata).
+    """Path of the shipped demo checkpoint: :func:`phenoadapt.models.default_model_path`.
 
     Raises
     ------
     PhenoadaptError
         When the package was installed without its model files.
     """
-    path = Path(str(resources.files("phenoadapt") / "models" / DEMO_MODEL_FILE))
-    if not path.is_file():
-        raise PhenoadaptError(
-            f"The demo model {path} is missing from this installation: reinstall phenoadapt "
-            "(the wheel ships it), or pass a checkpoint of your own."
-        )
-    return path
+    return default_model_path()
 
 
 def lab_effects(lab: str) -> LabEffects:

@@ -47,7 +47,7 @@ from .cells.crops import CropParams, CropStream
 from .cells.params import SegmentationParams
 from .cells.profiles import CELL_COUNT
 from .cells.table import MAP_COLUMNS, well_metadata
-from .errors import CellsError, ContextError, ModelError
+from .errors import CellsError, ContextError, ModelError, OptionError
 from .nn.runtime import forward_in_batches
 from .pipeline.tiles import field_tiles
 from .plate.model import Plate
@@ -107,8 +107,8 @@ def parse_correction(text: str | Correction) -> Correction:
 
     Raises
     ------
-    ValueError
-        For an unknown name, naming the valid ones.
+    OptionError
+        For an unknown name (a ValueError), naming the valid ones.
     """
     if isinstance(text, Correction):
         return text
@@ -120,19 +120,19 @@ def parse_correction(text: str | Correction) -> Correction:
     )
     parts = [p.strip().lower() for p in str(text).split("+") if p.strip()]
     if not parts or len(parts) > 2:
-        raise ValueError(f"Unknown correction {text!r}: {valid}.")
+        raise OptionError(f"Unknown correction {text!r}: {valid}.")
     for part in parts:
         if part in EMBEDDING_CORRECTIONS:
             if embedding != "none":
-                raise ValueError(f"Correction {text!r} names two embedding corrections: {valid}.")
+                raise OptionError(f"Correction {text!r} names two embedding corrections: {valid}.")
             embedding = part
             continue
         try:
             method = parse_method("cs-arm-bn" if part == "bn" else part)
         except ValueError:
-            raise ValueError(f"Unknown correction {part!r} in {text!r}: {valid}.") from None
+            raise OptionError(f"Unknown correction {part!r} in {text!r}: {valid}.") from None
         if bn is not None:
-            raise ValueError(f"Correction {text!r} names two batch-norm methods: {valid}.")
+            raise OptionError(f"Correction {text!r} names two batch-norm methods: {valid}.")
         bn = None if method is Method.ERM else method
     return Correction(bn, embedding)
 

@@ -1,7 +1,11 @@
 """Errors raised for bad user input.
 
 Every message says what is wrong and how to fix it; the CLI prints the message
-and exits non-zero, the GUI shows it as a napari notification.
+and exits with status 2, the GUI shows it as a napari notification.  Anything
+that is not a :class:`PhenoadaptError` is a bug: the CLI says so and keeps its
+traceback for ``--debug``.  Several classes also derive from the built-in
+exception a caller would expect (``ValueError``, ``FileNotFoundError``,
+``KeyError``), so ``except ValueError`` in user code keeps working.
 """
 
 from __future__ import annotations
@@ -37,6 +41,22 @@ class ContextError(PhenoadaptError, ValueError):
 
 class TableError(PhenoadaptError, ValueError):
     """A feature table with missing columns, NaN or constant features, or too few rows."""
+
+
+class OptionError(PhenoadaptError, ValueError):
+    """A setting out of its range or not among its choices (a CLI option, a config field)."""
+
+
+class InputNotFoundError(PhenoadaptError, FileNotFoundError):
+    """An input file or folder the user named that does not exist."""
+
+
+class NotOnPlateError(PhenoadaptError, KeyError):
+    """A well, site or channel that the plate does not have."""
+
+    def __str__(self) -> str:
+        # KeyError shows its argument's repr ('"Well ..."'); a message reads better plain.
+        return str(self.args[0]) if self.args else ""
 
 
 class Cancelled(PhenoadaptError):

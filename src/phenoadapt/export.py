@@ -4,7 +4,10 @@ A table is first written to a temporary file in the target folder and then
 renamed into place with :func:`os.replace`, so a reader never sees half a file:
 the target either does not exist, holds the previous complete file, or holds
 the new complete file.  A crash, an error or a Cancel mid-write leaves at most
-a ``.tmp`` file that this module removes.
+a ``.tmp`` file that this module removes.  :func:`write_atomic` is the one
+writer of every output (CLI commands, the GUI's export, plate maps): a new file
+gets the permissions the umask gives (``0644`` under umask ``022``), an existing
+file is never replaced unless ``overwrite`` (CLI ``--overwrite``) is asked for.
 
 Every CSV phenoadapt writes goes through :func:`to_csv_safe`, which neutralises
 formula injection as OWASP advises: a text cell (or column name) that begins
@@ -22,7 +25,7 @@ import errno
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -182,22 +185,33 @@ def _writable_folder(folder: Path, what: Path) -> None:
 def check_writable(paths: list[Path] | tuple[Path, ...], overwrite: bool = False) -> None:
     """Refuse, before any work, outputs that exist (unless ``overwrite``) or cannot be written.
 
+    Missing folders are created.
+
     Raises
     ------
     OutputExistsError
-        An output exists and ``overwrite`` is False.
+        An output exists and ``overwrite`` is False; the message names the file
+        and ``--overwrite``.
     OutputNotWritableError
-        A folder that cannot be created or is not writable.
+        An output that is a folder, the same file named twice, or a folder that
+        cannot be created or is not writable.
     """
+    paths = [Path(p) for p in paths]
+    if len(set(paths)) != len(paths):
+        twice = sorted({str(p) for p in paths if paths.count(p) > 1})
+        raise OutputNotWritableError(
+            f"{', '.join(twice)} is named for two outputs: give each output its own file."
+        )
     for path in paths:
-        path = Path(path)
+        if path.is_dir():
+            raise OutputNotWritableError(
+                f"{path} is a folder: give a file name such as {path / 'cells.csv'}."
+            )
         if path.exists() and not overwrite:
             raise OutputExistsError(
                 f"{path} already exists: choose another output, or pass --overwrite "
                 "(overwrite=True) to replace it."
             )
-        if path.is_dir():
-            raise OutputNotWritableError(f"{path} is a folder: give a file name.")
         _writable_folder(path.parent, path)
         if not os.access(path.parent, os.W_OK):
             raise OutputNotWritableError(
@@ -206,15 +220,103 @@ def check_writable(paths: list[Path] | tuple[Path, ...], overwrite: bool = False
             )
 
 
+def _new_file_mode(path: Path) -> int:
+    """Permissions for the file written at ``path``.
+
+    Those of the file it replaces (as opening it for writing would keep them),
+    else ``0o666`` less the umask, like any new file; never mkstemp's owner-only 0600.
+    """
+    if path.exists():
+        return path.stat().st_mode & 0o7777
+    return 0o666 & ~_umask()
+
+
+def write_atomic(
+    path: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool = False
+) -> Path:
+    """Write a file atomically: ``write(temp)`` in the target folder, then rename into place.
+
+    The one atomic writer of phenoadapt's outputs (tables, plate maps, settings,
+    metrics): readers see no file, the old file or the complete new one.
+
+    Parameters
+    ----------
+    path
+        Target file; its folder is created if needed.
+    write
+        Writes the content to the temporary path it is given.
+    overwrite
+        Replace an existing file; without it an existing file is refused.
+
+    Returns
+    -------
+    Path
+        The file written: a new file with the permissions the umask gives, a
+        replaced one with the permissions it had.
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` exists and ``overwrite`` is False (a :class:`FileExistsError`).
+    OutputNotWritableError
+        The folder cannot be created or written to, or the disk is full.
+    """
+    path = Path(path)
+    check_writable([path], overwrite)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except PermissionError as exc:
+        raise OutputNotWritableError(
+            f"Cannot write {path}: the folder {path.parent} is read-only. Choose a folder you "
+            "can write to."
+        ) from exc
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as handle:  # on disk before the rename makes it visible
+            os.fsync(handle.fileno())
+        os.chmod(tmp, _new_file_mode(path))
+        if not overwrite and path.exists():  # appeared while writing: still never replace it
+            raise OutputExistsError(
+                f"{path} appeared while it was being written: not replaced. Choose another "
+                "output, or pass --overwrite (overwrite=True)."
+            )
+        os.replace(tmp, path)
+    except OSError as exc:
+        if isinstance(exc, PhenoadaptError):
+            raise
+        if exc.errno == errno.ENOSPC:
+            raise OutputNotWritableError(f"No space left on the device to write {path}.") from exc
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return path
+
+
+def _format_of(path: Path) -> tuple[str, str | None]:
+    """Delimiter and compression a file name asks for: ``.tsv``/``.tab`` tabs, ``.gz`` gzip."""
+    suffixes = [s.lower() for s in path.suffixes]
+    compression = "gzip" if suffixes and suffixes[-1] == ".gz" else None
+    if compression:
+        suffixes = suffixes[:-1]
+    return ("\t" if suffixes and suffixes[-1] in (".tsv", ".tab") else ","), compression
+
+
 def write_table(table: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``table`` to a CSV file atomically (no index column).
+
+    Every table phenoadapt writes goes through here (results, cells, embeddings,
+    plate maps).  Tab-separated for ``.tsv``/``.tab`` names, gzipped for ``.gz``;
+    formula injection is neutralised (:func:`to_csv_safe`).
 
     Parameters
     ----------
     table
         The table.
     path
-        Target ``.csv`` file; its folder is created if needed.
+        Target file; its folder is created if needed.
     overwrite
         Replace an existing file (atomically: readers see the old or the new file).
 
@@ -230,35 +332,23 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool
     OutputNotWritableError
         The folder cannot be created or written to.
     """
-    path = Path(path)
-    check_writable([path], overwrite)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except PermissionError as exc:
-        raise OutputNotWritableError(
-            f"Cannot write {path}: the folder {path.parent} is read-only. Choose a folder you "
-            "can write to."
-        ) from exc
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            to_csv_safe(table, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates owner-only files; give the table the permissions of a normal file.
-        os.chmod(tmp, 0o666 & ~_umask())
-        if not overwrite and path.exists():  # appeared while writing: still never replace it
-            raise OutputExistsError(f"{path} appeared while it was being written: not replaced.")
-        os.replace(tmp, path)
-    except OSError as exc:
-        if isinstance(exc, PhenoadaptError):
-            raise
-        if exc.errno == errno.ENOSPC:
-            raise OutputNotWritableError(f"No space left on the device to write {path}.") from exc
-        raise
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-    return path
+    sep, compression = _format_of(Path(path))
+
+    def write(tmp: Path) -> None:
+        if compression:
+            to_csv_safe(table, tmp, sep=sep, compression=compression)
+            return
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            to_csv_safe(table, handle, sep=sep)
+
+    return write_atomic(path, write, overwrite=overwrite)
+
+
+def write_text(text: str, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write a text file (JSON settings, metrics) atomically; see :func:`write_atomic`."""
+    return write_atomic(
+        path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=overwrite
+    )
 
 
 def write_tables(
@@ -331,6 +421,8 @@ __all__ = [
     "check_writable",
     "export_results",
     "result_tables",
+    "write_atomic",
     "write_table",
     "write_tables",
+    "write_text",
 ]

@@ -13,13 +13,14 @@ Nothing here imports napari or Qt; torch is imported only by :class:`CellCropDat
 
 from typing import Any
 
+from .classical import Segmentation, segment_cells, segment_nuclei
 from .crops import CropBatch, CropParams, CropStream, extract_crops
 from .measure import feature_columns, measure_cells
 from .params import MeasureParams, SegmentationParams
 from .process import FieldFailure, PlateCells, process_field, segment_plate
 from .profiles import CELL_COUNT, aggregate_profiles
 from .quality import MatchScores, labels_from_outlines, match_labels
-from .segment import Segmentation, check_field, segment_cells, segment_field, segment_nuclei
+from .segment import check_field, segment_field
 from .table import cell_table
 
 __all__ = [

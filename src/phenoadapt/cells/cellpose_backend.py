@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CellsError
+from .classical import Segmentation, segment_nuclei
 from .params import SegmentationParams
-from .segment import Segmentation, segment_nuclei
 
 INSTALL_HINT = (
     "Install it with `pip install cellpose` and copy the weights file of the model "

@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..errors import Cancelled, CellsError, PhenoadaptError
 from ..plate.model import Plate
+from .backends import check_backend
 from .illumination import Illumination, apply_illumination, compute_illumination
 from .measure import measure_cells
 from .params import MeasureParams, SegmentationParams
@@ -181,10 +182,7 @@ def segment_plate(
     """
     segmentation = segmentation or SegmentationParams()
     measure = measure or MeasureParams()
-    if segmentation.backend == "cellpose":  # fail once, not once per field
-        from .cellpose_backend import check_available
-
-        check_available(segmentation)
+    check_backend(segmentation)  # fail once, not once per field
     if wells is not None:
         unknown = [w for w in wells if w not in plate.sites]
         if unknown:

@@ -2,8 +2,11 @@
 
 Each subcommand lives in its own module of this package and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` to the
-function that runs it.  :func:`main` turns user errors into a message on stderr
-and a non-zero exit status, never a traceback.
+function that runs it.  :func:`main` turns user errors
+(:class:`~phenoadapt.errors.PhenoadaptError`) into a one-line message on stderr
+and exit status 2.  Anything else is a bug: it is reported as one, with the
+exception, exit status 1 and a hint to run again with ``--debug``, which prints
+the full traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from collections.abc import Sequence
 
 from .. import __version__
@@ -30,8 +34,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gui",
 )
 
+EXIT_BUG = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+DEBUG_HELP = "show full tracebacks instead of short messages"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,13 +50,55 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"phenoadapt {__version__}")
-    parser.add_argument(
-        "--debug", action="store_true", help="show full tracebacks instead of short messages"
-    )
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    _accept_debug_after_commands(parser)
     return parser
+
+
+def _accept_debug_after_commands(parser: argparse.ArgumentParser) -> None:
+    """Let ``--debug`` also follow a command (``phenoadapt predict ... --debug``).
+
+    ``SUPPRESS`` keeps a ``--debug`` given before the command when it is not
+    repeated after it.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in set(action.choices.values()):
+                command.add_argument(
+                    "--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP
+                )
+                _accept_debug_after_commands(command)
+
+
+def report_error(exc: BaseException, debug: bool) -> int:
+    """Print an exception the way the CLI shows it; returns the exit status.
+
+    A :class:`PhenoadaptError` is the user's input: its message, status 2
+    (130 for a cancel).  Anything else is a bug in phenoadapt: said as such,
+    status 1; ``debug`` adds the full traceback to either.
+    """
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    if isinstance(exc, Cancelled):
+        print(f"phenoadapt: cancelled: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if isinstance(exc, PhenoadaptError):
+        print(f"phenoadapt: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    print(
+        f"phenoadapt: internal error (a bug in phenoadapt, not in your input): "
+        f"{type(exc).__name__}: {exc}",
+        file=sys.stderr,
+    )
+    if not debug:
+        print(
+            "phenoadapt: run again with --debug to see the traceback, and please report it.",
+            file=sys.stderr,
+        )
+    return EXIT_BUG
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,18 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         result = args.func(args)
-    except (PhenoadaptError, FileNotFoundError, ValueError, KeyError) as exc:
-        if args.debug:
-            raise
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        if isinstance(exc, Cancelled):
-            print(f"phenoadapt: cancelled: {message}", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        print(f"phenoadapt: error: {message}", file=sys.stderr)
-        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("phenoadapt: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001  (every failure gets a message and a status)
+        return report_error(exc, args.debug)
     return int(result or 0)
 
 

@@ -1,8 +1,8 @@
 """``phenoadapt segment``: segment and measure every cell of a plate, write tables.
 
 Writes the per-cell table (``--out``) and, on request, per-well and per-site
-median profiles.  Files are written atomically (a temporary file renamed into
-place) and an existing file is never replaced without ``--overwrite``.  Fields
+median profiles, through :func:`phenoadapt.export.write_table` (atomic; an
+existing file is never replaced without ``--overwrite``).  Fields
 that fail are listed on stderr; the command fails only when no field worked.
 """
 
@@ -11,21 +11,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
-
-import pandas as pd
 
 from ..cells import MeasureParams, SegmentationParams, segment_plate
 from ..cells.params import ILLUMINATION_STATISTICS, THRESHOLD_METHODS
 from ..cells.process import PlateCells, default_workers
 from ..errors import CellsError
-from ..export import to_csv_safe
-from ..plate import open_plate, read_platemap
+from ..export import check_writable, write_table, write_text
+from ..plate import open_plate
 from ..plate.wells import normalize_well
-from .open_args import add_open_options, open_options, warn_guessed_channels
+from .open_args import add_open_options, open_options, open_platemap, warn_guessed_channels
 from .segmentation_args import add_channel_arguments, channel_params, plate_nucleus_diameter
 
 
@@ -42,7 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("plate", metavar="PLATE", help="plate folder or OME-Zarr plate")
     parser.add_argument(
-        "--platemap", metavar="MAP", help="plate map (CSV/TSV) for role, treatment, MoA"
+        "--platemap",
+        metavar="MAP",
+        help="plate map (CSV/TSV) for role, treatment, MoA (default: the one shipped with the "
+        "plate, e.g. PLATE/platemap.csv)",
     )
     parser.add_argument(
         "--wells",
@@ -116,7 +115,7 @@ def run_segment(args: argparse.Namespace) -> int:
     """Run ``phenoadapt segment``."""
     outputs = [Path(p) for p in (args.out, args.per_well, args.per_site) if p]
     outputs.append(settings_path(Path(args.out)))
-    check_outputs(outputs, args.overwrite)
+    check_writable(outputs, args.overwrite)
     if args.workers is not None and args.workers < 1:
         raise CellsError(f"--workers {args.workers}: give at least 1 process.")
     plate = open_plate(args.plate, plate_id=args.plate_id, **open_options(args))
@@ -133,9 +132,7 @@ def run_segment(args: argparse.Namespace) -> int:
         illumination_correction=args.illumination_correction,
         illumination_statistic=args.illumination_statistic,
     )
-    platemap = None
-    if args.platemap:
-        platemap = read_platemap(args.platemap, plate_format=plate.format, plate_id=args.plate_id)
+    platemap = open_platemap(plate, args.platemap)
     result = _run_with_bar(
         plate, wells, params, MeasureParams(texture=not args.no_texture), platemap, args.workers
     )
@@ -145,16 +142,18 @@ def run_segment(args: argparse.Namespace) -> int:
             f"No cell was found in any of the {result.n_fields} fields of plate {plate.plate_id} "
             "(see the messages above); nothing was written."
         )
-    write_csv_atomic(result.cells, Path(args.out), args.overwrite)
-    settings = write_settings(Path(args.out), plate, params, estimated=not args.nucleus_diameter)
+    write_table(result.cells, args.out, overwrite=args.overwrite)
+    settings = write_settings(
+        Path(args.out), plate, params, estimated=not args.nucleus_diameter, overwrite=args.overwrite
+    )
     written = [f"{len(result.cells)} cells -> {args.out} (settings: {settings.name})"]
     if args.per_well:
         wells_table = result.per_well()
-        write_csv_atomic(wells_table, Path(args.per_well), args.overwrite)
+        write_table(wells_table, args.per_well, overwrite=args.overwrite)
         written.append(f"{len(wells_table)} wells -> {args.per_well}")
     if args.per_site:
         sites_table = result.per_site()
-        write_csv_atomic(sites_table, Path(args.per_site), args.overwrite)
+        write_table(sites_table, args.per_site, overwrite=args.overwrite)
         written.append(f"{len(sites_table)} sites -> {args.per_site}")
     done = result.n_fields - len(result.failures)
     print(f"{done} of {result.n_fields} fields segmented: " + "; ".join(written))
@@ -166,7 +165,9 @@ def settings_path(cells_csv: Path) -> Path:
     return cells_csv.with_name(cells_csv.name.split(".")[0] + ".segmentation.json")
 
 
-def write_settings(cells_csv: Path, plate, params: SegmentationParams, *, estimated: bool) -> Path:
+def write_settings(
+    cells_csv: Path, plate, params: SegmentationParams, *, estimated: bool, overwrite: bool = False
+) -> Path:
     """Write what the cells were segmented with next to them, so a result can be reproduced.
 
     The nucleus diameter (and whether it was estimated from the DNA channel),
@@ -188,11 +189,8 @@ def write_settings(cells_csv: Path, plate, params: SegmentationParams, *, estima
         "parameters": dataclasses.asdict(params),
         "phenoadapt": __version__,
     }
-    path = settings_path(cells_csv)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(settings, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(temp, path)
-    return path
+    text = json.dumps(settings, indent=2, default=str) + "\n"
+    return write_text(text, settings_path(cells_csv), overwrite=overwrite)
 
 
 def _run_with_bar(plate, wells, params, measure, platemap, workers) -> PlateCells:
@@ -229,31 +227,3 @@ def report_failures(result: PlateCells) -> None:
         )
         for failure in result.failures:
             print(f"  - {failure.message}", file=sys.stderr)
-
-
-def check_outputs(paths: list[Path], overwrite: bool) -> None:
-    """Refuse, before any work, outputs that exist (without ``--overwrite``) or have no folder."""
-    if len(set(paths)) != len(paths):
-        raise CellsError("The output files must differ (--out, --per-well, --per-site).")
-    for path in paths:
-        if path.is_dir():
-            raise CellsError(f"{path} is a folder: give a file name such as {path / 'cells.csv'}.")
-        if path.exists() and not overwrite:
-            raise CellsError(f"{path} already exists: choose another file name or add --overwrite.")
-        if not path.parent.is_dir():
-            raise CellsError(f"Cannot write {path}: the folder {path.parent} does not exist.")
-
-
-def write_csv_atomic(table: pd.DataFrame, path: Path, overwrite: bool = False) -> None:
-    """Write a CSV (gzipped for ``.gz``) through a temporary file renamed into place."""
-    if path.exists() and not overwrite:
-        raise CellsError(f"{path} already exists: choose another file name or add --overwrite.")
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(handle)
-    try:
-        compression = "gzip" if path.name.lower().endswith(".gz") else None
-        to_csv_safe(table, temp, compression=compression)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)

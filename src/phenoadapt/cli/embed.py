@@ -17,11 +17,13 @@ from pathlib import Path
 from .. import schema
 from ..cells import SegmentationParams
 from ..embed import LEVELS, STATISTICS, embed_plate, load_embedder, parse_correction
+from ..errors import OptionError
 from ..evaluate import add_umap
-from ..plate import open_plate, read_platemap
+from ..export import check_writable, write_table
+from ..plate import open_plate
 from ..profiles import read_table
-from .cells import check_outputs, parse_wells, write_csv_atomic
-from .open_args import add_open_options, open_options, warn_guessed_channels
+from .cells import parse_wells
+from .open_args import add_open_options, open_options, open_platemap, warn_guessed_channels
 from .segmentation_args import add_channel_arguments, channel_params
 
 
@@ -44,7 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--checkpoint", required=True, metavar="CKPT", help="PhenoProfiler .safetensors file"
     )
     parser.add_argument(
-        "--platemap", metavar="MAP", help="plate map (CSV/TSV): roles, treatments, MoAs"
+        "--platemap",
+        metavar="MAP",
+        help="plate map (CSV/TSV): roles, treatments, MoAs (default: the one shipped with the "
+        "plate, e.g. PLATE/platemap.csv)",
     )
     parser.add_argument(
         "--cells",
@@ -94,16 +99,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_embed(args: argparse.Namespace) -> int:
     """Run ``phenoadapt embed``."""
     out = Path(args.out)
-    check_outputs([out], args.overwrite)
+    check_writable([out], args.overwrite)
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size {args.batch_size}: give at least 1.")
+        raise OptionError(f"--batch-size {args.batch_size}: give at least 1.")
     correction = parse_correction(args.correction)
     checkpoint = load_embedder(args.checkpoint, device=args.device)
     plate = open_plate(args.plate, plate_id=args.plate_id, **open_options(args))
     warn_guessed_channels(plate)
-    platemap = None
-    if args.platemap:
-        platemap = read_platemap(args.platemap, plate_format=plate.format, plate_id=args.plate_id)
+    platemap = open_platemap(plate, args.platemap)
     cells = None
     if args.cells:
         cells = read_table(args.cells)
@@ -115,7 +118,7 @@ def run_embed(args: argparse.Namespace) -> int:
         print(f"phenoadapt: warning: {warning.message}", file=sys.stderr)
     if args.umap:
         table = add_umap(table, n_neighbors=args.umap_neighbors, seed=args.seed)
-    write_csv_atomic(table, out, args.overwrite)
+    write_table(table, out, overwrite=args.overwrite)
     n_emb = sum(c.startswith(schema.EMBEDDING_PREFIX) for c in table.columns)
     print(
         f"{len(table)} {args.level} embeddings of {n_emb} dimensions ({correction.name}) -> {out}"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .. import schema
 from ..evaluate import evaluate_table
+from ..export import check_writable, write_text
 from ..profiles import METHODS, clean_features, feature_columns, read_table
 
 _DEFAULT_COMPOUND = "Metadata_Compound"
@@ -24,6 +25,8 @@ _DEFAULT_COMPOUND = "Metadata_Compound"
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Read the table, optionally clean it, compute the metrics, print and save them."""
+    if args.out:
+        check_writable([Path(args.out)], args.overwrite)  # before any work
     table = read_table(args.table)
     features = feature_columns(table)
     if args.clean:
@@ -51,11 +54,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     print(report.format())
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(report.to_json() + "\n")
-        tmp.replace(out)  # atomic: a reader never sees half a file
+        out = write_text(report.to_json() + "\n", args.out, overwrite=args.overwrite)
         print(f"metrics written to {out}", file=sys.stderr)
     return 0
 
@@ -116,4 +115,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--clean", action="store_true", help="drop NaN and constant feature columns first"
     )
     parser.add_argument("--out", metavar="JSON", default=None, help="write the metrics here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.set_defaults(func=run_evaluate)

@@ -2,7 +2,9 @@
 
 One definition so that ``segment``, ``train``, ``predict``, ``embed``, ``gui``,
 ``info`` and ``convert`` read a plate the same way: a plate named once with
-``--channels`` (or a saved channel map) is the same plate everywhere.
+``--channels`` (or a saved channel map) is the same plate everywhere.  Its
+plate map comes from :func:`open_platemap`: ``--platemap`` when given, else the
+map shipped with the plate, as the GUI finds it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 from typing import Any
 
 from ..plate import Plate
+from ..plate.platemap import PlateMap, platemap_for_plate
 from ..plate.readers import LAYOUTS, parse_channel_names
 
 CHANNELS_HELP = (
@@ -81,3 +84,26 @@ def warn_guessed_channels(plate: Plate) -> None:
         "--channels ... --save-channels.",
         file=sys.stderr,
     )
+
+
+def open_platemap(plate: Plate, path: str | None) -> PlateMap | None:
+    """The plate map of a plate for a command: ``--platemap``, else the one shipped with it.
+
+    The policy is :func:`phenoadapt.plate.platemap.platemap_for_plate`'s; a
+    shipped map that is used, or not used, is said on stderr.
+
+    Raises
+    ------
+    PlateMapError
+        When the map given with ``--platemap`` does not fit the plate.
+    """
+    platemap, notes = platemap_for_plate(plate, path)
+    if path is None and platemap is not None:
+        print(
+            f"phenoadapt: plate {plate.plate_id}: using the plate map shipped with it, "
+            f"{platemap.source} (give --platemap to use another).",
+            file=sys.stderr,
+        )
+    for note in notes:
+        print(f"phenoadapt: warning: plate {plate.plate_id}: {note}", file=sys.stderr)
+    return platemap

@@ -6,6 +6,7 @@ import argparse
 import sys
 import warnings
 
+from ..errors import OptionError
 from ..plate.channel_map import save_channel_map
 from ..plate.model import Plate
 from ..plate.readers import UnmatchedImagesWarning, open_plate, verify_plate, write_ome_zarr
@@ -157,7 +158,7 @@ def run_convert(args: argparse.Namespace) -> int:
     if wells is not None:
         wells = [normalize_well(w) for w in wells]
     if args.pyramid < 0:
-        raise ValueError("--pyramid must be 0 or more levels.")
+        raise OptionError("--pyramid must be 0 or more levels.")
     factors = tuple(2 ** (i + 1) for i in range(args.pyramid))
     progress = _Progress()
     out = write_ome_zarr(

@@ -25,9 +25,9 @@ from ..adapt.methods import DEFAULT_CONTROLS_PER_CONTEXT, DEFAULT_MIN_CONTROLS, 
 from ..errors import PhenoadaptError
 from ..export import RESULT_FILES, check_writable, write_tables
 from ..pipeline.tiles import DEFAULT_MIN_CONTROL_SITES
-from ..plate import open_plate, read_platemap
+from ..plate import open_plate
 from .cells import parse_wells
-from .open_args import add_open_options, open_options, warn_guessed_channels
+from .open_args import add_open_options, open_options, open_platemap, warn_guessed_channels
 from .segmentation_args import add_channel_arguments, channel_params
 
 METHOD_CHOICES = tuple(m.value for m in Method)
@@ -127,7 +127,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--platemap", nargs="+", metavar="CSV",
-        help="plate map per plate (roles mark the negative controls; MoAs give accuracy)",
+        help="plate map per plate (roles mark the negative controls; MoAs give accuracy); "
+        "default: the map shipped with each plate (PLATE/platemap.csv)",
     )  # fmt: skip
     parser.add_argument(
         "--checkpoint", nargs="+", required=True, metavar="PATH",
@@ -214,11 +215,7 @@ def open_inputs(args: argparse.Namespace) -> tuple[list, list, list | None]:
         plate = open_plate(path, plate_id=plate_id, **open_options(args))
         warn_guessed_channels(plate)
         plates.append(plate)
-        platemaps.append(
-            None
-            if map_path is None
-            else read_platemap(map_path, plate_format=plate.format, plate_id=plate.plate_id)
-        )
+        platemaps.append(open_platemap(plate, map_path))
     cells = None
     if any(t is not None for t in tables):
         from ..profiles import read_table

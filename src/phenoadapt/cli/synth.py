@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import OptionError
 from ..plate.synthetic import EffectStrengths, SyntheticPlateConfig, generate_experiment
 
 
@@ -77,11 +78,11 @@ def run_synth(args: argparse.Namespace) -> int:
     """Run ``phenoadapt synth``."""
     for name in ("sites", "labs", "batches", "plates"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name} {getattr(args, name)}: give at least 1.")
+            raise OptionError(f"--{name} {getattr(args, name)}: give at least 1.")
     if args.size < 32:
-        raise ValueError(f"--size {args.size}: fields must be at least 32 pixels wide.")
+        raise OptionError(f"--size {args.size}: fields must be at least 32 pixels wide.")
     if args.effect_strength < 0:
-        raise ValueError(f"--effect-strength {args.effect_strength}: give a factor >= 0.")
+        raise OptionError(f"--effect-strength {args.effect_strength}: give a factor >= 0.")
     config = SyntheticPlateConfig(
         n_wells=args.wells,
         sites=args.sites,

@@ -1,6 +1,7 @@
 """Evaluating predictions and embeddings across plates and batches.
 
-- :mod:`.accuracy`: accuracy per held-out plate (mean +- std over plates);
+- :mod:`.accuracy`: the one accuracy rule (which rows are scored), accuracy per plate
+  (mean +- std over plates) and the `accuracy.csv` table of a prediction run;
 - :mod:`.retrieval`: mAP of phenotypic activity and consistency (copairs), folds of
   enrichment;
 - :mod:`.moa`: NSC / NSCB nearest-neighbour MoA accuracy on treatment profiles;
@@ -9,7 +10,7 @@
 - :mod:`.report`: all of the above for one table (``phenoadapt evaluate``).
 """
 
-from .accuracy import PlateAccuracy, accuracy_per_plate, mean_std
+from .accuracy import PlateAccuracy, accuracy_per_plate, accuracy_table, mean_std, scored_rows
 from .mixing import (
     BatchMixing,
     batch_knn_accuracy,
@@ -37,6 +38,7 @@ __all__ = [
     "NeighbourAccuracy",
     "PlateAccuracy",
     "accuracy_per_plate",
+    "accuracy_table",
     "add_umap",
     "batch_knn_accuracy",
     "batch_mixing",
@@ -50,5 +52,6 @@ __all__ = [
     "mean_std",
     "nearest_neighbour_moa",
     "nsc_nscb",
+    "scored_rows",
     "umap_coordinates",
 ]

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
-from ..errors import TableError
+from ..errors import OptionError, TableError
 from ..profiles.cleaning import check_features
 from ..profiles.table import feature_columns, feature_matrix
 
@@ -19,7 +19,7 @@ def check_neighbours(n_samples: int, n_neighbors: int, method: str, parameter: s
     A row is never its own neighbour, so at most ``n_samples - 1`` are available.
     """
     if n_neighbors < 1:
-        raise ValueError(f"{parameter} must be at least 1, got {n_neighbors}")
+        raise OptionError(f"{parameter} must be at least 1, got {n_neighbors}")
     if n_samples - 1 < n_neighbors:
         raise TableError(
             f"{method} uses {n_neighbors} neighbours but there are only {n_samples} samples "

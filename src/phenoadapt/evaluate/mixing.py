@@ -33,7 +33,7 @@ import pandas as pd
 from sklearn.metrics import pairwise_distances_chunked, silhouette_score
 
 from .. import schema
-from ..errors import TableError
+from ..errors import OptionError, TableError
 from ..profiles.table import control_mask, require_columns
 from ._validation import as_matrix, check_labels, check_metadata, check_neighbours, table_matrix
 
@@ -200,7 +200,7 @@ def lisi(X: np.ndarray, labels: np.ndarray, perplexity: float = 30.0) -> np.ndar
     X = as_matrix(X)
     labels = check_labels(labels, len(X), "labels", minimum_groups=1)
     if perplexity <= 1:
-        raise ValueError(f"perplexity must be greater than 1, got {perplexity}")
+        raise OptionError(f"perplexity must be greater than 1, got {perplexity}")
     k = int(3 * perplexity)
     if len(X) - 1 < k:
         largest = max((len(X) - 1) // 3, 1)

@@ -35,9 +35,9 @@ from qtpy.QtWidgets import (
 )
 
 from .. import schema
-from ..errors import PhenoadaptError, PlateMapError
+from ..errors import PhenoadaptError
 from ..plate import Plate
-from ..plate.platemap import PlateMap, read_platemap, write_platemap
+from ..plate.platemap import PlateMap, platemap_for_plate, write_platemap
 from ..plate.platemap.canonical import listing
 from ..schema import Role
 from .common import Asker, confirm, fill_plate_combo, notify, scrolling_layout, select_item
@@ -68,56 +68,6 @@ BRUSHES: dict[str, Role | None] = {
 #: Short letters drawn in wells when colouring by treatment or MoA.
 ROLE_LETTERS = {Role.CONTROL.value: "C", Role.TREATED.value: "", Role.EXCLUDED.value: "×"}
 MAP_FILTER = "Plate maps (*.csv *.tsv *.txt *.tab *.csv.gz *.tsv.gz);;All files (*)"
-
-
-def read_map_for_plate(
-    path: str | Path, plate: Plate, compound_metadata: str | Path | None = None
-) -> PlateMap:
-    """Read a plate map and fit it to an open plate.
-
-    A map of several plates gives the rows of this plate.  A map of a smaller
-    format (a 96-well map of a 384-well plate's corner) is read in the plate's
-    format; a map of a larger format is refused with a message that says so.
-
-    Raises
-    ------
-    PlateMapError
-        For an unreadable map, a map of another plate format, or a map none
-        of whose wells were imaged.
-    """
-    path = Path(path)
-    try:
-        platemap = read_platemap(path, compound_metadata=compound_metadata)
-    except PlateMapError as first:
-        try:  # a map of several plates: take this plate's rows
-            platemap = read_platemap(
-                path, compound_metadata=compound_metadata, plate_id=plate.plate_id
-            )
-        except PlateMapError:
-            raise first from None
-    if platemap.format.n_wells > plate.format.n_wells:
-        last = platemap.wells[-1]
-        hint = (
-            " If the plate really is a "
-            f"{platemap.format} plate of which only part was imaged, reopen it in the Plate dock "
-            f"with Plate format {platemap.format}."
-            if all(platemap.format.contains(w) for w in plate.wells)
-            else ""
-        )
-        raise PlateMapError(
-            f"{path.name} is a plate map for a {platemap.format} plate (its wells reach {last}), "
-            f"but plate {plate.plate_id} is a {plate.format} plate: load the map of this plate."
-            + hint
-        )
-    if platemap.format != plate.format:
-        platemap = read_platemap(
-            path,
-            compound_metadata=compound_metadata,
-            plate_format=plate.format,
-            plate_id=platemap.plate_id,
-        )
-    platemap.check_against(plate)  # raises when no imaged well is on the map
-    return platemap
 
 
 class PlateMapDock(QWidget):
@@ -382,13 +332,12 @@ class PlateMapDock(QWidget):
             return False
         plate = self.session.plates[plate_id]
         try:
-            platemap = read_map_for_plate(path, plate, compound_metadata)
+            platemap, notes = platemap_for_plate(plate, path, compound_metadata=compound_metadata)
         except PhenoadaptError as exc:
             notify("error", f"Plate map not loaded: {exc}")
             return False
-        check = platemap.check_against(plate)
-        if not check.ok:
-            notify("warning", check.summary())
+        if notes:
+            notify("warning", "\n".join(notes))
         self.session.set_platemap(plate_id, platemap)
         return True
 

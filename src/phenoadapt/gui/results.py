@@ -38,6 +38,7 @@ from qtpy.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 from .. import schema
 from ..cells import SegmentationParams, segment_field
 from ..errors import PhenoadaptError
+from ..evaluate.accuracy import accuracy_table
 from .layers import META_KEY
 from .session import FieldKey, PlateSession, get_session
 
@@ -122,26 +123,19 @@ def label_colormap(features: pd.DataFrame, colours: dict[str, str]) -> Any:
 
 
 def accuracy_summary(result: Any) -> pd.DataFrame:
-    """Per plate accuracy against the plate map's MoA (treated cells whose MoA is a class).
+    """Per plate accuracy against the plate map's MoA, as the pipeline scores it.
 
-    Uses ``result.accuracy`` when the pipeline computed it; otherwise counts from
-    ``result.cells``.  Columns: plate, n_cells, cell_accuracy, n_wells,
-    well_accuracy (NaN when no cell has a known MoA).
+    Uses ``result.accuracy`` when the pipeline computed it; otherwise the same
+    rule (:func:`phenoadapt.evaluate.accuracy_table`: treated cells whose MoA is
+    a class; controls and excluded wells never) on ``result.cells``.  Columns:
+    plate, n_cells, cell_accuracy, n_wells, well_accuracy.
     """
     table = getattr(result, "accuracy", None)
-    if table is not None and len(table):
-        return table.reset_index(drop=schema.PLATE in table.columns)
-    cells = result.cells
-    if schema.MOA not in cells or schema.PREDICTION not in cells:
+    if (table is None or not len(table)) and schema.PREDICTION in result.cells:
+        table = accuracy_table(result.cells, getattr(result, "wells", None), result.classes)
+    if table is None or not len(table):
         return pd.DataFrame(columns=[schema.PLATE, "n_cells", "cell_accuracy"])
-    known = cells[cells[schema.MOA].isin(list(result.classes))]
-    if schema.ROLE in known:
-        known = known[known[schema.ROLE].astype(str) != str(schema.Role.CONTROL)]
-    rows = []
-    for plate, group in known.groupby(schema.PLATE, sort=True):
-        hits = group[schema.PREDICTION].astype(str) == group[schema.MOA].astype(str)
-        rows.append({schema.PLATE: plate, "n_cells": len(group), "cell_accuracy": hits.mean()})
-    return pd.DataFrame(rows, columns=[schema.PLATE, "n_cells", "cell_accuracy"])
+    return table.reset_index(drop=schema.PLATE in table.columns)
 
 
 def _segment(plate: Any, key: FieldKey, params: SegmentationParams) -> tuple[FieldKey, np.ndarray]:

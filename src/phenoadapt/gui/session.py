@@ -27,13 +27,10 @@ from qtpy.QtCore import QEvent, QObject, Signal
 from .. import schema
 from ..errors import PhenoadaptError
 from ..plate import Channel, Plate, open_plate
-from ..plate.platemap import PlateMap, read_platemap, write_platemap
+from ..plate.platemap import PlateMap, platemap_for_plate, write_platemap
 from ..plate.readers import UnmatchedImagesWarning
 from .common import notify
 from .layers import META_KEY, field_layer_data
-
-#: File names looked for next to (or inside) a plate folder when it is opened.
-PLATEMAP_NAMES = ("platemap.csv", "platemap.tsv", "plate_map.csv", "layout.csv")
 
 
 def recovery_dir() -> Path:
@@ -59,19 +56,6 @@ class FieldKey:
     site: int
 
 
-def find_platemap(plate: Plate) -> Path | None:
-    """A plate map file shipped with a plate folder (synthetic plates write one)."""
-    if plate.path is None:
-        return None
-    folder = Path(plate.path)
-    for base in (folder, folder.parent):
-        for name in PLATEMAP_NAMES:
-            candidate = base / name
-            if candidate.is_file():
-                return candidate
-    return None
-
-
 def load_plate(
     path: str | Path,
     pattern: str | None = None,
@@ -79,6 +63,9 @@ def load_plate(
     **open_options: Any,
 ) -> tuple[Plate, PlateMap | None, list[str]]:
     """Open a plate folder and the plate map shipped with it, if any.
+
+    The map is found by :func:`phenoadapt.plate.platemap.platemap_for_plate`,
+    as the CLI finds it.
 
     Parameters
     ----------
@@ -108,15 +95,8 @@ def load_plate(
         plate = open_plate(path, pattern=pattern or None, plate_format=plate_format, **open_options)
     # Image files the pattern left out are said, not dropped silently.
     said = [str(w.message) for w in caught if issubclass(w.category, UnmatchedImagesWarning)]
-    found = find_platemap(plate)
-    if found is None:
-        return plate, None, said
-    try:
-        platemap = read_platemap(found, plate_format=plate.format)
-        check = platemap.check_against(plate)
-    except PhenoadaptError as exc:
-        return plate, None, [*said, f"The plate map {found} was not used: {exc}"]
-    return plate, platemap, said if check.ok else [*said, check.summary()]
+    platemap, notes = platemap_for_plate(plate)  # the map shipped with the plate, if any
+    return plate, platemap, [*said, *notes]
 
 
 class PlateSession(QObject):

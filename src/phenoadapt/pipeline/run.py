@@ -34,7 +34,9 @@ from ..adapt.methods import (
 )
 from ..cells.params import SegmentationParams
 from ..cells.process import FieldFailure
-from ..errors import ContextError, ModelError, PhenoadaptError
+from ..errors import ContextError, ModelError, OptionError, PhenoadaptError
+from ..evaluate.accuracy import accuracy_table
+from ..models import default_model_path
 from ..nn.runtime import forward_in_batches, is_oom, iter_batches, select_device
 from ..plate.model import Plate
 from ..plate.platemap.canonical import DEFAULT_CONTROLS
@@ -58,7 +60,7 @@ class RunConfig:
     ----------
     checkpoint
         A classifier checkpoint (``.safetensors``), or a list of them averaged as
-        an ensemble; None = the shipped demo model.
+        an ensemble; None = the shipped default model (phenoadapt.models).
     method
         ``erm``, ``adabn``, ``arm-bn``, ``ben`` or ``cs-arm-bn`` (default).
     device
@@ -106,9 +108,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         self.method = parse_method(self.method).value
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}.")
+            raise OptionError(f"batch_size must be at least 1, got {self.batch_size}.")
         if self.min_controls < 1 or self.min_control_sites < 1 or self.controls_per_context < 1:
-            raise ValueError(
+            raise OptionError(
                 "min_controls, min_control_sites and controls_per_context must be at least 1."
             )
 
@@ -172,9 +174,7 @@ def load_models(config: RunConfig) -> list[Checkpoint]:
     """Load the checkpoint(s) of a run on its device; :class:`ModelError` if unfit."""
     paths = config.checkpoint
     if paths is None:
-        from ..demo import demo_model_path
-
-        paths = demo_model_path()
+        paths = default_model_path()
     checkpoints = load_ensemble(paths, device=select_device(config.device))
     for ckpt in checkpoints:
         family = ckpt.metadata.network.get("family")
@@ -377,46 +377,6 @@ def _predict_one(
     elif progress is not None:
         progress("predict", 1, 1)
     return predictions, unadapted
-
-
-def accuracy_table(
-    cells: pd.DataFrame, wells: pd.DataFrame, classes: Sequence[str]
-) -> pd.DataFrame | None:
-    """Accuracy per plate of treated cells and wells whose MoA is among ``classes``.
-
-    Returns
-    -------
-    pandas.DataFrame or None
-        ``Metadata_Plate``, ``adapt_method``, ``n_cells``, ``cell_accuracy``,
-        ``n_wells``, ``well_accuracy``; None when no treated cell has a known MoA.
-    """
-    if schema.MOA not in cells.columns or schema.ROLE not in cells.columns:
-        return None
-
-    def scored(table: pd.DataFrame) -> pd.DataFrame:
-        treated = table[schema.ROLE].astype(str).str.lower() == schema.Role.TREATED.value
-        known = table[schema.MOA].astype(str).isin(list(classes))
-        return table[treated & known & table[schema.PREDICTION].notna()]
-
-    cell_rows, well_rows = scored(cells), scored(wells)
-    if cell_rows.empty:
-        return None
-    rows = []
-    for plate, group in cell_rows.groupby(schema.PLATE, sort=True):
-        on_plate = well_rows[well_rows[schema.PLATE] == plate]
-        rows.append(
-            {
-                schema.PLATE: plate,
-                "adapt_method": str(group["adapt_method"].iloc[0]),
-                "n_cells": len(group),
-                "cell_accuracy": float((group[schema.PREDICTION] == group[schema.MOA]).mean()),
-                "n_wells": len(on_plate),
-                "well_accuracy": float((on_plate[schema.PREDICTION] == on_plate[schema.MOA]).mean())
-                if len(on_plate)
-                else np.nan,
-            }
-        )
-    return pd.DataFrame(rows)
 
 
 def run_plates(

@@ -32,6 +32,7 @@ from pathlib import Path
 import platformdirs
 
 from ..errors import PlateLayoutError
+from ..export import write_text
 from .channels import Channel, ChannelRole
 
 #: File name of a channel map in a plate folder.
@@ -165,25 +166,15 @@ def save_channel_map(plate_path: str | Path, channels: Sequence[Channel]) -> Pat
     text = format_channel_map(channels)
     if root.is_dir() and os.access(root, os.W_OK):
         try:
-            return _write_atomic(root / CHANNEL_MAP_FILE, text)
+            return write_text(text, root / CHANNEL_MAP_FILE, overwrite=True)
         except OSError:
             pass  # e.g. a read-only mount that access() reports writable: fall back
     target = user_channel_map_path(root)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        return _write_atomic(target, text)
+        return write_text(text, target, overwrite=True)
     except OSError as exc:
         raise PlateLayoutError(
             f"The channel map cannot be saved next to the plate ({root} is read-only) nor in "
             f"{target.parent} ({exc}): set PHENOADAPT_CHANNEL_MAP_DIR to a writable folder."
         ) from exc
-
-
-def _write_atomic(path: Path, text: str) -> Path:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temp.write_text(text, encoding="utf-8")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    return path

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
+from ..errors import OptionError
+
 
 class ChannelRole(str, Enum):  # noqa: UP042 (str() spelling kept for saved files)
     """What a channel shows."""
@@ -203,7 +205,7 @@ def make_channels(
         resolved = [lookup.get(k, key_name(k)) for k in keys]
     else:
         if len(names) != len(keys):
-            raise ValueError(
+            raise OptionError(
                 f"{len(names)} channel names given for {len(keys)} channels ({', '.join(keys)}): "
                 "give one name per channel, in the order of the channel numbers."
             )

@@ -19,7 +19,7 @@ import dask.array as da
 import numpy as np
 import tifffile
 
-from ..errors import PlateReadError
+from ..errors import NotOnPlateError, PlateReadError
 from .channels import Channel, ChannelRole
 from .wells import PlateFormat, well_position
 
@@ -231,7 +231,7 @@ class Plate:
         try:
             return self.sites[well]
         except KeyError:
-            raise KeyError(
+            raise NotOnPlateError(
                 f"Well {well!r} was not imaged on plate {self.plate_id!r}; "
                 f"imaged wells run {self.wells[0]}..{self.wells[-1]}."
             ) from None
@@ -243,7 +243,7 @@ class Plate:
         for ch in self.channels:
             if which in (ch.name, ch.role, ch.key) or str(which).lower() == ch.name.lower():
                 return ch
-        raise KeyError(
+        raise NotOnPlateError(
             f"Plate {self.plate_id!r} has no channel {str(which)!r}; "
             f"its channels are {', '.join(self.channel_names)}."
         )

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from string import ascii_uppercase
 
-from ..errors import PlateMapError
+from ..errors import OptionError, PlateMapError
 
 _WELL_RE = re.compile(r"^\s*([A-Za-z]{1,2})\s*0*(\d{1,2})\s*$")
 
@@ -67,13 +67,13 @@ def plate_format(n_wells: int) -> PlateFormat:
 
     Raises
     ------
-    ValueError
-        For any other number of wells.
+    OptionError
+        For any other number of wells (a ValueError).
     """
     try:
         return PLATE_FORMATS[int(n_wells)]
     except (KeyError, ValueError):
-        raise ValueError(f"Unknown plate format {n_wells!r}: use 96, 384 or 1536 wells.") from None
+        raise OptionError(f"Unknown plate format {n_wells!r}: use 96, 384 or 1536 wells.") from None
 
 
 def row_name(row: int) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
-from ..errors import TableError
+from ..errors import InputNotFoundError, TableError
 from ..export import restore_formulas
 
 #: Prefixes of feature columns: CellProfiler compartments and phenoadapt embeddings.
@@ -52,14 +52,14 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
     Raises
     ------
-    FileNotFoundError
-        When ``path`` does not exist.
+    phenoadapt.errors.InputNotFoundError
+        When ``path`` does not exist (a FileNotFoundError).
     phenoadapt.errors.TableError
         When the suffix is not a known table format or the file is empty.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"feature table {path} does not exist")
+        raise InputNotFoundError(f"The table {path} does not exist: check the path.")
     suffix = _table_suffix(path)
     if suffix not in _READERS:
         known = ", ".join(sorted(_READERS))

@@ -133,9 +133,15 @@ def split_plate(
     if plate_id is not None:
         keep = plates == str(plate_id)
         if not keep.any():
+            other = (
+                f"it is the map of plate {names[0]!r}"
+                if len(names) == 1
+                else f"its plates are {listing(names)}"
+            )
             raise PlateMapError(
-                f"{origin.name} has no rows for plate {plate_id!r}; "
-                f"its plates are {listing(names)}."
+                f"{origin.name} has no rows for plate {plate_id!r}: {other}. Give the map of "
+                f"plate {plate_id!r}, or, if this is its map, correct the map's {schema.PLATE} "
+                "column (or open the plate under the map's id: CLI --plate-id)."
             )
         return frame[keep.to_numpy()], str(plate_id)
     if len(names) > 1:

@@ -1,22 +1,21 @@
 """Reading and writing plate-map files: CSV or TSV, phenoadapt's schema or JUMP's.
 
 Reading sniffs the delimiter, finds columns by their common names and checks
-every well; writing is atomic (a temporary file renamed over the target), so
-an interrupted save never leaves half a plate map behind.
+every well; writing goes through :func:`phenoadapt.export.write_table` (atomic:
+a temporary file renamed over the target), so an interrupted save never leaves
+half a plate map behind.
 """
 
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from ...errors import PlateMapError
-from ...export import restore_formulas, to_csv_safe
+from ...export import restore_formulas, write_table
 from ..wells import PLATE_384, PlateFormat
 from .canonical import COMPOUND_TABLE, Origin
 from .model import PlateMap
@@ -242,14 +241,15 @@ def write_platemap(platemap: PlateMap, path: str | Path, *, overwrite: bool = Fa
 
     Columns are those of :meth:`PlateMap.to_frame`; tab-separated for
     ``.tsv``/``.tab`` names, comma-separated otherwise, gzipped for ``.gz``.
-    The map is marked saved.  Reading the file back gives an equal map.
+    The map is marked saved.  Reading the file back gives an equal map.  The
+    file is written by :func:`phenoadapt.export.write_table`, like every table.
 
     Parameters
     ----------
     platemap
         The map to write.
     path
-        Target file; its folder must exist.
+        Target file; its folder is created if needed.
     overwrite
         Replace an existing file; without it an existing file is an error.
 
@@ -260,33 +260,11 @@ def write_platemap(platemap: PlateMap, path: str | Path, *, overwrite: bool = Fa
 
     Raises
     ------
-    PlateMapError
-        When the file exists (and ``overwrite`` is False) or its folder does not.
+    phenoadapt.export.OutputExistsError
+        When the file exists (and ``overwrite`` is False).
+    phenoadapt.export.OutputNotWritableError
+        When ``path`` is a folder or its folder cannot be written.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise PlateMapError(
-            f"{path} is a folder: give a file name such as {path / 'platemap.csv'}."
-        )
-    if path.exists() and not overwrite:
-        raise PlateMapError(
-            f"{path} already exists: choose another file name, or overwrite it "
-            "(overwrite=True, CLI --overwrite)."
-        )
-    if not path.parent.is_dir():
-        raise PlateMapError(f"Cannot write {path}: the folder {path.parent} does not exist.")
-    sep = "\t" if _suffix(path) in _TAB_SUFFIXES else ","
-    compression = "gzip" if path.name.lower().endswith(".gz") else None
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(handle)
-    try:
-        to_csv_safe(platemap.to_frame(), temp, sep=sep, compression=compression)
-        # mkstemp makes a private file; give the map the permissions of the one it
-        # replaces, or the usual rw-r--r-- of a new file.
-        os.chmod(temp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    path = write_table(platemap.to_frame(), path, overwrite=overwrite)
     platemap.mark_saved(path)
     return path

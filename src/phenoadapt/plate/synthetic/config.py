@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ...errors import OptionError
 from ..wells import PLATE_FORMATS, PlateFormat, normalize_well, plate_format, well_position
 from .effects import EffectStrengths
 from .phenotypes import MOAS, PHENOTYPES
@@ -79,49 +80,49 @@ class SyntheticPlateConfig:
 
     def __post_init__(self) -> None:
         if self.n_wells not in PLATE_FORMATS:
-            raise ValueError(
+            raise OptionError(
                 f"Unknown plate format {self.n_wells} wells: use one of "
                 f"{', '.join(map(str, PLATE_FORMATS))}."
             )
         if self.sites < 1:
-            raise ValueError(f"sites must be at least 1, got {self.sites}.")
+            raise OptionError(f"sites must be at least 1, got {self.sites}.")
         shape = tuple(int(s) for s in self.field_shape)
         if len(shape) != 2 or min(shape) < 32:
-            raise ValueError(
+            raise OptionError(
                 "field_shape must be (height, width) of at least 32 pixels, "
                 f"got {self.field_shape}."
             )
         object.__setattr__(self, "field_shape", shape)
         if not 0 < self.nucleus_radius < self.cell_radius:
-            raise ValueError(
+            raise OptionError(
                 f"Need 0 < nucleus_radius < cell_radius, got {self.nucleus_radius} and "
                 f"{self.cell_radius} pixels."
             )
         if self.cell_density <= 0:
-            raise ValueError(f"cell_density must be > 0, got {self.cell_density}.")
+            raise OptionError(f"cell_density must be > 0, got {self.cell_density}.")
         if not 0 < self.control_fraction <= 0.5:
-            raise ValueError(
+            raise OptionError(
                 f"control_fraction must be in (0, 0.5], got {self.control_fraction}: "
                 "every plate needs controls and treated wells."
             )
         if not self.concentrations or min(self.concentrations) <= 0:
-            raise ValueError(f"concentrations must be positive, got {self.concentrations}.")
+            raise OptionError(f"concentrations must be positive, got {self.concentrations}.")
         unknown = [m for m in self.moas if m not in PHENOTYPES or m == "DMSO"]
         if unknown or not self.moas:
-            raise ValueError(
+            raise OptionError(
                 f"Unknown MoA(s) {unknown or '(none given)'}: choose from {', '.join(MOAS)}."
             )
         if not 0 <= self.responder_fraction <= 1:
-            raise ValueError(
+            raise OptionError(
                 f"responder_fraction must be in [0, 1], got {self.responder_fraction}."
             )
         if self.label_shift_alpha is not None and self.label_shift_alpha <= 0:
-            raise ValueError(
+            raise OptionError(
                 f"label_shift_alpha must be > 0 (or None for balanced plates), got "
                 f"{self.label_shift_alpha}."
             )
         if len(self.brightness) != len(CHANNEL_NAMES):
-            raise ValueError(
+            raise OptionError(
                 f"brightness needs {len(CHANNEL_NAMES)} values, got {self.brightness}."
             )
         if self.wells is not None:
@@ -132,12 +133,12 @@ class SyntheticPlateConfig:
         names = [normalize_well(w) for w in wells]
         outside = [w for w in names if not fmt.contains(w)]
         if outside or not names:
-            raise ValueError(
+            raise OptionError(
                 f"Wells {outside or '(none given)'} are not on a {fmt} plate: give wells "
                 f"between A01 and {fmt.wells()[-1]}."
             )
         if len(set(names)) != len(names):
-            raise ValueError(f"Wells are listed more than once: {sorted(names)}.")
+            raise OptionError(f"Wells are listed more than once: {sorted(names)}.")
         return tuple(sorted(names, key=well_position))
 
     def imaged_wells(self) -> list[str]:

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ... import __version__, schema
-from ...errors import Cancelled, PhenoadaptError
+from ...errors import Cancelled, OptionError, PhenoadaptError
 from ...export import to_csv_safe
 from ..channel_map import CHANNEL_MAP_FILE, format_channel_map
 from ..channels import make_channels
@@ -176,7 +176,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 def _resolve_workers(workers: int | None, n_fields: int) -> int:
     if workers is not None:
         if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}.")
+            raise OptionError(f"workers must be at least 1, got {workers}.")
         return workers
     if n_fields < _MIN_FIELDS_FOR_POOL:
         return 1
@@ -494,7 +494,7 @@ def generate_experiment(
         ("plates_per_batch", plates_per_batch),
     ):
         if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}.")
+            raise OptionError(f"{name} must be at least 1, got {value}.")
     config = config or SyntheticPlateConfig()
     out = Path(out_dir)
     layout = [
