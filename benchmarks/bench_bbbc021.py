@@ -21,7 +21,7 @@ Every choice is fixed in advance, from conventions of image-based profiling, and
 parameter is tuned on the MoA labels; the sensitivity table shows how the
 recommended pipeline moves when its choices change.
 
-The network rows train an MLP with batch norm (:mod:`phenoadapt.profiles.adapt_tables`)
+The network rows train an MLP with batch norm (:mod:`phenoadapt.pipeline.tables`)
 to classify the MoA of treated wells with ERM, ARM-BN or CS-ARM-BN episodes, and use
 its plate-context-normalized embedding as the profile.  To keep the MoA labels of a
 query away from the model that embeds it, the compounds are split into 5 folds: each
@@ -77,7 +77,7 @@ from phenoadapt.profiles import (  # noqa: E402
     metadata_columns,
     normalize_profiles,
 )
-from phenoadapt.profiles.adapt_tables import (  # noqa: E402
+from phenoadapt.pipeline.tables import (  # noqa: E402
     embedding_table,
     predict_table,
     table_config,

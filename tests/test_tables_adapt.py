@@ -20,7 +20,7 @@ from phenoadapt.errors import ContextError, ModelError, PlateMapError, TableErro
 from phenoadapt.nn import build_network
 from phenoadapt.nn.mlp import MLPClassifier, MLPConfig, build_mlp
 from phenoadapt.profiles import feature_columns, load_bbbc021
-from phenoadapt.profiles.adapt_tables import (
+from phenoadapt.pipeline.tables import (
     check_table,
     embedding_table,
     load_table_model,

@@ -49,8 +49,8 @@ from ..nn.mlp import MLPClassifier, MLPConfig, build_mlp
 from ..train.checkpoint import CheckpointMetadata, load_checkpoint, save_checkpoint
 from ..train.data import CellData
 from ..train.trainers import TrainConfig, TrainResult, train_model
-from .cleaning import check_features
-from .table import _shorten, feature_columns, feature_matrix, require_columns
+from ..profiles.cleaning import check_features
+from ..profiles.table import _shorten, feature_columns, feature_matrix, require_columns
 
 ProgressFn = Callable[[str, int, int], None]
 CancelFn = Callable[[], bool]
