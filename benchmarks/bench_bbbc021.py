@@ -66,6 +66,12 @@ from phenoadapt.evaluate import (  # noqa: E402
     nsc_nscb,
     umap_coordinates,
 )
+from phenoadapt.pipeline.tables import (  # noqa: E402
+    embedding_table,
+    predict_table,
+    table_config,
+    train_table_model,
+)
 from phenoadapt.profiles import (  # noqa: E402
     COMPOUND,
     aggregate_profiles,
@@ -76,12 +82,6 @@ from phenoadapt.profiles import (  # noqa: E402
     load_bbbc021,
     metadata_columns,
     normalize_profiles,
-)
-from phenoadapt.pipeline.tables import (  # noqa: E402
-    embedding_table,
-    predict_table,
-    table_config,
-    train_table_model,
 )
 from phenoadapt.train import MixedBatchSampler, PlateEpisodeSampler  # noqa: E402
 

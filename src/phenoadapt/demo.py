@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from . import schema
-from .adapt.methods import METHODS, parse_method
+from .adapt.methods import METHODS, Method, parse_method
 from .cells.params import SegmentationParams
 from .errors import PhenoadaptError
 from .plate.synthetic import (
@@ -214,7 +214,7 @@ def make_demo_plates(
 # --------------------------------------------------------------------------- the demo run
 
 #: Every test-time method, in the order the demo shows them.
-ALL_METHODS: tuple[str, ...] = ("erm", "adabn", "arm-bn", "ben", "cs-arm-bn")
+ALL_METHODS: tuple[str, ...] = tuple(m.value for m in Method)
 
 
 @dataclass

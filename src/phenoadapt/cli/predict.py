@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import schema
-from ..adapt.methods import DEFAULT_CONTROLS_PER_CONTEXT, DEFAULT_MIN_CONTROLS, Method
+from ..adapt.methods import DEFAULT_CONTROLS_PER_CONTEXT, DEFAULT_MIN_CONTROLS, method_choices
 from ..errors import PhenoadaptError
 from ..export import RESULT_FILES, check_writable, write_tables
 from ..pipeline.tiles import DEFAULT_MIN_CONTROL_SITES
@@ -30,7 +30,7 @@ from .cells import parse_wells
 from .open_args import add_open_options, open_options, warn_guessed_channels
 from .segmentation_args import add_channel_arguments, channel_params
 
-METHOD_CHOICES = tuple(m.value for m in Method)
+METHOD_CHOICES = method_choices()
 
 
 @contextlib.contextmanager

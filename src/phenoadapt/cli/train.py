@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..adapt.methods import DEFAULT_CONTROLS_PER_CONTEXT
+from ..adapt.methods import DEFAULT_CONTROLS_PER_CONTEXT, method_choices
 from ..cells import SegmentationParams
 from ..nn.resnet import ARCHITECTURES
 from ..pipeline.tiles import UNITS
@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_open_options(parser, many=True)
     parser.add_argument("--out", required=True, metavar="PATH", help="checkpoint (.safetensors)")
     parser.add_argument(
-        "--method", choices=("cs-arm-bn", "arm-bn", "erm"), default=DEFAULTS.method,
+        "--method", choices=method_choices(trainable=True), default=DEFAULTS.method,
         help="default: %(default)s",
     )  # fmt: skip
     parser.add_argument(
@@ -93,8 +93,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="D", help="nucleus diameter in pixels (default: %(default)g)",
     )  # fmt: skip
     add_channel_arguments(parser)
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=DEFAULTS.device, help="auto (default), cpu, cuda")
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
     add_threads_option(parser, default=None)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
     parser.add_argument(

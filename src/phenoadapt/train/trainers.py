@@ -37,6 +37,7 @@ from torch import nn
 
 from ..adapt.methods import (
     DEFAULT_CONTROLS_PER_CONTEXT,
+    TRAIN_METHODS,
     Context,
     Method,
     parse_method,
@@ -60,8 +61,6 @@ from .augment import augment
 from .checkpoint import CheckpointMetadata, save_checkpoint
 from .data import CellData
 from .samplers import Episode, MixedBatchSampler, PlateEpisodeSampler
-
-TRAIN_METHODS = (Method.ERM, Method.ARM_BN, Method.CS_ARM_BN)
 
 
 @dataclass
