@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -40,10 +40,7 @@ from .plate.synthetic import (
     is_synthetic_plate,
 )
 from .plate.synthetic.files import PLATEMAP_FILE
-from .progress import check_cancel
-
-ProgressFn = Callable[[str, int, int], None]
-CancelFn = Callable[[], bool]
+from .progress import CancelFn, ProgressFn, check_cancel
 
 #: File name of the shipped demo checkpoint inside ``phenoadapt/models``.
 DEMO_MODEL_FILE = "demo_cs_arm_bn.safetensors"

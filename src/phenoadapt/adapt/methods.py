@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -36,14 +36,12 @@ from torch import nn
 from .. import schema
 from ..errors import Cancelled, ContextError
 from ..nn.runtime import forward_in_batches, select_device, use_amp, use_channels_last
+from ..progress import CancelFn, ProgressFn
 from .batchnorm import context_statistics, use_statistics
 
 METHOD_COLUMN = "adapt_method"
 N_CELLS_COLUMN = "n_cells"
 AGREEMENT_COLUMN = "agreement"
-
-ProgressFn = Callable[[str, int, int], None]
-CancelFn = Callable[[], bool]
 
 
 class Method(StrEnum):

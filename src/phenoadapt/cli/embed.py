@@ -22,6 +22,7 @@ from ..plate import open_plate, read_platemap
 from ..profiles import read_table
 from .cells import check_outputs, parse_wells, write_csv_atomic
 from .open_args import add_open_options, open_options, warn_guessed_channels
+from .progress import progress_bar
 from .segmentation_args import add_channel_arguments, channel_params
 
 
@@ -124,16 +125,7 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def _embed_with_bar(args, plate, checkpoint, platemap, cells, correction):
-    from tqdm import tqdm
-
-    with tqdm(total=0, desc="embed", disable=None, file=sys.stderr) as bar:
-
-        def progress(stage: str, done: int, total: int) -> None:
-            bar.set_description(stage)
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
+    with progress_bar("embed") as progress:
         return embed_plate(
             plate,
             checkpoint,

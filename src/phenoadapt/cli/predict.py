@@ -15,7 +15,7 @@ import argparse
 import contextlib
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -28,29 +28,10 @@ from ..pipeline.tiles import DEFAULT_MIN_CONTROL_SITES
 from ..plate import open_plate, read_platemap
 from .cells import parse_wells
 from .open_args import add_open_options, open_options, warn_guessed_channels
+from .progress import progress_bar
 from .segmentation_args import add_channel_arguments, channel_params
 
 METHOD_CHOICES = method_choices()
-
-
-@contextlib.contextmanager
-def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
-    """A tqdm bar on stderr that follows ``progress(stage, done, total)`` reports."""
-    from tqdm import tqdm
-
-    with tqdm(total=0, desc="start", disable=None if enabled else True, file=sys.stderr) as bar:
-        shown = ["start"]
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if shown[0] != stage:  # a new stage restarts the bar's rate estimate
-                shown[0] = stage
-                bar.set_description(stage)
-                bar.reset(total=total)
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
-        yield progress
 
 
 @contextlib.contextmanager

@@ -24,10 +24,10 @@ from .open_args import add_open_options
 from .predict import (
     add_threads_option,
     open_inputs,
-    progress_bar,
     torch_threads,
     warnings_to_stderr,
 )
+from .progress import progress_bar
 from .segmentation_args import add_channel_arguments, channel_params
 
 DEFAULTS = TrainRunConfig()
