@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import time
 import warnings
 from collections.abc import Callable
@@ -84,6 +83,11 @@ from phenoadapt.profiles import (  # noqa: E402
     normalize_profiles,
 )
 from phenoadapt.train import MixedBatchSampler, PlateEpisodeSampler  # noqa: E402
+
+try:  # run as a script: benchmarks/ is on sys.path
+    from _common import write_doc_section
+except ImportError:  # pragma: no cover - imported as benchmarks._common
+    from benchmarks._common import write_doc_section
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "bbbc021.md"
@@ -528,21 +532,6 @@ def plot_umaps(corrected: dict[str, pd.DataFrame], names: list[str], path: Path)
     plt.close(fig)
 
 
-def write_doc(text: str) -> None:
-    if not DOC.exists():
-        print(f"{DOC} does not exist: results not written")
-        return
-    content = DOC.read_text()
-    if START not in content:
-        print(f"{DOC} has no benchmark markers: results not written")
-        return
-    block = f"{START}\n{text}\n{END}"
-    DOC.write_text(
-        re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, content, flags=re.S)
-    )
-    print(f"results written to {DOC}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / "tests" / "data" / "bbbc021")
@@ -602,7 +591,8 @@ def main() -> None:
             "the wells of compounds it never saw)\n\n" + network_markdown(networks)
         )
     if not args.no_doc:
-        write_doc(text)
+        write_doc_section(DOC, text, START, END)
+        print(f"results written to {DOC}")
 
 
 if __name__ == "__main__":
