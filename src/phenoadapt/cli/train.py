@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..adapt.methods import DEFAULT_CONTROLS_PER_CONTEXT, method_choices
+from ..adapt.methods import method_choices
 from ..cells import SegmentationParams
 from ..nn.resnet import ARCHITECTURES
 from ..pipeline.tiles import UNITS
@@ -80,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--patience", type=int, default=DEFAULTS.patience)
     parser.add_argument("--lr", type=float, default=DEFAULTS.lr)
     parser.add_argument("--treated-per-episode", type=int, default=DEFAULTS.treated_per_episode)
-    parser.add_argument("--controls-per-episode", type=int, default=DEFAULT_CONTROLS_PER_CONTEXT)
+    parser.add_argument("--controls-per-episode", type=int, default=DEFAULTS.controls_per_episode)
     parser.add_argument("--plates-per-step", type=int, default=DEFAULTS.plates_per_step)
     parser.add_argument("--max-steps-per-epoch", type=int, metavar="N")
     parser.add_argument(
