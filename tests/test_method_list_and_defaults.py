@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from phenoadapt.adapt.methods import (
     DEFAULT_METHOD,
@@ -55,3 +56,12 @@ def test_cli_training_defaults_are_the_api_dataclass() -> None:
     for flag, field in pairs.items():
         assert _option(train, flag).default == getattr(defaults, field), flag
     assert defaults.train_config().max_epochs == defaults.max_epochs
+
+
+def test_the_docs_table_lists_the_methods() -> None:
+    page = (Path(__file__).parents[1] / "docs" / "adaptation.md").read_text(encoding="utf-8")
+    table = page.split("## Methods and contexts", 1)[1].split("\n\n")[1]
+    rows = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
+    names = [row.split("`")[1] for row in rows]
+    assert names == [m.value for m in Method]  # every method, in the table's order
+    assert [row for row in rows if "(default)" in row] == [f"`{DEFAULT_METHOD.value}` (default)"]
