@@ -3,7 +3,8 @@
 Written into docs/segmentation.md ("Illumination correction").
 
 Recovery
-    Synthetic 256 px plates (the generator's own vignetting switched off) whose
+    Synthetic 256 px plates, sparse and confluent, of 12-24 fields (the
+    generator's own vignetting switched off) whose
     planes are multiplied by a known off-centre shading (to 45%, plus a tilt):
     correlation of each channel's function with the shading, for each way of
     averaging the fields, and the spread of the DNA intensity over a 4 x 4 grid
@@ -22,8 +23,9 @@ Real field vs CellProfiler
        the refusal avoids;
     3. the field multiplied by a known vignetting (corners at 60%), uncorrected;
     4. that shaded field divided by the function computed by
-       :func:`compute_illumination` from 16 other fields (a synthetic 1080 px plate
-       shaded by the same vignetting), as a real plate's own fields would give it.
+       :func:`compute_illumination` from 16 other fields (a confluent synthetic
+       1080 px plate shaded by the same vignetting), as a real plate's own fields
+       would give it, once per way of averaging the fields.
 
 Time
     Computing a plate's functions (reads dominate), loading them from the cache,
@@ -110,17 +112,25 @@ def _spread(planes: list[np.ndarray]) -> float:
     return float(means.std() / means.mean())
 
 
-def recovery(tmp: Path, wells_list: tuple[int, ...]) -> list[str]:
+#: Recovery cases: (wells of 2 fields, cell density per px^2, cell radius px, label).
+CASES = ((6, 6e-4, 20.0, "sparse"), (12, 6e-4, 20.0, "sparse"), (8, 2e-3, 24.0, "confluent"),
+         (12, 2e-3, 24.0, "confluent"))  # fmt: skip
+
+
+def recovery(tmp: Path, cases=CASES) -> list[str]:
     """Correlation with the known shading per statistic, and DNA spread before/after."""
     rows = [
-        "| fields | average over fields | correlation with the shading (DNA, ER, RNA, AGP, Mito) "
+        "| fields | cells | average over fields "
+        "| correlation with the shading (DNA, ER, RNA, AGP, Mito) "
         "| DNA spread over positions: raw -> corrected |",
-        "|---|---|---|---|",
+        "|---|---|---|---|---|",
     ]
-    for n_wells in wells_list:
+    for n_wells, density, radius, label in cases:
         wells = tuple(PLATE_96.wells()[:n_wells])
-        config = SyntheticPlateConfig(sites=2, wells=wells, strengths=NO_SHADING)
-        folder = shaded_plate(tmp / f"REC{n_wells}", config, known_shading, seed=5)
+        config = SyntheticPlateConfig(
+            sites=2, wells=wells, strengths=NO_SHADING, cell_density=density, cell_radius=radius
+        )
+        folder = shaded_plate(tmp / f"REC{n_wells}{label}", config, known_shading, seed=5)
         plate = open_plate(folder)
         truth = known_shading(plate.field_shape)
         dna = plate.channel("DNA")
@@ -130,7 +140,7 @@ def recovery(tmp: Path, wells_list: tuple[int, ...]) -> list[str]:
             corr = ", ".join(f"{_corr(result.function(c), truth):.3f}" for c in plate.channels)
             corrected = [apply_illumination(p, result.function(dna)) for p in raw]
             rows.append(
-                f"| {plate.n_fields} | {statistic} | {corr} | "
+                f"| {plate.n_fields} | {label} | {statistic} | {corr} | "
                 f"{_spread(raw):.3f} -> {_spread(corrected):.3f} |"
             )
             print(rows[-1], flush=True)
@@ -211,9 +221,20 @@ def real_field(tmp: Path, n_fields: int) -> tuple[list[str], list[str]]:
         f"| {_agreement(apply_illumination(image, own_f), channels, refs)} |",
         f"| 3. x vignetting (corners 60%), uncorrected | 1 (none) "
         f"| {_agreement(shaded, channels, refs)} |",
-        f"| 4. 3. divided by the function of {scope.n_fields} other fields "
+        f"| 4. 3. divided by the function of {scope.n_fields} other fields (quartile) "
         f"| {_range(scope_f, channels)} | {_agreement(corrected, channels, refs)} |",
     ]
+    for statistic in ("minimum", "mean"):
+        other = compute_illumination(scope_plate, statistic=statistic, use_cache=False)
+        other_f = [
+            other.function(by_role[c.role]) if c.role in by_role and f else None
+            for c, f in zip(channels, fluorescent, strict=True)
+        ]
+        rows.append(
+            f"| 4. 3. divided by the function of {other.n_fields} other fields ({statistic}) "
+            f"| {_range(other_f, channels)} "
+            f"| {_agreement(apply_illumination(shaded, other_f), channels, refs)} |"
+        )
     timing = [
         "| step | seconds |",
         "|---|---|",
@@ -238,7 +259,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        recovered = recovery(Path(tmp), (6, 24))
+        recovered = recovery(Path(tmp))
         agreement, timing = real_field(Path(tmp), args.fields)
     lines = [
         f"Measured with `python benchmarks/bench_illumination.py` on {platform.machine()} "

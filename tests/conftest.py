@@ -42,3 +42,28 @@ def _recovery_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["PHENOADAPT_RECOVERY_DIR"] = str(tmp_path_factory.mktemp("recovery"))
     # Channel maps of read-only plates go to a temporary folder, not the user's.
     os.environ["PHENOADAPT_CHANNEL_MAP_DIR"] = str(tmp_path_factory.mktemp("channel-maps"))
+
+
+@pytest.fixture(autouse=True)
+def _finish_gui_workers(request: pytest.FixtureRequest):
+    """Let background workers a GUI test started finish before its viewer closes.
+
+    A worker still running when the viewer's widgets are deleted emits into deleted
+    Qt objects and aborts the interpreter at exit; awaiting them here, before the
+    napari fixture's own teardown (this fixture asks for it, so it closes first),
+    keeps each test's threads inside the test.
+    """
+    if "make_napari_viewer" not in request.fixturenames:
+        yield
+        return
+    request.getfixturevalue("make_napari_viewer")
+    yield
+    from qtpy.QtWidgets import QApplication
+    from superqt.utils._qthreading import WorkerBase
+
+    # A finished worker's slots may start the next one (the overlay's pending field).
+    for _ in range(20):
+        QApplication.processEvents()
+        if not WorkerBase._worker_set:
+            break
+        WorkerBase.await_workers(msecs=120_000)

@@ -295,3 +295,32 @@ def test_cli_flag_on_a_one_field_plate_is_refused(tmp_path, capsys):
     assert status == 2
     assert "at least 10" in capsys.readouterr().err
     assert not (tmp_path / "c.csv").exists()
+
+
+def test_minimum_ignores_one_blank_field(shaded_dir):
+    """The minimum is each pixel's second-lowest value: one blank field cannot zero it."""
+    plate = open_plate(shaded_dir)
+    first = sorted(shaded_dir.glob("r01c01f01p01-*.tiff"))
+    assert first, "the synthetic layout changed"
+    for path in first:
+        tifffile.imwrite(path, np.zeros_like(tifffile.imread(path)))
+    result = compute_illumination(open_plate(shaded_dir), statistic="minimum", use_cache=False)
+    truth = known_shading(plate.field_shape)
+    for channel in plate.channels:
+        assert _correlation(result.function(channel), truth) > 0.9, channel.name
+
+
+def test_statistic_is_a_segmentation_setting_and_a_cli_choice(shaded_dir, tmp_path, capsys):
+    with pytest.raises(CellsError, match="Unknown illumination_statistic 'max'"):
+        SegmentationParams(illumination_statistic="max")
+    out = tmp_path / "cells.csv"
+    args = ["segment", str(shaded_dir), "--nucleus-diameter", "16", "--no-texture"]
+    args += ["--workers", "1", "--wells", "A01", "--out", str(out)]
+    assert main([*args, "--illumination-correction", "--illumination-statistic", "mean"]) == 0
+    cached = list((shaded_dir / PLATE_CACHE_FOLDER).glob("illumination-*.npz"))
+    assert len(cached) == 1
+    mean = compute_illumination(open_plate(shaded_dir), statistic="mean")
+    assert mean.loaded and mean.path == cached[0]  # the CLI computed the mean's functions
+    with pytest.raises(SystemExit) as exit_info:  # argparse refuses an unknown choice
+        main([*args[:-1], str(tmp_path / "bad.csv"), "--illumination-statistic", "max"])
+    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err

@@ -47,3 +47,18 @@ def test_missing_nucleus_channel_names_channels_and_flag():
     channels = make_channels(["1", "2"], ["GFP", "RFP"])
     with pytest.raises(CellsError, match="GFP, RFP.*--nucleus-channel"):
         find_channel(channels, "DNA")
+
+
+def test_known_pixel_size_keeps_debris_out_of_the_estimate():
+    """Spots far smaller than any nucleus (2.4 um at 0.3 um/px) are not taken for nuclei."""
+    from phenoadapt.cells.scale import DIAMETER_RANGE, search_range
+
+    nuclei = _field(40, 50, (512, 512), seed=1).astype(np.float32)
+    debris = _field(8, 400, (512, 512), seed=2).astype(np.float32)
+    image = np.maximum(nuclei, debris).astype(np.uint16)
+    assert search_range(None) == DIAMETER_RANGE
+    assert search_range(0.3) == pytest.approx((4 / 0.3, 40 / 0.3))
+    with_size = estimate_nucleus_diameter(image, pixel_size_um=0.3)
+    assert abs(with_size - 40) / 40 < 0.25
+    without = estimate_nucleus_diameter(image)
+    assert abs(without - 40) / 40 > abs(with_size - 40) / 40

@@ -97,3 +97,28 @@ def test_overlay_follows_result_field_and_selection(
     session.set_result(None)
     assert LAYER_NAME not in viewer.layers and not legend.isVisibleTo(legend.parentWidget())
     assert notices["error"] == []
+
+
+def test_overlay_tries_a_failing_field_once(
+    make_napari_viewer, qtbot, notices, tiny_plate, tiny_result, monkeypatch
+):
+    """A field whose outlines cannot be computed is reported once, not retried forever."""
+    import phenoadapt.gui.results as results
+
+    calls = []
+
+    def failing(plate, key, params):
+        calls.append(key)
+        raise RuntimeError("unreadable field")
+
+    monkeypatch.setattr(results, "_segment", failing)
+    viewer = make_napari_viewer()
+    session = open_in_viewer(viewer, tiny_plate)
+    overlay = get_results_overlay(viewer)
+    overlay.segmentation = SEGMENTATION
+    session.set_result(tiny_result)
+    qtbot.waitUntil(lambda: overlay.worker is None and bool(calls), timeout=30_000)
+    qtbot.wait(300)  # a retry would start from the finished signal
+    assert len(calls) == 1 and overlay.worker is None
+    assert any("unreadable field" in message for message in notices["error"])
+    assert LAYER_NAME not in viewer.layers

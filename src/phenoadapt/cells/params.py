@@ -14,6 +14,9 @@ from ..errors import CellsError
 THRESHOLD_METHODS = ("otsu", "li", "triangle", "yen", "mean")
 BACKENDS = ("classical", "cellpose")
 COMPARTMENTS = ("Nuclei", "Cells", "Cytoplasm")
+#: How illumination functions average each pixel over a plate's fields
+#: (:mod:`phenoadapt.cells.illumination`): lower quartile (default), minimum, median, mean.
+ILLUMINATION_STATISTICS = ("quartile", "minimum", "median", "mean")
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,11 @@ class SegmentationParams:
         CorrectIlluminationCalculate does, and cached; see
         :mod:`phenoadapt.cells.illumination`) before segmenting and measuring.
         Off by default; needs a plate of at least 10 fields.
+    illumination_statistic
+        How the illumination functions average each pixel over the fields:
+        ``"quartile"`` (default), ``"minimum"``, ``"median"`` or ``"mean"``
+        (CellProfiler's).  No statistic wins on every plate; the measured
+        trade-offs are in docs/segmentation.md.
     """
 
     nucleus_diameter: float = 40.0
@@ -92,6 +100,7 @@ class SegmentationParams:
     backend: str = "classical"
     cellpose_model: str = "cpsam"
     illumination_correction: bool = False
+    illumination_statistic: str = "quartile"
 
     def __post_init__(self) -> None:
         _positive("nucleus_diameter", self.nucleus_diameter, "of pixels")
@@ -125,6 +134,11 @@ class SegmentationParams:
             raise CellsError(
                 f"max_saturated_fraction={self.max_saturated_fraction!r} must lie in (0, 1], "
                 "or be None to accept saturated channels."
+            )
+        if self.illumination_statistic not in ILLUMINATION_STATISTICS:
+            raise CellsError(
+                f"Unknown illumination_statistic {self.illumination_statistic!r}: use one of "
+                f"{', '.join(ILLUMINATION_STATISTICS)}."
             )
         if self.min_contrast < 0:
             raise CellsError(f"min_contrast={self.min_contrast:g} must be >= 0.")

@@ -119,7 +119,9 @@ def process_field(
         # Blank and saturated channels are judged on the raw counts: corrected
         # values are float and no longer sit at the camera's maximum.
         check_field(image, plate.channels, segmentation, field_name=name)
-        illumination = illumination or compute_illumination(plate)
+        illumination = illumination or compute_illumination(
+            plate, statistic=segmentation.illumination_statistic
+        )
         image = apply_illumination(image, illumination.functions_for(plate.channels))
     seg = segment_field(image, plate.channels, segmentation, field_name=name)
     values = measure_cells(image, plate.channels, seg, measure, field_name=name)
@@ -194,7 +196,12 @@ def segment_plate(
     report = progress or (lambda stage, done, total: None)
     if segmentation.illumination_correction and illumination is None:
         # Once in the parent, before the pool: every worker gets the same functions.
-        illumination = compute_illumination(plate, progress=report, cancel=cancel)
+        illumination = compute_illumination(
+            plate,
+            statistic=segmentation.illumination_statistic,
+            progress=report,
+            cancel=cancel,
+        )
     args = (plate, segmentation, measure, platemap, illumination)
     report(STAGE, 0, len(fields))
     if workers == 1:

@@ -26,12 +26,32 @@ _SQRT2 = float(np.sqrt(2.0))
 #: below the ideal-disk scale; measured on synthetic disks (15-80 px) and the real
 #: Phenix field of tests/data against CellProfiler's nuclei.
 _DISK_CORRECTION = 1.1
+#: Nucleus diameters (micrometres) of the cell lines imaged in Cell Painting, with
+#: margins: small lymphocyte-like nuclei to large, flat U2OS/A549 ones.  Used to
+#: narrow the search when the plate's metadata gives the pixel size.
+NUCLEUS_RANGE_UM = (4.0, 40.0)
+
+
+def search_range(pixel_size_um: float | None) -> tuple[float, float]:
+    """Diameters (pixels) searched: :data:`DIAMETER_RANGE`, narrowed by a known pixel size.
+
+    Parameters
+    ----------
+    pixel_size_um
+        Micrometres per pixel from the plate's metadata, or None when unknown.
+    """
+    if not pixel_size_um or not np.isfinite(pixel_size_um) or pixel_size_um <= 0:
+        return DIAMETER_RANGE
+    lo = max(DIAMETER_RANGE[0], NUCLEUS_RANGE_UM[0] / pixel_size_um)
+    hi = min(DIAMETER_RANGE[1], NUCLEUS_RANGE_UM[1] / pixel_size_um)
+    return (lo, hi) if lo < hi else DIAMETER_RANGE
 
 
 def estimate_nucleus_diameter(
     dna: np.ndarray | Sequence[np.ndarray],
-    diameter_range: tuple[float, float] = DIAMETER_RANGE,
+    diameter_range: tuple[float, float] | None = None,
     field_name: str = "the field",
+    pixel_size_um: float | None = None,
 ) -> float:
     """Typical nucleus diameter, in pixels, of one or several DNA images.
 
@@ -40,9 +60,14 @@ def estimate_nucleus_diameter(
     dna
         A (y, x) DNA image, or several of them (sample fields of a plate).
     diameter_range
-        Smallest and largest diameter (pixels) considered.
+        Smallest and largest diameter (pixels) considered; by default
+        :func:`search_range` of ``pixel_size_um``.
     field_name
         Name used in error messages.
+    pixel_size_um
+        Micrometres per pixel, when the plate's metadata gives it: blobs far
+        smaller or larger than a nucleus (:data:`NUCLEUS_RANGE_UM`) are not
+        taken for nuclei.
 
     Returns
     -------
@@ -55,7 +80,8 @@ def estimate_nucleus_diameter(
         When no nucleus-like blob stands out in any image (an empty field).
     """
     images = [np.asarray(dna)] if np.ndim(dna) == 2 else [np.asarray(d) for d in dna]
-    diameters = np.concatenate([_blob_diameters(im, diameter_range) for im in images])
+    search = diameter_range or search_range(pixel_size_um)
+    diameters = np.concatenate([_blob_diameters(im, search) for im in images])
     if diameters.size < 3:
         raise CellsError(
             f"{field_name}: too few nuclei stand out in the DNA channel to estimate their size; "
@@ -87,6 +113,9 @@ def _blob_diameters(image: np.ndarray, diameter_range: tuple[float, float]) -> n
         overlap=0.5,
         exclude_border=int(max_sigma),
     )
+    # A blob at the smallest scale searched is something at most that small (debris,
+    # noise): its true scale lies outside the range, so it says nothing about nuclei.
+    blobs = blobs[blobs[:, 2] > min_sigma * 1.001] if len(blobs) else blobs
     if len(blobs) == 0:
         return np.empty(0)
     return blobs[:, 2] * 2 * _SQRT2 * factor

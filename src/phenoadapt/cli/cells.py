@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..cells import MeasureParams, SegmentationParams, segment_plate
-from ..cells.params import THRESHOLD_METHODS
+from ..cells.params import ILLUMINATION_STATISTICS, THRESHOLD_METHODS
 from ..cells.process import PlateCells, default_workers
 from ..errors import CellsError
 from ..export import to_csv_safe
@@ -89,6 +89,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="divide each field by the plate's illumination functions (computed once from "
         "its fields as CellProfiler does, cached next to the plate; needs 10+ fields)",
     )
+    parser.add_argument(
+        "--illumination-statistic",
+        choices=ILLUMINATION_STATISTICS,
+        default="quartile",
+        help="how the illumination functions average each pixel over the fields "
+        "(default: quartile; 'mean' is CellProfiler's, often better for confluent stains; "
+        "see docs/segmentation.md)",
+    )
     parser.add_argument("--no-texture", action="store_true", help="skip texture features (faster)")
     parser.add_argument(
         "--workers",
@@ -124,6 +132,7 @@ def run_segment(args: argparse.Namespace) -> int:
         exclude_border=args.exclude_border,
         backend=args.backend,
         illumination_correction=args.illumination_correction,
+        illumination_statistic=args.illumination_statistic,
     )
     platemap = None
     if args.platemap:

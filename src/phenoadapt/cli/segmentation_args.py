@@ -64,6 +64,10 @@ def plate_nucleus_diameter(plate, nucleus_channel: str, wells: list[str] | None 
     fields = [f for f in plate.fields() if wells is None or f[0] in wells] or list(plate.fields())
     step = max(1, len(fields) // SAMPLE_FIELDS)
     images = [plate.read_field(*f)[index] for f in islice(fields[::step], SAMPLE_FIELDS)]
-    diameter = estimate_nucleus_diameter(images, field_name=f"plate {plate.plate_id}")
-    print(f"estimated nucleus diameter: {diameter:.0f} px", file=sys.stderr)
+    pixel = plate.metadata.get("pixel_size_um")
+    diameter = estimate_nucleus_diameter(
+        images, field_name=f"plate {plate.plate_id}", pixel_size_um=pixel
+    )
+    microns = f" ({diameter * float(pixel):.1f} um at {float(pixel):.3g} um/px)" if pixel else ""
+    print(f"estimated nucleus diameter: {diameter:.0f} px{microns}", file=sys.stderr)
     return diameter

@@ -254,7 +254,7 @@ class ResultsOverlay(QObject):
         params = self.segmentation
         worker.returned.connect(lambda out: self._on_segmented(out, params))
         worker.errored.connect(self._on_segment_error)
-        worker.finished.connect(self._on_segment_finished)
+        worker.finished.connect(lambda: self._on_segment_finished(key, params))
         self.worker = worker
         worker.start()
 
@@ -274,14 +274,19 @@ class ResultsOverlay(QObject):
         else:
             notifications.show_error(f"Could not outline the cells: {type(exc).__name__}: {exc}")
 
-    def _on_segment_finished(self) -> None:
+    def _on_segment_finished(self, done: FieldKey, params: SegmentationParams) -> None:
         self.worker = None
         # The user moved on while this field was segmented: do the field now on screen.
+        # A field that was just tried with these settings (and failed, or was stopped)
+        # is not retried, or a failing field would be segmented again and again.
         pending, self._pending = self._pending, None
-        if pending is not None and pending == self.session.current:
-            if (pending, self.segmentation) not in self._labels:
-                self._pending = pending
-                self._start_segmentation(pending)
+        if pending is None or pending != self.session.current:
+            return
+        if (pending, params) == (done, self.segmentation):
+            return
+        if (pending, self.segmentation) not in self._labels:
+            self._pending = pending
+            self._start_segmentation(pending)
 
     def _apply(self, key: FieldKey, labels: np.ndarray) -> None:
         """Put the labels of a field in the overlay layer (main thread only)."""

@@ -442,13 +442,15 @@ class SegmentationWidget(QWidget):
         try:
             field = screen_field(self.viewer)
             index = find_channel(field.channels, self.nucleus.currentText(), field.name)
-            diameter = estimate_nucleus_diameter(field.image[index], field_name=field.name)
+            pixel = self._pixel_size(field)
+            diameter = estimate_nucleus_diameter(
+                field.image[index], field_name=field.name, pixel_size_um=pixel
+            )
         except PhenoadaptError as exc:
             notify("warning", f"{exc} The diameter typed in stays.")
             return None
         diameter = float(np.clip(diameter, self.diameter.minimum(), self.diameter.maximum()))
         self.diameter.setValue(round(diameter, 1))
-        pixel = self._pixel_size(field)
         microns = f" ({diameter * pixel:.1f} um)" if pixel else ""
         self.status.setText(
             f"Estimated nucleus diameter: {diameter:.1f} px{microns}, from the "
