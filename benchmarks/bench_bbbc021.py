@@ -21,7 +21,7 @@ Every choice is fixed in advance, from conventions of image-based profiling, and
 parameter is tuned on the MoA labels; the sensitivity table shows how the
 recommended pipeline moves when its choices change.
 
-The network rows train an MLP with batch norm (:mod:`phenoadapt.profiles.adapt_tables`)
+The network rows train an MLP with batch norm (:mod:`phenoadapt.pipeline.tables`)
 to classify the MoA of treated wells with ERM, ARM-BN or CS-ARM-BN episodes, and use
 its plate-context-normalized embedding as the profile.  To keep the MoA labels of a
 query away from the model that embeds it, the compounds are split into 5 folds: each
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import time
 import warnings
 from collections.abc import Callable
@@ -66,6 +65,12 @@ from phenoadapt.evaluate import (  # noqa: E402
     nsc_nscb,
     umap_coordinates,
 )
+from phenoadapt.pipeline.tables import (  # noqa: E402
+    embedding_table,
+    predict_table,
+    table_config,
+    train_table_model,
+)
 from phenoadapt.profiles import (  # noqa: E402
     COMPOUND,
     aggregate_profiles,
@@ -77,13 +82,12 @@ from phenoadapt.profiles import (  # noqa: E402
     metadata_columns,
     normalize_profiles,
 )
-from phenoadapt.profiles.adapt_tables import (  # noqa: E402
-    embedding_table,
-    predict_table,
-    table_config,
-    train_table_model,
-)
 from phenoadapt.train import MixedBatchSampler, PlateEpisodeSampler  # noqa: E402
+
+try:  # run as a script: benchmarks/ is on sys.path
+    from _common import write_doc_section
+except ImportError:  # pragma: no cover - imported as benchmarks._common
+    from benchmarks._common import write_doc_section
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "bbbc021.md"
@@ -528,21 +532,6 @@ def plot_umaps(corrected: dict[str, pd.DataFrame], names: list[str], path: Path)
     plt.close(fig)
 
 
-def write_doc(text: str) -> None:
-    if not DOC.exists():
-        print(f"{DOC} does not exist: results not written")
-        return
-    content = DOC.read_text()
-    if START not in content:
-        print(f"{DOC} has no benchmark markers: results not written")
-        return
-    block = f"{START}\n{text}\n{END}"
-    DOC.write_text(
-        re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, content, flags=re.S)
-    )
-    print(f"results written to {DOC}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / "tests" / "data" / "bbbc021")
@@ -602,7 +591,8 @@ def main() -> None:
             "the wells of compounds it never saw)\n\n" + network_markdown(networks)
         )
     if not args.no_doc:
-        write_doc(text)
+        write_doc_section(DOC, text, START, END)
+        print(f"results written to {DOC}")
 
 
 if __name__ == "__main__":

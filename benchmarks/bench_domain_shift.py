@@ -57,6 +57,11 @@ from phenoadapt.train import (
     train_model,
 )
 
+try:  # run as a script: benchmarks/ is on sys.path
+    from _common import write_doc_section
+except ImportError:  # pragma: no cover - imported as benchmarks._common
+    from benchmarks._common import write_doc_section
+
 try:  # run as a script (benchmarks/ on sys.path) or imported by the tests
     from _synthetic_data import DataSettings, count_cells, design, prepare_crops
 except ImportError:  # pragma: no cover - imported as benchmarks._synthetic_data
@@ -601,14 +606,6 @@ def render_markdown(
     return "\n".join(lines)
 
 
-def write_doc(section: str, path: Path = DOC) -> None:
-    """Put the measured section between the markers of the doc (created if missing)."""
-    text = path.read_text() if path.exists() else f"# Domain shift\n\n{START}\n{END}\n"
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{START}\n{section}\n{END}{tail}")
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -727,7 +724,8 @@ def main() -> None:
     plot_domains(results, IMAGES / "domain_shift.png")
     plot_label_shift(results, IMAGES / "label_shift.png")
     images = {"domains": "images/domain_shift.png", "label_shift": "images/label_shift.png"}
-    write_doc(render_markdown(results, config, cells, settings, images))
+    write_doc_section(DOC, render_markdown(results, config, cells, settings, images), START, END,
+                      title="Domain shift")  # fmt: skip
     print(f"wrote {DOC}")
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -93,6 +92,11 @@ from phenoadapt.train import (  # noqa: E402
     ProfileTargets,
     train_phenoprofiler,
 )
+
+try:  # run as a script: benchmarks/ is on sys.path
+    from _common import write_doc_section
+except ImportError:  # pragma: no cover - imported as benchmarks._common
+    from benchmarks._common import write_doc_section
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "embeddings.md"
@@ -541,16 +545,6 @@ def scores_figure(scores: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def write_doc(text: str, doc: Path = DOC) -> None:
-    """Put ``text`` between the benchmark markers of ``doc`` (or create the page)."""
-    block = f"{BEGIN}\n{text}\n{END}"
-    if doc.exists() and BEGIN in doc.read_text():
-        pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-        doc.write_text(pattern.sub(lambda _: block, doc.read_text()))
-    else:
-        doc.write_text(f"# PhenoProfiler embeddings on synthetic plates\n\n{block}\n")
-
-
 def report(outcome: Outcome, settings: Settings, wall: float, threads: int = 1) -> str:
     """The markdown block of results."""
     machine = f"{platform.machine()}, {threads} torch thread(s), torch {torch.__version__}"
@@ -608,7 +602,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         held_out=settings.held_out,
     )  # fmt: skip
     scores_figure(outcome.scores, IMAGES / "embeddings_scores.png")
-    write_doc(text)
+    write_doc_section(DOC, text, BEGIN, END, title="PhenoProfiler embeddings on synthetic plates")
     print(f"wrote {DOC} and docs/images/embeddings_*.png")
 
 

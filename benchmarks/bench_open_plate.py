@@ -19,7 +19,6 @@ prints the figures and writes them between the benchmark markers of
 from __future__ import annotations
 
 import io
-import re
 import tempfile
 import time
 import tracemalloc
@@ -30,6 +29,11 @@ import tifffile
 
 from phenoadapt.plate import open_plate, write_ome_zarr
 from phenoadapt.plate.wells import PLATE_96, PLATE_384, PLATE_1536, PlateFormat, well_position
+
+try:  # run as a script: benchmarks/ is on sys.path
+    from _common import write_doc_section
+except ImportError:  # pragma: no cover - imported as benchmarks._common
+    from benchmarks._common import write_doc_section
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "plate-readers.md"
@@ -142,14 +146,7 @@ def main() -> None:
             f"- {read_line}",
         ]
     )
-    text = DOC.read_text()
-    text = re.sub(
-        re.escape(START) + r".*?" + re.escape(END),
-        lambda _: f"{START}\n{table}\n{END}",
-        text,
-        flags=re.S,
-    )
-    DOC.write_text(text)
+    write_doc_section(DOC, table, START, END)
     print(f"wrote {DOC}")
 
 

@@ -45,6 +45,11 @@ from phenoadapt.plate.channels import make_channels
 from phenoadapt.plate.synthetic import MOAS, SyntheticPlateConfig, render_field
 from phenoadapt.plate.wells import PLATE_96
 
+try:  # run as a script: benchmarks/ is on sys.path
+    from _common import write_doc_section
+except ImportError:  # pragma: no cover - imported as benchmarks._common
+    from benchmarks._common import write_doc_section
+
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT / "tests" / "data" / "phenix_BR00143976"
 DOC = ROOT / "docs" / "segmentation.md"
@@ -244,10 +249,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        doc = DOC.read_text()
-        head, rest = doc.split(START, 1)
-        _, tail = rest.split(END, 1)
-        DOC.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+        write_doc_section(DOC, text, START, END)
         overlay(OVERLAY)
         print(f"\nwritten to {DOC.relative_to(ROOT)}")
 

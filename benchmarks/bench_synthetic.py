@@ -61,6 +61,11 @@ from phenoadapt.plate.synthetic import (
 from phenoadapt.plate.synthetic.field import child_seed
 from phenoadapt.plate.synthetic.phenotypes import MOAS, PHENOTYPES
 
+try:  # run as a script: benchmarks/ is on sys.path
+    from _common import write_doc_section
+except ImportError:  # pragma: no cover - imported as benchmarks._common
+    from benchmarks._common import write_doc_section
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "synthetic-plates.md"
 IMAGES = ROOT / "docs" / "images"
@@ -303,16 +308,6 @@ def summary_table(results: dict[str, pd.DataFrame]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(text: str) -> None:
-    doc = DOC.read_text()
-    if START not in doc or END not in doc:
-        raise SystemExit(f"{DOC} lacks the markers {START} / {END}")
-    new = re.sub(
-        re.escape(START) + ".*?" + re.escape(END), f"{START}\n{text}\n{END}", doc, flags=re.S
-    )
-    DOC.write_text(new)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -397,7 +392,7 @@ plate effects, whose MoA proportions were drawn from Dirichlet(0.3)):
 {table}
 """
     if not args.no_doc:
-        write_doc(report)
+        write_doc_section(DOC, report, START, END)
         print(f"\nwrote the figures into {DOC}")
 
 

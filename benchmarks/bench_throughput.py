@@ -44,6 +44,11 @@ from phenoadapt.adapt import predict_plate
 from phenoadapt.nn import ResNetConfig, build_resnet, fit_normalization, select_device
 from phenoadapt.nn.runtime import autocast, to_device, use_amp, use_channels_last
 
+try:  # run as a script: benchmarks/ is on sys.path
+    from _common import timed
+except ImportError:  # pragma: no cover - imported as benchmarks._common
+    from benchmarks._common import timed
+
 try:  # run as a script (benchmarks/ on sys.path) or imported by the tests
     from _synthetic_data import DataSettings, crop_plates, design, generate_plates, plate_folder
 except ImportError:  # pragma: no cover
@@ -137,9 +142,11 @@ def time_adapted(
 
 
 def best_of(fn: Callable[[], float], repeats: int) -> float:
-    """Fastest of ``repeats`` runs after one warm-up run (timings on a shared machine vary)."""
-    fn()
-    return min(fn() for _ in range(repeats))
+    """Fastest of ``repeats`` runs after one warm-up run (timings on a shared machine vary).
+
+    ``fn`` returns its own seconds (it synchronizes the device before stopping the clock).
+    """
+    return min(timed(fn, warmup=1, repeat=repeats).results)
 
 
 def measure_case(

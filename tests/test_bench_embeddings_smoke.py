@@ -89,7 +89,7 @@ def test_report_and_figures(bench, outcome, tmp_path):
     assert "| hand-crafted (control z-score) |" in text and "MoA mAP held-out lab" in text
     doc = tmp_path / "embeddings.md"
     doc.write_text(f"# Title\n\nintro\n\n{bench.BEGIN}\nold\n{bench.END}\n\nafter\n")
-    bench.write_doc(text, doc)
+    bench.write_doc_section(doc, text, bench.BEGIN, bench.END)
     written = doc.read_text()
     assert "old" not in written and "intro" in written and "after" in written
     # Random coordinates: the figure code, not UMAP (which compiles with numba for seconds).

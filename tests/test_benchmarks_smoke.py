@@ -93,7 +93,7 @@ def test_domain_shift_core(tiny: tuple[Path, data.DataSettings], tmp_path: Path)
     assert "ERM drop" in section and "| CS-ARM-BN |" in section
     doc = tmp_path / "doc.md"
     doc.write_text(f"# T\n\nintro\n\n{domain.START}\nSTALE-SECTION\n{domain.END}\n\noutro\n")
-    domain.write_doc(section, doc)
+    domain.write_doc_section(doc, section, domain.START, domain.END)
     text = doc.read_text()
     assert (
         "intro" in text and "outro" in text and "STALE-SECTION" not in text and "ERM drop" in text

@@ -19,8 +19,7 @@ from phenoadapt.adapt.methods import bad_images
 from phenoadapt.errors import ContextError, ModelError, PlateMapError, TableError
 from phenoadapt.nn import build_network
 from phenoadapt.nn.mlp import MLPClassifier, MLPConfig, build_mlp
-from phenoadapt.profiles import feature_columns, load_bbbc021
-from phenoadapt.profiles.adapt_tables import (
+from phenoadapt.pipeline.tables import (
     check_table,
     embedding_table,
     load_table_model,
@@ -28,6 +27,7 @@ from phenoadapt.profiles.adapt_tables import (
     table_config,
     train_table_model,
 )
+from phenoadapt.profiles import feature_columns, load_bbbc021
 from phenoadapt.train.augment import augment
 
 

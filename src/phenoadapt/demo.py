@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from . import schema
-from .adapt.methods import METHODS, parse_method
+from .adapt.methods import METHODS, Method, parse_method
 from .cells.params import SegmentationParams
 from .errors import PhenoadaptError
 from .models import DEFAULT_MODEL_FILE, default_model_path
@@ -40,10 +40,7 @@ from .plate.synthetic import (
     is_synthetic_plate,
 )
 from .plate.synthetic.files import PLATEMAP_FILE
-from .progress import check_cancel
-
-ProgressFn = Callable[[str, int, int], None]
-CancelFn = Callable[[], bool]
+from .progress import CancelFn, ProgressFn, check_cancel
 
 #: File name of the shipped demo checkpoint inside ``phenoadapt/models``.
 DEMO_MODEL_FILE = DEFAULT_MODEL_FILE
@@ -208,7 +205,7 @@ def make_demo_plates(
 # --------------------------------------------------------------------------- the demo run
 
 #: Every test-time method, in the order the demo shows them.
-ALL_METHODS: tuple[str, ...] = ("erm", "adabn", "arm-bn", "ben", "cs-arm-bn")
+ALL_METHODS: tuple[str, ...] = tuple(m.value for m in Method)
 
 
 @dataclass

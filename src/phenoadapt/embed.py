@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,7 @@ from .errors import CellsError, ContextError, ModelError, OptionError
 from .nn.runtime import forward_in_batches
 from .pipeline.tiles import field_tiles
 from .plate.model import Plate
+from .progress import CancelFn, ProgressFn
 from .train.augment import center_crop
 from .train.checkpoint import Checkpoint, load_checkpoint, match_channels
 
@@ -64,9 +65,6 @@ _LEVEL_KEYS = {
     "well": (schema.PLATE, schema.WELL),
 }
 _CELL_COLUMNS = (schema.CELL_ID, schema.CENTROID_Y, schema.CENTROID_X)
-
-ProgressFn = Callable[[str, int, int], None]
-CancelFn = Callable[[], bool]
 
 
 # --------------------------------------------------------------------------- corrections

@@ -34,6 +34,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import Cancelled
 from ..nn.runtime import is_oom, iter_batches, to_device
+from ..progress import CancelFn
 
 # Layer name -> (mean, biased variance), float32 tensors on the model's device.
 Statistics = dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -190,7 +191,7 @@ def _layer_by_layer(
     layers: dict[str, _BatchNorm],
     chunk_size: int,
     device: torch.device,
-    cancel: Callable[[], bool] | None,
+    cancel: CancelFn | None,
 ) -> Statistics:
     """Context statistics over chunks, one batch-norm layer at a time (see module docstring)."""
     n = int(images.shape[0])
@@ -233,7 +234,7 @@ def context_statistics(
     images: np.ndarray | torch.Tensor,
     *,
     chunk_size: int | None = None,
-    cancel: Callable[[], bool] | None = None,
+    cancel: CancelFn | None = None,
 ) -> Statistics:
     """Exact per-layer batch-norm statistics of ``model`` over a context of images.
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -36,14 +36,12 @@ from torch import nn
 from .. import schema
 from ..errors import Cancelled, ContextError
 from ..nn.runtime import forward_in_batches, select_device, use_amp, use_channels_last
+from ..progress import CancelFn, ProgressFn
 from .batchnorm import context_statistics, use_statistics
 
 METHOD_COLUMN = "adapt_method"
 N_CELLS_COLUMN = "n_cells"
 AGREEMENT_COLUMN = "agreement"
-
-ProgressFn = Callable[[str, int, int], None]
-CancelFn = Callable[[], bool]
 
 
 class Method(StrEnum):
@@ -58,7 +56,11 @@ class Method(StrEnum):
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """What a method takes from the plate."""
+    """What a method takes from the plate, and how it is shown.
+
+    This table is the one list of methods: the CLI's ``--method`` choices, the
+    GUI's combos, the demo and the docs all read it.
+    """
 
     uses_treated: bool
     uses_controls: bool
@@ -66,20 +68,52 @@ class MethodInfo:
     whole_plate: bool  # default context: the whole plate rather than 64-treated contexts
     fallback: Method | None  # used when controls are missing, if the caller allows it
     label: str
+    trainable: bool  # a model can be trained with it (the others are test-time only)
+    description: str  # one line for a user choosing a method
 
 
 METHODS: dict[Method, MethodInfo] = {
-    Method.ERM: MethodInfo(False, False, False, True, None, "ERM"),
-    Method.ADABN: MethodInfo(True, True, False, True, None, "AdaBN"),
-    Method.ARM_BN: MethodInfo(True, False, False, False, None, "ARM-BN"),
-    Method.BEN: MethodInfo(False, True, True, True, Method.ADABN, "BEN"),
-    Method.CS_ARM_BN: MethodInfo(True, True, True, False, Method.ARM_BN, "CS-ARM-BN"),
-}
+    Method.ERM: MethodInfo(
+        False, False, False, True, None, "ERM", True,
+        "No adaptation: the training labs' statistics (the baseline).",
+    ),
+    Method.ADABN: MethodInfo(
+        True, True, False, True, None, "AdaBN", False,
+        "Statistics from every cell of the new plate (no controls needed).",
+    ),
+    Method.ARM_BN: MethodInfo(
+        True, False, False, False, None, "ARM-BN", True,
+        "Statistics from small random groups of treated cells of the plate (no controls needed).",
+    ),
+    Method.BEN: MethodInfo(
+        False, True, True, True, Method.ADABN, "BEN", False,
+        "Statistics from the plate's DMSO controls only (needs controls).",
+    ),
+    Method.CS_ARM_BN: MethodInfo(
+        True, True, True, False, Method.ARM_BN, "CS-ARM-BN", True,
+        "Batch-norm statistics from the plate's DMSO controls plus a few treated cells "
+        "(recommended; needs controls marked in the plate map).",
+    ),
+}  # fmt: skip
+#: The methods a model can be trained with.
+TRAIN_METHODS: tuple[Method, ...] = tuple(m for m, info in METHODS.items() if info.trainable)
 DEFAULT_METHOD = Method.CS_ARM_BN
 DEFAULT_TREATED_PER_CONTEXT = 64
 DEFAULT_CONTROLS_PER_CONTEXT = 128
 DEFAULT_MIN_CONTROLS = 32
 WHOLE_PLATE = "plate"
+
+
+def method_choices(trainable: bool = False) -> tuple[str, ...]:
+    """Method names as menus list them: the default first, then the others in table order.
+
+    Parameters
+    ----------
+    trainable
+        Only the methods a model can be trained with (:data:`TRAIN_METHODS`).
+    """
+    methods = TRAIN_METHODS if trainable else tuple(Method)
+    return (DEFAULT_METHOD.value, *(m.value for m in methods if m is not DEFAULT_METHOD))
 
 
 def parse_method(method: str | Method) -> Method:

@@ -32,9 +32,10 @@ from .. import schema
 from ..errors import Cancelled, CellsError, PhenoadaptError
 from ..plate.channels import CELL_PAINTING_ROLES, Channel, ChannelRole
 from ..plate.model import Plate
+from ..progress import CancelFn, ProgressFn
 from .measure import measure_cells
 from .params import MeasureParams, SegmentationParams
-from .process import Cancel, FieldFailure, Progress, field_name
+from .process import FieldFailure, field_name
 from .segment import find_channel, segment_field
 from .table import cell_table
 
@@ -227,8 +228,8 @@ class CropStream:
     measure: MeasureParams | None = None
     platemap: Any | None = None
     cells: pd.DataFrame | None = None
-    progress: Progress | None = None
-    cancel: Cancel | None = None
+    progress: ProgressFn | None = None
+    cancel: CancelFn | None = None
     failures: list[FieldFailure] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:

@@ -56,7 +56,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,12 +67,11 @@ from skimage import morphology, transform
 from ..errors import Cancelled, CellsError, PlateReadError
 from ..plate.channels import Channel
 from ..plate.model import Plate
+from ..progress import CancelFn, ProgressFn
 from .params import ILLUMINATION_STATISTICS
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, int, int], None]
-Cancel = Callable[[], bool]
 STAGE = "illumination"
 
 #: Long side (pixels) fields are reduced to: JUMP resizes 1080 px fields by 0.1.
@@ -209,8 +208,8 @@ def compute_illumination(
     statistic: str = "quartile",
     seed: int = 0,
     use_cache: bool = True,
-    progress: Progress | None = None,
-    cancel: Cancel | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
 ) -> Illumination:
     """Illumination functions of a plate, from its own images (or from its cache).
 
@@ -308,8 +307,8 @@ def _average_fields(
     chans: list[Channel],
     sample: list[tuple[str, int]],
     statistic: str,
-    progress: Progress | None,
-    cancel: Cancel | None,
+    progress: ProgressFn | None,
+    cancel: CancelFn | None,
 ) -> tuple[np.ndarray, int]:
     """Per-pixel ``statistic`` of the reduced fields: (channel, h, w) and fields used."""
     small = working_shape(plate.field_shape)

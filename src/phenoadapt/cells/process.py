@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..errors import Cancelled, CellsError, PhenoadaptError
 from ..plate.model import Plate
+from ..progress import CancelFn, ProgressFn
 from .backends import check_backend
 from .illumination import Illumination, apply_illumination, compute_illumination
 from .measure import measure_cells
@@ -28,8 +29,6 @@ from .profiles import aggregate_profiles
 from .segment import Segmentation, check_field, segment_field
 from .table import cell_table, empty_cell_table
 
-Progress = Callable[[str, int, int], None]
-Cancel = Callable[[], bool]
 STAGE = "segment"
 
 
@@ -145,8 +144,8 @@ def segment_plate(
     measure: MeasureParams | None = None,
     platemap: Any | None = None,
     workers: int | None = None,
-    progress: Progress | None = None,
-    cancel: Cancel | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
     illumination: Illumination | None = None,
 ) -> PlateCells:
     """Segment and measure every field of a plate (or of some wells).
@@ -253,7 +252,7 @@ def _worker_task(well: str, site: int) -> Outcome:
     return _field_outcome(_WORKER_ARGS, well, site)
 
 
-def _cancelled(cancel: Cancel | None, done: int, total: int, plate: Plate) -> Cancelled | None:
+def _cancelled(cancel: CancelFn | None, done: int, total: int, plate: Plate) -> Cancelled | None:
     if cancel is not None and cancel():
         return Cancelled(
             f"Segmentation of plate {plate.plate_id} cancelled after {done} of {total} fields."
@@ -264,8 +263,8 @@ def _cancelled(cancel: Cancel | None, done: int, total: int, plate: Plate) -> Ca
 def _run_serial(
     fields: list[tuple[str, int]],
     args: tuple,
-    report: Progress,
-    cancel: Cancel | None,
+    report: ProgressFn,
+    cancel: CancelFn | None,
     plate: Plate,
 ) -> list[Outcome]:
     outcomes = []
@@ -292,8 +291,8 @@ def _run_pool(
     fields: list[tuple[str, int]],
     args: tuple,
     workers: int,
-    report: Progress,
-    cancel: Cancel | None,
+    report: ProgressFn,
+    cancel: CancelFn | None,
     plate: Plate,
 ) -> list[Outcome]:
     """Run fields in a process pool, keeping only a few in flight so Cancel acts fast."""

@@ -22,6 +22,7 @@ from ..export import check_writable, write_table, write_text
 from ..plate import open_plate
 from ..plate.wells import normalize_well
 from .open_args import add_open_options, open_options, open_platemap, warn_guessed_channels
+from .progress import progress_bar
 from .segmentation_args import add_channel_arguments, channel_params, plate_nucleus_diameter
 
 
@@ -194,16 +195,7 @@ def write_settings(
 
 
 def _run_with_bar(plate, wells, params, measure, platemap, workers) -> PlateCells:
-    from tqdm import tqdm
-
-    with tqdm(total=0, unit="field", desc="segment", disable=None, file=sys.stderr) as bar:
-
-        def progress(stage: str, done: int, total: int) -> None:
-            bar.set_description(stage, refresh=False)  # "illumination", then "segment"
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
+    with progress_bar("segment", unit="field") as progress:  # "illumination", then "segment"
         return segment_plate(
             plate, wells, params, measure, platemap=platemap, workers=workers, progress=progress
         )

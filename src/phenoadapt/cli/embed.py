@@ -24,6 +24,7 @@ from ..plate import open_plate
 from ..profiles import read_table
 from .cells import parse_wells
 from .open_args import add_open_options, open_options, open_platemap, warn_guessed_channels
+from .progress import progress_bar
 from .segmentation_args import add_channel_arguments, channel_params
 
 
@@ -127,16 +128,7 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def _embed_with_bar(args, plate, checkpoint, platemap, cells, correction):
-    from tqdm import tqdm
-
-    with tqdm(total=0, desc="embed", disable=None, file=sys.stderr) as bar:
-
-        def progress(stage: str, done: int, total: int) -> None:
-            bar.set_description(stage)
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
+    with progress_bar("embed") as progress:
         return embed_plate(
             plate,
             checkpoint,

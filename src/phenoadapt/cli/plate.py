@@ -12,6 +12,7 @@ from ..plate.model import Plate
 from ..plate.readers import UnmatchedImagesWarning, open_plate, verify_plate, write_ome_zarr
 from ..plate.wells import normalize_well
 from .open_args import add_open_options, open_options
+from .progress import progress_bar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -160,40 +161,19 @@ def run_convert(args: argparse.Namespace) -> int:
     if args.pyramid < 0:
         raise OptionError("--pyramid must be 0 or more levels.")
     factors = tuple(2 ** (i + 1) for i in range(args.pyramid))
-    progress = _Progress()
-    out = write_ome_zarr(
-        plate,
-        args.output,
-        wells=wells,
-        overwrite=args.overwrite,
-        ngff_version=args.ngff_version,
-        scale_factors=factors,
-        progress=progress,
-    )
-    progress.close()
+    with progress_bar("convert", unit="field") as progress:
+        out = write_ome_zarr(
+            plate,
+            args.output,
+            wells=wells,
+            overwrite=args.overwrite,
+            ngff_version=args.ngff_version,
+            scale_factors=factors,
+            progress=progress,
+        )
     n_fields = progress.total
     print(
         f"wrote {out}: plate {plate.plate_id}, {n_fields} fields, "
         f"channels {', '.join(plate.channel_names)} (OME-Zarr NGFF {args.ngff_version})"
     )
     return 0
-
-
-class _Progress:
-    """A tqdm bar on stderr (hidden when stderr is not a terminal)."""
-
-    def __init__(self) -> None:
-        self.bar = None
-        self.total = 0
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        from tqdm import tqdm
-
-        if self.bar is None:
-            self.bar = tqdm(total=total, desc=stage, unit="field", file=sys.stderr, disable=None)
-        self.total = total
-        self.bar.update(done - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

@@ -15,42 +15,23 @@ import argparse
 import contextlib
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 
 from .. import schema
-from ..adapt.methods import DEFAULT_CONTROLS_PER_CONTEXT, DEFAULT_MIN_CONTROLS, Method
+from ..adapt.methods import DEFAULT_CONTROLS_PER_CONTEXT, DEFAULT_MIN_CONTROLS, method_choices
 from ..errors import PhenoadaptError
 from ..export import RESULT_FILES, check_writable, write_tables
 from ..pipeline.tiles import DEFAULT_MIN_CONTROL_SITES
 from ..plate import open_plate
 from .cells import parse_wells
 from .open_args import add_open_options, open_options, open_platemap, warn_guessed_channels
+from .progress import progress_bar
 from .segmentation_args import add_channel_arguments, channel_params
 
-METHOD_CHOICES = tuple(m.value for m in Method)
-
-
-@contextlib.contextmanager
-def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
-    """A tqdm bar on stderr that follows ``progress(stage, done, total)`` reports."""
-    from tqdm import tqdm
-
-    with tqdm(total=0, desc="start", disable=None if enabled else True, file=sys.stderr) as bar:
-        shown = ["start"]
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if shown[0] != stage:  # a new stage restarts the bar's rate estimate
-                shown[0] = stage
-                bar.set_description(stage)
-                bar.reset(total=total)
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
-        yield progress
+METHOD_CHOICES = method_choices()
 
 
 @contextlib.contextmanager

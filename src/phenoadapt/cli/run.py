@@ -17,10 +17,10 @@ from ..errors import PhenoadaptError
 from .predict import (
     METHOD_CHOICES,
     add_threads_option,
-    progress_bar,
     torch_threads,
     warnings_to_stderr,
 )
+from .progress import progress_bar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -9,10 +9,10 @@ a non-empty plate folder unless ``--overwrite``.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..errors import OptionError
 from ..plate.synthetic import EffectStrengths, SyntheticPlateConfig, generate_experiment
+from .progress import progress_bar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -106,16 +106,7 @@ def _parse_wells(values: list[str] | None) -> tuple[str, ...] | None:
 
 
 def _run_with_bar(args: argparse.Namespace, config: SyntheticPlateConfig):
-    from tqdm import tqdm
-
-    with tqdm(total=0, unit="well", desc="synth", disable=None, file=sys.stderr) as bar:
-
-        def progress(stage: str, done: int, total: int) -> None:
-            bar.set_description(stage, refresh=False)
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
+    with progress_bar("synth", unit="well") as progress:
         return generate_experiment(
             args.out,
             labs=args.labs,

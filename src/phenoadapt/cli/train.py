@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..adapt.methods import DEFAULT_CONTROLS_PER_CONTEXT
+from ..adapt.methods import method_choices
 from ..cells import SegmentationParams
 from ..nn.resnet import ARCHITECTURES
 from ..pipeline.tiles import UNITS
@@ -24,10 +24,10 @@ from .open_args import add_open_options
 from .predict import (
     add_threads_option,
     open_inputs,
-    progress_bar,
     torch_threads,
     warnings_to_stderr,
 )
+from .progress import progress_bar
 from .segmentation_args import add_channel_arguments, channel_params
 
 DEFAULTS = TrainRunConfig()
@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_open_options(parser, many=True)
     parser.add_argument("--out", required=True, metavar="PATH", help="checkpoint (.safetensors)")
     parser.add_argument(
-        "--method", choices=("cs-arm-bn", "arm-bn", "erm"), default=DEFAULTS.method,
+        "--method", choices=method_choices(trainable=True), default=DEFAULTS.method,
         help="default: %(default)s",
     )  # fmt: skip
     parser.add_argument(
@@ -80,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--patience", type=int, default=DEFAULTS.patience)
     parser.add_argument("--lr", type=float, default=DEFAULTS.lr)
     parser.add_argument("--treated-per-episode", type=int, default=DEFAULTS.treated_per_episode)
-    parser.add_argument("--controls-per-episode", type=int, default=DEFAULT_CONTROLS_PER_CONTEXT)
+    parser.add_argument("--controls-per-episode", type=int, default=DEFAULTS.controls_per_episode)
     parser.add_argument("--plates-per-step", type=int, default=DEFAULTS.plates_per_step)
     parser.add_argument("--max-steps-per-epoch", type=int, metavar="N")
     parser.add_argument(
@@ -93,8 +93,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="D", help="nucleus diameter in pixels (default: %(default)g)",
     )  # fmt: skip
     add_channel_arguments(parser)
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=DEFAULTS.device, help="auto (default), cpu, cuda")
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
     add_threads_option(parser, default=None)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
     parser.add_argument(

@@ -44,8 +44,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..adapt.methods import METHODS, Method, method_choices
 from ..cells import SegmentationParams
 from ..errors import Cancelled, PhenoadaptError
+from ..pipeline.run import RunConfig
+from ..pipeline.training import TrainRunConfig
 from ..progress import Progress, iterate_progress
 from . import common
 from .common import Asker, notify, scrolling_layout
@@ -55,23 +58,15 @@ from .session import PlateSession, get_session
 if TYPE_CHECKING:
     import napari
 
-#: (value passed to the pipeline, label in the combo, one-line explanation).
-METHOD_CHOICES: tuple[tuple[str, str, str], ...] = (
-    (
-        "cs-arm-bn",
-        "CS-ARM-BN",
-        "Batch-norm statistics from the plate's DMSO controls plus a few treated cells "
-        "(recommended; needs controls marked in the plate map).",
-    ),
-    ("erm", "ERM", "No adaptation: the training labs' statistics (the baseline)."),
-    ("adabn", "AdaBN", "Statistics from every cell of the new plate (no controls needed)."),
-    (
-        "arm-bn",
-        "ARM-BN",
-        "Statistics from small random groups of treated cells of the plate (no controls needed).",
-    ),
-    ("ben", "BEN", "Statistics from the plate's DMSO controls only (needs controls)."),
+#: (value passed to the pipeline, label in the combo, one-line explanation), in menu
+#: order, from the one list of methods (:data:`phenoadapt.adapt.methods.METHODS`).
+METHOD_CHOICES: tuple[tuple[str, str, str], ...] = tuple(
+    (value, METHODS[Method(value)].label, METHODS[Method(value)].description)
+    for value in method_choices()
 )
+#: Defaults of the two tabs: the API's own dataclasses (the CLI reads the same).
+RUN_DEFAULTS = RunConfig()
+TRAIN_DEFAULTS = TrainRunConfig()
 DEVICE_CHOICES: tuple[tuple[str, str], ...] = (
     ("auto", "auto (CUDA when present)"),
     ("cpu", "cpu"),
@@ -401,7 +396,7 @@ class RunWidget(QWidget):
         self.device = _device_combo()
         self.batch_size = QSpinBox()
         self.batch_size.setRange(1, 65536)
-        self.batch_size.setValue(256)
+        self.batch_size.setValue(RUN_DEFAULTS.batch_size)
         self.batch_size.setToolTip(
             "Cells per forward pass; lower it when the GPU runs out of memory."
         )
@@ -428,15 +423,15 @@ class RunWidget(QWidget):
         self.train_out, out_row = _checkpoint_row("model.safetensors", save=True)
         self.train_out.setToolTip("Where the trained model is saved (.safetensors + .json).")
         self.train_method = QComboBox()
-        for value, label, _ in METHOD_CHOICES:
-            if value in ("cs-arm-bn", "arm-bn", "erm"):  # the methods a model can be trained with
-                self.train_method.addItem(label, value)
+        for value in method_choices(trainable=True):
+            self.train_method.addItem(METHODS[Method(value)].label, value)
         self.train_epochs = QSpinBox()
         self.train_epochs.setRange(1, 1000)
-        self.train_epochs.setValue(20)
+        self.train_epochs.setValue(TRAIN_DEFAULTS.max_epochs)
         self.train_device = _device_combo()
         self.train_seed = QSpinBox()
         self.train_seed.setRange(0, 2**31 - 1)
+        self.train_seed.setValue(TRAIN_DEFAULTS.seed)
         self.train_diameter = _diameter_box()
         self.train_controls = _JobControls("Train")
         self.train_controls.start_button.clicked.connect(self.train)

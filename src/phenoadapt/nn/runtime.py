@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import Cancelled
+from ..progress import CancelFn
 
 T = TypeVar("T")
 
@@ -131,7 +132,7 @@ def forward_in_batches(
     device: torch.device | str = "cpu",
     amp: bool = False,
     channels_last: bool = False,
-    cancel: Callable[[], bool] | None = None,
+    cancel: CancelFn | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """Apply ``fn`` to ``images`` batch by batch, without gradients, retrying OOMs.
 

@@ -6,7 +6,7 @@ model sees at test time exactly the kind of crops it was trained on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,10 +21,8 @@ from ..cells.table import MAP_COLUMNS, well_metadata
 from ..errors import CellsError, ModelError
 from ..plate.channels import ChannelRole
 from ..plate.model import Plate
+from ..progress import CancelFn, ProgressFn
 from ..train.checkpoint import CheckpointMetadata, match_channels
-
-ProgressFn = Callable[[str, int, int], None]
-CancelFn = Callable[[], bool]
 
 
 @dataclass

@@ -9,7 +9,7 @@ from the plate map like cells.  Shared by :mod:`.training`, :mod:`.run` and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,12 +20,9 @@ from .. import schema
 from ..cells.process import FieldFailure
 from ..errors import CellsError, ModelError, PhenoadaptError
 from ..plate.model import Plate
-from ..progress import check_cancel
+from ..progress import CancelFn, ProgressFn, check_cancel
 from ..train.checkpoint import CheckpointMetadata, match_channels
 from .crops import PlateCrops, attach_platemap
-
-ProgressFn = Callable[[str, int, int], None]
-CancelFn = Callable[[], bool]
 
 #: The two units a model can be trained on: one crop per cell, one tile per field.
 UNITS = ("cell", "site")

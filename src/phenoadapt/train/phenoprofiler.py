@@ -38,9 +38,7 @@ the ARM-BN / CS-ARM-BN training that makes plate-context statistics
 
 from __future__ import annotations
 
-import copy
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -51,10 +49,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..adapt.batchnorm import batchnorm_layers, preserved_state
-from ..errors import Cancelled
 from ..nn.runtime import autocast, select_device, to_device, use_amp, use_channels_last
 from ..progress import CancelFn, ProgressFn
-from ._loop import place_for_training, restore_after_training, step_generator
+from ._loop import (
+    Step,
+    Tally,
+    place_for_training,
+    restore_after_training,
+    run_epochs,
+    step_generator,
+)
 from .augment import augment, center_crop
 from .checkpoint import CheckpointMetadata, save_checkpoint
 from .phenoprofiler_data import EmbedderData, ProfileTargets
@@ -410,6 +414,40 @@ def _validate(run: _Run, val: EmbedderData, batches: _Batches, stage: str) -> np
     return sums / max(len(steps), 1)
 
 
+def _stage_step(
+    run: _Run, train: EmbedderData, val: EmbedderData | None, batches: _Batches,
+    val_batches: _Batches | None, s: int, stage: str, per_epoch: int,
+) -> Step:  # fmt: skip
+    """PhenoProfiler's part of the shared loop for stage number ``s``."""
+    config = run.config
+    optimizer = torch.optim.AdamW(
+        run.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+
+    def set_lr(epoch: int) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr_at(epoch)
+
+    def loss(_net: nn.Module, positions: np.ndarray, keys: tuple[int, int, int]):
+        epoch, i, _ = keys
+        terms = _batch_terms(run, train, positions, stage, step_generator(config.seed, s, epoch, i))
+        return terms.total, _term_sums(terms)
+
+    def validate(epoch: int) -> tuple[float, dict[str, Any]]:
+        terms = _validate(run, val, val_batches, stage)
+        return float(terms[0]), _record(stage, epoch, config.lr_at(epoch), "val", terms)
+
+    return Step(
+        optimizer=optimizer,
+        # One batch per optimizer step.
+        batches=lambda epoch: [[b] for b in batches.epoch(s, epoch)[:per_epoch]],
+        loss=loss,
+        summarize=lambda epoch, means: _record(stage, epoch, config.lr_at(epoch), "train", means),
+        validate=validate if val is not None else None,
+        before_epoch=set_lr,
+    )
+
+
 def _check(data: EmbedderData, model: nn.Module, what: str) -> None:
     if len(data.usable) < 2:
         raise ValueError(f"The {what} data have fewer than 2 usable images.")
@@ -490,54 +528,21 @@ def train_phenoprofiler(
     per_epoch = len(batches.epoch(0, 0))
     if config.max_steps_per_epoch is not None:
         per_epoch = min(per_epoch, config.max_steps_per_epoch)
-    total_steps = per_epoch * sum(n for _, n in stages)
     total_epochs = sum(n for _, n in stages)
+    tally = Tally(per_epoch * total_epochs, total_epochs, progress, cancel,
+                  "PhenoProfiler training was cancelled.")  # fmt: skip
     history: list[dict[str, Any]] = []
     best_epochs: dict[str, int] = {}
-    done_steps = done_epochs = 0
     # Dropout draws from the global torch RNG: seed it, and give the caller's state back.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         for s, (stage, n_epochs) in enumerate(stages):
-            optimizer = torch.optim.AdamW(
-                model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-            )
-            best_loss, best_state = math.inf, None
-            for epoch in range(n_epochs):
-                started = time.perf_counter()
-                for group in optimizer.param_groups:
-                    group["lr"] = config.lr_at(epoch)
-                model.train()
-                sums = np.zeros(4)
-                steps = batches.epoch(s, epoch)[:per_epoch]
-                for i, positions in enumerate(steps):
-                    if cancel is not None and cancel():
-                        raise Cancelled("PhenoProfiler training was cancelled.")
-                    optimizer.zero_grad(set_to_none=True)
-                    terms = _batch_terms(run, train, positions, stage,
-                                         step_generator(config.seed, s, epoch, i))  # fmt: skip
-                    terms.total.backward()
-                    optimizer.step()
-                    sums += _term_sums(terms)
-                    done_steps += 1
-                    if progress is not None:
-                        progress("train", done_steps, total_steps)
-                record = _record(stage, epoch, config.lr_at(epoch), "train", sums / len(steps))
-                if val_batches is not None:
-                    val_terms = _validate(run, val, val_batches, stage)
-                    record.update(_record(stage, epoch, record["lr"], "val", val_terms))
-                    if val_terms[0] < best_loss:
-                        best_loss, best_epochs[stage] = float(val_terms[0]), epoch + 1
-                        best_state = copy.deepcopy(model.state_dict())
-                else:
-                    best_epochs[stage] = epoch + 1
-                record["seconds"] = time.perf_counter() - started
-                history.append(record)
-                done_epochs += 1
-                if progress is not None:
-                    progress("epoch", done_epochs, total_epochs)
-            if best_state is not None:
-                model.load_state_dict(best_state)
+            # Each stage starts from the previous one's best weights, with a fresh optimizer.
+            step = _stage_step(run, train, val, batches, val_batches, s, stage, per_epoch)
+            outcome = run_epochs(model, step, n_epochs, tally)
+            history.extend(outcome.history)
+            if outcome.best_epoch:
+                best_epochs[stage] = outcome.best_epoch
     restore_after_training(model, run.channels_last)
     result = EmbedderTrainResult(
         model=model, config=config, history=history, best_epochs=best_epochs,

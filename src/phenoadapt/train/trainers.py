@@ -25,10 +25,7 @@ data-parallel and gives the single-process result up to float rounding.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,28 +34,33 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from ..adapt.methods import (
     DEFAULT_CONTROLS_PER_CONTEXT,
+    TRAIN_METHODS,
     Context,
     Method,
     parse_method,
     plan_contexts,
     predict_contexts,
 )
-from ..errors import Cancelled
 from ..nn.runtime import autocast, select_device, to_device, use_amp, use_channels_last
 from ..progress import CancelFn, ProgressFn
 from . import distributed as dist_utils
-from ._loop import place_for_training, restore_after_training, step_generator
+from ._loop import (
+    Step,
+    Tally,
+    data_parallel,
+    place_for_training,
+    restore_after_training,
+    run_epochs,
+    step_generator,
+)
 from .abra import AbraConfig, abra_loss
 from .augment import augment
 from .checkpoint import CheckpointMetadata, save_checkpoint
 from .data import CellData
 from .samplers import Episode, MixedBatchSampler, PlateEpisodeSampler
-
-TRAIN_METHODS = (Method.ERM, Method.ARM_BN, Method.CS_ARM_BN)
 
 
 @dataclass
@@ -340,6 +342,75 @@ def _check_data(data: CellData, what: str) -> None:
         raise ValueError(f"The {what} data have no labelled (treated) cells.")
 
 
+def _check_inputs(train: CellData, val: CellData | None, config: TrainConfig) -> None:
+    _check_data(train, "training")
+    if val is not None:
+        _check_data(val, "validation")
+        if val.classes != train.classes:
+            raise ValueError(
+                f"Validation classes {val.classes} differ from training {train.classes}."
+            )
+    world = dist_utils.world_size()
+    if config.plates_per_step % world:
+        raise ValueError(
+            f"plates_per_step ({config.plates_per_step}) must be a multiple of the number of "
+            f"processes ({world}) so that every rank gets the same number of episodes per step."
+        )
+    if config.abra is not None and dist_utils.is_distributed():
+        raise ValueError(
+            "ABRA training runs in a single process: its adversary needs several forward "
+            "passes per backward, which DistributedDataParallel does not allow. Run it "
+            "without torchrun."
+        )
+
+
+def _training_device(config: TrainConfig) -> torch.device:
+    device = select_device(config.device)
+    if dist_utils.is_distributed() and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _classifier_step(
+    model: nn.Module, train: CellData, val: CellData | None, config: TrainConfig,
+    device: torch.device, cancel: CancelFn | None,
+) -> tuple[Step, int]:  # fmt: skip
+    """The classifier's part of the shared loop, and the number of steps per epoch."""
+    amp = use_amp(device, config.amp)
+    channels_last = use_channels_last(device, config.channels_last)
+    sampler = _sampler(train, config)
+    steps_per_epoch = sampler.steps_per_epoch()
+    if config.max_steps_per_epoch is not None:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+
+    def loss(net: nn.Module, episode: Episode, keys: tuple[int, int, int]):
+        value = _episode_loss(
+            net, train, episode, step_generator(config.seed, *keys), config, device, amp,
+            channels_last,
+        )  # fmt: skip
+        return value, np.array([float(value.detach())])
+
+    def validate(_epoch: int) -> tuple[float, dict[str, float]]:
+        result = evaluate_plates(
+            model, val, config.test_method, treated_per_context=config.val_treated_per_context,
+            controls_per_context=config.val_controls_per_context, seed=config.val_seed,
+            input_size=config.input_size, batch_size=config.eval_batch_size, amp=amp,
+            cancel=cancel,
+        )  # fmt: skip
+        return result.loss, {"val_loss": result.loss, "val_accuracy": result.accuracy}
+
+    step = Step(
+        optimizer=torch.optim.Adam(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        ),
+        batches=lambda epoch: sampler.steps(epoch)[:steps_per_epoch],
+        loss=loss,
+        summarize=lambda epoch, means: {"epoch": epoch + 1, "train_loss": float(means[0])},
+        validate=validate if val is not None else None,
+    )
+    return step, steps_per_epoch
+
+
 def train_model(
     model: nn.Module,
     train: CellData,
@@ -351,7 +422,11 @@ def train_model(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
 ) -> TrainResult:
-    """Train a classifier with ERM, ARM-BN or CS-ARM-BN.
+    """Train a classifier with ERM, ARM-BN or CS-ARM-BN (optionally ABRA).
+
+    The epochs, early stopping, best state, progress, cancel and data
+    parallelism are the shared loop's (:func:`._loop.run_epochs`); this
+    function gives it the episodes, their loss and the validation.
 
     Parameters
     ----------
@@ -379,113 +454,24 @@ def train_model(
     TrainResult
     """
     config = config or TrainConfig()
-    _check_data(train, "training")
-    if val is not None:
-        _check_data(val, "validation")
-        if val.classes != train.classes:
-            raise ValueError(
-                f"Validation classes {val.classes} differ from training {train.classes}."
-            )
-    world, rank = dist_utils.world_size(), dist_utils.rank()
-    if config.plates_per_step % world:
-        raise ValueError(
-            f"plates_per_step ({config.plates_per_step}) must be a multiple of the number of "
-            f"processes ({world}) so that every rank gets the same number of episodes per step."
-        )
-    device = select_device(config.device)
-    if dist_utils.is_distributed() and device.type == "cuda":
-        device = torch.device("cuda", torch.cuda.current_device())
-    amp = use_amp(device, config.amp)
+    _check_inputs(train, val, config)
+    device = _training_device(config)
     channels_last = use_channels_last(device, config.channels_last)
     place_for_training(model, device, channels_last)
-    net: nn.Module = model
-    if config.abra is not None and dist_utils.is_distributed():
-        raise ValueError(
-            "ABRA training runs in a single process: its adversary needs several forward "
-            "passes per backward, which DistributedDataParallel does not allow. Run it "
-            "without torchrun."
-        )
-    if dist_utils.is_distributed():
-        # Buffers (BN running statistics) follow rank 0; parameters start equal.
-        net = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            broadcast_buffers=True,
-        )  # fmt: skip
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sampler = _sampler(train, config)
-    steps_per_epoch = sampler.steps_per_epoch()
-    if config.max_steps_per_epoch is not None:
-        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
-    total_steps = steps_per_epoch * config.max_epochs
-
-    history: list[dict[str, float]] = []
-    best_loss, best_epoch, best_state, waited = math.inf, 0, None, 0
-    stopped_early = False
-    for epoch in range(config.max_epochs):
-        started = time.perf_counter()
-        net.train()
-        loss_sum = 0.0
-        steps = sampler.steps(epoch)[:steps_per_epoch]
-        for s, step in enumerate(steps):
-            if cancel is not None and cancel():
-                raise Cancelled("Training was cancelled.")
-            optimizer.zero_grad(set_to_none=True)
-            mine = list(enumerate(step))[rank::world]
-            for j, (index, episode) in enumerate(mine):
-                last = j == len(mine) - 1
-                sync = contextlib.nullcontext() if last or net is model else net.no_sync()
-                with sync:
-                    loss = _episode_loss(
-                        net, train, episode, step_generator(config.seed, epoch, s, index),
-                        config, device, amp, channels_last,
-                    )  # fmt: skip
-                    # DDP averages gradients over ranks; scaling by world / P makes the
-                    # update the mean over all P episodes, as in one process.
-                    (loss * (world / len(step))).backward()
-                loss_sum += float(loss.detach())
-            optimizer.step()
-            if progress is not None:
-                progress("train", epoch * steps_per_epoch + s + 1, total_steps)
-        n_episodes = len(steps) * config.plates_per_step
-        train_loss = float(dist_utils.all_reduce_sum(torch.tensor([loss_sum]))[0]) / n_episodes
-        record: dict[str, float] = {"epoch": epoch + 1, "train_loss": train_loss}
-        if val is not None:
-            result = evaluate_plates(
-                model, val, config.test_method,
-                treated_per_context=config.val_treated_per_context,
-                controls_per_context=config.val_controls_per_context, seed=config.val_seed,
-                input_size=config.input_size, batch_size=config.eval_batch_size, amp=amp,
-                cancel=cancel,
-            )  # fmt: skip
-            record.update(val_loss=result.loss, val_accuracy=result.accuracy)
-            if result.loss < best_loss:
-                best_loss, best_epoch, waited = result.loss, epoch + 1, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                waited += 1
-        else:
-            best_epoch = epoch + 1
-        record["seconds"] = time.perf_counter() - started
-        history.append(record)
-        if progress is not None:
-            progress("epoch", epoch + 1, config.max_epochs)
-        if val is not None and waited >= config.patience:
-            stopped_early = True
-            break
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    # Running statistics may differ between ranks (each normalized its own
-    # episodes); rank 0's are the ones written, so give them to everyone.
-    dist_utils.broadcast_state(model)
+    step, steps_per_epoch = _classifier_step(model, train, val, config, device, cancel)
+    tally = Tally(steps_per_epoch * config.max_epochs, config.max_epochs, progress, cancel)
+    outcome = run_epochs(
+        model, step, config.max_epochs, tally, patience=config.patience,
+        net=data_parallel(model, device),
+    )  # fmt: skip
     restore_after_training(model, channels_last)
     result = TrainResult(
         model=model,
         config=config,
-        history=history,
-        best_epoch=best_epoch,
-        best_val_loss=None if val is None else best_loss,
-        stopped_early=stopped_early,
+        history=outcome.history,
+        best_epoch=outcome.best_epoch,
+        best_val_loss=outcome.best_loss,
+        stopped_early=outcome.stopped_early,
         training_plates=train.plates,
         validation_plates=[] if val is None else val.plates,
         classes=train.classes,

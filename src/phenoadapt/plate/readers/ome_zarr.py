@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import zarr
 
 from ...errors import Cancelled, PhenoadaptError, PlateLayoutError, PlateReadError
+from ...progress import CancelFn, ProgressFn
 from ..channel_map import read_channel_map
 from ..channels import Channel
 from ..model import Plate
@@ -300,8 +301,8 @@ def write_ome_zarr(
     overwrite: bool = False,
     ngff_version: str = "0.5",
     scale_factors: Sequence[int] = (),
-    progress: Callable[[str, int, int], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
 ) -> Path:
     """Write a plate (or some of its wells) as an OME-Zarr HCS plate.
 

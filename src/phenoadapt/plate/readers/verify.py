@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from ...errors import PlateReadError
+from ...progress import ProgressFn
 from ..model import Plate, TiffSource
 from .ome_zarr import ZarrSource
 from .tiff_header import read_header
 
 
-def verify_plate(plate: Plate, progress: Callable[[str, int, int], None] | None = None) -> int:
+def verify_plate(plate: Plate, progress: ProgressFn | None = None) -> int:
     """Read the header of every file (or Zarr array) and check it fits the plate.
 
     Opening a plate reads one header; this reads all of them, which finds a
@@ -58,9 +57,7 @@ def verify_plate(plate: Plate, progress: Callable[[str, int, int], None] | None 
     return len(paths)
 
 
-def _verify_zarr(
-    plate: Plate, source: ZarrSource, progress: Callable[[str, int, int], None] | None
-) -> int:
+def _verify_zarr(plate: Plate, source: ZarrSource, progress: ProgressFn | None) -> int:
     fields = list(source.fields.values())
     for done, path in enumerate(fields, 1):
         array, axes, dataset = source.field_array(path)

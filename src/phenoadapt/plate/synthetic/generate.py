@@ -19,7 +19,7 @@ import multiprocessing
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -31,6 +31,7 @@ import pandas as pd
 from ... import __version__, schema
 from ...errors import Cancelled, OptionError, PhenoadaptError
 from ...export import to_csv_safe
+from ...progress import CancelFn, ProgressFn
 from ..channel_map import CHANNEL_MAP_FILE, format_channel_map
 from ..channels import make_channels
 from ..platemap import PlateMap, write_platemap
@@ -54,9 +55,6 @@ from .files import (
     write_tiff,
 )
 from .phenotypes import COMPOUNDS
-
-Progress = Callable[[str, int, int], None]
-CancelCheck = Callable[[], bool]
 
 # Children of a plate's seed.
 _LAB, _BATCH, _PLATE, _DESIGN, _FIELD = 1, 2, 3, 4, 5
@@ -199,8 +197,8 @@ def _run_tasks(
     tasks: list[_WellTask],
     executor: Executor | None,
     stage: str,
-    progress: Progress | None,
-    cancel: CancelCheck | None,
+    progress: ProgressFn | None,
+    cancel: CancelFn | None,
 ) -> list[pd.DataFrame]:
     """Run the well tasks inline or in the pool, reporting progress and honouring cancel."""
     total = len(tasks)
@@ -307,8 +305,8 @@ def _write_plate(
     plate_effects: PlateEffects | None,
     overwrite: bool,
     executor: Executor | None,
-    progress: Progress | None,
-    cancel: CancelCheck | None,
+    progress: ProgressFn | None,
+    cancel: CancelFn | None,
 ) -> SyntheticPlate:
     folder = Path(out_dir) / plate_id
     strengths = config.strengths
@@ -386,8 +384,8 @@ def generate_plate(
     plate_effects: PlateEffects | None = None,
     overwrite: bool = False,
     workers: int | None = None,
-    progress: Progress | None = None,
-    cancel: CancelCheck | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
 ) -> SyntheticPlate:
     """Write one synthetic Cell Painting plate to ``out_dir/plate_id``.
 
@@ -460,8 +458,8 @@ def generate_experiment(
     seed: Seed = 0,
     overwrite: bool = False,
     workers: int | None = None,
-    progress: Progress | None = None,
-    cancel: CancelCheck | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
 ) -> SyntheticExperiment:
     """Write plates from several labs and batches, and an ``experiment.csv`` manifest.
 
@@ -561,5 +559,5 @@ def generate_experiment(
     return SyntheticExperiment(path=out, plates=plates, manifest=manifest)
 
 
-def _staged(progress: Progress, stage: str) -> Progress:
+def _staged(progress: ProgressFn, stage: str) -> ProgressFn:
     return lambda _plate, done, total: progress(stage, done, total)

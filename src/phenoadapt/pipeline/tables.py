@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -43,20 +43,25 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
-from ..adapt.methods import METHODS, Method, PlatePredictions, parse_method, predict_plate
+from ..adapt.methods import (
+    METHODS,
+    TRAIN_METHODS,
+    Method,
+    PlatePredictions,
+    parse_method,
+    predict_plate,
+)
 from ..errors import ContextError, ModelError, TableError
 from ..nn.mlp import MLPClassifier, MLPConfig, build_mlp
+from ..profiles.cleaning import check_features
+from ..profiles.table import _shorten, feature_columns, feature_matrix, require_columns
+from ..progress import CancelFn, ProgressFn
 from ..train.checkpoint import CheckpointMetadata, load_checkpoint, save_checkpoint
 from ..train.data import CellData
 from ..train.trainers import TrainConfig, TrainResult, train_model
-from .cleaning import check_features
-from .table import _shorten, feature_columns, feature_matrix, require_columns
 
-ProgressFn = Callable[[str, int, int], None]
-CancelFn = Callable[[], bool]
-
-#: Default test-time method of each training method.
-TEST_METHOD = {"erm": "erm", "arm-bn": "arm-bn", "cs-arm-bn": "cs-arm-bn"}
+#: Default test-time method of each training method: its own.
+TEST_METHOD = {m.value: m.value for m in TRAIN_METHODS}
 
 
 @dataclass
