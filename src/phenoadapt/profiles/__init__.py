@@ -1,4 +1,6 @@
-"""Feature tables: reading, cleaning, feature selection, aggregation, normalization, BBBC021.
+"""Feature tables: reading, cleaning, selection, aggregation, normalization, BBBC021.
+
+:mod:`.measurements` turns per-cell measurements into normalized per-well profiles.
 
 A feature table is a pandas DataFrame with ``Metadata_*`` columns and numeric
 feature columns (CellProfiler ``Cells_*``/``Cytoplasm_*``/``Nuclei_*`` or ``emb_*``).
@@ -7,6 +9,17 @@ feature columns (CellProfiler ``Cells_*``/``Cytoplasm_*``/``Nuclei_*`` or ``emb_
 from .aggregate import COUNT, aggregate_profiles
 from .bbbc021 import COMPOUND, load_bbbc021, treatment_name
 from .cleaning import CleaningReport, check_features, clean_features, find_bad_features
+from .measurements import (
+    NORMALIZATIONS,
+    FeatureSelection,
+    MeasurementProfiles,
+    build_profiles,
+    measurement_profiles,
+    robust_zscore,
+    select_features,
+    sphere_controls,
+    well_profiles,
+)
 from .normalize import METHODS, normalize_profiles
 from .selection import correlation_filter, drop_position_features
 from .table import (
@@ -24,8 +37,12 @@ __all__ = [
     "COUNT",
     "FEATURE_PREFIXES",
     "METHODS",
+    "NORMALIZATIONS",
     "CleaningReport",
+    "FeatureSelection",
+    "MeasurementProfiles",
     "aggregate_profiles",
+    "build_profiles",
     "check_features",
     "clean_features",
     "control_mask",
@@ -35,9 +52,14 @@ __all__ = [
     "feature_matrix",
     "find_bad_features",
     "load_bbbc021",
+    "measurement_profiles",
     "metadata_columns",
     "normalize_profiles",
     "read_table",
     "require_columns",
+    "robust_zscore",
+    "select_features",
+    "sphere_controls",
     "treatment_name",
+    "well_profiles",
 ]
