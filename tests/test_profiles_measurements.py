@@ -279,3 +279,90 @@ def test_unknown_normalization_and_empty_tables_are_user_errors():
         measurement_profiles(random_cells(), normalize="mad")
     with pytest.raises(PhenoadaptError, match="no cells"):
         measurement_profiles(random_cells().iloc[:0])
+
+
+# -- the command line -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_plates(tmp_path_factory):
+    from test_cells_plate import write_plate
+
+    root = tmp_path_factory.mktemp("two")
+    plates = [write_plate(root / name) for name in ("SYNA", "SYNB")]
+    platemap = root / "map.csv"
+    pd.DataFrame(
+        {
+            "well": ["B02", "B03", "C05"],
+            "treatment": ["DMSO", "DMSO", "taxol"],
+            "moa": [None, None, "tubulin"],
+        }
+    ).to_csv(platemap, index=False)
+    return plates, platemap
+
+
+def _segment(plates, *extra: str) -> int:
+    from phenoadapt.cli import main
+
+    argv = ["segment", *map(str, plates), "--nucleus-diameter", "16", "--no-texture"]
+    return main([*argv, "--workers", "1", *extra])
+
+
+def test_segment_writes_normalized_profiles_of_two_plates(two_plates, tmp_path, capsys):
+    import json
+
+    plates, platemap = two_plates
+    cells, wells = tmp_path / "cells.csv", tmp_path / "wells.csv"
+    status = _segment(plates, "--platemap", str(platemap), "--out", str(cells), "--per-well",
+                      str(wells))  # fmt: skip
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert "8 of 8 fields segmented" in out and "normalization robust-zscore" in out
+    assert "kept" in out and "features" in out
+    table = pd.read_csv(cells)
+    assert set(table[schema.PLATE]) == {"SYNA", "SYNB"}
+    profiles = pd.read_csv(wells)
+    assert len(profiles) == 6 and set(profiles[schema.PLATE]) == {"SYNA", "SYNB"}
+    meta = [c for c in profiles.columns if c.startswith("Metadata_")]
+    features = [c for c in profiles.columns if not c.startswith("Metadata_")]
+    assert list(profiles.columns) == meta + features and len(features) > 5
+    for _plate, group in profiles.groupby(schema.PLATE):
+        controls = group[group[schema.ROLE] == "control"][features]
+        np.testing.assert_allclose(controls.median(), 0.0, atol=1e-9)
+    # The same as the API on the per-cell table.
+    expected = measurement_profiles(table)
+    assert list(expected.columns) == list(profiles.columns)
+    np.testing.assert_allclose(profiles[features], expected[features], rtol=1e-6, atol=1e-9)
+    settings = json.loads((tmp_path / "cells.segmentation.json").read_text())
+    assert [entry["plate"] for entry in settings["plates"]] == ["SYNA", "SYNB"]
+
+    raw = tmp_path / "raw.csv"
+    status = _segment(plates, "--platemap", str(platemap), str(platemap), "--out",
+                      str(tmp_path / "c2.csv"), "--per-well", str(raw), "--normalize", "none",
+                      "--no-feature-select")  # fmt: skip
+    assert status == 0
+    raw_table = pd.read_csv(raw)
+    assert set(features) < set(raw_table.columns)
+    np.testing.assert_allclose(raw_table[features], well_profiles(table)[features], rtol=1e-6)
+
+
+def test_segment_refuses_at_once_a_plate_without_controls(two_plates, tmp_path, capsys):
+    plates, _ = two_plates
+    no_controls = tmp_path / "treated.csv"
+    pd.DataFrame({"well": ["B02", "B03", "C05"], "treatment": ["a", "b", "c"]}).to_csv(
+        no_controls, index=False
+    )
+    out = tmp_path / "cells.csv"
+    argv = ["--out", str(out), "--per-well", str(tmp_path / "w.csv")]
+    assert _segment(plates, "--platemap", str(no_controls), *argv) == 2
+    err = capsys.readouterr().err
+    assert "SYNA (0), SYNB (0)" in err and "role 'control'" in err
+    assert not out.exists()  # refused before segmenting
+    assert _segment(plates, *argv) == 2  # no plate map at all
+    assert "SYNA (0)" in capsys.readouterr().err
+    assert _segment(plates, "--platemap", str(no_controls), "a.csv", "b.csv", *argv) == 2
+    assert "3 plate maps for 2 plates" in capsys.readouterr().err
+    assert _segment(plates, "--plate-id", "X", *argv) == 2
+    assert "--plate-id names one plate" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        _segment(plates, "--normalize", "mad", *argv)
+    assert info.value.code == 2
+    assert "invalid choice: 'mad'" in capsys.readouterr().err

@@ -1,9 +1,13 @@
-"""``phenoadapt segment``: segment and measure every cell of a plate, write tables.
+"""``phenoadapt segment``: segment and measure every cell of one or more plates, write tables.
 
-Writes the per-cell table (``--out``) and, on request, per-well and per-site
+Writes the per-cell table (``--out``, all plates together) and, on request,
+per-well profiles normalized to each plate's own controls and feature-selected
+(``--per-well``, :func:`phenoadapt.profiles.build_profiles`) and raw per-site
 median profiles, through :func:`phenoadapt.export.write_table` (atomic; an
-existing file is never replaced without ``--overwrite``).  Fields
-that fail are listed on stderr; the command fails only when no field worked.
+existing file is never replaced without ``--overwrite``).  Fields that fail are
+listed on stderr; the command fails only when no field worked.  A normalization
+that cannot work (a plate without control wells) is refused before any field is
+segmented.
 """
 
 from __future__ import annotations
@@ -14,13 +18,18 @@ import json
 import sys
 from pathlib import Path
 
+import pandas as pd
+
+from .. import schema
 from ..cells import MeasureParams, SegmentationParams, segment_plate
 from ..cells.params import ILLUMINATION_STATISTICS, THRESHOLD_METHODS
 from ..cells.process import PlateCells, default_workers
-from ..errors import CellsError
+from ..errors import CellsError, OptionError
 from ..export import check_writable, write_table, write_text
-from ..plate import open_plate
+from ..plate import Plate, open_plate
+from ..plate.platemap import PlateMap
 from ..plate.wells import normalize_well
+from ..profiles.measurements import NORMALIZATIONS, build_profiles, require_controls
 from .open_args import add_open_options, open_options, open_platemap, warn_guessed_channels
 from .progress import progress_bar
 from .segmentation_args import add_channel_arguments, channel_params, plate_nucleus_diameter
@@ -37,12 +46,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "per-cell table with CellProfiler-style columns. Fields run in parallel."
         ),
     )
-    parser.add_argument("plate", metavar="PLATE", help="plate folder or OME-Zarr plate")
+    parser.add_argument(
+        "plates", nargs="+", metavar="PLATE", help="plate folder(s) or OME-Zarr plate(s)"
+    )
     parser.add_argument(
         "--platemap",
+        action="extend",
+        nargs="+",
         metavar="MAP",
-        help="plate map (CSV/TSV) for role, treatment, MoA (default: the one shipped with the "
-        "plate, e.g. PLATE/platemap.csv)",
+        help="plate map (CSV/TSV) for role, treatment, MoA: one for every plate, or one per "
+        "plate in plate order; repeatable (default: the one shipped with each plate, e.g. "
+        "PLATE/platemap.csv)",
     )
     parser.add_argument(
         "--wells",
@@ -51,8 +65,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="wells to process (A01 B02 or A01,B02); all by default",
     )
     parser.add_argument("--out", default="cells.csv", help="per-cell table (default: cells.csv)")
-    parser.add_argument("--per-well", metavar="CSV", help="also write per-well median profiles")
-    parser.add_argument("--per-site", metavar="CSV", help="also write per-site median profiles")
+    parser.add_argument(
+        "--per-well",
+        metavar="CSV",
+        help="also write per-well profiles: medians over each well's cells, normalized to "
+        "each plate's control wells (--normalize), feature-selected (--feature-select)",
+    )
+    parser.add_argument(
+        "--normalize",
+        choices=NORMALIZATIONS,
+        default="robust-zscore",
+        help="per-well normalization, each plate on its own control wells: robust-zscore "
+        "(median and MAD of the controls, default), sphering (robust z-score, then ZCA "
+        "whitening on the controls of all plates) or none (raw medians)",
+    )
+    parser.add_argument(
+        "--feature-select",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="drop position, constant, NaN-heavy (>5%% of wells) and highly correlated "
+        "(|r| > 0.9) features from the per-well profiles (default: on)",
+    )
+    parser.add_argument(
+        "--per-site", metavar="CSV", help="also write per-site median profiles (raw)"
+    )
     parser.add_argument(
         "--nucleus-diameter",
         type=float,
@@ -106,7 +142,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_open_options(parser)
     parser.add_argument(
-        "--plate-id", help="plate id to use (and to pick the plate's rows of the map)"
+        "--plate-id", help="plate id to use (and to pick the plate's rows of the map); one plate"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.set_defaults(func=run_segment)
@@ -119,11 +155,108 @@ def run_segment(args: argparse.Namespace) -> int:
     check_writable(outputs, args.overwrite)
     if args.workers is not None and args.workers < 1:
         raise CellsError(f"--workers {args.workers}: give at least 1 process.")
-    plate = open_plate(args.plate, plate_id=args.plate_id, **open_options(args))
-    warn_guessed_channels(plate)
     wells = parse_wells(args.wells)
+    plates, platemaps = open_plates(args)
+    if args.per_well and args.normalize != "none":
+        check_controls(plates, platemaps, wells, args.normalize)
+    measure = MeasureParams(texture=not args.no_texture)
+    done: list[tuple[Plate, SegmentationParams, PlateCells]] = []
+    for plate, platemap in zip(plates, platemaps, strict=True):
+        params = segmentation_params(args, plate, wells)
+        result = _run_with_bar(plate, wells, params, measure, platemap, args.workers)
+        report_failures(result)
+        done.append((plate, params, result))
+    cells = [result.cells for _, _, result in done if not result.cells.empty]
+    n_fields = sum(result.n_fields for _, _, result in done)
+    if not cells:
+        raise CellsError(
+            f"No cell was found in any of the {n_fields} fields of plate(s) "
+            f"{', '.join(p.plate_id for p in plates)} (see the messages above); nothing was "
+            "written."
+        )
+    table = pd.concat(cells, ignore_index=True) if len(cells) > 1 else cells[0]
+    write_table(table, args.out, overwrite=args.overwrite)
+    settings = write_settings(
+        Path(args.out),
+        [(plate, params) for plate, params, _ in done],
+        estimated=not args.nucleus_diameter,
+        overwrite=args.overwrite,
+    )
+    written = [f"{len(table)} cells -> {args.out} (settings: {settings.name})"]
+    if args.per_well:
+        profiles = build_profiles(table, None, args.normalize, args.feature_select)
+        write_table(profiles.table, args.per_well, overwrite=args.overwrite)
+        written.append(f"{profiles.summary()} -> {args.per_well}")
+    if args.per_site:
+        sites = [result.per_site() for _, _, result in done if not result.cells.empty]
+        sites_table = pd.concat(sites, ignore_index=True)
+        write_table(sites_table, args.per_site, overwrite=args.overwrite)
+        written.append(f"{len(sites_table)} sites -> {args.per_site}")
+    failed = sum(len(result.failures) for _, _, result in done)
+    print(f"{n_fields - failed} of {n_fields} fields segmented: " + "; ".join(written))
+    return 0
+
+
+def open_plates(args: argparse.Namespace) -> tuple[list[Plate], list[PlateMap | None]]:
+    """The plates named on the command line and the plate map of each.
+
+    Raises
+    ------
+    OptionError
+        ``--plate-id`` with several plates, a count of ``--platemap`` that is
+        neither one nor one per plate, or two plates with the same id.
+    """
+    n = len(args.plates)
+    if args.plate_id and n > 1:
+        raise OptionError(
+            f"--plate-id names one plate but {n} plates were given: segment them one at a time "
+            "to rename one, or leave --plate-id out."
+        )
+    maps = args.platemap or [None]
+    if len(maps) not in (1, n):
+        raise OptionError(
+            f"{len(maps)} plate maps for {n} plates: give one --platemap for all plates, or "
+            "one per plate in the order of the plates."
+        )
+    maps = maps * n if len(maps) == 1 else maps
+    plates, platemaps = [], []
+    for path, map_path in zip(args.plates, maps, strict=True):
+        plate = open_plate(path, plate_id=args.plate_id, **open_options(args))
+        warn_guessed_channels(plate)
+        if plate.plate_id in {p.plate_id for p in plates}:
+            raise OptionError(
+                f"Two of the plates have the id {plate.plate_id!r} ({path}): the tables would "
+                "mix them; segment them separately with --plate-id."
+            )
+        plates.append(plate)
+        platemaps.append(open_platemap(plate, map_path))
+    return plates, platemaps
+
+
+def check_controls(
+    plates: list[Plate], platemaps: list[PlateMap | None], wells: list[str] | None, method: str
+) -> None:
+    """Refuse at once a normalization that needs control wells a plate lacks.
+
+    Raises
+    ------
+    NotEnoughControlsError
+        Naming the plates without a control well among the wells to segment.
+    """
+    rows = []
+    for plate, platemap in zip(plates, platemaps, strict=True):
+        chosen = set(wells) if wells else set(plate.wells)
+        controls = [w for w in (platemap.controls if platemap else []) if w in chosen]
+        rows += [(plate.plate_id, "control") for _ in controls] or [(plate.plate_id, None)]
+    require_controls(pd.DataFrame(rows, columns=[schema.PLATE, schema.ROLE]), method)
+
+
+def segmentation_params(
+    args: argparse.Namespace, plate: Plate, wells: list[str] | None
+) -> SegmentationParams:
+    """The segmentation parameters of one plate (its own nucleus size when none is given)."""
     diameter = args.nucleus_diameter or plate_nucleus_diameter(plate, args.nucleus_channel, wells)
-    params = SegmentationParams(
+    return SegmentationParams(
         nucleus_diameter=diameter,
         **channel_params(args),
         threshold_method=args.threshold_method,
@@ -133,32 +266,6 @@ def run_segment(args: argparse.Namespace) -> int:
         illumination_correction=args.illumination_correction,
         illumination_statistic=args.illumination_statistic,
     )
-    platemap = open_platemap(plate, args.platemap)
-    result = _run_with_bar(
-        plate, wells, params, MeasureParams(texture=not args.no_texture), platemap, args.workers
-    )
-    report_failures(result)
-    if result.cells.empty:
-        raise CellsError(
-            f"No cell was found in any of the {result.n_fields} fields of plate {plate.plate_id} "
-            "(see the messages above); nothing was written."
-        )
-    write_table(result.cells, args.out, overwrite=args.overwrite)
-    settings = write_settings(
-        Path(args.out), plate, params, estimated=not args.nucleus_diameter, overwrite=args.overwrite
-    )
-    written = [f"{len(result.cells)} cells -> {args.out} (settings: {settings.name})"]
-    if args.per_well:
-        wells_table = result.per_well()
-        write_table(wells_table, args.per_well, overwrite=args.overwrite)
-        written.append(f"{len(wells_table)} wells -> {args.per_well}")
-    if args.per_site:
-        sites_table = result.per_site()
-        write_table(sites_table, args.per_site, overwrite=args.overwrite)
-        written.append(f"{len(sites_table)} sites -> {args.per_site}")
-    done = result.n_fields - len(result.failures)
-    print(f"{done} of {result.n_fields} fields segmented: " + "; ".join(written))
-    return 0
 
 
 def settings_path(cells_csv: Path) -> Path:
@@ -167,19 +274,32 @@ def settings_path(cells_csv: Path) -> Path:
 
 
 def write_settings(
-    cells_csv: Path, plate, params: SegmentationParams, *, estimated: bool, overwrite: bool = False
+    cells_csv: Path,
+    plates: list[tuple[Plate, SegmentationParams]],
+    *,
+    estimated: bool,
+    overwrite: bool = False,
 ) -> Path:
     """Write what the cells were segmented with next to them, so a result can be reproduced.
 
-    The nucleus diameter (and whether it was estimated from the DNA channel),
-    the channels used and the plate's channels with their roles.
+    Per plate: the nucleus diameter (and whether it was estimated from the DNA
+    channel), the channels used and the plate's channels with their roles.  One
+    plate gives one such object; several give ``{"plates": [...]}``.
     """
+    entries = [plate_settings(plate, params, estimated) for plate, params in plates]
+    settings = entries[0] if len(entries) == 1 else {"plates": entries}
+    text = json.dumps(settings, indent=2, default=str) + "\n"
+    return write_text(text, settings_path(cells_csv), overwrite=overwrite)
+
+
+def plate_settings(plate: Plate, params: SegmentationParams, estimated: bool) -> dict:
+    """The settings record of one plate (see :func:`write_settings`)."""
     from .. import __version__
     from ..cells.segment import find_cell_channel, find_channel
 
     nucleus = find_channel(plate.channels, params.nucleus_channel)
     cell = find_cell_channel(plate.channels, params.cytoplasm_channel, nucleus)
-    settings = {
+    return {
         "plate": plate.plate_id,
         "nucleus_diameter_px": round(float(params.nucleus_diameter), 2),
         "nucleus_diameter_estimated": estimated,
@@ -190,8 +310,6 @@ def write_settings(
         "parameters": dataclasses.asdict(params),
         "phenoadapt": __version__,
     }
-    text = json.dumps(settings, indent=2, default=str) + "\n"
-    return write_text(text, settings_path(cells_csv), overwrite=overwrite)
 
 
 def _run_with_bar(plate, wells, params, measure, platemap, workers) -> PlateCells:

@@ -23,7 +23,7 @@ one or more plates into per-well profiles the way pycytominer does:
 3. **select features** (pycytominer's ``feature_select``), on the normalized wells:
    position features (blocklist), features missing in more than 5% of wells,
    near-constant features (``variance_threshold``: the second most common value is
-   rarer than 5% of the most common one), then one feature of every pair
+   rarer than 5% of the most common one), then (with 10 wells or more) one feature of every pair
    correlated above 0.9 (:func:`phenoadapt.profiles.correlation_filter`,
    deterministic).  Sphering comes after the selection, as in the JUMP recipe.
 
@@ -60,8 +60,9 @@ MAD_SCALE = 1.4826
 #: uses 1e-6, which assumes many more control wells than features; one plate has a few
 #: dozen at most, and directions the controls do not span would be blown up 1,000-fold.
 SPHERING_EPSILON = 0.1
-#: Below this many wells, correlations between features are noise: the filter is skipped.
-MIN_WELLS_FOR_CORRELATION = 5
+#: Below this many wells, the correlation filter is skipped: with 6 wells, 1.5% of unrelated
+#: feature pairs pass |r| > 0.9 by chance (hundreds of pairs among ~170 features); with 10, 0.04%.
+MIN_WELLS_FOR_CORRELATION = 10
 #: Cell-table feature prefixes (CellProfiler compartments).
 FEATURE_PREFIXES = ("Nuclei_", "Cells_", "Cytoplasm_")
 #: Metadata columns in the order the profiles table puts first.
@@ -228,12 +229,13 @@ def require_controls(table: pd.DataFrame, method: str, minimum: int = 1) -> None
     counts = controls.groupby(table[schema.PLATE].astype(str), sort=False).sum()
     short = [f"{plate} ({int(n)})" for plate, n in counts.items() if n < minimum]
     if short:
+        need = "no control well" if minimum == 1 else f"fewer than {minimum} control wells"
         raise NotEnoughControlsError(
             f"Normalization {method!r} scales each plate to its own negative-control wells, "
-            f"and {len(short)} plate(s) have fewer than {minimum} profiled control well(s): "
+            f"and {len(short)} plate(s) have {need} among the profiled wells: "
             f"{', '.join(short)}. Mark the DMSO (or other negative-control) wells with role "
             "'control' in the plate map (Plate map dock, or a 'role' column in --platemap), "
-            "or use normalization 'none' for raw per-well medians."
+            "or use normalization 'none' (--normalize none) for raw per-well medians."
         )
 
 
