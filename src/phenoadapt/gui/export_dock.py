@@ -2,8 +2,11 @@
 
 The tables are those of :func:`phenoadapt.export.export_results` (``cells.csv``,
 ``wells.csv`` and ``accuracy.csv`` in phenoadapt's schema), each written
-atomically.  Existing files are replaced only after the user said yes; a folder
-that cannot be written is a notification, never a traceback.
+atomically.  "Export profiles" writes ``profiles.csv``: the cells segmented in the
+viewer (Segment dock) as per-well measurement profiles normalized to each plate's
+controls (:func:`.profile_maps.export_profiles`), which needs no run and no model.
+Existing files are replaced only after the user said yes; a folder that cannot be
+written is a notification, never a traceback.
 """
 
 from __future__ import annotations
@@ -54,6 +57,12 @@ class ExportWidget(QWidget):
         browse.clicked.connect(self._choose_folder)
         self.export_button = QPushButton("Export CSV")
         self.export_button.clicked.connect(self.export)
+        self.profiles_button = QPushButton("Export profiles.csv")
+        self.profiles_button.setToolTip(
+            "Per-well profiles of the cells segmented in the Segment dock, normalized to each "
+            "plate's control wells (robust z-score) and feature-selected; no model needed."
+        )
+        self.profiles_button.clicked.connect(self.export_profiles)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         row = QHBoxLayout()
@@ -64,6 +73,7 @@ class ExportWidget(QWidget):
         layout = scrolling_layout(self)
         layout.addLayout(form)
         layout.addWidget(self.export_button)
+        layout.addWidget(self.profiles_button)
         layout.addWidget(self.status)
         layout.addStretch()
         self.session.result_changed.connect(self._on_result)
@@ -107,6 +117,39 @@ class ExportWidget(QWidget):
             self.status.setText(f"Wrote {', '.join(p.name for p in written.values())} to {folder}.")
             notify("info", f"Results exported to {folder}.")
         return written
+
+    def export_profiles(self) -> Path | None:
+        """Write ``profiles.csv`` to the folder; ask before replacing it; errors are notified."""
+        from .profile_maps import export_profiles
+
+        def write(overwrite: bool) -> Path:
+            text = self.folder.text().strip()
+            if not text:
+                raise PhenoadaptError("Choose a folder to export to (Browse...).")
+            return export_profiles(
+                self.viewer, self.session, Path(text).expanduser(), overwrite=overwrite
+            )
+
+        try:
+            try:
+                path = write(False)
+            except FileExistsError as exc:
+                if not self.confirm("Replace file?", f"{exc}\n\nReplace profiles.csv?"):
+                    self.status.setText("Not exported: the existing profiles.csv was kept.")
+                    return None
+                path = write(True)
+        except PhenoadaptError as exc:
+            notify("error", str(exc))
+            self.status.setText(str(exc))
+            return None
+        except OSError as exc:
+            message = f"Could not write to {self.folder.text()}: {exc.strerror or exc}."
+            notify("error", message + " Choose another folder.")
+            self.status.setText(message)
+            return None
+        self.written["profiles"] = path
+        self.status.setText(f"Wrote {path.name} to {path.parent}.")
+        return path
 
     def _export(self) -> dict[str, Path]:
         from ..export import export_results

@@ -7,6 +7,10 @@ map, batch-mixing scores by plate (kNN plate accuracy and LISI, treated cells
 only) say how much of the plate can still be read from the features; they come
 from :mod:`phenoadapt.evaluate`, like the UMAP itself.
 
+The source can also be "Profiles: measurements" (:mod:`.profile_maps`): the
+cells segmented in the viewer, as per-well profiles before and after
+normalization to each plate's controls, for plates no model fits.
+
 Points can be coloured by plate, treatment, MoA, role or prediction.  A lasso
 or rectangle selects the cells inside it (all of them, even when only a
 subsample is drawn) through :meth:`PlateSession.select_cells`, so the viewer
@@ -21,7 +25,7 @@ embeddings) are napari notifications.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,6 +45,7 @@ from .. import schema
 from ..errors import PhenoadaptError
 from ..evaluate import BatchMixing, batch_mixing, umap_coordinates
 from .common import notify, scrolling_layout
+from .profile_maps import PROFILES_SOURCE, profile_umap_events, segmented_cells, session_platemaps
 from .scatter import (
     DEFAULT_MAX_POINTS,
     SELECTION_MODES,
@@ -53,6 +58,8 @@ from .session import get_session
 if TYPE_CHECKING:
     import napari
 
+#: Feature sources: the run result's embeddings, or the measurement profiles of segmented cells.
+SOURCES = ("Model embeddings", PROFILES_SOURCE)
 #: Points shown: one per cell, or one per well (mean of its cells' embeddings).
 LEVELS = {"Cells": "cell", "Wells (mean of cells)": "well"}
 #: Colour options and the column of the point table each one reads.
@@ -105,6 +112,8 @@ class UmapMaps:
         The UMAP settings (the same for every space).
     n_no_features
         Cells without features (NaN rows), hence without a point.
+    titles, source_note
+        Panel titles per space and a note, for maps not made of the run result.
     """
 
     level: str
@@ -115,6 +124,8 @@ class UmapMaps:
     n_neighbors: int
     seed: int
     n_no_features: int = 0
+    titles: dict[str, str] = field(default_factory=dict)
+    source_note: str = ""
 
     @property
     def noun(self) -> str:
@@ -368,6 +379,13 @@ class UmapWidget(QWidget):
 
     # -- layout ---------------------------------------------------------------
     def _build(self, max_points: int) -> None:
+        self.source = QComboBox()
+        self.source.addItems(SOURCES)
+        self.source.setToolTip(
+            "The model's cell embeddings (Run dock), or the measurements of the cells "
+            "segmented in the Segment dock as per-well profiles (no model needed)."
+        )
+        self.source.currentTextChanged.connect(lambda _text: self.compute())
         self.level = QComboBox()
         self.level.addItems(LEVELS)
         self.level.setToolTip("One point per cell, or per well (mean of its cells' features).")
@@ -429,6 +447,7 @@ class UmapWidget(QWidget):
         self.selection = QLabel("No cells selected.")
 
         form = QFormLayout()
+        form.addRow("Source", self.source)
         form.addRow("Points", self.level)
         form.addRow("Colour by", self.colour)
         form.addRow("Show", self.show_spaces)
@@ -469,17 +488,27 @@ class UmapWidget(QWidget):
             self.worker.quit()
             return
         result = self.session.result
-        if result is None:
+        self.errors = []
+        if self.source.currentText() == PROFILES_SOURCE:
+            try:  # the layers are read here, in the GUI thread
+                cells = segmented_cells(self.viewer)
+            except PhenoadaptError as exc:
+                self.status.setText(str(exc))
+                return
+            worker = thread_worker(profile_umap_events, start_thread=False)(
+                cells, session_platemaps(self.session), self.neighbours.value(), self.seed.value()
+            )
+        elif result is None:
             self.status.setText("No result yet: run the plates in the Run dock.")
             return
-        self.errors = []
-        worker = thread_worker(umap_events, start_thread=False)(
-            result,
-            LEVELS[self.level.currentText()],
-            self.neighbours.value(),
-            self.seed.value(),
-            self.max_cells.value(),
-        )
+        else:
+            worker = thread_worker(umap_events, start_thread=False)(
+                result,
+                LEVELS[self.level.currentText()],
+                self.neighbours.value(),
+                self.seed.value(),
+                self.max_cells.value(),
+            )
         worker.yielded.connect(self._on_event)
         worker.returned.connect(self._on_returned)
         worker.finished.connect(self._on_finished)
@@ -575,6 +604,8 @@ class UmapWidget(QWidget):
         self.mixing.setText(self._mixing_text(maps))
 
     def _title(self, key: str) -> str:
+        if self.maps is not None and key in self.maps.titles:
+            return self.maps.titles[key]
         title = SPACES[key][1]
         methods = getattr(self.session.result, "methods", None) or {}
         if key == "after" and methods:
@@ -601,7 +632,9 @@ class UmapWidget(QWidget):
                 f" {sampled_out:,} more cells are not mapped ('Map at most' is "
                 f"{len(maps.points):,}); a selection cannot reach them."
             )
-        if "before" not in maps.coordinates:
+        if maps.source_note:
+            note += " " + maps.source_note
+        elif "before" not in maps.coordinates:
             note += (
                 " No 'before' map: the run kept no unadapted features "
                 "(run with 'compare unadapted')."
@@ -612,7 +645,8 @@ class UmapWidget(QWidget):
         parts = []
         for key in maps.coordinates:
             mixing = maps.mixing[key]
-            parts.append(f"{SPACES[key][1]}: {mixing_summary(mixing)}")
+            title = maps.titles.get(key, SPACES[key][1])
+            parts.append(f"{title}: {mixing_summary(mixing)}")
         sample = next((m for m in maps.mixing.values() if isinstance(m, BatchMixing)), None)
         head = "Batch mixing by plate"
         if sample is not None:
@@ -624,7 +658,7 @@ class UmapWidget(QWidget):
 
     # -- selection ------------------------------------------------------------
     def _on_select(self, _panel: int, points: np.ndarray) -> None:
-        if self.maps is not None:
+        if self.maps is not None and len(self.maps.point_of_cell):  # profile wells hold no cell
             self.session.select_cells(self.maps.cells_of(points))
 
     def _on_cells_selected(self, rows: np.ndarray) -> None:
