@@ -267,7 +267,7 @@ def test_a_plate_without_controls_is_refused_with_the_way_forward():
         with pytest.raises(NotEnoughControlsError) as info:
             measurement_profiles(cells, normalize=method)
         message = str(info.value)
-        assert "P2 (0)" in message and "P1" not in message
+        assert "P2 (0)" in message and "P1" not in message and repr(method) in message
         assert "role 'control'" in message and "'none'" in message
         assert isinstance(info.value, PhenoadaptError)
     raw = measurement_profiles(cells, normalize="none", feature_select=False)
@@ -335,7 +335,7 @@ def test_segment_writes_normalized_profiles_of_two_plates(two_plates, tmp_path, 
     assert [entry["plate"] for entry in settings["plates"]] == ["SYNA", "SYNB"]
 
     raw = tmp_path / "raw.csv"
-    status = _segment(plates, "--platemap", str(platemap), str(platemap), "--out",
+    status = _segment(plates, "--platemap", str(platemap), "--platemap", str(platemap), "--out",
                       str(tmp_path / "c2.csv"), "--per-well", str(raw), "--normalize", "none",
                       "--no-feature-select")  # fmt: skip
     assert status == 0
@@ -358,7 +358,8 @@ def test_segment_refuses_at_once_a_plate_without_controls(two_plates, tmp_path, 
     assert not out.exists()  # refused before segmenting
     assert _segment(plates, *argv) == 2  # no plate map at all
     assert "SYNA (0)" in capsys.readouterr().err
-    assert _segment(plates, "--platemap", str(no_controls), "a.csv", "b.csv", *argv) == 2
+    maps = [arg for path in (no_controls, "a.csv", "b.csv") for arg in ("--platemap", str(path))]
+    assert _segment(plates, *maps, *argv) == 2
     assert "3 plate maps for 2 plates" in capsys.readouterr().err
     assert _segment(plates, "--plate-id", "X", *argv) == 2
     assert "--plate-id names one plate" in capsys.readouterr().err

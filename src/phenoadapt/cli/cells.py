@@ -51,11 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--platemap",
-        action="extend",
-        nargs="+",
+        action="append",
         metavar="MAP",
-        help="plate map (CSV/TSV) for role, treatment, MoA: one for every plate, or one per "
-        "plate in plate order; repeatable (default: the one shipped with each plate, e.g. "
+        help="plate map (CSV/TSV) for role, treatment, MoA: once for every plate, or repeated "
+        "once per plate in plate order (default: the one shipped with each plate, e.g. "
         "PLATE/platemap.csv)",
     )
     parser.add_argument(
@@ -159,22 +158,50 @@ def run_segment(args: argparse.Namespace) -> int:
     plates, platemaps = open_plates(args)
     if args.per_well and args.normalize != "none":
         check_controls(plates, platemaps, wells, args.normalize)
+    done = segment_plates(args, plates, platemaps, wells)
+    n_fields = sum(result.n_fields for _, _, result in done)
+    written = write_outputs(args, done)
+    failed = sum(len(result.failures) for _, _, result in done)
+    print(f"{n_fields - failed} of {n_fields} fields segmented: " + "; ".join(written))
+    return 0
+
+
+def segment_plates(
+    args: argparse.Namespace,
+    plates: list[Plate],
+    platemaps: list[PlateMap | None],
+    wells: list[str] | None,
+) -> list[tuple[Plate, SegmentationParams, PlateCells]]:
+    """Segment and measure each plate in turn (fields in parallel), listing failed fields.
+
+    Raises
+    ------
+    CellsError
+        When no field of any plate gave a cell.
+    """
     measure = MeasureParams(texture=not args.no_texture)
-    done: list[tuple[Plate, SegmentationParams, PlateCells]] = []
+    done = []
     for plate, platemap in zip(plates, platemaps, strict=True):
         params = segmentation_params(args, plate, wells)
         result = _run_with_bar(plate, wells, params, measure, platemap, args.workers)
         report_failures(result)
         done.append((plate, params, result))
-    cells = [result.cells for _, _, result in done if not result.cells.empty]
-    n_fields = sum(result.n_fields for _, _, result in done)
-    if not cells:
+    if all(result.cells.empty for _, _, result in done):
+        n_fields = sum(result.n_fields for _, _, result in done)
         raise CellsError(
             f"No cell was found in any of the {n_fields} fields of plate(s) "
             f"{', '.join(p.plate_id for p in plates)} (see the messages above); nothing was "
             "written."
         )
-    table = pd.concat(cells, ignore_index=True) if len(cells) > 1 else cells[0]
+    return done
+
+
+def write_outputs(
+    args: argparse.Namespace, done: list[tuple[Plate, SegmentationParams, PlateCells]]
+) -> list[str]:
+    """Write the per-cell table, its settings and the profiles asked for; one line each."""
+    results = [result for _, _, result in done if not result.cells.empty]
+    table = pd.concat([r.cells for r in results], ignore_index=True)
     write_table(table, args.out, overwrite=args.overwrite)
     settings = write_settings(
         Path(args.out),
@@ -188,13 +215,10 @@ def run_segment(args: argparse.Namespace) -> int:
         write_table(profiles.table, args.per_well, overwrite=args.overwrite)
         written.append(f"{profiles.summary()} -> {args.per_well}")
     if args.per_site:
-        sites = [result.per_site() for _, _, result in done if not result.cells.empty]
-        sites_table = pd.concat(sites, ignore_index=True)
-        write_table(sites_table, args.per_site, overwrite=args.overwrite)
-        written.append(f"{len(sites_table)} sites -> {args.per_site}")
-    failed = sum(len(result.failures) for _, _, result in done)
-    print(f"{n_fields - failed} of {n_fields} fields segmented: " + "; ".join(written))
-    return 0
+        sites = pd.concat([r.per_site() for r in results], ignore_index=True)
+        write_table(sites, args.per_site, overwrite=args.overwrite)
+        written.append(f"{len(sites)} sites -> {args.per_site}")
+    return written
 
 
 def open_plates(args: argparse.Namespace) -> tuple[list[Plate], list[PlateMap | None]]:

@@ -455,6 +455,7 @@ def build_profiles(
         )
     table, fallbacks = raw, 0
     if normalize != "none":
+        require_controls(raw, normalize)  # named after the method the user chose
         table, fallbacks = robust_zscore(raw, features)
     selection = None
     if feature_select:
