@@ -4,10 +4,14 @@ Run under a display (``xvfb-run -a python -m pytest``).  The cells are what the
 Segment dock leaves in the viewer (one ``cells`` Labels layer per field, added by
 :func:`phenoadapt.gui.segmentation.add_field_layers`), for two plates whose
 measurements differ by a plate-wide scale and offset that normalization to each
-plate's controls removes.
+plate's controls removes.  With ``PHENOADAPT_SCREENSHOTS=1`` the first test also
+saves the screenshot used in ``docs/own-plate.md``.
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,6 +25,8 @@ from phenoadapt.gui.session import get_session
 from phenoadapt.gui.umap_dock import UmapWidget
 from phenoadapt.plate.platemap import PlateMap
 
+DOCS_IMAGE = Path(__file__).parents[1] / "docs" / "images" / "own_plate_5_profiles.png"
+SCREENSHOT = bool(os.environ.get("PHENOADAPT_SCREENSHOTS"))
 WAIT_MS = 300_000  # the first UMAP fit compiles numba code
 TREATMENTS = {"A": ("DMSO", None), "B": ("taxol", "tubulin"), "C": ("MG-132", "proteasome")}
 FEATURES = [f"Cells_Intensity_Feature{i}_DNA" for i in range(8)]
@@ -84,9 +90,10 @@ def _profiles_dock(make_napari_viewer, qtbot, maps=True):
 
 
 def test_dock_draws_profiles_before_and_after_normalization(make_napari_viewer, qtbot, errors):
-    _viewer, _session, dock = _profiles_dock(make_napari_viewer, qtbot)
+    _viewer, session, dock = _profiles_dock(make_napari_viewer, qtbot)
     assert errors == []
     maps = dock.maps
+    assert not dock.level.isEnabled() and not dock.max_cells.isEnabled()  # always wells
     assert set(maps.coordinates) == {"before", "after"}
     assert maps.coordinates["after"].shape == (24, 2)  # one point per well
     titles = [panel.ax.get_title() for panel in dock.canvas.panels]
@@ -104,6 +111,13 @@ def test_dock_draws_profiles_before_and_after_normalization(make_napari_viewer, 
     assert after.silhouette < before.silhouette - 0.1 and after.lisi > before.lisi
     # A selection on well profiles picks no cell (they belong to no run result).
     dock._on_select(0, np.arange(5))
+    assert len(session.selected_rows) == 0
+    if SCREENSHOT:
+        dock.colour.setCurrentText("Plate")
+        _viewer.window._qt_window.resize(1500, 950)
+        qtbot.wait(300)
+        DOCS_IMAGE.parent.mkdir(parents=True, exist_ok=True)
+        dock.grab().save(str(DOCS_IMAGE))
 
 
 def test_without_control_wells_only_the_raw_map_and_the_reason(make_napari_viewer, qtbot, errors):

@@ -31,9 +31,10 @@ from .layers import META_KEY
 
 #: The UMAP dock's name for this source, beside the model embeddings.
 PROFILES_SOURCE = "Profiles: measurements"
+#: Panel titles, short like the model's ("Before adaptation (ERM)"); the dock's note says more.
 TITLES = {
-    "before": "Before normalization (well medians, z-scored over all wells)",
-    "after": "After normalization (robust z-score to each plate's controls)",
+    "before": "Before normalization (well medians)",
+    "after": "After normalization (robust z-score)",
 }
 #: Fewest wells a profile map is drawn for (UMAP needs more points than neighbours).
 MIN_WELLS = 4
@@ -114,7 +115,14 @@ def profile_spaces(
     except NotEnoughControlsError as exc:
         return points, spaces, f"No 'after' map: {exc}"
     spaces["after"] = result.table[profile_features(result.table)].to_numpy(dtype=np.float64)
-    return points, spaces, result.summary() + "."
+    return (
+        points,
+        spaces,
+        (
+            "Before: each well's median per feature, z-scored over all wells. After: each plate "
+            f"scaled to its own control wells, then feature selection; {result.summary()}."
+        ),
+    )
 
 
 def profile_umap_job(

@@ -385,7 +385,7 @@ class UmapWidget(QWidget):
             "The model's cell embeddings (Run dock), or the measurements of the cells "
             "segmented in the Segment dock as per-well profiles (no model needed)."
         )
-        self.source.currentTextChanged.connect(lambda _text: self.compute())
+        self.source.currentTextChanged.connect(self._on_source)
         self.level = QComboBox()
         self.level.addItems(LEVELS)
         self.level.setToolTip("One point per cell, or per well (mean of its cells' features).")
@@ -479,6 +479,13 @@ class UmapWidget(QWidget):
         layout.addWidget(self.selection)
 
     # -- computing ------------------------------------------------------------
+    def _on_source(self, source: str) -> None:
+        """Profiles are always one point per well: the cell options do not apply."""
+        cells = source != PROFILES_SOURCE
+        self.level.setEnabled(cells)
+        self.max_cells.setEnabled(cells)
+        self.compute()
+
     def compute(self) -> None:
         """Fit the UMAP maps of the session's result in a worker thread."""
         from napari.qt.threading import thread_worker
