@@ -258,6 +258,11 @@ def test_platemaps_replace_the_annotation_and_excluded_wells_are_left_out():
         assert profiles.loc[2, schema.MOA] == "tubulin"
     table = measurement_profiles(cells, {"P1": platemap}, feature_select=False)
     assert len(table) == 3
+    # A plate the mapping does not name keeps the table's own annotation.
+    both = pd.concat([cells, random_cells(plates=("P2",), n_controls=2, n_treated=2)])
+    profiles = well_profiles(both, {"P1": platemap})
+    p2 = profiles[profiles[schema.PLATE] == "P2"]
+    assert list(p2[schema.ROLE]) == ["control", "control", "treated", "treated"]
 
 
 def test_a_plate_without_controls_is_refused_with_the_way_forward():

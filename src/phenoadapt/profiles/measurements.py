@@ -162,7 +162,7 @@ def well_profiles(
     platemaps
         Plate id -> :class:`~phenoadapt.plate.platemap.PlateMap`, or one map for
         every plate; it replaces the table's role, treatment, MoA and
-        concentration.  None keeps the table's own.
+        concentration (of the plates it names).  None keeps the table's own.
     statistic
         ``"median"`` (default) or ``"mean"``.
 
@@ -190,15 +190,21 @@ def well_profiles(
 
 
 def _annotate(wells: pd.DataFrame, platemaps: Mapping[str, Any] | Any) -> pd.DataFrame:
-    """Role, treatment, MoA and concentration of every well from its plate's map."""
+    """Role, treatment, MoA and concentration of every well from its plate's map.
+
+    Plates a mapping does not name keep the table's own values.
+    """
     from ..cells.table import MAP_COLUMNS, well_metadata
 
     wells = wells.copy()
     for column in MAP_COLUMNS:
-        wells[column] = pd.Series([None] * len(wells), dtype="object")
+        values = wells[column] if column in wells.columns else None
+        wells[column] = pd.Series(values, index=wells.index, dtype="object")
     pairs = zip(wells[schema.PLATE], wells[schema.WELL], strict=True)
     for index, (plate, well) in enumerate(pairs):
-        platemap = platemaps.get(plate) if isinstance(platemaps, Mapping) else platemaps
+        if isinstance(platemaps, Mapping) and plate not in platemaps:
+            continue
+        platemap = platemaps[plate] if isinstance(platemaps, Mapping) else platemaps
         for column, value in well_metadata(platemap, str(well)).items():
             wells.at[index, column] = value
     return wells
