@@ -72,7 +72,8 @@ def score(cells: pd.DataFrame, normalize: str, select: bool) -> dict[str, object
     treated = table[table[schema.ROLE] == "treated"]
     activity = map_activity(table, features, same_plate_column=schema.PLATE, null_size=2000)
     moa = map_consistency(treated, features, different=[schema.TREATMENT], null_size=2000)
-    mixing = batch_mixing(treated, features, role_column=None, n_neighbors=5, perplexity=20)
+    perplexity = min(20, (len(treated) - 1) // 3)  # LISI weighs 3 x perplexity neighbours
+    mixing = batch_mixing(treated, features, role_column=None, n_neighbors=5, perplexity=perplexity)
     return {
         "normalization": normalize,
         "feature selection": "on" if select else "off",

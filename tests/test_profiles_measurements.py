@@ -372,3 +372,22 @@ def test_segment_refuses_at_once_a_plate_without_controls(two_plates, tmp_path, 
         _segment(plates, "--normalize", "mad", *argv)
     assert info.value.code == 2
     assert "invalid choice: 'mad'" in capsys.readouterr().err
+
+
+def test_benchmark_scores_and_table_run_on_a_small_table():
+    """benchmarks/bench_measurement_profiles.py cannot rot (its figures take minutes)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_measurement_profiles as bench
+
+    cells = random_cells(n_controls=8, n_treated=16)
+    treated = cells[schema.ROLE] == "treated"
+    # Two compounds per MoA, so that MoA consistency has positives.
+    half = (cells[schema.WELL].str[1:].astype(int) - 1) // 2 % 2 == 0
+    cells.loc[treated & half, schema.TREATMENT] += "-b"
+    rows = [bench.score(cells, normalize, select) for normalize, select in bench.SETTINGS]
+    assert [row["normalization"] for row in rows] == ["none", "none", "robust-zscore", "sphering"]
+    text = bench.markdown(rows, len(cells), 48)
+    assert "| robust-zscore | on |" in text and "activity mAP" in text
