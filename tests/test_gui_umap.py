@@ -122,6 +122,12 @@ def test_result_gives_two_maps_coloured_by_each_option(make_napari_viewer, qtbot
     maps = dock.maps
     assert maps is not None and set(maps.coordinates) == {"before", "after"}
     assert maps.coordinates["after"].shape == (len(result.cells), 2)
+    # The session keeps each cell's coordinates for the Export dock.
+    np.testing.assert_allclose(
+        session.umap_cells[["umap_after_1", "umap_after_2"]].to_numpy(),
+        maps.coordinates["after"][maps.point_of_cell],
+    )
+    assert session.umap_settings["level"] == "cell"
     assert len(dock.canvas.panels) == 2
     assert "Before adaptation" in dock.canvas.panels[0].ax.get_title()
     assert "cs-arm-bn" in dock.canvas.panels[1].ax.get_title()
@@ -222,6 +228,9 @@ def test_wells_level_and_too_few_points(make_napari_viewer, qtbot, errors):
     dock.level.setCurrentText("Wells (mean of cells)")
     qtbot.waitUntil(lambda: dock.worker is None, timeout=WAIT_MS)
     assert dock.maps.level == "well" and len(dock.maps.points) == 30
+    # Per-cell coordinates at the well level: every cell of a well gets its well's point.
+    per_cell = session.umap_cells["umap_after_1"].to_numpy()
+    np.testing.assert_array_equal(per_cell[:3], [dock.maps.coordinates["after"][0, 0]] * 3)
     prediction = dock.maps.points[schema.PREDICTION].to_numpy()
     np.testing.assert_array_equal(prediction, dock.maps.points[schema.MOA].to_numpy())
     xy = dock.maps.coordinates["after"]

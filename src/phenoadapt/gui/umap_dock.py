@@ -130,6 +130,21 @@ class UmapMaps:
         """Rows of ``result.cells`` that belong to these points."""
         return np.flatnonzero(np.isin(self.point_of_cell, np.asarray(points, dtype=np.int64)))
 
+    def cell_coordinates(self) -> pd.DataFrame:
+        """Per-cell coordinates (rows of ``result.cells``): ``umap_<space>_1/2`` per space.
+
+        A cell takes its point's coordinates (its well's, for a well-level map);
+        cells without a point get NaN.
+        """
+        has_point = self.point_of_cell >= 0
+        columns = {}
+        for space, xy in self.coordinates.items():
+            values = np.full((len(self.point_of_cell), 2), np.nan)
+            values[has_point] = xy[self.point_of_cell[has_point]]
+            columns[f"umap_{space}_1"] = values[:, 0]
+            columns[f"umap_{space}_2"] = values[:, 1]
+        return pd.DataFrame(columns)
+
     def points_of(self, rows: np.ndarray) -> np.ndarray:
         """Points that hold these rows of ``result.cells``."""
         rows = np.asarray(rows, dtype=np.int64)
@@ -514,6 +529,8 @@ class UmapWidget(QWidget):
         if maps is None:
             return
         self.maps = maps
+        self.session.set_umap(maps.cell_coordinates(), level=maps.level,
+                              n_neighbors=maps.n_neighbors, seed=maps.seed)  # fmt: skip
         self.redraw()
         self._on_cells_selected(self.session.selected_rows)
         self.status.setText(
