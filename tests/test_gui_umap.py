@@ -102,8 +102,32 @@ def _dock(make_napari_viewer, qtbot, result, max_points=20_000):
     dock = UmapWidget(viewer, max_points=max_points)
     viewer.window.add_dock_widget(dock, name="UMAP", area="right")
     session.set_result(result)
+    assert dock.worker is None and dock.maps is None  # hidden: nothing fitted yet
+    dock.compute_button.click()
     qtbot.waitUntil(lambda: dock.worker is None, timeout=WAIT_MS)
     return viewer, session, dock
+
+
+def test_maps_are_fitted_only_when_the_dock_is_shown(make_napari_viewer, qtbot, errors):
+    viewer = make_napari_viewer(show=True)
+    session = get_session(viewer)
+    dock = UmapWidget(viewer)
+    widget = viewer.window.add_dock_widget(dock, name="UMAP", area="right")
+    widget.hide()
+    session.set_result(fake_result(cells_per_well=4))
+    assert (
+        dock.worker is None
+        and dock.maps is None
+        and "when this dock is shown" in (dock.status.text())
+    )
+    widget.show()  # the user opens the tab: the fit starts
+    qtbot.waitUntil(lambda: dock.maps is not None, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: dock.worker is None, timeout=WAIT_MS)
+    # On screen, a new result is fitted at once.
+    session.set_result(fake_result(cells_per_well=5))
+    assert dock.worker is not None or dock.maps is not None
+    qtbot.waitUntil(lambda: dock.worker is None and dock.maps is not None, timeout=WAIT_MS)
+    assert errors == []
 
 
 def _labels(dock, panel=0):
@@ -287,6 +311,7 @@ def test_result_without_embeddings_is_a_notification(make_napari_viewer, qtbot, 
     result = fake_result()
     result.embeddings_unadapted = None
     _session.set_result(result)
+    dock.compute_button.click()
     qtbot.waitUntil(lambda: dock.worker is None, timeout=WAIT_MS)
     assert set(dock.maps.coordinates) == {"after"} and len(dock.canvas.panels) == 1
     assert "No 'before' map" in dock.note.text()
@@ -324,6 +349,7 @@ def test_screenshot_of_a_real_run(make_napari_viewer, qtbot, tmp_path, errors):
     viewer.window.add_dock_widget(dock, name="UMAP", area="right")
     dock.colour.setCurrentText("Plate")
     session.set_result(result)
+    dock.compute_button.click()
     qtbot.waitUntil(lambda: dock.worker is None, timeout=WAIT_MS)
     assert errors == [] and dock.maps is not None
     mixing = dock.maps.mixing

@@ -375,10 +375,26 @@ class UmapWidget(QWidget):
         self.errors: list[str] = []
         self.shown_points = 0
         self._restart = False
+        # A result whose maps were not fitted yet because nobody was looking.
+        self._stale = False
         self._build(max_points)
         self.session.result_changed.connect(self._on_result)
         self.session.cells_selected.connect(self._on_cells_selected)
         if self.session.result is not None:
+            self._request()
+
+    def _request(self) -> None:
+        """Fit now if the dock is on screen; otherwise when it is shown (or Compute)."""
+        if self.isVisible():
+            self.compute()
+            return
+        self._stale = True
+        self.status.setText("A new result: its maps are fitted when this dock is shown.")
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+        """Fit the maps of a result that arrived while the dock was hidden."""
+        super().showEvent(event)
+        if self._stale and self.session.result is not None and self.worker is None:
             self.compute()
 
     # -- layout ---------------------------------------------------------------
@@ -487,6 +503,7 @@ class UmapWidget(QWidget):
         if result is None:
             self.status.setText("No result yet: run the plates in the Run dock.")
             return
+        self._stale = False
         self.errors = []
         worker = thread_worker(umap_events, start_thread=False)(
             result,
@@ -555,7 +572,8 @@ class UmapWidget(QWidget):
         self.note.setText("")
         self.mixing.setText("")
         self.selection.setText("No cells selected.")  # set_result clears the selection
-        self.compute()
+        # Fitting costs seconds of CPU: only for a dock someone is looking at (issue 12.5).
+        self._request()
 
     # -- drawing --------------------------------------------------------------
     def spaces(self) -> tuple[str, ...]:
