@@ -362,3 +362,30 @@ def test_screenshot_of_a_real_run(make_napari_viewer, qtbot, tmp_path, errors):
     viewer.window._qt_window.resize(1600, 1000)
     qtbot.wait(500)
     viewer.window._qt_window.grab().save(str(DOCS_IMAGE.with_name("gui_umap_viewer.png")))
+
+
+@pytest.mark.child_process
+def test_cancel_ends_the_fit_at_once(make_napari_viewer, qtbot, errors):
+    import time
+
+    viewer = make_napari_viewer()
+    session = get_session(viewer)
+    dock = UmapWidget(viewer)
+    viewer.window.add_dock_widget(dock, name="UMAP", area="right")
+    session.set_result(fake_result(cells_per_well=40))
+    dock.compute_button.click()
+    qtbot.wait(300)  # the fit is under way in the child process
+    started = time.perf_counter()
+    dock.cancel_button.click()
+    qtbot.waitUntil(lambda: dock.worker is None, timeout=WAIT_MS)
+    assert time.perf_counter() - started < 5  # not "after the current fit"
+    assert dock.maps is None and errors == [] and not dock._child.alive
+    # The next fit starts a fresh child and completes, with the maps of an in-thread fit.
+    dock.compute_button.click()
+    qtbot.waitUntil(lambda: dock.worker is None, timeout=WAIT_MS)
+    assert dock.maps is not None and errors == [] and dock._child.alive
+    child_xy = dock.maps.coordinates["after"]
+    dock._child = None  # the same job in the worker thread
+    dock.compute_button.click()
+    qtbot.waitUntil(lambda: dock.worker is None, timeout=WAIT_MS)
+    np.testing.assert_allclose(dock.maps.coordinates["after"], child_xy, atol=1e-4)

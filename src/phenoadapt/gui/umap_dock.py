@@ -20,7 +20,9 @@ embeddings) are napari notifications.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import functools
+import threading
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,8 +40,9 @@ from qtpy.QtWidgets import (
 )
 
 from .. import schema
-from ..errors import PhenoadaptError
+from ..errors import Cancelled, PhenoadaptError
 from ..evaluate import BatchMixing, batch_mixing, umap_coordinates
+from ..offload import ChildProcess
 from .common import notify, scrolling_layout
 from .scatter import (
     DEFAULT_MAX_POINTS,
@@ -289,10 +292,13 @@ def umap_job(
     n_neighbors: int = 15,
     seed: int = 0,
     max_cells: int | None = None,
+    fit: Callable[..., np.ndarray] = umap_coordinates,
 ) -> Generator[tuple[str, Any], None, UmapMaps]:
     """Fit a UMAP per feature space and score its mixing, yielding progress.
 
     Yields ``("progress", (message, done, total))``; returns :class:`UmapMaps`.
+    ``fit(values, n_neighbors=, seed=)`` makes the 2-D coordinates
+    (:func:`umap_coordinates`, here or in a child process).
 
     Raises
     ------
@@ -309,7 +315,7 @@ def umap_job(
     for step, (key, values) in enumerate(features.items()):
         title = SPACES[key][1].split(" (")[0].lower()  # "before adaptation"
         yield "progress", (f"UMAP of {len(values):,} {noun} {title}...", 2 * step, total)
-        coordinates[key] = umap_coordinates(values, n_neighbors=n_neighbors, seed=seed)
+        coordinates[key] = fit(values, n_neighbors=n_neighbors, seed=seed)
         yield "progress", (f"Batch mixing, {title}...", 2 * step + 1, total)
         mixing[key] = plate_mixing(points, values, seed)
     yield "progress", ("Done.", total, total)
@@ -334,15 +340,31 @@ def umap_events(
     n_neighbors: int = 15,
     seed: int = 0,
     max_cells: int | None = None,
+    fit: Callable[..., np.ndarray] = umap_coordinates,
 ) -> Generator[tuple[str, Any], None, UmapMaps | None]:
     """:func:`umap_job` for a worker: errors become ``("error", message)`` events."""
     try:
-        return (yield from umap_job(result, level, n_neighbors, seed, max_cells))
+        return (yield from umap_job(result, level, n_neighbors, seed, max_cells, fit))
+    except Cancelled:
+        return None
     except PhenoadaptError as exc:
         yield "error", str(exc)
     except Exception as exc:  # the dock must report, never crash napari
         yield "error", f"UMAP failed: {type(exc).__name__}: {exc}"
     return None
+
+
+#: Fit UMAPs in a child process (True) or in the worker thread (False).
+FIT_IN_CHILD_PROCESS = True
+
+
+def _terminate_later(child: ChildProcess) -> Callable[..., None]:
+    # A plain function holding the child, not the widget: Qt calls it after the
+    # widget is gone.
+    def terminate(*_args: Any) -> None:
+        child.terminate()
+
+    return terminate
 
 
 def mixing_summary(mixing: BatchMixing | str) -> str:
@@ -377,6 +399,12 @@ class UmapWidget(QWidget):
         self._restart = False
         # A result whose maps were not fitted yet because nobody was looking.
         self._stale = False
+        # UMAP fits run in a child process: numba's loops hold the GIL, which would
+        # freeze napari's main thread; Cancel ends the child mid-fit.
+        self._child = ChildProcess() if FIT_IN_CHILD_PROCESS else None
+        self._cancelled = threading.Event()
+        if self._child is not None:
+            self.destroyed.connect(_terminate_later(self._child))
         self._build(max_points)
         self.session.result_changed.connect(self._on_result)
         self.session.cells_selected.connect(self._on_cells_selected)
@@ -497,6 +525,7 @@ class UmapWidget(QWidget):
 
         if self.worker is not None:  # settings changed mid-way: start again once it stops
             self._restart = True
+            self._cancelled.set()
             self.worker.quit()
             return
         result = self.session.result
@@ -505,12 +534,19 @@ class UmapWidget(QWidget):
             return
         self._stale = False
         self.errors = []
+        self._cancelled = threading.Event()
+        fit = umap_coordinates
+        if self._child is not None:
+            fit = functools.partial(
+                self._child.call, umap_coordinates, cancel=self._cancelled.is_set
+            )
         worker = thread_worker(umap_events, start_thread=False)(
             result,
             LEVELS[self.level.currentText()],
             self.neighbours.value(),
             self.seed.value(),
             self.max_cells.value(),
+            fit,
         )
         worker.yielded.connect(self._on_event)
         worker.returned.connect(self._on_returned)
@@ -523,10 +559,11 @@ class UmapWidget(QWidget):
         worker.start()
 
     def cancel(self) -> None:
-        """Stop after the UMAP fit in progress (a fit cannot be interrupted)."""
+        """Stop the UMAP fit in progress (its child process is ended at once)."""
         if self.worker is not None:
             self._restart = False
-            self.status.setText("Cancelling after the current UMAP fit...")
+            self._cancelled.set()
+            self.status.setText("Cancelled." if self._child else "Cancelling after this fit...")
             self.worker.quit()
 
     def _on_event(self, event: tuple[str, Any]) -> None:
