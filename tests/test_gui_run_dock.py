@@ -21,7 +21,8 @@ from gui_run_helpers import (
 )
 
 from phenoadapt import schema
-from phenoadapt.gui.results import LAYER_NAME, class_colours
+from phenoadapt.gui.colours import session_class_palette
+from phenoadapt.gui.results import LAYER_NAME
 from phenoadapt.gui.run_dock import RunWidget
 from phenoadapt.plate.platemap import read_platemap
 from phenoadapt.schema import Role
@@ -81,15 +82,16 @@ def test_run_to_completion(make_napari_viewer, qtbot, notices, tiny_plate):
     rows = session.cells_of_field()
     features = layer.features
     assert len(features) == len(rows) > 0
-    assert {"class", "probability", "uncertainty", "treatment", "well"} <= set(features)
+    assert {"class", "confidence", "uncertainty", "treatment", "well"} <= set(features)
     cells = result.cells.iloc[rows]
     assert features["index"].tolist() == cells[schema.CELL_ID].tolist()
-    assert features["class"].tolist() == cells[schema.PREDICTION].astype(str).tolist()
+    palette = session_class_palette(widget.session)
+    labels = [palette.label(c) for c in cells[schema.PREDICTION].astype(str)]
+    assert features["class"].tolist() == labels
     assert set(layer.data[layer.data > 0].ravel()) <= set(features["index"])
-    colours = class_colours(result.classes)
-    label, name = int(features["index"].iloc[0]), features["class"].iloc[0]
+    label, name = int(features["index"].iloc[0]), str(cells[schema.PREDICTION].iloc[0])
     shown = viewer.layers[LAYER_NAME].colormap.map(label)[:3]
-    hex_colour = colours[name].lstrip("#")
+    hex_colour = palette.colour(name).lstrip("#")
     wanted = [int(hex_colour[i : i + 2], 16) / 255 for i in (0, 2, 4)]
     assert abs(shown - wanted).max() < 1e-6
     assert "Accuracy vs plate map" in widget.legend.accuracy.text()

@@ -374,7 +374,7 @@ class RunWidget(QWidget):
         self.tabs = QTabWidget()
         self.tabs.addTab(self._build_run_tab(), "Run")
         self.tabs.addTab(self._build_train_tab(), "Train")
-        self.legend = ResultsLegend(self.session)
+        self.legend = ResultsLegend(self.session, self.overlay)
         layout = scrolling_layout(self)
         layout.addWidget(self.tabs)
         layout.addWidget(self.legend)
