@@ -232,3 +232,36 @@ def test_closing_napari_during_a_run(make_napari_viewer, qtbot, notices, tiny_pl
     assert runner.outcome == "cancelled"
     assert session.job is None and session.result is None
     assert notices["error"] == []
+
+
+def test_closing_a_plate_mid_run_cancels_the_run(
+    make_napari_viewer, qtbot, notices, tiny_plate, monkeypatch
+):
+    """A plate closed during its run: the run stops and its result never becomes the session's."""
+    import napari.utils.notifications as notifications
+
+    warnings: list[str] = []
+    monkeypatch.setattr(notifications, "show_warning", lambda m: warnings.append(str(m)))
+    viewer = make_napari_viewer()
+    widget = _widget(viewer, tiny_plate)
+    session = widget.session
+    closed: list[float] = []
+    show = widget.run_controls.show_progress
+
+    def close_on_first_segment(event):
+        show(event)
+        if not closed and event.stage == "segment":
+            session.close_plate("TINY1")
+            closed.append(time.monotonic())
+
+    widget.run_controls.show_progress = close_on_first_segment
+    widget.run()
+    _wait(qtbot, widget, timeout=60_000)
+    assert closed, "no progress event arrived"
+    assert session.result is None and session.job is None
+    assert widget.run_controls.status.text() == "Cancelled."
+    assert len(warnings) == 1 and "Plate TINY1 was closed while the run used it" in warnings[0]
+    assert notices["error"] == []
+    # Closing another plate later cancels nothing and says nothing.
+    session.close_plate("TINY1")
+    assert len(warnings) == 1
