@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 
 import numpy as np
+import pytest
 from gui_run_helpers import SEGMENTATION, notices, open_in_viewer, tiny_plate, tiny_result
 from test_gui_umap import WAIT_MS, fake_result
 
@@ -17,6 +20,9 @@ from phenoadapt.gui.umap_dock import UmapWidget
 from phenoadapt.palette import CONTROL_COLOUR, hex_to_rgba
 
 __all__ = ["notices", "tiny_plate", "tiny_result"]  # fixtures used by the tests below
+
+SCREENSHOT = bool(os.environ.get("PHENOADAPT_SCREENSHOTS"))
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "images"
 
 
 def _rgb(colour: str) -> np.ndarray:
@@ -116,3 +122,31 @@ def test_plates_keep_their_colours_between_cell_and_well_maps(make_napari_viewer
     wells = _point_colours(dock, "Plate")
     assert cells == wells
     assert cells == {p: {tuple(np.round(_rgb(plates[p]), 4))} for p in ("P1", "P2")}
+
+
+@pytest.mark.skipif(not SCREENSHOT, reason="set PHENOADAPT_SCREENSHOTS=1 to run")
+def test_screenshot_outlines_and_plate_grid(
+    make_napari_viewer, qtbot, notices, tiny_plate, tiny_result
+):
+    """The user guide's picture at 1366x768: outlines, plate grid with controls, one palette."""
+    from skimage.io import imsave
+
+    viewer = make_napari_viewer(show=True)
+    session = open_in_viewer(viewer, tiny_plate)
+    plate_dock = PlateDock(viewer)
+    viewer.window.add_dock_widget(plate_dock, name="Plate", area="right")
+    overlay = get_results_overlay(viewer)
+    overlay.segmentation = SEGMENTATION
+    legend = ResultsLegend(session, overlay)
+    viewer.window.add_dock_widget(legend, name="Predicted MoA", area="right")
+    # An excluded imaged well, to show its hatching.
+    session.platemaps["TINY1"].set_role(["A08"], "excluded")
+    session.set_result(tiny_result)
+    qtbot.waitUntil(lambda: LAYER_NAME in viewer.layers, timeout=30_000)
+    viewer.window._qt_window.resize(1366, 768)
+    viewer.reset_view(margin=0.02)
+    qtbot.wait(800)
+    DOCS.mkdir(parents=True, exist_ok=True)
+    image = viewer.screenshot(canvas_only=False, flash=False)
+    assert image.shape[1] <= 1366 and image.shape[0] <= 768
+    imsave(DOCS / "gui_colours_outlines.png", image)
