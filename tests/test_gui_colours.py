@@ -150,3 +150,41 @@ def test_screenshot_outlines_and_plate_grid(
     image = viewer.screenshot(canvas_only=False, flash=False)
     assert image.shape[1] <= 1366 and image.shape[0] <= 768
     imsave(DOCS / "gui_colours_outlines.png", image)
+
+
+def test_session_palette_is_cached_until_the_result_or_a_map_changes():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from phenoadapt.plate.platemap import PlateMap
+
+    platemap = PlateMap.from_records(
+        [
+            {"well": "A01", "treatment": "DMSO"},
+            {"well": "A02", "treatment": "PBS", "moa": "vehicle"},
+            {"well": "A03", "treatment": "taxol", "moa": "tubulin"},
+        ],
+        plate_format=96,
+    )
+    platemap.set_role(["A02"], "control")
+    cells = pd.DataFrame({schema.MOA: ["tubulin", "aurora"], schema.PREDICTION: ["zeta", "a"]})
+
+    class Session:  # the attributes the palettes read (weakly referenced by the cache)
+        result = SimpleNamespace(classes=("a", "tubulin"), cells=cells)
+        platemaps = {"P": platemap}
+        plates = {"P": None}
+
+    session = Session()
+    first = session_class_palette(session)
+    assert session_class_palette(session) is first
+    # Sorted over every name the session knows; the map's control-only MoA is grey.
+    assert list(first) == ["a", "aurora", "tubulin", "zeta", "vehicle"]
+    assert first["vehicle"] == CONTROL_COLOUR and first.is_control("vehicle")
+    assert first.controls == {"vehicle"}  # empty MoAs are no name
+    # An edit of a map recomputes: tubulin only in control wells, but a model class stays one.
+    platemap.set_role(["A03"], "control")
+    edited = session_class_palette(session)
+    assert edited is not first and edited["tubulin"] != CONTROL_COLOUR
+    session.result = SimpleNamespace(classes=(), cells=cells)
+    assert session_class_palette(session)["tubulin"] == CONTROL_COLOUR

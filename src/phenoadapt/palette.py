@@ -112,11 +112,12 @@ def palette_colour(index: int, palette: tuple[str, ...] = CLASS_PALETTE) -> str:
 
 def sort_names(names: Iterable[object]) -> list[str]:
     """Distinct names as text, sorted case-insensitively (ties by exact spelling)."""
-    distinct = {str(n) for n in names if _has_name(n)}
+    distinct = {str(n) for n in names if has_name(n)}
     return sorted(distinct, key=lambda n: (n.casefold(), n))
 
 
-def _has_name(value: object) -> bool:
+def has_name(value: object) -> bool:
+    """False for a missing value: None, NaN, an empty string, or the text of a missing value."""
     if value is None:
         return False
     if isinstance(value, float) and value != value:  # NaN
@@ -154,7 +155,7 @@ class ClassPalette(Mapping[str, str]):
 
     def colour(self, name: object) -> str:
         """Colour of a name; a missing value is :data:`MISSING_COLOUR`."""
-        if not _has_name(name):
+        if not has_name(name):
             return MISSING_COLOUR
         text = str(name)
         if text in self.colours:
