@@ -43,6 +43,7 @@ from .. import schema
 from ..errors import Cancelled, PhenoadaptError
 from ..evaluate import BatchMixing, batch_mixing, umap_coordinates
 from ..offload import ChildProcess
+from .colours import column_palette
 from .common import notify, scrolling_layout
 from .scatter import (
     DEFAULT_MAX_POINTS,
@@ -633,15 +634,18 @@ class UmapWidget(QWidget):
         else:
             labels = np.full(len(maps.points), f"no {colour.lower()} in result", dtype=object)
         categories, codes = encode_categories(labels)
+        # The session's colours: the class, plate or role has them in every dock.
+        palette = column_palette(self.session, column)
         spaces = self.spaces()
         titles = [f"{self._title(key)}\n{mixing_summary(maps.mixing[key])}" for key in spaces]
         self.shown_points = self.canvas.plot(
             [maps.coordinates[key] for key in spaces],
             titles,
             codes,
-            categories,
+            [palette.label(c) for c in categories],
             seed=maps.seed,
             legend_title=colour,
+            palette=np.asarray(palette.rgba(categories)).reshape(-1, 4),
         )
         self.note.setText(self._note(maps, colour))
         self.mixing.setText(self._mixing_text(maps))
