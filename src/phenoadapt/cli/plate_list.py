@@ -236,12 +236,20 @@ def run_plate_list(
         for i, (plate, name) in enumerate(zip(plates, names, strict=True), start=1):
             one = plate_args(args, plate, name, outputs)
             targets = outputs.done(one)
-            if not args.overwrite and all(t.exists() for t in targets):
+            present = [t for t in targets if t.exists()]
+            if not args.overwrite and len(present) == len(targets):
                 print(f"phenoadapt: [{i}/{len(plates)}] {name}: skipped, its outputs exist "
                       f"({targets[0].parent}; --overwrite redoes it)", file=sys.stderr)  # fmt: skip
                 skipped.append(name)
                 continue
             print(f"phenoadapt: [{i}/{len(plates)}] {name} ({plate})", file=sys.stderr)
+            if present and not args.overwrite:
+                # A run stopped part-way through this plate: its files are no finished
+                # result, so resuming redoes the plate over them.
+                print(f"phenoadapt: {name}: outputs incomplete "
+                      f"({', '.join(t.name for t in targets if not t.exists())} missing): "
+                      "redoing the plate", file=sys.stderr)  # fmt: skip
+                one.overwrite = True
             try:
                 status = run(one)
             except (KeyboardInterrupt, Cancelled):
