@@ -126,9 +126,7 @@ def main() -> None:
         print(f"wrote {DOC}")
 
 
-def report(
-    rows: list[tuple], n_plates: int, n_fields: int, per_field: float, load: float
-) -> str:
+def report(rows: list[tuple], n_plates: int, n_fields: int, per_field: float, load: float) -> str:
     """The markdown section: the table, then the arithmetic for a 1,000-plate screen."""
     lines = [
         f"Measured by `python benchmarks/bench_scale_out.py` on {platform.machine()} with "
@@ -152,7 +150,8 @@ def report(
     lines += [
         "",
         f"One 1080 x 1080 field (an Opera Phenix field) costs {per_field:.1f} CPU seconds in one "
-        f"process (classical segmentation, all measurements with texture). A real screen of {REAL_PLATES:,} plates x {REAL_FIELDS_PER_PLATE:,} fields "
+        f"process (classical segmentation, all measurements with texture). A real screen of "
+        f"{REAL_PLATES:,} plates x {REAL_FIELDS_PER_PLATE:,} fields "
         f"(384 wells x 9 sites) is then {field_hours:,.0f} core-hours of segmentation: "
         f"{field_hours / 8 / 24:,.1f} days on one 8-core workstation, "
         f"{field_hours / 200:,.1f} hours on 200 worker cores "
