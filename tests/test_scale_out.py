@@ -22,16 +22,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from pipeline_fixtures import SEGMENTATION, make_checkpoint, make_plate
+from pipeline_fixtures import CHANNELS, SEGMENTATION, make_checkpoint, make_plate
 
 from phenoadapt.cells import segment_plate
 from phenoadapt.cells.process import default_workers
 from phenoadapt.cli import main
 from phenoadapt.cli.plate_list import read_plate_list
 from phenoadapt.errors import Cancelled, InputNotFoundError, OptionError
+from phenoadapt.nn import Normalization, phenoprofiler
 from phenoadapt.plate import open_plate, read_platemap
 from phenoadapt.scale import SchedulerError, open_scheduler
 from phenoadapt.scale.tasks import chunk_items
+from phenoadapt.train import CheckpointMetadata, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 GUI_PACKAGES = ("napari", "npe2", "magicgui", "qtpy", "superqt", "pyqt5", "pyqt6", "pyside2",
@@ -59,7 +61,20 @@ def screen(tmp_path_factory) -> dict:
         "dirs": dirs,
         "list": str(plate_list),
         "ckpt": str(make_checkpoint(folder / "model.safetensors")),
+        "embedder": str(_embedder(folder / "pp.safetensors")),
     }
+
+
+def _embedder(path: Path) -> Path:
+    """An untrained PhenoProfiler checkpoint for the tiny plates."""
+    norm = Normalization("log1p", (5.5,) * 5, (1.0,) * 5, None)
+    model = phenoprofiler(5, 3, 6, arch="resnet10", width=4, stem="small", heads=2,
+                          normalization=norm, seed=0).eval()  # fmt: skip
+    meta = CheckpointMetadata(
+        network={}, classes=("DMSO", "a", "b"), channel_names=CHANNELS, method="erm",
+        crop_size=16, extra={"kind": "embedder", "unit": "cell", "crop_scale": 0.5},
+    )  # fmt: skip
+    return save_checkpoint(path, model, meta)
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +138,19 @@ def test_predict_on_a_cluster_writes_the_same_files(screen, cluster, tmp_path) -
     assert {f"{screen['dirs'][0].name}/cells.csv", f"{screen['dirs'][1].name}/wells.csv"} <= set(
         single
     )
+    assert single == distributed
+
+
+@pytest.mark.slow
+def test_embed_on_a_cluster_writes_the_same_files(screen, cluster, tmp_path) -> None:
+    _, client = cluster
+    common = ["embed", "--plates", screen["list"], "--checkpoint", screen["embedder"],
+              "--nucleus-diameter", "16", "--level", "site"]  # fmt: skip
+    assert main([*common, "--out", str(tmp_path / "one" / "emb.csv")]) == 0
+    address = client.scheduler.address
+    assert main([*common, "--out", str(tmp_path / "dask" / "emb.csv"), "--scheduler", address]) == 0
+    single, distributed = _files(tmp_path / "one"), _files(tmp_path / "dask")
+    assert sorted(single) == [f"{d.name}/emb.csv" for d in screen["dirs"]]
     assert single == distributed
 
 
