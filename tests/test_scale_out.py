@@ -154,6 +154,27 @@ def test_embed_on_a_cluster_writes_the_same_files(screen, cluster, tmp_path) -> 
     assert single == distributed
 
 
+@pytest.mark.slow
+def test_cancel_removes_the_tasks_from_the_cluster(screen, cluster) -> None:
+    local, client = cluster
+    plate = open_plate(screen["dirs"][1])
+    reports = []
+
+    def cancel() -> bool:
+        return bool(reports)  # as soon as one field is done
+
+    with pytest.raises(Cancelled, match="cancelled after"):
+        segment_plate(
+            plate, segmentation=SEGMENTATION, scheduler=client, cancel=cancel,
+            progress=lambda stage, done, total: reports.append(done) if done else None,
+        )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while local.scheduler.tasks and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not local.scheduler.tasks
+
+
+# The last test of the cluster: it leaves one worker restarting.
 class KillOnce:
     """A pixel source that kills the dask worker reading ``well`` the first time."""
 
@@ -181,7 +202,9 @@ def _in_dask_worker() -> bool:
 
 
 @pytest.mark.slow
-def test_a_killed_worker_is_replaced_and_the_table_is_complete(screen, cluster, tmp_path) -> None:
+def test_a_killed_workers_fields_run_again_and_the_table_is_complete(
+    screen, cluster, tmp_path
+) -> None:
     _, client = cluster
     plate = open_plate(screen["dirs"][0])
     platemap = read_platemap(screen["dirs"][0] / "platemap.csv", plate_id=plate.plate_id)
@@ -192,27 +215,6 @@ def test_a_killed_worker_is_replaced_and_the_table_is_complete(screen, cluster, 
     assert marker.exists(), "no worker was killed: the test proves nothing"
     assert result.failures == expected.failures
     assert result.cells.to_csv() == expected.cells.to_csv()
-    client.wait_for_workers(2, timeout=60)  # the nanny restarted it for the tests after
-
-
-@pytest.mark.slow
-def test_cancel_removes_the_tasks_from_the_cluster(screen, cluster) -> None:
-    local, client = cluster
-    plate = open_plate(screen["dirs"][1])
-    reports = []
-
-    def cancel() -> bool:
-        return bool(reports)  # as soon as one field is done
-
-    with pytest.raises(Cancelled, match="cancelled after"):
-        segment_plate(
-            plate, segmentation=SEGMENTATION, scheduler=client, cancel=cancel,
-            progress=lambda stage, done, total: reports.append(done) if done else None,
-        )  # fmt: skip
-    deadline = time.monotonic() + 20
-    while local.scheduler.tasks and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not local.scheduler.tasks
 
 
 # ---------------------------------------------------------------- scheduler arguments
