@@ -350,3 +350,18 @@ def test_a_node_without_gui_packages_runs_the_pipeline(screen, tmp_path) -> None
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "0 []"
     assert (tmp_path / "cells.csv").exists()
+
+
+def test_benchmark_report_and_arithmetic() -> None:
+    """benchmarks/bench_scale_out.py: the table and the 1,000-plate arithmetic it writes."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_scale_out as bench
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    rows = [("one process", 60.0, 0.0), ("dask", 30.0, 5.0)]
+    text = bench.report(rows, n_plates=2, n_fields=60, per_field=5.0, load=1.0)
+    assert "| one process | 60.0 | 1.00 | 120 | - |" in text
+    assert "| dask | 30.0 | 2.00 | 240 | 5.0 |" in text
+    # 1,000 plates x 3,456 fields x 5 s = 4,800 core-hours; 24 hours on 200 cores.
+    assert "4,800 core-hours" in text and "24.0 hours on 200 worker cores" in text
