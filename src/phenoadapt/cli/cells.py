@@ -22,6 +22,7 @@ from ..export import check_writable, write_table, write_text
 from ..plate import open_plate
 from ..plate.wells import normalize_well
 from .open_args import add_open_options, open_options, open_platemap, warn_guessed_channels
+from .plate_list import PlateOutputs, add_scale_out_arguments, scaled
 from .progress import progress_bar
 from .segmentation_args import add_channel_arguments, channel_params, plate_nucleus_diameter
 
@@ -109,9 +110,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--plate-id", help="plate id to use (and to pick the plate's rows of the map)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_scale_out_arguments(parser)
     parser.set_defaults(func=run_segment)
 
 
+def _outputs(args: argparse.Namespace) -> list[Path]:
+    """Every file ``segment`` writes with these arguments (all present: the plate is done)."""
+    paths = [Path(p) for p in (args.out, args.per_well, args.per_site) if p]
+    return [*paths, settings_path(Path(args.out))]
+
+
+@scaled(PlateOutputs(done=_outputs, files=("out", "per_well", "per_site")))
 def run_segment(args: argparse.Namespace) -> int:
     """Run ``phenoadapt segment``."""
     outputs = [Path(p) for p in (args.out, args.per_well, args.per_site) if p]
@@ -135,8 +144,9 @@ def run_segment(args: argparse.Namespace) -> int:
     )
     platemap = open_platemap(plate, args.platemap)
     result = _run_with_bar(
-        plate, wells, params, MeasureParams(texture=not args.no_texture), platemap, args.workers
-    )
+        plate, wells, params, MeasureParams(texture=not args.no_texture), platemap, args.workers,
+        getattr(args, "scheduler", None),
+    )  # fmt: skip
     report_failures(result)
     if result.cells.empty:
         raise CellsError(
@@ -194,10 +204,17 @@ def write_settings(
     return write_text(text, settings_path(cells_csv), overwrite=overwrite)
 
 
-def _run_with_bar(plate, wells, params, measure, platemap, workers) -> PlateCells:
+def _run_with_bar(plate, wells, params, measure, platemap, workers, scheduler=None) -> PlateCells:
     with progress_bar("segment", unit="field") as progress:  # "illumination", then "segment"
         return segment_plate(
-            plate, wells, params, measure, platemap=platemap, workers=workers, progress=progress
+            plate,
+            wells,
+            params,
+            measure,
+            platemap=platemap,
+            workers=workers,
+            progress=progress,
+            scheduler=scheduler,
         )
 
 

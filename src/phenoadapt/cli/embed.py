@@ -25,6 +25,7 @@ from ..plate import open_plate
 from ..profiles import read_table
 from .cells import parse_wells
 from .open_args import add_open_options, open_options, open_platemap, warn_guessed_channels
+from .plate_list import PlateOutputs, add_scale_out_arguments, scaled
 from .progress import progress_bar
 from .segmentation_args import add_channel_arguments, channel_params
 
@@ -98,9 +99,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_channel_arguments(parser)
     parser.add_argument("--plate-id", help="plate id to use (and to pick the plate's map rows)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    add_scale_out_arguments(parser)
     parser.set_defaults(func=run_embed)
 
 
+@scaled(PlateOutputs(done=lambda args: [Path(args.out)], files=("out",)))
 def run_embed(args: argparse.Namespace) -> int:
     """Run ``phenoadapt embed``."""
     out = Path(args.out)
@@ -152,4 +155,5 @@ def _embed_with_bar(args, plate, checkpoint, platemap, cells, correction):
             seed=args.seed,
             device=args.device,
             progress=progress,
+            scheduler=getattr(args, "scheduler", None),
         )

@@ -39,6 +39,7 @@ from ..pipeline.tiles import DEFAULT_MIN_CONTROL_SITES
 from ..plate import open_plate
 from .cells import parse_wells
 from .open_args import add_open_options, open_options, open_platemap, warn_guessed_channels
+from .plate_list import PlateOutputs, add_scale_out_arguments, scaled
 from .progress import progress_bar
 from .segmentation_args import add_channel_arguments, channel_params
 
@@ -173,6 +174,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_open_options(parser, many=True)
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_scale_out_arguments(parser, plate_dest="plate")
     parser.set_defaults(func=run_predict)
 
 
@@ -227,16 +229,27 @@ def embedding_table(cells: pd.DataFrame, values) -> pd.DataFrame:
     return pd.concat([cells[keep].reset_index(drop=True), emb], axis=1)
 
 
+def _targets(args: argparse.Namespace) -> dict[str, Path]:
+    """Every table ``predict`` may write (accuracy only when the plate map gives MoAs)."""
+    names = ["cells", "wells", "accuracy"] + (
+        ["embeddings", "embeddings_unadapted"] if args.embeddings else []
+    )
+    targets = {n: Path(args.out) / RESULT_FILES.get(n, f"{n}.csv") for n in names}
+    targets["run"] = Path(args.out) / RUN_FILE
+    return targets
+
+
+def _finished(args: argparse.Namespace) -> list[Path]:
+    """The tables written whatever the plate map: all present means the plate is done."""
+    return [p for n, p in _targets(args).items() if n != "accuracy"]
+
+
+@scaled(PlateOutputs(done=_finished, folder="out"))
 def run_predict(args: argparse.Namespace) -> int:
     """Run ``phenoadapt predict``."""
     from ..pipeline import RunConfig, run_plates
 
-    out = Path(args.out)
-    names = ["cells", "wells", "accuracy"] + (
-        ["embeddings", "embeddings_unadapted"] if args.embeddings else []
-    )
-    targets = {n: out / RESULT_FILES.get(n, f"{n}.csv") for n in names}
-    targets["run"] = out / RUN_FILE
+    targets = _targets(args)
     check_writable(list(targets.values()), args.overwrite)
     overrides = channel_params(args)
     if args.nucleus_diameter:
@@ -254,7 +267,10 @@ def run_predict(args: argparse.Namespace) -> int:
     )  # fmt: skip
     plates, platemaps, cells = open_inputs(args)
     with warnings_to_stderr(), torch_threads(args.threads), progress_bar() as progress:
-        result = run_plates(plates, platemaps, config, cells=cells, progress=progress)
+        result = run_plates(
+            plates, platemaps, config, cells=cells, progress=progress,
+            scheduler=getattr(args, "scheduler", None),
+        )  # fmt: skip
     tables = result_tables(result)
     run_id = result.record["run_id"]
     if args.embeddings and result.embeddings is not None:

@@ -402,6 +402,13 @@ class RunWidget(QWidget):
             "Cells per forward pass; lower it when the GPU runs out of memory."
         )
         self.diameter = _diameter_box()
+        self.scheduler = QLineEdit()
+        self.scheduler.setPlaceholderText("This computer")
+        self.scheduler.setToolTip(
+            "Optional dask scheduler that segments the fields: 'local' (worker processes on "
+            "this computer) or an address such as tcp://host:8786 (see docs/scale-out.md). "
+            "Empty: this computer, as usual."
+        )
         self.plates = QListWidget()
         self.plates.setMaximumHeight(72)
         self.plates.setToolTip("Plates to run (open them in the Plate dock).")
@@ -416,6 +423,7 @@ class RunWidget(QWidget):
             ("Device", self.device),
             ("Batch size", self.batch_size),
             ("Nucleus diameter", self.diameter),
+            ("Scheduler", self.scheduler),
             ("Plates", self.plates),
         ]
         return _form_tab(rows, self.run_controls)
@@ -540,11 +548,13 @@ class RunWidget(QWidget):
         try:
             plates, platemaps = self._plates_and_maps()
             settings = self.run_settings()
+            scheduler = self.scheduler.text().strip()
             runner = JobRunner(
                 self.session,
                 "Run",
                 run_job,
                 (plates, platemaps, settings),
+                {"scheduler": scheduler} if scheduler else None,
                 on_progress=self.run_controls.show_progress,
                 on_result=lambda result: self._on_run_result(result, settings),
                 on_end=self._on_run_end,
@@ -690,6 +700,8 @@ def _sidecar(path: Path) -> Path:
 
 def run_job(plates: list[Any], platemaps: list[Any], settings: dict[str, Any], **hooks: Any) -> Any:
     """``run_plates`` with a ``RunConfig`` built from ``settings``, in the worker thread.
+
+    ``hooks`` are ``progress``, ``cancel`` and, when the dock names one, ``scheduler``.
 
     The dock has imported the pipeline already (see :class:`RunWidget`), so
     this import is only a lookup.
