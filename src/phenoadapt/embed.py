@@ -506,6 +506,7 @@ def embed_plate(
     device: str | torch.device = "cpu",
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    scheduler: Any | None = None,
 ) -> pd.DataFrame:
     """Embed every cell (or field) of a plate and return cell, site or well embeddings.
 
@@ -537,6 +538,11 @@ def embed_plate(
     progress, cancel
         ``progress(stage, done, total)`` with stages ``crops`` and ``embed``;
         ``cancel()`` raises :class:`~phenoadapt.errors.Cancelled`.
+    scheduler
+        None: fields are segmented and cropped in this process.  Otherwise a
+        dask scheduler or client (:func:`phenoadapt.scale.open_scheduler`):
+        fields run as dask tasks and come back in plate order; the network
+        runs here.  Site-unit checkpoints read their tiles here regardless.
 
     Memory: with a batch-norm correction the crops of the plate are held in
     memory (cells x channels x size^2 x 4 bytes) because contexts draw from the
@@ -592,7 +598,7 @@ def embed_plate(
     stream = CropStream(
         plate, wells=wells, batch_size=max(batch_size, 1), crop=crop,
         segmentation=segmentation or SegmentationParams(), platemap=platemap, cells=cells,
-        progress=progress, cancel=cancel,
+        progress=progress, cancel=cancel, scheduler=scheduler,
     )  # fmt: skip
     if corr.bn_method is None:
         # Running statistics: every batch is embedded on its own, crops are not kept.

@@ -15,13 +15,15 @@ which always lies inside the cell).  Options:
 
 :class:`CropStream` walks a plate field by field and yields batches of crops
 with their per-cell rows; it holds one field and one batch at a time, never the
-plate.
+plate.  Given a ``scheduler`` its fields are segmented and cropped as dask tasks
+(:mod:`phenoadapt.scale`) and handed back in plate order, so the batches are the
+same.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -217,6 +219,11 @@ class CropStream:
     progress, cancel
         ``progress("crops", done_fields, total_fields)``; ``cancel()`` polled
         between fields, raising :class:`~phenoadapt.errors.Cancelled`.
+    scheduler
+        None: fields are cropped in this process, one after the other.
+        Otherwise a dask scheduler (see :func:`phenoadapt.scale.open_scheduler`):
+        fields run as tasks, progress follows completed tasks and the batches
+        come in plate order, as without one.
     """
 
     plate: Plate
@@ -230,6 +237,7 @@ class CropStream:
     cells: pd.DataFrame | None = None
     progress: ProgressFn | None = None
     cancel: CancelFn | None = None
+    scheduler: Any | None = None
     failures: list[FieldFailure] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -249,24 +257,15 @@ class CropStream:
 
     def __iter__(self) -> Iterator[CropBatch]:
         self.failures = []
-        fields = self.field_list()
         crops_buffer: list[np.ndarray] = []
         rows_buffer: list[pd.DataFrame] = []
         buffered = 0
-        for done, (well, site) in enumerate(fields):
-            if self.cancel is not None and self.cancel():
-                raise Cancelled(
-                    f"Cropping of plate {self.plate.plate_id} cancelled after {done} of "
-                    f"{len(fields)} fields."
-                )
-            try:
-                crops, rows = self.field_crops(well, site)
-            except PhenoadaptError as exc:
-                self.failures.append(FieldFailure(well, site, str(exc)))
-                crops, rows = None, None
-            if self.progress is not None:
-                self.progress("crops", done + 1, len(fields))
-            if crops is None or not len(crops):
+        for outcome in self._outcomes(self.field_list()):
+            if isinstance(outcome, FieldFailure):
+                self.failures.append(outcome)
+                continue
+            crops, rows = outcome
+            if not len(crops):
                 continue
             crops_buffer.append(crops)
             rows_buffer.append(rows)
@@ -277,6 +276,55 @@ class CropStream:
                 yield batch
         if buffered:
             yield _take(crops_buffer, rows_buffer, buffered)[0]
+
+    def _outcomes(self, fields: list[tuple[str, int]]) -> Iterator[FieldOutcome]:
+        """Each field's crops and rows (or its failure), in plate order."""
+        if self.scheduler is not None:
+            yield from self._dask_outcomes(fields)
+            return
+        for done, (well, site) in enumerate(fields):
+            self._check_cancel(done, len(fields))
+            outcome = self.field_outcome(well, site)
+            if self.progress is not None:
+                self.progress("crops", done + 1, len(fields))
+            yield outcome
+
+    def _check_cancel(self, done: int, total: int) -> None:
+        if self.cancel is not None and self.cancel():
+            raise Cancelled(
+                f"Cropping of plate {self.plate.plate_id} cancelled after {done} of {total} fields."
+            )
+
+    def field_outcome(self, well: str, site: int) -> FieldOutcome:
+        """:meth:`field_crops`, or the field's failure when it cannot be cropped."""
+        try:
+            return self.field_crops(well, site)
+        except PhenoadaptError as exc:
+            return FieldFailure(well, site, str(exc))
+
+    def _dask_outcomes(self, fields: list[tuple[str, int]]) -> Iterator[FieldOutcome]:
+        from ..scale import map_ordered, open_scheduler
+
+        done = 0
+
+        def finished(n: int) -> None:
+            nonlocal done
+            done += n
+            if self.progress is not None:
+                self.progress("crops", done, len(fields))
+
+        # What the workers get: the stream without its hooks (closures do not pickle).
+        shared = replace(self, progress=None, cancel=None, scheduler=None)
+        with open_scheduler(self.scheduler) as client:
+            tasks = map_ordered(
+                client, _crop_chunk, shared, fields, name=f"crops-{self.plate.plate_id}",
+                on_done=finished, poll=lambda: self._check_cancel(done, len(fields)),
+            )  # fmt: skip
+            for _chunk, outcomes, error in tasks:
+                if error is not None:
+                    # As without a scheduler, an error that is not the plate's is a bug to show.
+                    raise error
+                yield from outcomes
 
     def field_crops(self, well: str, site: int) -> tuple[np.ndarray, pd.DataFrame]:
         """Crops and per-cell rows of one field."""
@@ -304,6 +352,15 @@ class CropStream:
         if schema.PLATE in table.columns:
             match &= table[schema.PLATE].astype(str) == str(self.plate.plate_id)
         return table[match].reset_index(drop=True)
+
+
+#: A field's crops and per-cell rows, or why it failed.
+FieldOutcome = tuple[np.ndarray, pd.DataFrame] | FieldFailure
+
+
+def _crop_chunk(stream: CropStream, chunk: list[tuple[str, int]]) -> list[FieldOutcome]:
+    """A dask task: the outcomes of some fields (module level, so workers import it)."""
+    return [stream.field_outcome(well, site) for well, site in chunk]
 
 
 def _centres(nuclei: np.ndarray, n: int) -> pd.DataFrame:

@@ -1,10 +1,11 @@
 """Segment and measure every field of a plate, in parallel, with progress and Cancel.
 
 Fields are independent, so they are spread over a pool of processes (one per
-core by default).  Each worker receives the plate description once and reads
-its fields itself: the parent never holds more than the per-cell rows.  A field
-that fails (blank, saturated, unreadable...) is recorded with a message naming
-it, and the rest of the plate is still processed.
+core by default), or, given a ``scheduler``, over the workers of a
+dask.distributed cluster (:mod:`phenoadapt.scale`).  Each worker receives the
+plate description once and reads its fields itself: the parent never holds more
+than the per-cell rows.  A field that fails (blank, saturated, unreadable...) is
+recorded with a message naming it, and the rest of the plate is still processed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pandas as pd
 from ..errors import Cancelled, CellsError, PhenoadaptError
 from ..plate.model import Plate
 from ..progress import CancelFn, ProgressFn
+from ..scale import SchedulerSpec
 from .backends import check_backend
 from .illumination import Illumination, apply_illumination, compute_illumination
 from .measure import measure_cells
@@ -147,6 +149,7 @@ def segment_plate(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     illumination: Illumination | None = None,
+    scheduler: SchedulerSpec = None,
 ) -> PlateCells:
     """Segment and measure every field of a plate (or of some wells).
 
@@ -173,6 +176,13 @@ def segment_plate(
         Illumination functions to use when
         ``segmentation.illumination_correction`` is on; computed once for the
         whole plate (or loaded from its cache) when None.
+    scheduler
+        None (default): the process pool of ``workers`` described above.
+        Otherwise fields run as dask tasks on that scheduler (``"local"``, an
+        address such as ``"tcp://host:8786"``, a ``distributed.Client``... see
+        :func:`phenoadapt.scale.open_scheduler`; ``workers`` is then ignored):
+        retried when a worker dies, gathered in plate order, so the table is
+        the same as without a scheduler.
 
     Returns
     -------
@@ -202,7 +212,12 @@ def segment_plate(
         )
     args = (plate, segmentation, measure, platemap, illumination)
     report(STAGE, 0, len(fields))
-    if workers == 1:
+    if scheduler is not None:
+        from ..scale import open_scheduler
+
+        with open_scheduler(scheduler) as client:
+            outcomes = _run_dask(fields, args, client, report, cancel, plate)
+    elif workers == 1:
         outcomes = _run_serial(fields, args, report, cancel, plate)
     else:
         outcomes = _run_pool(fields, args, workers, report, cancel, plate)
@@ -327,3 +342,47 @@ def _future_outcome(future: Future, plate: Plate, well: str, site: int) -> Outco
         return future.result()
     except Exception as exc:  # BrokenProcessPool, unpicklable results...
         return False, f"{field_name(plate, well, site)} failed in a worker process: {exc}"
+
+
+def _chunk_outcomes(args: tuple, chunk: list[tuple[str, int]]) -> list[Outcome]:
+    """A dask task: the outcomes of some fields (module level, so workers import it)."""
+    return [_field_outcome(args, well, site) for well, site in chunk]
+
+
+def _run_dask(
+    fields: list[tuple[str, int]],
+    args: tuple,
+    client: Any,
+    report: ProgressFn,
+    cancel: CancelFn | None,
+    plate: Plate,
+) -> list[Outcome]:
+    """Run fields as dask tasks; outcomes in plate order, progress as tasks complete."""
+    from ..scale import map_ordered
+
+    done = 0
+
+    def finished(n: int) -> None:
+        nonlocal done
+        done += n
+        report(STAGE, done, len(fields))
+
+    def poll() -> None:
+        if (stop := _cancelled(cancel, done, len(fields), plate)) is not None:
+            raise stop
+
+    outcomes: list[Outcome] = []
+    tasks = map_ordered(
+        client, _chunk_outcomes, args, fields, name=f"segment-{plate.plate_id}",
+        on_done=finished, poll=poll,
+    )  # fmt: skip
+    for chunk, values, error in tasks:
+        if error is None:
+            outcomes += values
+        else:  # lost even after the retries: the fields fail, the plate goes on
+            outcomes += [
+                (False, f"{field_name(plate, w, s)} failed on the dask cluster: "
+                        f"{type(error).__name__}: {error}")
+                for w, s in chunk
+            ]  # fmt: skip
+    return outcomes

@@ -31,6 +31,7 @@ from ..plate.platemap import PlateMap
 from ..plate.wells import normalize_well
 from ..profiles.measurements import NORMALIZATIONS, build_profiles, require_controls
 from .open_args import add_open_options, open_options, open_platemap, warn_guessed_channels
+from .plate_list import PlateOutputs, add_scale_out_arguments, scaled
 from .progress import progress_bar
 from .segmentation_args import add_channel_arguments, channel_params, plate_nucleus_diameter
 
@@ -47,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument(
-        "plates", nargs="+", metavar="PLATE", help="plate folder(s) or OME-Zarr plate(s)"
+        "plate", nargs="+", metavar="PLATE", help="plate folder(s) or OME-Zarr plate(s)"
     )
     parser.add_argument(
         "--platemap",
@@ -144,9 +145,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--plate-id", help="plate id to use (and to pick the plate's rows of the map); one plate"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_scale_out_arguments(parser)
     parser.set_defaults(func=run_segment)
 
 
+def _outputs(args: argparse.Namespace) -> list[Path]:
+    """Every file ``segment`` writes with these arguments (all present: the plate is done)."""
+    paths = [Path(p) for p in (args.out, args.per_well, args.per_site) if p]
+    return [*paths, settings_path(Path(args.out))]
+
+
+@scaled(PlateOutputs(done=_outputs, files=("out", "per_well", "per_site")))
 def run_segment(args: argparse.Namespace) -> int:
     """Run ``phenoadapt segment``."""
     outputs = [Path(p) for p in (args.out, args.per_well, args.per_site) if p]
@@ -183,7 +192,9 @@ def segment_plates(
     done = []
     for plate, platemap in zip(plates, platemaps, strict=True):
         params = segmentation_params(args, plate, wells)
-        result = _run_with_bar(plate, wells, params, measure, platemap, args.workers)
+        result = _run_with_bar(
+            plate, wells, params, measure, platemap, args.workers, getattr(args, "scheduler", None)
+        )
         report_failures(result)
         done.append((plate, params, result))
     if all(result.cells.empty for _, _, result in done):
@@ -230,7 +241,7 @@ def open_plates(args: argparse.Namespace) -> tuple[list[Plate], list[PlateMap | 
         ``--plate-id`` with several plates, a count of ``--platemap`` that is
         neither one nor one per plate, or two plates with the same id.
     """
-    n = len(args.plates)
+    n = len(args.plate)
     if args.plate_id and n > 1:
         raise OptionError(
             f"--plate-id names one plate but {n} plates were given: segment them one at a time "
@@ -244,7 +255,7 @@ def open_plates(args: argparse.Namespace) -> tuple[list[Plate], list[PlateMap | 
         )
     maps = maps * n if len(maps) == 1 else maps
     plates, platemaps = [], []
-    for path, map_path in zip(args.plates, maps, strict=True):
+    for path, map_path in zip(args.plate, maps, strict=True):
         plate = open_plate(path, plate_id=args.plate_id, **open_options(args))
         warn_guessed_channels(plate)
         if plate.plate_id in {p.plate_id for p in plates}:
@@ -336,10 +347,17 @@ def plate_settings(plate: Plate, params: SegmentationParams, estimated: bool) ->
     }
 
 
-def _run_with_bar(plate, wells, params, measure, platemap, workers) -> PlateCells:
+def _run_with_bar(plate, wells, params, measure, platemap, workers, scheduler=None) -> PlateCells:
     with progress_bar("segment", unit="field") as progress:  # "illumination", then "segment"
         return segment_plate(
-            plate, wells, params, measure, platemap=platemap, workers=workers, progress=progress
+            plate,
+            wells,
+            params,
+            measure,
+            platemap=platemap,
+            workers=workers,
+            progress=progress,
+            scheduler=scheduler,
         )
 
 

@@ -16,7 +16,7 @@ Nothing here draws; the science is in :mod:`phenoadapt.profiles.measurements`.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
-from ..errors import PhenoadaptError
+from ..errors import Cancelled, PhenoadaptError
 from ..plate.platemap.model import NotEnoughControlsError
 from ..profiles.measurements import build_profiles, profile_features, well_profiles
 from .layers import META_KEY
@@ -130,15 +130,20 @@ def profile_umap_job(
     platemaps: Mapping[str, Any] | None = None,
     n_neighbors: int = 15,
     seed: int = 0,
+    fit: Callable[..., np.ndarray] | None = None,
 ) -> Generator[tuple[str, Any], None, Any]:
     """UMAP maps of the well profiles before and after normalization, yielding progress.
 
     Yields ``("progress", (message, done, total))``; returns
     :class:`phenoadapt.gui.umap_dock.UmapMaps` with one point per well (no point
     belongs to a run result's cells, so a selection on these maps picks none).
+    ``fit`` computes one map (default :func:`phenoadapt.evaluate.umap_coordinates`;
+    the dock passes the same function run in its child process, so Cancel stops it).
     """
     from ..evaluate import umap_coordinates
     from .umap_dock import UmapMaps, plate_mixing
+
+    fit = fit or umap_coordinates
 
     yield "progress", ("Aggregating cells into per-well profiles...", 0, 0)
     points, spaces, note = profile_spaces(cells, platemaps)
@@ -150,7 +155,7 @@ def profile_umap_job(
     total = 2 * len(spaces)
     for step, (key, values) in enumerate(spaces.items()):
         yield "progress", (f"UMAP of {len(points)} well profiles, {key}...", 2 * step, total)
-        coordinates[key] = umap_coordinates(values, n_neighbors=neighbours, seed=seed)
+        coordinates[key] = fit(values, n_neighbors=neighbours, seed=seed)
         mixing[key] = plate_mixing(points, values, seed)
     yield "progress", ("Done.", total, total)
     return UmapMaps(
@@ -171,10 +176,13 @@ def profile_umap_events(
     platemaps: Mapping[str, Any] | None = None,
     n_neighbors: int = 15,
     seed: int = 0,
+    fit: Callable[..., np.ndarray] | None = None,
 ) -> Generator[tuple[str, Any], None, Any]:
     """:func:`profile_umap_job` for a worker: errors become ``("error", message)`` events."""
     try:
-        return (yield from profile_umap_job(cells, platemaps, n_neighbors, seed))
+        return (yield from profile_umap_job(cells, platemaps, n_neighbors, seed, fit))
+    except Cancelled:  # Cancel ended the child process: nothing to report
+        return None
     except PhenoadaptError as exc:
         yield "error", str(exc)
     except Exception as exc:  # the dock must report, never crash napari

@@ -361,6 +361,7 @@ class RunWidget(QWidget):
         self.train_runner: JobRunner | None = None
         self.overlay = get_results_overlay(napari_viewer)
         self._runners: list[JobRunner] = []
+        self._job_plates: dict[int, list[str]] = {}  # plates of each job, by id(runner)
         self._build()
         self.session.plates_changed.connect(self.refresh_plates)
         self.refresh_plates()
@@ -374,7 +375,7 @@ class RunWidget(QWidget):
         self.tabs = QTabWidget()
         self.tabs.addTab(self._build_run_tab(), "Run")
         self.tabs.addTab(self._build_train_tab(), "Train")
-        self.legend = ResultsLegend(self.session)
+        self.legend = ResultsLegend(self.session, self.overlay)
         layout = scrolling_layout(self)
         layout.addWidget(self.tabs)
         layout.addWidget(self.legend)
@@ -401,6 +402,13 @@ class RunWidget(QWidget):
             "Cells per forward pass; lower it when the GPU runs out of memory."
         )
         self.diameter = _diameter_box()
+        self.scheduler = QLineEdit()
+        self.scheduler.setPlaceholderText("This computer")
+        self.scheduler.setToolTip(
+            "Optional dask scheduler that segments the fields: 'local' (worker processes on "
+            "this computer) or an address such as tcp://host:8786 (see docs/scale-out.md). "
+            "Empty: this computer, as usual."
+        )
         self.plates = QListWidget()
         self.plates.setMaximumHeight(72)
         self.plates.setToolTip("Plates to run (open them in the Plate dock).")
@@ -415,6 +423,7 @@ class RunWidget(QWidget):
             ("Device", self.device),
             ("Batch size", self.batch_size),
             ("Nucleus diameter", self.diameter),
+            ("Scheduler", self.scheduler),
             ("Plates", self.plates),
         ]
         return _form_tab(rows, self.run_controls)
@@ -459,6 +468,7 @@ class RunWidget(QWidget):
     # -- plates ---------------------------------------------------------------
     def refresh_plates(self) -> None:
         """List the session's open plates; new ones are ticked, others keep their state."""
+        self._cancel_jobs_of_closed_plates()
         ticked = {
             self.plates.item(i).data(Qt.ItemDataRole.UserRole): self.plates.item(i).checkState()
             for i in range(self.plates.count())
@@ -470,6 +480,25 @@ class RunWidget(QWidget):
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(ticked.get(plate_id, Qt.CheckState.Checked))
             self.plates.addItem(item)
+
+    def _cancel_jobs_of_closed_plates(self) -> None:
+        """Cancel a run or training whose plate was closed (its result must not be kept)."""
+        for runner, what, cancel in (
+            (self.runner, "run", self.cancel),
+            (self.train_runner, "training", self.cancel_training),
+        ):
+            if runner is None or not runner.running or runner.outcome == "cancelled":
+                continue
+            closed = [
+                p for p in self._job_plates.get(id(runner), ()) if p not in self.session.plates
+            ]
+            if closed:
+                cancel()
+                notify(
+                    "warning",
+                    f"Plate {', '.join(closed)} was closed while the {what} used it: the {what} "
+                    "was cancelled. Open the plate again and start it anew.",
+                )
 
     def selected_plates(self) -> list[str]:
         """Ids of the ticked plates."""
@@ -519,11 +548,13 @@ class RunWidget(QWidget):
         try:
             plates, platemaps = self._plates_and_maps()
             settings = self.run_settings()
+            scheduler = self.scheduler.text().strip()
             runner = JobRunner(
                 self.session,
                 "Run",
                 run_job,
                 (plates, platemaps, settings),
+                {"scheduler": scheduler} if scheduler else None,
                 on_progress=self.run_controls.show_progress,
                 on_result=lambda result: self._on_run_result(result, settings),
                 on_end=self._on_run_end,
@@ -534,6 +565,7 @@ class RunWidget(QWidget):
             return
         self.runner = runner
         self._runners.append(runner)
+        self._job_plates[id(runner)] = [p.plate_id for p in plates]
         label = self.method.currentText()
         self.run_controls.busy(f"Running {label} on {len(plates)} plate(s)...")
 
@@ -614,6 +646,7 @@ class RunWidget(QWidget):
             return
         self.train_runner = runner
         self._runners.append(runner)
+        self._job_plates[id(runner)] = [p.plate_id for p in plates]
         self.train_controls.busy(f"Training on {len(plates)} plate(s)...")
 
     def _train_path(self) -> Path | None:
@@ -667,6 +700,8 @@ def _sidecar(path: Path) -> Path:
 
 def run_job(plates: list[Any], platemaps: list[Any], settings: dict[str, Any], **hooks: Any) -> Any:
     """``run_plates`` with a ``RunConfig`` built from ``settings``, in the worker thread.
+
+    ``hooks`` are ``progress``, ``cancel`` and, when the dock names one, ``scheduler``.
 
     The dock has imported the pipeline already (see :class:`RunWidget`), so
     this import is only a lookup.

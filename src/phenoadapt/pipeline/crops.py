@@ -106,6 +106,7 @@ def plate_crops(
     batch_size: int = 256,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    scheduler: Any | None = None,
 ) -> PlateCrops:
     """Segment a plate (or take its cells from a table) and cut one crop per cell.
 
@@ -130,6 +131,10 @@ def plate_crops(
         ``progress(done_fields, total_fields)`` is reported as stage ``"crops"``.
     cancel
         Polled before each field.
+    scheduler
+        None: fields are segmented and cropped in this process.  Otherwise a
+        dask scheduler or client (:func:`phenoadapt.scale.open_scheduler`):
+        fields run as tasks, the crops come back in plate order.
 
     Raises
     ------
@@ -142,7 +147,7 @@ def plate_crops(
     stream = CropStream(
         plate, wells=None if wells is None else list(wells), batch_size=max(int(batch_size), 1),
         crop=crop, segmentation=segmentation or SegmentationParams(), platemap=platemap,
-        cells=cells, progress=progress, cancel=cancel,
+        cells=cells, progress=progress, cancel=cancel, scheduler=scheduler,
     )  # fmt: skip
     batches = list(stream)
     if not batches:

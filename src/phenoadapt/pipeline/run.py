@@ -42,10 +42,12 @@ from ..plate.model import Plate
 from ..plate.platemap.canonical import DEFAULT_CONTROLS
 from ..plate.wells import well_position
 from ..progress import CancelFn, ProgressFn, check_cancel
+from ..scale import open_scheduler
 from ..train.augment import center_crop
 from ..train.checkpoint import Checkpoint, check_classes
 from ..train.predict import load_ensemble
 from .crops import PlateCrops, checkpoint_crop_params, field_count, plate_crops
+from .record import run_record
 from .tiles import DEFAULT_MIN_CONTROL_SITES, checkpoint_tiles, checkpoint_unit, plate_tiles
 
 #: Network families that classify MoA (ABRA is a ResNet with an angular-margin head).
@@ -152,6 +154,9 @@ class RunResult:
     unit
         ``cell`` or ``site``: what a row of ``cells`` is.  With sites,
         ``n_cells`` and ``cell_accuracy`` (wells, accuracy) count fields.
+    record
+        Settings and provenance of the run with its ``run_id``
+        (:func:`phenoadapt.pipeline.record.run_record`), set by :func:`run_plates`.
     """
 
     cells: pd.DataFrame
@@ -165,6 +170,7 @@ class RunResult:
     plate_failures: list[str] = field(default_factory=list)
     segmentation: SegmentationParams | None = None
     unit: str = "cell"
+    record: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------- checks
@@ -387,6 +393,7 @@ def run_plates(
     cells: Sequence[pd.DataFrame | None] | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    scheduler: Any | None = None,
 ) -> RunResult:
     """Adapted MoA predictions of every cell and well of some plates.
 
@@ -408,6 +415,14 @@ def run_plates(
     cancel
         Polled before every field, context and batch; raises
         :class:`~phenoadapt.errors.Cancelled`.
+    scheduler
+        None (default): every plate is segmented and cropped in this process.
+        Otherwise a dask scheduler (``"local"``, ``"tcp://host:8786"``, a
+        ``distributed.Client``... see :func:`phenoadapt.scale.open_scheduler`):
+        fields are segmented and cropped as dask tasks, gathered in plate
+        order (the tables are the same as without one); contexts are adapted
+        and predicted here, on the gathered crops.  Site-unit checkpoints
+        read their tiles here whatever the scheduler.
 
     Returns
     -------
@@ -425,9 +440,12 @@ def run_plates(
     """
     config = config or RunConfig()
     results = run_methods(
-        plates, platemaps, [config.method], config, cells=cells, progress=progress, cancel=cancel
-    )
-    return results[config.method]
+        plates, platemaps, [config.method], config, cells=cells, progress=progress,
+        cancel=cancel, scheduler=scheduler,
+    )  # fmt: skip
+    result = results[config.method]
+    result.record = run_record(config, plates, result)
+    return result
 
 
 def run_methods(
@@ -439,6 +457,7 @@ def run_methods(
     cells: Sequence[pd.DataFrame | None] | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    scheduler: Any | None = None,
 ) -> dict[str, RunResult]:
     """Like :func:`run_plates` for several methods, segmenting each plate once.
 
@@ -447,7 +466,7 @@ def run_methods(
     methods
         Method names (``config.method`` is ignored); the result maps each
         (canonical) name to its :class:`RunResult`.
-    plates, platemaps, config, cells, progress, cancel
+    plates, platemaps, config, cells, progress, cancel, scheduler
         See :func:`run_plates`.
     """
     config = config or RunConfig()
@@ -489,7 +508,7 @@ def run_methods(
     failures: list[FieldFailure] = []
     failure_plates: list[str] = []
     fields_before = 0
-    with torch.inference_mode():
+    with torch.inference_mode(), open_scheduler(scheduler) as client:
         for plate, platemap, table in zip(plates, platemaps, cell_tables, strict=True):
 
             def report(_stage: str, done: int, _total: int, base: int = fields_before) -> None:
@@ -497,7 +516,7 @@ def run_methods(
                     progress("segment", base + done, total_fields)
 
             crops = _plate_inputs(
-                plate, platemap, meta, unit, segmentation, table, config, report, cancel
+                plate, platemap, meta, unit, segmentation, table, config, report, cancel, client
             )
             fields_before += field_count(plate, config.wells)
             failures += crops.failures
@@ -530,6 +549,7 @@ def _plate_inputs(
     config: RunConfig,
     progress: ProgressFn,
     cancel: CancelFn | None,
+    client: Any | None = None,
 ) -> PlateCrops:
     """What the checkpoint takes from a plate: a crop per cell, or a tile per field."""
     if unit == "site":
@@ -541,7 +561,7 @@ def _plate_inputs(
     return plate_crops(
         plate, checkpoint_crop_params(meta, plate), platemap=platemap,
         segmentation=segmentation, wells=config.wells, cells=table,
-        batch_size=config.batch_size, progress=progress, cancel=cancel,
+        batch_size=config.batch_size, progress=progress, cancel=cancel, scheduler=client,
     )  # fmt: skip
 
 
@@ -604,9 +624,10 @@ def run_plate(
     cells: pd.DataFrame | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    scheduler: Any | None = None,
 ) -> RunResult:
     """Adapted predictions of one plate (see :func:`run_plates`)."""
     return run_plates(
         [plate], [platemap], config, cells=None if cells is None else [cells],
-        progress=progress, cancel=cancel,
+        progress=progress, cancel=cancel, scheduler=scheduler,
     )  # fmt: skip
