@@ -89,6 +89,12 @@ def describe_format(fmt: PlateFormat) -> str:
     return f"a {fmt} plate (rows A-{row_name(fmt.n_rows)}, columns 1-{fmt.n_columns})"
 
 
+try:
+    _TEXT: object = pd.StringDtype(na_value=np.nan)
+except TypeError:  # pandas < 2.3: object columns of str and NaN behave the same here
+    _TEXT = object
+
+
 def as_text(values: pd.Series) -> pd.Series:
     """Text column: strings stripped of spaces, empty cells NA, pandas string dtype."""
 
@@ -98,7 +104,9 @@ def as_text(values: pd.Series) -> pd.Series:
         text = str(value).strip()
         return text if text else np.nan
 
-    return values.map(clean).astype("str")
+    # pandas 3's "str" dtype (missing = NaN).  ``astype("str")`` under pandas 2 turns
+    # NaN into the text "nan", so the dtype is spelled out for both.
+    return values.map(clean).astype(_TEXT)
 
 
 def default_role(treatment: object, controls: Sequence[str] = DEFAULT_CONTROLS) -> Role:
