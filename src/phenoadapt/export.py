@@ -182,10 +182,40 @@ def _writable_folder(folder: Path, what: Path) -> None:
         raise OutputNotWritableError(f"Cannot write {what}: {folder} is not a folder.")
 
 
+def _existing_ancestor(folder: Path) -> Path:
+    """The nearest folder (or file in the way) of ``folder``'s path that exists."""
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return folder
+
+
+def _check_folder(folder: Path, what: Path) -> None:
+    """Refuse a folder that could not be created or written, without creating it.
+
+    Folders are created only when a file is written (:func:`write_atomic`), so a
+    run refused or failing before its first output leaves no empty folder behind.
+    """
+    existing = _existing_ancestor(folder)
+    if not existing.is_dir():
+        raise OutputNotWritableError(
+            f"Cannot write {what}: {existing} is a file, not a folder. Choose another output path."
+        )
+    if not os.access(existing, os.W_OK):
+        if existing == folder:
+            raise OutputNotWritableError(
+                f"Cannot write {what}: the folder {folder} is read-only. Choose a folder you "
+                "can write to."
+            )
+        raise OutputNotWritableError(
+            f"Cannot create the folder {folder} for {what}: permission denied ({existing} is "
+            "read-only). Choose a folder you can write to."
+        )
+
+
 def check_writable(paths: list[Path] | tuple[Path, ...], overwrite: bool = False) -> None:
     """Refuse, before any work, outputs that exist (unless ``overwrite``) or cannot be written.
 
-    Missing folders are created.
+    Nothing is created: missing folders are made when the first file is written.
 
     Raises
     ------
@@ -212,12 +242,7 @@ def check_writable(paths: list[Path] | tuple[Path, ...], overwrite: bool = False
                 f"{path} already exists: choose another output, or pass --overwrite "
                 "(overwrite=True) to replace it."
             )
-        _writable_folder(path.parent, path)
-        if not os.access(path.parent, os.W_OK):
-            raise OutputNotWritableError(
-                f"Cannot write {path}: the folder {path.parent} is read-only. Choose a folder "
-                "you can write to."
-            )
+        _check_folder(path.parent, path)
 
 
 def _new_file_mode(path: Path) -> int:
@@ -263,6 +288,7 @@ def write_atomic(
     """
     path = Path(path)
     check_writable([path], overwrite)
+    _writable_folder(path.parent, path)
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except PermissionError as exc:
@@ -361,6 +387,7 @@ def write_tables(
     """
     paths = [Path(p) for p in tables]
     check_writable(paths, overwrite)
+    created = _missing_folders(paths)
     written: list[Path] = []
     try:
         for path, table in zip(paths, tables.values(), strict=True):
@@ -370,8 +397,22 @@ def write_tables(
             for path in written:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
+        for folder in created:  # deepest first; a folder someone filled meanwhile stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     return written
+
+
+def _missing_folders(paths: list[Path]) -> list[Path]:
+    """Folders that writing ``paths`` will create, deepest first."""
+    missing: set[Path] = set()
+    for path in paths:
+        folder = path.parent
+        while not folder.exists() and folder.parent != folder:
+            missing.add(folder)
+            folder = folder.parent
+    return sorted(missing, key=lambda f: len(f.parts), reverse=True)
 
 
 def result_tables(result: Any) -> dict[str, pd.DataFrame]:
