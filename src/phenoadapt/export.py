@@ -134,7 +134,22 @@ def to_csv_safe(table: pd.DataFrame, target: Any, **kwargs: Any) -> None:
     The one CSV writer of phenoadapt: every table it writes passes here.
     """
     kwargs.setdefault("index", False)
-    neutralise_formulas(table).to_csv(target, **kwargs)
+    safe = neutralise_formulas(table)
+    if "lineterminator" not in kwargs and _has_carriage_return(safe):
+        # The csv writer quotes only the characters of its line ending: with "\n" a
+        # lone "\r" in a name goes out bare and splits the row when read back.
+        kwargs["lineterminator"] = "\r\n"
+    safe.to_csv(target, **kwargs)
+
+
+def _has_carriage_return(table: pd.DataFrame) -> bool:
+    names = [c for c in table.columns if isinstance(c, str)]
+    if any("\r" in c for c in names):
+        return True
+    return any(
+        table[c].map(lambda v: isinstance(v, str) and "\r" in v, na_action="ignore").any()
+        for c in _text_columns(table)
+    )
 
 
 class OutputExistsError(PhenoadaptError, FileExistsError):

@@ -20,6 +20,7 @@ from ... import schema
 from ...errors import PlateMapError
 from ...schema import Role
 from ..wells import (
+    PLATE_1536,
     PLATE_FORMATS,
     PlateFormat,
     guess_format,
@@ -190,6 +191,15 @@ def _check_duplicates(wells: pd.Series, origin: Origin) -> None:
     )
 
 
+def _guessed_format(wells: pd.Series, origin: Origin) -> PlateFormat:
+    """The smallest plate holding the wells; wells beyond any plate named with their lines."""
+    try:
+        return guess_format(list(wells))
+    except PlateMapError:
+        _check_on_plate(wells, PLATE_1536, origin, given=False)
+        raise
+
+
 def _check_on_plate(wells: pd.Series, fmt: PlateFormat, origin: Origin, given: bool) -> None:
     outside = [f"{w} ({origin.at(label)})" for label, w in wells.items() if not fmt.contains(w)]
     if outside:
@@ -280,7 +290,7 @@ def canonical_frame(
     _check_duplicates(wells, origin)
     fmt = as_format(plate_format)
     given = fmt is not None
-    fmt = fmt or guess_format(list(wells))
+    fmt = fmt or _guessed_format(wells, origin)
     _check_on_plate(wells, fmt, origin, given=given)
 
     for column in TEXT_COLUMNS:
