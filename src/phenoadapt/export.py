@@ -81,19 +81,39 @@ def _text_columns(table: pd.DataFrame) -> list:
     ]
 
 
+def _distinct(values: pd.Series) -> list:
+    """The distinct non-missing cells of a column (a big table repeats few names)."""
+    present = values.dropna()
+    try:
+        return list(pd.unique(present))
+    except TypeError:  # unhashable cells (lists): each one
+        return present.tolist()
+
+
+def _changes(values: pd.Series, cell: Any) -> dict[str, Any]:
+    """The text cells of a column that ``cell`` changes, and what they become."""
+    changes = {}
+    for value in _distinct(values):
+        if isinstance(value, str):
+            new = cell(value)
+            if new != value:
+                changes[value] = new
+    return changes
+
+
 def _map_text(table: pd.DataFrame, cell: Any) -> pd.DataFrame:
     columns = [cell(c) if isinstance(c, str) else c for c in table.columns]
-    text = _text_columns(table)
-    changed = [c for c in text if table[c].map(cell, na_action="ignore").ne(table[c]).any()]
+    changed = {c: m for c in _text_columns(table) if (m := _changes(table[c], cell))}
     if not changed and columns == list(table.columns):
         return table  # nothing to change: the table itself, no copy
-    text = changed
     out = table.copy()
-    for column in text:
+    for column, changes in changed.items():
         values = out[column]
         if isinstance(values.dtype, pd.CategoricalDtype):
             values = values.astype(object)
-        out[column] = values.map(cell, na_action="ignore")
+        out[column] = values.map(
+            lambda v, changes=changes: changes.get(v, v) if isinstance(v, str) else v
+        )
     out.columns = columns
     return out
 
@@ -143,12 +163,10 @@ def to_csv_safe(table: pd.DataFrame, target: Any, **kwargs: Any) -> None:
 
 
 def _has_carriage_return(table: pd.DataFrame) -> bool:
-    names = [c for c in table.columns if isinstance(c, str)]
-    if any("\r" in c for c in names):
+    if any(isinstance(c, str) and "\r" in c for c in table.columns):
         return True
     return any(
-        table[c].map(lambda v: isinstance(v, str) and "\r" in v, na_action="ignore").any()
-        for c in _text_columns(table)
+        isinstance(v, str) and "\r" in v for c in _text_columns(table) for v in _distinct(table[c])
     )
 
 
