@@ -477,8 +477,14 @@ _NAME = st.text(
 ).filter(lambda n: n not in (".", "..") and len(n.encode("utf-8")) < 200)
 
 
+# Names close to the plate's own (row/column 00, other sites, planes, channels, .tif).
+_PHENIX_LIKE = st.from_regex(
+    r"\Ar[0-9]{2}c[0-9]{2}f[0-9]{2}p[0-9]{2}-ch[0-9]{1,2}sk1fk1fl1\.tiff?\Z"
+)
+
+
 @FUZZ
-@given(names=st.lists(_NAME, min_size=1, max_size=4, unique=True))
+@given(names=st.lists(st.one_of(_NAME, _PHENIX_LIKE), min_size=1, max_size=4, unique=True))
 def test_fuzz_file_names(fuzz_plate, names):
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(shutil.copytree(fuzz_plate, Path(tmp) / "p1"))
