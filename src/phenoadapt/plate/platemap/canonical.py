@@ -27,6 +27,7 @@ from ..wells import (
     normalize_well,
     plate_format,
     row_name,
+    well_name,
     well_position,
 )
 from .columns import EMPTY_TREATMENTS, parse_role
@@ -153,7 +154,9 @@ def split_plate(
     return frame, (names[0] if names else None)
 
 
-def _canonical_wells(wells: pd.Series, origin: Origin) -> pd.Series:
+def _canonical_wells(
+    wells: pd.Series, origin: Origin, fmt: PlateFormat | None = None
+) -> pd.Series:
     """Canonical well names; one error listing every cell that is not a well."""
     names, bad = [], []
     for label, value in wells.items():
@@ -170,9 +173,15 @@ def _canonical_wells(wells: pd.Series, origin: Origin) -> pd.Series:
                 else f"an empty well name ({origin.at(label)})"
             )
     if bad:
+        valid = (
+            f": the wells of {describe_format(fmt)} run from A01 to "
+            f"{well_name(fmt.n_rows, fmt.n_columns)}"
+            if fmt is not None
+            else ", e.g. A01 or P24"
+        )
         raise PlateMapError(
             f"{len(bad)} well name(s) in {origin.name} are not wells: {listing(bad)}. "
-            "Write a row letter and a column number, e.g. A01 or P24."
+            f"Write a row letter and a column number from 1{valid}."
         )
     return pd.Series(names, index=wells.index, dtype="str")
 
@@ -286,9 +295,9 @@ def canonical_frame(
     if frame.empty:
         raise PlateMapError(f"{origin.name} lists no wells: add one row per well.")
     frame = frame.copy()
-    wells = _canonical_wells(frame[schema.WELL], origin)
-    _check_duplicates(wells, origin)
     fmt = as_format(plate_format)
+    wells = _canonical_wells(frame[schema.WELL], origin, fmt)
+    _check_duplicates(wells, origin)
     given = fmt is not None
     fmt = fmt or _guessed_format(wells, origin)
     _check_on_plate(wells, fmt, origin, given=given)
