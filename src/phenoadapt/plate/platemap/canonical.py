@@ -154,9 +154,7 @@ def split_plate(
     return frame, (names[0] if names else None)
 
 
-def _canonical_wells(
-    wells: pd.Series, origin: Origin, fmt: PlateFormat | None = None
-) -> pd.Series:
+def _canonical_wells(wells: pd.Series, origin: Origin, fmt: PlateFormat | None = None) -> pd.Series:
     """Canonical well names; one error listing every cell that is not a well."""
     names, bad = [], []
     for label, value in wells.items():
