@@ -67,3 +67,20 @@ def _finish_gui_workers(request: pytest.FixtureRequest):
         if not WorkerBase._worker_set:
             break
         WorkerBase.await_workers(msecs=120_000)
+
+
+@pytest.fixture(autouse=True)
+def _umap_fits_in_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """GUI tests fit UMAPs in the worker thread unless marked ``child_process``.
+
+    The dock's default is a child process (numba holds the GIL; see
+    phenoadapt.offload); each new child pays numba's compilation again, which would
+    add minutes to the suite.  Tests marked ``child_process`` exercise that path.
+    """
+    if "make_napari_viewer" in request.fixturenames and not request.node.get_closest_marker(
+        "child_process"
+    ):
+        from phenoadapt.gui import umap_dock
+
+        monkeypatch.setattr(umap_dock, "FIT_IN_CHILD_PROCESS", False)
+    yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -51,9 +52,14 @@ def test_predict_writes_tables_and_refuses_to_overwrite(inputs, tmp_path, capsys
     printed = capsys.readouterr().out
     names = sorted(p.name for p in out.iterdir())
     assert names == ["accuracy.csv", "cells.csv", "embeddings.csv", "embeddings_unadapted.csv",
-                     "wells.csv"]  # fmt: skip
+                     "run.json", "wells.csv"]  # fmt: skip
     assert str(out / "cells.csv") in printed and "cell accuracy" in printed
     cells = pd.read_csv(out / "cells.csv")
+    record = json.loads((out / "run.json").read_text())
+    assert record["method"] == "cs-arm-bn" and len(record["models"][0]["sha256"]) == 64
+    for name in ("cells", "wells", "accuracy", "embeddings"):
+        table = pd.read_csv(out / f"{name}.csv")
+        assert (table[schema.RUN_ID] == record["run_id"]).all(), name
     assert {schema.WELL, schema.CELL_ID, schema.PREDICTION, "adapt_method"} <= set(cells.columns)
     assert (cells["adapt_method"] == "cs-arm-bn").all()
     emb = pd.read_csv(out / "embeddings.csv")
@@ -64,6 +70,8 @@ def test_predict_writes_tables_and_refuses_to_overwrite(inputs, tmp_path, capsys
     assert (out / "cells.csv").read_bytes() == before
     assert main(_predict(inputs, out, "--overwrite", "--method", "erm")) == 0
     assert (pd.read_csv(out / "cells.csv")["adapt_method"] == "erm").all()
+    # Another method is another run: another id.
+    assert json.loads((out / "run.json").read_text())["run_id"] != record["run_id"]
 
 
 @pytest.mark.parametrize(

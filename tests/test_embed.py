@@ -289,3 +289,23 @@ def test_plate_episode_checkpoints_warn_without_context_statistics(plate_files):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         embed_plate(plate, checkpoint, platemap, cells=cells, level="well", correction="bn")
+
+
+def test_cli_writes_anndata_for_scanpy(plate_files, tmp_path, capsys):
+    import anndata
+
+    synthetic, cells, ckpt, _ = plate_files
+    common = ["--platemap", str(synthetic.platemap_path), "--cells", str(cells)]
+    out = tmp_path / "emb.h5ad"
+    assert _embed(synthetic, ckpt, out, *common, "--level", "cell", "--umap") == 0
+    csv = tmp_path / "emb.csv"
+    assert _embed(synthetic, ckpt, csv, *common, "--level", "cell", "--umap") == 0
+    table = pd.read_csv(csv)
+    adata = anndata.read_h5ad(out)
+    emb = [c for c in table.columns if c.startswith(schema.EMBEDDING_PREFIX)]
+    assert adata.shape == (len(table), len(emb)) and list(adata.var_names) == emb
+    np.testing.assert_allclose(adata.X, table[emb].to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(adata.obsm["X_umap"], table[[schema.UMAP_1, schema.UMAP_2]])
+    assert list(adata.obs[schema.WELL].astype(str)) == list(table[schema.WELL].astype(str))
+    assert _embed(synthetic, ckpt, out, *common, "--level", "cell") == 2  # never overwritten
+    assert "already exists" in capsys.readouterr().err

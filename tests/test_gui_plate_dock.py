@@ -18,10 +18,12 @@ import tifffile
 from qtpy.QtCore import QPoint, Qt
 
 from phenoadapt import schema
+from phenoadapt.gui.colours import session_class_palette
 from phenoadapt.gui.layers import META_KEY
 from phenoadapt.gui.plate_dock import CONFIDENCE, PREDICTED, ROLE, PlateDock
 from phenoadapt.gui.plate_grid import PlateGrid
 from phenoadapt.gui.session import get_session
+from phenoadapt.palette import CONTROL_COLOUR
 from phenoadapt.plate import PLATE_384, PLATE_1536
 from phenoadapt.plate.synthetic import SyntheticPlateConfig, generate_plate
 
@@ -280,11 +282,18 @@ def test_result_colours_wells(make_napari_viewer, qtbot, plates, notes):
     grid = dock.grid
     assert grid.color_of("A01") == grid.color_of("B01") == grid.color_of("C03")
     assert grid.color_of("A01") != grid.color_of("A02") != grid.color_of("H12")
+    # Sorted classes in the session's colours, the control last, grey and flagged.
     assert [label for label, _c in dock.legend.entries] == [
-        "DMSO (3)",
         "HDAC_inhibitor (1)",
         "tubulin_inhibitor (2)",
+        "DMSO (3, control)",
     ]
+    assert grid.color_of("A01").name() == CONTROL_COLOUR
+    palette = session_class_palette(session)
+    assert grid.color_of("H12").name() == palette["HDAC_inhibitor"]
+    # Control wells of the map keep their mark in the Predicted MoA view.
+    assert grid.is_control_marked("A01") and grid.is_control_marked("C03")
+    assert not grid.is_control_marked("A02")
     assert "Predicted: HDAC_inhibitor (confidence 0.20, 3 cells)" in grid.tooltip_of("H12")
     # MoA (from the plate map) and predicted MoA share colours per MoA.
     predicted_dmso = grid.color_of("A01")

@@ -200,3 +200,60 @@ def test_wrong_maps_are_notifications(make_napari_viewer, qtbot, plates, notes, 
     assert loaded.controls == ["A01", "B01"]
     assert loaded.record("B02")[schema.MOA] == "HDAC_inhibitor"
     assert dock.counts.text().startswith("2 control · 4 treated")
+
+
+def _pixels_near(grid, well: str, colour: str, tolerance: int = 40) -> int:
+    """Pixels of a well's cell in the painted grid close to ``colour``."""
+    from qtpy.QtGui import QColor
+
+    image = grid.grab().toImage()
+    rect = grid.well_rect(well).toRect()
+    target = QColor(colour)
+    ratio = image.width() / max(grid.width(), 1)  # device pixels per widget pixel
+    count = 0
+    for x in range(rect.left(), rect.right()):
+        for y in range(rect.top(), rect.bottom()):
+            pixel = image.pixelColor(int(x * ratio), int(y * ratio))
+            diff = abs(pixel.red() - target.red()) + abs(pixel.green() - target.green())
+            count += diff + abs(pixel.blue() - target.blue()) < tolerance
+    return count
+
+
+def test_controls_marked_excluded_hatched_and_compound_controls_warned(
+    make_napari_viewer, qtbot, plates, notes
+):
+    from phenoadapt.gui.plate_grid import EXCLUDED
+
+    _viewer, session, dock = make_dock(make_napari_viewer, plates)
+    platemap = session.platemaps["train_plate"]
+    grid = dock.grid
+    assert platemap.controls == ["A01", "C03"]
+    for mode in ("Role", "Treatment", "MoA"):
+        dock.color_by.setCurrentText(mode)
+        assert grid.is_control_marked("A01") and grid.is_control_marked("C03"), mode
+        assert not grid.is_control_marked("A02"), mode
+    # An excluded imaged well: hatched in a light colour, visible on the dark theme.
+    dock.color_by.setCurrentText("Role")
+    dock.set_role(Role.EXCLUDED, ["B01"])
+    assert grid.is_excluded_marked("B01") and not grid.is_excluded_marked("A02")
+    assert _pixels_near(grid, "B01", EXCLUDED.name()) > 10
+    assert _pixels_near(grid, "A02", EXCLUDED.name()) == 0
+    assert [kind for kind, _m in notes if kind == "warning"] == []
+    # A compound's well marked as a negative control: a warning naming it.
+    dock.set_role(Role.CONTROL, ["A02"])
+    warnings = [m for kind, m in notes if kind == "warning"]
+    assert len(warnings) == 1 and "A02" in warnings[0] and "negative control" in warnings[0]
+    treatment = platemap.record("A02")[schema.TREATMENT]
+    assert treatment in warnings[0] and "press Treated to undo" in warnings[0]
+    assert platemap.role_of("A02") == Role.CONTROL  # the user decides; the warning informs
+    # DMSO wells are controls by name: no warning, neither by well nor by treatment.
+    dock.set_role(Role.TREATED, ["C03"])
+    dock.set_role(Role.CONTROL, ["C03"])
+    dock.mark_treatment_controls("DMSO")
+    assert len([m for kind, m in notes if kind == "warning"]) == 1
+    # Every well of a compound through "Controls by treatment": warned too.
+    other = platemap.record("B02")[schema.TREATMENT]
+    dock.mark_treatment_controls(other)
+    warnings = [m for kind, m in notes if kind == "warning"]
+    assert len(warnings) == 2 and other in warnings[1]
+    assert errors(notes) == []

@@ -7,15 +7,18 @@ import pandas as pd
 from gui_run_helpers import SEGMENTATION, notices, open_in_viewer, tiny_plate, tiny_result
 
 from phenoadapt import schema
+from phenoadapt.gui.colours import session_class_palette
 from phenoadapt.gui.results import (
-    CONTROL_COLOUR,
+    CONTOUR,
+    FILL_NAME,
+    FILL_OPACITY,
     LAYER_NAME,
     SELECTION_NAME,
     ResultsLegend,
     accuracy_summary,
-    class_colours,
     get_results_overlay,
 )
+from phenoadapt.palette import CONTROL_COLOUR, class_colours, hex_to_rgba
 
 __all__ = ["notices", "tiny_plate", "tiny_result"]  # fixtures used by the tests below
 
@@ -73,7 +76,23 @@ def test_overlay_follows_result_field_and_selection(
     centre = (cells.iloc[row][schema.CENTROID_Y], cells.iloc[row][schema.CENTROID_X])
     status = layer.get_status(centre, world=True)
     text = status["coordinates"] if isinstance(status, dict) else str(status)
-    assert "class" in text and "probability" in text
+    assert "class" in text and "confidence" in text
+    assert "row" not in text  # positions in the result table mean nothing to the user
+    # Outlines in the class colour, the session's colour of that class in every dock.
+    assert layer.contour == CONTOUR and layer.opacity == 1.0
+    palette = session_class_palette(session)
+    label = int(layer.features["index"].iloc[0])
+    predicted = str(cells.iloc[0][schema.PREDICTION])
+    shown = layer.colormap.map(label)[:3]
+    assert np.allclose(shown, hex_to_rgba(palette.colour(predicted))[:3])
+    # Read-only: no painting mode can be chosen, even after napari resets it.
+    assert not layer.editable
+    layer.mode = "paint"
+    assert layer.mode == "pan_zoom"
+    before = layer.data.copy()
+    layer.editable = True  # what napari does on some updates
+    assert not layer.editable
+    assert np.array_equal(layer.data, before)
     # A click selects the cell; Shift-click adds; the selection is outlined.
     overlay.select_at(centre)
     assert session.selected_rows.tolist() == [int(rows[row])]
@@ -93,6 +112,15 @@ def test_overlay_follows_result_field_and_selection(
     qtbot.waitUntil(
         lambda: set(viewer.layers[LAYER_NAME].features["well"]) == {well}, timeout=30_000
     )
+    # The fill toggle: a low-opacity read-only fill under the outlines, and back.
+    legend_with_toggle = ResultsLegend(session, overlay)
+    legend_with_toggle.fill.setChecked(True)
+    fill = viewer.layers[FILL_NAME]
+    assert fill.opacity == FILL_OPACITY and fill.contour == 0 and not fill.editable
+    assert viewer.layers.index(fill) < viewer.layers.index(viewer.layers[LAYER_NAME])
+    assert np.array_equal(fill.data, viewer.layers[LAYER_NAME].data)
+    legend_with_toggle.fill.setChecked(False)
+    assert FILL_NAME not in viewer.layers
     # No result: no overlay.
     session.set_result(None)
     assert LAYER_NAME not in viewer.layers and not legend.isVisibleTo(legend.parentWidget())

@@ -21,7 +21,8 @@ from gui_run_helpers import (
 )
 
 from phenoadapt import schema
-from phenoadapt.gui.results import LAYER_NAME, class_colours
+from phenoadapt.gui.colours import session_class_palette
+from phenoadapt.gui.results import LAYER_NAME
 from phenoadapt.gui.run_dock import RunWidget
 from phenoadapt.plate.platemap import read_platemap
 from phenoadapt.schema import Role
@@ -81,15 +82,16 @@ def test_run_to_completion(make_napari_viewer, qtbot, notices, tiny_plate):
     rows = session.cells_of_field()
     features = layer.features
     assert len(features) == len(rows) > 0
-    assert {"class", "probability", "uncertainty", "treatment", "well"} <= set(features)
+    assert {"class", "confidence", "uncertainty", "treatment", "well"} <= set(features)
     cells = result.cells.iloc[rows]
     assert features["index"].tolist() == cells[schema.CELL_ID].tolist()
-    assert features["class"].tolist() == cells[schema.PREDICTION].astype(str).tolist()
+    palette = session_class_palette(widget.session)
+    labels = [palette.label(c) for c in cells[schema.PREDICTION].astype(str)]
+    assert features["class"].tolist() == labels
     assert set(layer.data[layer.data > 0].ravel()) <= set(features["index"])
-    colours = class_colours(result.classes)
-    label, name = int(features["index"].iloc[0]), features["class"].iloc[0]
+    label, name = int(features["index"].iloc[0]), str(cells[schema.PREDICTION].iloc[0])
     shown = viewer.layers[LAYER_NAME].colormap.map(label)[:3]
-    hex_colour = colours[name].lstrip("#")
+    hex_colour = palette.colour(name).lstrip("#")
     wanted = [int(hex_colour[i : i + 2], 16) / 255 for i in (0, 2, 4)]
     assert abs(shown - wanted).max() < 1e-6
     assert "Accuracy vs plate map" in widget.legend.accuracy.text()
@@ -230,3 +232,36 @@ def test_closing_napari_during_a_run(make_napari_viewer, qtbot, notices, tiny_pl
     assert runner.outcome == "cancelled"
     assert session.job is None and session.result is None
     assert notices["error"] == []
+
+
+def test_closing_a_plate_mid_run_cancels_the_run(
+    make_napari_viewer, qtbot, notices, tiny_plate, monkeypatch
+):
+    """A plate closed during its run: the run stops and its result never becomes the session's."""
+    import napari.utils.notifications as notifications
+
+    warnings: list[str] = []
+    monkeypatch.setattr(notifications, "show_warning", lambda m: warnings.append(str(m)))
+    viewer = make_napari_viewer()
+    widget = _widget(viewer, tiny_plate)
+    session = widget.session
+    closed: list[float] = []
+    show = widget.run_controls.show_progress
+
+    def close_on_first_segment(event):
+        show(event)
+        if not closed and event.stage == "segment":
+            session.close_plate("TINY1")
+            closed.append(time.monotonic())
+
+    widget.run_controls.show_progress = close_on_first_segment
+    widget.run()
+    _wait(qtbot, widget, timeout=60_000)
+    assert closed, "no progress event arrived"
+    assert session.result is None and session.job is None
+    assert widget.run_controls.status.text() == "Cancelled."
+    assert len(warnings) == 1 and "Plate TINY1 was closed while the run used it" in warnings[0]
+    assert notices["error"] == []
+    # Closing another plate later cancels nothing and says nothing.
+    session.close_plate("TINY1")
+    assert len(warnings) == 1

@@ -154,9 +154,21 @@ def test_wells_mode_and_cancel(make_napari_viewer, qtbot, errors, tmp_path):
     names = {
         lay.name for lay in viewer.layers if lay.metadata.get(META_KEY, {}).get("kind") == "cells"
     }
-    assert names == {"cells [SYN003 B02 s1]", "cells [SYN003 B02 s2]"}
+    # Only the field on screen shows its masks: other sites' would pile up over it.
+    assert names == {"cells [SYN003 B02 s1]"}
+    assert {(r.well, r.site) for r in widget.results} == {("B02", 1), ("B02", 2)}
     assert len(errors) == 1 and "well B03, site 1" in errors[0]  # the plate run went on
     assert widget.progress.value() == widget.progress.maximum() == 3
+    # Site 2 on screen (as the Plate dock shows it): its masks replace site 1's.
+    for layer in [lay for lay in viewer.layers if "channel" in lay.metadata.get(META_KEY, {})]:
+        layer.metadata = {META_KEY: {**layer.metadata[META_KEY], "site": 2}}
+    widget._on_field_changed()
+    kinds = sorted(
+        (lay.metadata[META_KEY]["kind"], lay.metadata[META_KEY]["site"])
+        for lay in viewer.layers
+        if lay.metadata.get(META_KEY, {}).get("kind") in ("cells", "nuclei")
+    )
+    assert kinds == [("cells", 2), ("nuclei", 2)]
     widget.wells.setText("")  # every well
     widget.run()
     widget.cancel()

@@ -102,8 +102,32 @@ def _dock(make_napari_viewer, qtbot, result, max_points=20_000):
     dock = UmapWidget(viewer, max_points=max_points)
     viewer.window.add_dock_widget(dock, name="UMAP", area="right")
     session.set_result(result)
+    assert dock.worker is None and dock.maps is None  # hidden: nothing fitted yet
+    dock.compute_button.click()
     qtbot.waitUntil(lambda: dock.worker is None, timeout=WAIT_MS)
     return viewer, session, dock
+
+
+def test_maps_are_fitted_only_when_the_dock_is_shown(make_napari_viewer, qtbot, errors):
+    viewer = make_napari_viewer(show=True)
+    session = get_session(viewer)
+    dock = UmapWidget(viewer)
+    widget = viewer.window.add_dock_widget(dock, name="UMAP", area="right")
+    widget.hide()
+    session.set_result(fake_result(cells_per_well=4))
+    assert (
+        dock.worker is None
+        and dock.maps is None
+        and "when this dock is shown" in (dock.status.text())
+    )
+    widget.show()  # the user opens the tab: the fit starts
+    qtbot.waitUntil(lambda: dock.maps is not None, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: dock.worker is None, timeout=WAIT_MS)
+    # On screen, a new result is fitted at once.
+    session.set_result(fake_result(cells_per_well=5))
+    assert dock.worker is not None or dock.maps is not None
+    qtbot.waitUntil(lambda: dock.worker is None and dock.maps is not None, timeout=WAIT_MS)
+    assert errors == []
 
 
 def _labels(dock, panel=0):
@@ -122,6 +146,12 @@ def test_result_gives_two_maps_coloured_by_each_option(make_napari_viewer, qtbot
     maps = dock.maps
     assert maps is not None and set(maps.coordinates) == {"before", "after"}
     assert maps.coordinates["after"].shape == (len(result.cells), 2)
+    # The session keeps each cell's coordinates for the Export dock.
+    np.testing.assert_allclose(
+        session.umap_cells[["umap_after_1", "umap_after_2"]].to_numpy(),
+        maps.coordinates["after"][maps.point_of_cell],
+    )
+    assert session.umap_settings["level"] == "cell"
     assert len(dock.canvas.panels) == 2
     assert "Before adaptation" in dock.canvas.panels[0].ax.get_title()
     assert "cs-arm-bn" in dock.canvas.panels[1].ax.get_title()
@@ -222,6 +252,9 @@ def test_wells_level_and_too_few_points(make_napari_viewer, qtbot, errors):
     dock.level.setCurrentText("Wells (mean of cells)")
     qtbot.waitUntil(lambda: dock.worker is None, timeout=WAIT_MS)
     assert dock.maps.level == "well" and len(dock.maps.points) == 30
+    # Per-cell coordinates at the well level: every cell of a well gets its well's point.
+    per_cell = session.umap_cells["umap_after_1"].to_numpy()
+    np.testing.assert_array_equal(per_cell[:3], [dock.maps.coordinates["after"][0, 0]] * 3)
     prediction = dock.maps.points[schema.PREDICTION].to_numpy()
     np.testing.assert_array_equal(prediction, dock.maps.points[schema.MOA].to_numpy())
     xy = dock.maps.coordinates["after"]
@@ -278,6 +311,7 @@ def test_result_without_embeddings_is_a_notification(make_napari_viewer, qtbot, 
     result = fake_result()
     result.embeddings_unadapted = None
     _session.set_result(result)
+    dock.compute_button.click()
     qtbot.waitUntil(lambda: dock.worker is None, timeout=WAIT_MS)
     assert set(dock.maps.coordinates) == {"after"} and len(dock.canvas.panels) == 1
     assert "No 'before' map" in dock.note.text()
@@ -315,6 +349,7 @@ def test_screenshot_of_a_real_run(make_napari_viewer, qtbot, tmp_path, errors):
     viewer.window.add_dock_widget(dock, name="UMAP", area="right")
     dock.colour.setCurrentText("Plate")
     session.set_result(result)
+    dock.compute_button.click()
     qtbot.waitUntil(lambda: dock.worker is None, timeout=WAIT_MS)
     assert errors == [] and dock.maps is not None
     mixing = dock.maps.mixing
@@ -327,3 +362,30 @@ def test_screenshot_of_a_real_run(make_napari_viewer, qtbot, tmp_path, errors):
     viewer.window._qt_window.resize(1600, 1000)
     qtbot.wait(500)
     viewer.window._qt_window.grab().save(str(DOCS_IMAGE.with_name("gui_umap_viewer.png")))
+
+
+@pytest.mark.child_process
+def test_cancel_ends_the_fit_at_once(make_napari_viewer, qtbot, errors):
+    import time
+
+    viewer = make_napari_viewer()
+    session = get_session(viewer)
+    dock = UmapWidget(viewer)
+    viewer.window.add_dock_widget(dock, name="UMAP", area="right")
+    session.set_result(fake_result(cells_per_well=40))
+    dock.compute_button.click()
+    qtbot.wait(300)  # the fit is under way in the child process
+    started = time.perf_counter()
+    dock.cancel_button.click()
+    qtbot.waitUntil(lambda: dock.worker is None, timeout=WAIT_MS)
+    assert time.perf_counter() - started < 5  # not "after the current fit"
+    assert dock.maps is None and errors == [] and not dock._child.alive
+    # The next fit starts a fresh child and completes, with the maps of an in-thread fit.
+    dock.compute_button.click()
+    qtbot.waitUntil(lambda: dock.worker is None, timeout=WAIT_MS)
+    assert dock.maps is not None and errors == [] and dock._child.alive
+    child_xy = dock.maps.coordinates["after"]
+    dock._child = None  # the same job in the worker thread
+    dock.compute_button.click()
+    qtbot.waitUntil(lambda: dock.worker is None, timeout=WAIT_MS)
+    np.testing.assert_allclose(dock.maps.coordinates["after"], child_xy, atol=1e-4)

@@ -254,9 +254,12 @@ def summary_figure(accuracy: Any, path: Path, labels: dict[str, str] | None = No
     """
     from matplotlib.figure import Figure  # no pyplot: no GUI backend is ever touched
 
+    from .palette import plate_colours
+
     labels = labels or {}
     methods = list(dict.fromkeys(accuracy["method"]))
     plates = list(dict.fromkeys(accuracy["Metadata_Plate"]))
+    colours = plate_colours(plates)  # each plate its colour of the GUI's maps
     fig = Figure(figsize=(9, 3.8), dpi=110, layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     width = 0.8 / max(len(plates), 1)
@@ -268,7 +271,8 @@ def summary_figure(accuracy: Any, path: Path, labels: dict[str, str] | None = No
             rows = accuracy[accuracy["Metadata_Plate"] == plate].set_index("method")
             values = [float(rows.loc[m, column]) if m in rows.index else np.nan for m in methods]
             bars = ax.bar(x + (i - (len(plates) - 1) / 2) * width, values, width,
-                          label=labels.get(plate, plate))  # fmt: skip
+                          label=labels.get(plate, plate),
+                          color=colours.colour(plate))  # fmt: skip
             ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
         ax.set_xticks(x, [METHODS[parse_method(m)].label for m in methods], fontsize=8)
         ax.set_ylim(0, 1.05)

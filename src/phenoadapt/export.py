@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import tempfile
@@ -29,8 +30,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from . import schema
 from .errors import PhenoadaptError
 
 #: File names written by :func:`export_results`.
@@ -448,18 +451,108 @@ def _missing_folders(paths: list[Path]) -> list[Path]:
     return sorted(missing, key=lambda f: len(f.parts), reverse=True)
 
 
-def result_tables(result: Any) -> dict[str, pd.DataFrame]:
-    """The tables of a :class:`~phenoadapt.pipeline.RunResult` worth saving, by name."""
-    tables = {"cells": result.cells, "wells": result.wells}
+#: Settings and provenance of a run, written next to its tables.
+RUN_FILE = "run.json"
+
+#: Column of the cells table that marks the cells selected (on the UMAP).
+SELECTED_COLUMN = "selected"
+
+
+def with_run_id(table: pd.DataFrame, run_id: str | None) -> pd.DataFrame:
+    """``table`` with a last ``Metadata_RunID`` column (unchanged when None or present).
+
+    Last, so plate, well and site stay the first columns a person reads; tools
+    that follow pycytominer find metadata by its prefix, not its place.
+    """
+    if run_id is None or schema.RUN_ID in table.columns:
+        return table
+    out = table.copy()
+    out[schema.RUN_ID] = run_id
+    return out
+
+
+def annotate_cells(
+    cells: pd.DataFrame,
+    *,
+    selected: Any = None,
+    umap: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The cells table with a ``selected`` column and UMAP coordinates added.
+
+    Parameters
+    ----------
+    cells
+        The per-cell table of a run.
+    selected
+        Positional rows of ``cells`` that are selected (e.g. on the UMAP), or a
+        boolean mask; None adds no column.
+    umap
+        Per-cell coordinates aligned with ``cells`` (e.g. ``umap_after_1``...);
+        NaN for cells without a point.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with the columns appended (``cells`` itself when nothing is added).
+    """
+    if selected is None and umap is None:
+        return cells
+    out = cells.copy()
+    if selected is not None:
+        chosen = np.asarray(selected)
+        mask = np.zeros(len(out), dtype=bool)
+        if chosen.dtype == bool:
+            if len(chosen) != len(out):
+                raise ValueError(f"A mask of {len(chosen)} for {len(out)} cells.")
+            mask = chosen
+        else:
+            mask[chosen.astype(np.int64)] = True
+        out[SELECTED_COLUMN] = mask
+    if umap is not None:
+        if len(umap) != len(out):
+            raise ValueError(f"UMAP coordinates for {len(umap)} rows, {len(out)} cells.")
+        for column in umap.columns:
+            out[column] = umap[column].to_numpy()
+    return out
+
+
+def result_tables(
+    result: Any, *, selected: Any = None, umap: pd.DataFrame | None = None
+) -> dict[str, pd.DataFrame]:
+    """The tables of a :class:`~phenoadapt.pipeline.RunResult` worth saving, by name.
+
+    Every table carries the run id (``Metadata_RunID``) when the result has a
+    record; ``selected`` and ``umap`` annotate the cells (:func:`annotate_cells`).
+    """
+    record = getattr(result, "record", None)
+    run_id = record.get("run_id") if record else None
+    tables = {"cells": annotate_cells(result.cells, selected=selected, umap=umap)}
+    tables["wells"] = result.wells
     if getattr(result, "accuracy", None) is not None:
         tables["accuracy"] = result.accuracy
-    return tables
+    return {name: with_run_id(table, run_id) for name, table in tables.items()}
+
+
+def run_json(result: Any, extra: dict[str, Any] | None = None) -> str | None:
+    """``run.json`` text of a result (its record plus ``extra``), None without a record."""
+    record = getattr(result, "record", None)
+    if not record:
+        return None
+    return json.dumps({**record, **(extra or {})}, indent=2) + "\n"
 
 
 def export_results(
-    result: Any, out_dir: str | os.PathLike, *, overwrite: bool = False
+    result: Any,
+    out_dir: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    selected: Any = None,
+    umap: pd.DataFrame | None = None,
+    only_selected: bool = False,
+    extra_files: dict[str, str] | None = None,
+    run_extra: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """Write ``cells.csv``, ``wells.csv`` and (when known) ``accuracy.csv`` of a run.
+    """Write ``cells.csv``, ``wells.csv``, ``accuracy.csv`` (when known) and ``run.json``.
 
     Parameters
     ----------
@@ -468,23 +561,50 @@ def export_results(
     out_dir
         Folder receiving the files (created if needed).
     overwrite
-        Replace existing files.
+        Replace existing files; without it, no file is written when any exists.
+    selected, umap
+        Annotations of the cells table (:func:`annotate_cells`).
+    only_selected
+        Write only the selected cells (``cells_selected.csv``) and ``run.json``.
+    extra_files
+        Table name -> file name overrides (e.g. a prefix per export).
+    run_extra
+        Entries added to ``run.json`` (e.g. the UMAP settings).
 
     Returns
     -------
     dict
-        Table name -> file written.
+        Table name (and ``run``) -> file written.
     """
     out = Path(out_dir)
-    tables = result_tables(result)
-    targets = {out / RESULT_FILES[name]: table for name, table in tables.items()}
-    written = write_tables(targets, overwrite=overwrite)
-    return dict(zip(tables, written, strict=True))
+    tables = result_tables(result, selected=selected, umap=umap)
+    names = dict(RESULT_FILES, **(extra_files or {}))
+    if only_selected:
+        cells = tables["cells"]
+        if SELECTED_COLUMN not in cells.columns or not cells[SELECTED_COLUMN].any():
+            raise PhenoadaptError(
+                "No cells are selected: select points on the UMAP (or cells in the viewer) first."
+            )
+        tables = {"cells_selected": cells[cells[SELECTED_COLUMN]].reset_index(drop=True)}
+        names.setdefault("cells_selected", "cells_selected.csv")
+    targets = {out / names[name]: table for name, table in tables.items()}
+    settings = run_json(result, run_extra)
+    run_path = out / RUN_FILE
+    check_writable([*targets, *([run_path] if settings else [])], overwrite)
+    written = dict(zip(tables, write_tables(targets, overwrite=overwrite), strict=True))
+    if settings:
+        written["run"] = write_text(settings, run_path, overwrite=overwrite)
+    return written
 
 
 __all__ = [
     "FORMULA_PREFIXES",
     "RESULT_FILES",
+    "RUN_FILE",
+    "SELECTED_COLUMN",
+    "annotate_cells",
+    "with_run_id",
+    "run_json",
     "formula_cells",
     "needs_neutralising",
     "neutralise_formulas",

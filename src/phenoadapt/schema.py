@@ -31,6 +31,8 @@ PROB_PREFIX = "prob_"
 UMAP_1 = "umap_1"
 UMAP_2 = "umap_2"
 EMBEDDING_PREFIX = "emb_"
+#: The run id every exported table carries (see phenoadapt.pipeline.record).
+RUN_ID = "Metadata_RunID"
 
 METADATA_COLUMNS = (PLATE, WELL, SITE, TREATMENT, MOA, CONCENTRATION, ROLE)
 

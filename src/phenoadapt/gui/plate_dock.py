@@ -38,10 +38,11 @@ from superqt import QCollapsible
 
 from .. import schema
 from ..errors import PhenoadaptError
+from ..palette import ClassPalette, class_colours, role_colours
 from ..plate import ChannelRole, Plate
 from ..plate.platemap import PlateMap
-from ..schema import Role
 from .channel_table import ChannelTable
+from .colours import session_class_palette, session_treatment_palette
 from .common import Asker, confirm, fill_plate_combo, notify, scrolling_layout, select_item
 from .layers import META_KEY
 from .plate_grid import ColorLegend, PlateGrid, category_colors, value_colors
@@ -50,12 +51,6 @@ from .session import FieldKey, PlateSession, get_session, load_plate
 if TYPE_CHECKING:
     import napari
 
-#: Fixed colours of well roles (controls blue, treated orange, excluded grey).
-ROLE_COLORS: dict[str, str] = {
-    Role.CONTROL.value: "#4ea1ff",
-    Role.TREATED.value: "#f5a742",
-    Role.EXCLUDED.value: "#50555c",
-}
 ROLE = "Role"
 TREATMENT = "Treatment"
 MOA = "MoA"
@@ -82,12 +77,28 @@ def result_wells(result: Any, plate_id: str) -> pd.DataFrame:
     return table.drop_duplicates(schema.WELL).set_index(schema.WELL)
 
 
-def moa_categories(platemap: PlateMap | None, result: Any) -> list[str]:
-    """MoA names in one order for the map's MoAs and predicted MoAs (same colour each)."""
-    names = list(getattr(result, "classes", None) or ())
-    if platemap is not None:
-        names += [m for m in platemap.moas() if m not in names]
-    return sorted(dict.fromkeys(str(n) for n in names), key=str.casefold)
+def mode_palette(session: PlateSession, mode: str) -> ClassPalette | None:
+    """The session's palette for a colouring mode (None for confidence, a colour bar).
+
+    MoA and predicted MoA share one palette, the overlay's and the UMAP's, so a
+    class has one colour in every view; roles have fixed colours.
+    """
+    if mode == ROLE:
+        return role_colours()
+    if mode == TREATMENT:
+        return session_treatment_palette(session)
+    if mode in (MOA, PREDICTED):
+        return session_class_palette(session)
+    return None
+
+
+def well_marks(platemap: PlateMap | None, plate: Plate | None) -> tuple[list[str], list[str]]:
+    """Imaged control wells and imaged excluded wells, marked over every colouring."""
+    if platemap is None:
+        return [], []
+    imaged = set(plate.wells) if plate is not None else set(platemap.wells)
+    controls = [w for w in platemap.controls if w in imaged]
+    return controls, [w for w in platemap.excluded if w in imaged]
 
 
 def map_values(platemap: PlateMap, column: str) -> dict[str, Any]:
@@ -100,7 +111,7 @@ def color_wells(
     mode: str,
     platemap: PlateMap | None,
     wells: pd.DataFrame,
-    moas: list[str] | None = None,
+    palette: ClassPalette | None = None,
 ) -> tuple[dict[str, QColor], list[tuple[str, QColor]] | Any, str]:
     """Colours of wells for a colouring mode.
 
@@ -112,8 +123,9 @@ def color_wells(
         The plate's map (role, treatment, MoA).
     wells
         Per-well run results indexed by well (see :func:`result_wells`).
-    moas
-        MoA names in legend order, shared by the MoA and predicted-MoA colourings.
+    palette
+        Colours of the mode's categories (:func:`mode_palette`); the sorted
+        values of this plate alone when None.
 
     Returns
     -------
@@ -131,25 +143,30 @@ def color_wells(
         values = {}
         if schema.PREDICTION in wells.columns:
             values = dict(wells[schema.PREDICTION].items())
-        colours, legend = category_colors(values, moas)
-        return colours, _counted(legend, values), "Predicted MoA"
-    if platemap is None:
+    elif platemap is None:
         return {}, [], ""
-    column, fixed, categories = {
-        ROLE: (schema.ROLE, ROLE_COLORS, list(ROLE_COLORS)),
-        TREATMENT: (schema.TREATMENT, None, None),
-        MOA: (schema.MOA, None, moas),
-    }[mode]
-    values = map_values(platemap, column)
-    colours, legend = category_colors(values, categories, fixed)
-    return colours, _counted(legend, values), mode
+    else:
+        column = {ROLE: schema.ROLE, TREATMENT: schema.TREATMENT, MOA: schema.MOA}[mode]
+        values = map_values(platemap, column)
+    if palette is None:
+        palette = role_colours() if mode == ROLE else class_colours(values.values())
+    colours, legend = category_colors(values, palette)
+    # Role names say "control" already; other legends flag their control categories.
+    return colours, _counted(legend, values, None if mode == ROLE else palette), mode
 
 
-def _counted(legend: list[tuple[str, QColor]], values: dict[str, Any]) -> list[tuple[str, QColor]]:
-    """Legend labels with the number of wells of each category: ``DMSO (16)``."""
+def _counted(
+    legend: list[tuple[str, QColor]], values: dict[str, Any], palette: ClassPalette | None
+) -> list[tuple[str, QColor]]:
+    """Legend labels with the number of wells of each category: ``DMSO (16, control)``."""
     counts = pd.Series([str(v) for v in values.values() if isinstance(v, str) or pd.notna(v)])
     counts = counts.value_counts()
-    return [(f"{name} ({int(counts.get(name, 0))})", colour) for name, colour in legend]
+
+    def text(name: str) -> str:
+        flag = ", control" if palette is not None and palette.is_control(name) else ""
+        return f"{name} ({int(counts.get(name, 0))}{flag})"
+
+    return [(text(name), colour) for name, colour in legend]
 
 
 def well_tooltips(
@@ -521,6 +538,7 @@ class PlateDock(QWidget):
         if not has_plate:
             self.grid.set_imaged([])
             self.grid.set_colors({})
+            self.grid.set_marks()
             self.grid.set_current(None)
             self.legend.clear()
             self.info.setText("No plate open: open a plate folder, or drop one onto napari.")
@@ -535,9 +553,10 @@ class PlateDock(QWidget):
         self.grid.set_imaged(plate.wells)
         mode = self.color_by.currentText()
         colours, legend, title = color_wells(
-            mode, platemap, wells, moa_categories(platemap, self.session.result)
+            mode, platemap, wells, mode_palette(self.session, mode)
         )
         self.grid.set_colors(colours)
+        self.grid.set_marks(*well_marks(platemap, plate))
         if isinstance(legend, list):
             self.legend.set_categories(legend, title)
         else:

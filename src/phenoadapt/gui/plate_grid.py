@@ -23,9 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from qtpy.QtCore import QEvent, QPoint, QPointF, QRectF, QSize, Qt, Signal
-from qtpy.QtGui import QColor, QFont, QFontMetrics, QLinearGradient, QPainter, QPen
+from qtpy.QtGui import QBrush, QColor, QFont, QFontMetrics, QLinearGradient, QPainter, QPen
 from qtpy.QtWidgets import QSizePolicy, QToolTip, QWidget
 
+from ..palette import ClassPalette, sort_names
 from ..plate.wells import PLATE_96, PlateFormat, row_name, well_name, well_position
 
 #: Fill of an imaged well that has no value in the current colouring.
@@ -37,12 +38,8 @@ SELECTION = QColor("#f4f4f4")
 #: Ring around the well on screen.
 CURRENT = QColor("#fff200")
 
-#: Distinct colours for categories (treatments, MoAs), readable on napari's dark theme.
-PALETTE: tuple[str, ...] = (
-    "#4e9fe6", "#f28e2b", "#59c26a", "#e15759", "#b07aa1", "#edc948", "#76d7c4",
-    "#ff9da7", "#9c755f", "#bab0ac", "#3366cc", "#dc9c00", "#2ca02c", "#d62790",
-    "#17becf", "#8c564b", "#c5b0d5", "#98df8a", "#ffbb78", "#aec7e8",
-)  # fmt: skip
+#: Hatching and outline of excluded wells: light, so they read on the dark theme.
+EXCLUDED = QColor("#d8dce2")
 
 # Pixels the mouse must move before a press becomes a rectangle drag.
 _DRAG_START = 4
@@ -69,9 +66,7 @@ def as_qcolor(color: QColor | str | Sequence[float]) -> QColor:
 
 
 def category_colors(
-    values: Mapping[str, object],
-    categories: Sequence[str] | None = None,
-    fixed: Mapping[str, QColor | str] | None = None,
+    values: Mapping[str, object], palette: ClassPalette
 ) -> tuple[dict[str, QColor], list[tuple[str, QColor]]]:
     """Colours of wells by category, and the legend entries.
 
@@ -79,33 +74,22 @@ def category_colors(
     ----------
     values
         Well -> category (None or NaN: no value, the well gets :data:`NO_VALUE`).
-    categories
-        All categories in legend order; colours follow this order, so two
-        colourings with the same ``categories`` (MoA and predicted MoA) agree.
-        The sorted distinct values when None.
-    fixed
-        Category -> colour overriding the palette (roles have fixed colours).
+    palette
+        The session's colours (:mod:`phenoadapt.gui.colours`), so a category has
+        the colour it has in every other view.
 
     Returns
     -------
     (colours, legend)
-        Well -> QColor, and (category, QColor) for the categories present.
+        Well -> QColor, and (category, QColor) for the categories present, in
+        the palette's order (controls last; names it lacks after, sorted).
     """
     present = {str(v) for v in values.values() if _has_value(v)}
-    order = list(categories) if categories is not None else sorted(present, key=str.casefold)
-    order += sorted(present - set(order), key=str.casefold)
-    fixed = fixed or {}
-    palette: dict[str, QColor] = {}
-    free = 0
-    for name in order:
-        if name in fixed:
-            palette[name] = as_qcolor(fixed[name])
-        else:
-            palette[name] = _palette_color(free)
-            free += 1
-    colours = {w: palette[str(v)] for w, v in values.items() if _has_value(v)}
-    legend = [(name, palette[name]) for name in order if name in present]
-    return colours, legend
+    order = [name for name in palette if name in present]
+    order += sort_names(present - set(order))
+    qcolours = {name: QColor(palette.colour(name)) for name in order}
+    colours = {w: qcolours[str(v)] for w, v in values.items() if _has_value(v)}
+    return colours, [(name, qcolours[name]) for name in order]
 
 
 def value_colors(
@@ -129,16 +113,6 @@ def value_colors(
     rgba = ensure_colormap(colormap).map(scaled)
     colours = {w: QColor.fromRgbF(*map(float, c)) for w, c in zip(wells, rgba, strict=True)}
     return colours, ColorBar(colormap, vmin, vmax, title)
-
-
-def _palette_color(index: int) -> QColor:
-    """The ``index``-th category colour: the palette, then hues spread by the golden ratio."""
-    if index < len(PALETTE):
-        return QColor(PALETTE[index])
-    # Past the palette, successive golden-ratio hues stay apart without repeating.
-    hue = (0.11 + index * 0.618034) % 1.0
-    value = 0.95 if index % 2 else 0.7
-    return QColor.fromHsvF(hue, 0.6, value)
 
 
 def _has_value(value: object) -> bool:
@@ -197,6 +171,8 @@ class PlateGrid(QWidget):
         self._imaged: set[str] | None = None
         self._tooltips: dict[str, str] = {}
         self._labels: dict[str, str] = {}
+        self._controls: set[str] = set()
+        self._excluded: set[str] = set()
         self._selection: set[str] = set()
         self._current: str | None = None
         self._press: QPointF | None = None
@@ -221,6 +197,7 @@ class PlateGrid(QWidget):
         if plate_format != self._format:
             self._format = plate_format
             self._colors, self._tooltips, self._labels = {}, {}, {}
+            self._controls, self._excluded = set(), set()
             self._current = None
             self.set_selection([])
             self.updateGeometry()
@@ -256,6 +233,23 @@ class PlateGrid(QWidget):
         """Short text drawn inside wells (when wells are large enough to read it)."""
         self._labels = dict(labels)
         self.update()
+
+    def set_marks(self, controls: Iterable[str] = (), excluded: Iterable[str] = ()) -> None:
+        """Mark control wells (a "C", or a dot in small wells) and hatch excluded ones.
+
+        The marks are drawn over every colouring, so controls stay recognisable
+        when wells show predicted MoAs, and excluded wells stay visible.
+        """
+        self._controls, self._excluded = set(controls), set(excluded)
+        self.update()
+
+    def is_control_marked(self, well: str) -> bool:
+        """True when the well is drawn with the control mark."""
+        return well in self._controls
+
+    def is_excluded_marked(self, well: str) -> bool:
+        """True when the well is drawn hatched as excluded."""
+        return well in self._excluded
 
     def set_current(self, well: str | None) -> None:
         """Mark the well on screen with a ring."""
@@ -489,10 +483,8 @@ class PlateGrid(QWidget):
                 painter.setPen(hollow)
                 painter.setBrush(Qt.BrushStyle.NoBrush)
             self._draw_shape(painter, rect, round_wells)
-            label = self._labels.get(well)
-            if label and fill is not None and s >= 18:
-                painter.setPen(_text_color(fill))
-                painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, label)
+            if fill is not None:
+                self._paint_marks(painter, well, rect, fill, round_wells)
         painter.setBrush(Qt.BrushStyle.NoBrush)
         preview = set(self.wells_in_rect(self._drag)) if self._drag is not None else set()
         painter.setPen(QPen(SELECTION, ring))
@@ -506,6 +498,34 @@ class PlateGrid(QWidget):
             self._draw_shape(painter, rect, round_wells)
             painter.setPen(QPen(CURRENT, ring * 1.4))
             self._draw_shape(painter, rect, round_wells)
+
+    def _paint_marks(
+        self, painter: QPainter, well: str, rect: QRectF, fill: QColor, round_wells: bool
+    ) -> None:
+        """Hatching of an excluded well, the control mark, then the well's label."""
+        s = rect.width()
+        if well in self._excluded:
+            # Light hatching and outline: excluded wells are neither hidden nor a colour.
+            painter.setPen(QPen(EXCLUDED, max(1.0, s * 0.07)))
+            painter.setBrush(QBrush(EXCLUDED, Qt.BrushStyle.BDiagPattern))
+            self._draw_shape(painter, rect, round_wells)
+        label = self._labels.get(well)
+        if well in self._controls and not label:
+            if s >= 14:
+                label = "C"
+            else:  # too small for a letter: a dot in the centre
+                dot = max(1.5, s * 0.16)
+                painter.setPen(Qt.PenStyle.NoPen)
+                painter.setBrush(_text_color(fill))
+                painter.drawEllipse(rect.center(), dot, dot)
+        if label and s >= 14:
+            font = QFont(painter.font())
+            font.setBold(label == "C")
+            painter.setFont(font)
+            painter.setPen(_text_color(fill))
+            painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, label)
+            font.setBold(False)
+            painter.setFont(font)
 
     @staticmethod
     def _draw_shape(painter: QPainter, rect: QRectF, round_wells: bool) -> None:

@@ -36,9 +36,11 @@ from qtpy.QtWidgets import (
 
 from .. import schema
 from ..errors import PhenoadaptError
+from ..palette import is_control
 from ..plate import Plate
 from ..plate.platemap import PlateMap, platemap_for_plate, write_platemap
 from ..plate.platemap.canonical import listing
+from ..plate.platemap.columns import EMPTY_TREATMENTS
 from ..schema import Role
 from .common import Asker, confirm, fill_plate_combo, notify, scrolling_layout, select_item
 from .plate_dock import (
@@ -46,8 +48,8 @@ from .plate_dock import (
     ROLE,
     TREATMENT,
     color_wells,
-    map_values,
-    moa_categories,
+    mode_palette,
+    well_marks,
     well_tooltips,
 )
 from .plate_grid import ColorLegend, PlateGrid
@@ -65,8 +67,6 @@ BRUSHES: dict[str, Role | None] = {
     "mark treated": Role.TREATED,
     "mark excluded": Role.EXCLUDED,
 }
-#: Short letters drawn in wells when colouring by treatment or MoA.
-ROLE_LETTERS = {Role.CONTROL.value: "C", Role.TREATED.value: "", Role.EXCLUDED.value: "×"}
 MAP_FILTER = "Plate maps (*.csv *.tsv *.txt *.tab *.csv.gz *.tsv.gz);;All files (*)"
 
 
@@ -240,6 +240,7 @@ class PlateMapDock(QWidget):
         role = Role(role)
         on_map = [w for w in wells if w in platemap]
         missing = [w for w in wells if w not in platemap]
+        compounds = compound_wells(platemap, on_map) if role is Role.CONTROL else {}
         try:
             changed = platemap.set_role(on_map, role) if on_map else []
             if missing:
@@ -248,6 +249,7 @@ class PlateMapDock(QWidget):
         except PhenoadaptError as exc:
             notify("error", str(exc))
             return []
+        self._warn_compound_controls({w: t for w, t in compounds.items() if w in changed})
         self._edited()
         return changed
 
@@ -258,6 +260,8 @@ class PlateMapDock(QWidget):
         if platemap is None or not treatment:
             notify("warning", "The plate map names no treatments: load a plate map first.")
             return []
+        before = set(platemap.controls)
+        compounds = compound_wells(platemap, platemap.wells_where(treatment=treatment))
         try:
             wells = platemap.mark_controls_where(
                 treatment=treatment, replace=self.only_these.isChecked()
@@ -265,8 +269,26 @@ class PlateMapDock(QWidget):
         except PhenoadaptError as exc:
             notify("error", str(exc))
             return []
+        self._warn_compound_controls(
+            {w: t for w, t in compounds.items() if w in wells and w not in before}
+        )
         self._edited()
         return wells
+
+    def _warn_compound_controls(self, compounds: dict[str, str]) -> None:
+        """Warn when wells of a compound became negative controls (CS-ARM-BN adapts with them)."""
+        if not compounds:
+            return
+        names = sorted(set(compounds.values()), key=str.casefold)
+        wells = list(compounds)
+        notify(
+            "warning",
+            f"{len(wells)} well{'s' if len(wells) != 1 else ''} ({listing(wells, 6)}) of "
+            f"{listing(names, 4)} marked as negative control{'s' if len(wells) != 1 else ''}: "
+            f"{'that is a treated compound' if len(names) == 1 else 'those are treated compounds'}"
+            ", not DMSO or a control of the plate map. CS-ARM-BN adapts the model with control "
+            "wells, so a compound among them biases every prediction; press Treated to undo.",
+        )
 
     def _edited(self) -> None:
         self.grid.clear_selection()
@@ -391,6 +413,7 @@ class PlateMapDock(QWidget):
         if platemap is None:
             self.grid.set_imaged([])
             self.grid.set_colors({})
+            self.grid.set_marks()
             self.legend.clear()
             self.counts.setText("")
             self.warning.setText("Open a plate in the Plate dock to see and edit its plate map.")
@@ -401,15 +424,12 @@ class PlateMapDock(QWidget):
         self.grid.set_imaged(plate.wells)
         mode = self.color_by.currentText()
         colours, legend, title = color_wells(
-            mode, platemap, _empty(), moa_categories(platemap, self.session.result)
+            mode, platemap, _empty(), mode_palette(self.session, mode)
         )
         self.grid.set_colors(colours)
         self.legend.set_categories(legend, title)
-        labels = {}
-        if mode != ROLE:  # roles still readable when colours show treatments
-            roles = map_values(platemap, schema.ROLE)
-            labels = {w: ROLE_LETTERS[str(role)] for w, role in roles.items()}
-        self.grid.set_labels(labels)
+        # Roles stay readable when colours show treatments: controls marked, excluded hatched.
+        self.grid.set_marks(*well_marks(platemap, plate))
         self.grid.set_tooltips(well_tooltips(plate, platemap, _empty(), plate.format))
         self._refresh_treatments(platemap)
         self._refresh_counts(platemap, plate)
@@ -460,6 +480,31 @@ class PlateMapDock(QWidget):
         current = self.session.current
         if current is not None and current.plate_id != self.plate_id:
             self.select_plate(current.plate_id)
+
+
+def compound_wells(platemap: PlateMap, wells: list[str]) -> dict[str, str]:
+    """Wells (of ``wells``) not yet controls whose treatment is a compound, with its name.
+
+    A treatment is not a compound when it is DMSO or another control name
+    (:func:`phenoadapt.palette.is_control`), empty/blank, or one the plate map
+    itself gives to control wells other than these.
+    """
+    frame = platemap.to_frame().set_index(schema.WELL)
+    asked = set(wells)
+    others = frame[(frame[schema.ROLE] == Role.CONTROL.value) & ~frame.index.isin(asked)]
+    map_controls = {str(t) for t in others[schema.TREATMENT].dropna()}
+    found = {}
+    for well in wells:
+        if well not in frame.index or frame.at[well, schema.ROLE] == Role.CONTROL.value:
+            continue
+        treatment = frame.at[well, schema.TREATMENT]
+        if not isinstance(treatment, str) or not treatment.strip():
+            continue
+        if treatment.strip().casefold() in EMPTY_TREATMENTS:
+            continue
+        if not is_control(treatment, map_controls):
+            found[well] = treatment
+    return found
 
 
 def _empty() -> pd.DataFrame:

@@ -8,10 +8,14 @@ layer named :data:`LAYER_NAME` over the field:
   again with the run's :class:`~phenoadapt.cells.SegmentationParams`, which
   gives the same labels the pipeline cut its crops from (segmentation is
   deterministic), in a worker thread so the viewer stays responsive;
-- each cell is coloured by its predicted MoA (one colour per class, see
-  :func:`class_colours`, shown in :class:`ResultsLegend`);
-- the layer's ``features`` hold class, probability, uncertainty, treatment,
-  well and known MoA, so hovering a cell shows them in the status bar.
+- each cell is outlined (napari ``contour``) in the colour of its predicted
+  MoA, the session's colour of that class in every dock
+  (:func:`~phenoadapt.gui.colours.session_class_palette`, shown in
+  :class:`ResultsLegend`); a toggle adds a low fill (:data:`FILL_NAME`) under
+  the outlines; both layers are read-only, so a brush click cannot paint;
+- the layer's ``features`` hold class, confidence, uncertainty, treatment,
+  well and known MoA, so hovering a cell shows them in the status bar (no
+  row numbers of the result table).
 
 A result of a model trained on whole fields (``result.unit == "site"``) has
 no cells to outline: the overlay draws nothing, says so once in a notification,
@@ -33,35 +37,24 @@ import numpy as np
 import pandas as pd
 from qtpy.QtCore import QObject
 from qtpy.QtGui import QColor
-from qtpy.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from .. import schema
 from ..cells import SegmentationParams, segment_field
 from ..errors import PhenoadaptError
 from ..evaluate.accuracy import accuracy_table
+from ..palette import ClassPalette
+from .colours import session_class_palette
 from .layers import META_KEY
 from .session import FieldKey, PlateSession, get_session
 
 LAYER_NAME = "predicted MoA"
 SELECTION_NAME = "selected cells"
-#: Colours of the classes, in the order of ``result.classes`` (Okabe-Ito, then Tableau).
-PALETTE = (
-    "#e69f00",
-    "#56b4e9",
-    "#009e73",
-    "#f0e442",
-    "#0072b2",
-    "#d55e00",
-    "#cc79a7",
-    "#8c564b",
-    "#17becf",
-    "#bcbd22",
-    "#e377c2",
-    "#7f7f7f",
-)
-#: Colour of the negative-control class, when the model predicts one.
-CONTROL_COLOUR = "#b0b0b0"
-CONTROL_NAMES = ("dmso", "control", "negative control")
+FILL_NAME = "predicted MoA (fill)"
+#: Outline width of the cells, in screen pixels (napari Labels ``contour``).
+CONTOUR = 2
+#: Opacity of the optional fill under the outlines: low, so the stains stay readable.
+FILL_OPACITY = 0.25
 
 
 def per_field(result: Any) -> bool:
@@ -73,23 +66,17 @@ def per_field(result: Any) -> bool:
 _CACHE_SIZE = 8
 
 
-def class_colours(classes: tuple[str, ...] | list[str]) -> dict[str, str]:
-    """A hex colour per class: the palette in class order, grey for DMSO/control."""
-    colours: dict[str, str] = {}
-    others = [c for c in classes if str(c).casefold() not in CONTROL_NAMES]
-    for i, name in enumerate(others):
-        colours[name] = PALETTE[i % len(PALETTE)]
-    for name in classes:
-        colours.setdefault(name, CONTROL_COLOUR)
-    return colours
-
-
-def field_features(result: Any, rows: np.ndarray) -> pd.DataFrame:
+def field_features(
+    result: Any, rows: np.ndarray, palette: ClassPalette | None = None
+) -> pd.DataFrame:
     """The layer ``features`` of a field's cells (rows of ``result.cells``).
 
-    Columns: ``index`` (label value, the cell id), ``class``, ``probability``,
-    ``uncertainty``, ``treatment``, ``well``, ``moa`` (known, from the plate map)
-    and ``row`` (position in ``result.cells``).
+    These are what hovering a cell shows in napari's status bar: ``index``
+    (the label value, the cell id; napari does not show it), ``class`` (the
+    prediction, ``(control)`` after negative controls), ``confidence``,
+    ``uncertainty``, ``treatment``, ``well`` and ``moa`` (known, from the plate
+    map).  Row numbers of the result table are kept out: they mean nothing to
+    the user (see :meth:`ResultsOverlay.cell_rows_at`).
     """
     cells = result.cells.iloc[rows]
 
@@ -98,28 +85,45 @@ def field_features(result: Any, rows: np.ndarray) -> pd.DataFrame:
             return cells[name].to_numpy()
         return np.full(len(cells), default, dtype=object)
 
+    classes = column(schema.PREDICTION).astype(str)
+    if palette is not None:
+        classes = np.asarray([palette.label(c) for c in classes], dtype=object)
     return pd.DataFrame(
         {
             "index": cells[schema.CELL_ID].to_numpy(dtype=np.int64),
-            "class": column(schema.PREDICTION).astype(str),
-            "probability": np.round(column(schema.CONFIDENCE, np.nan).astype(float), 3),
+            "class": classes,
+            "confidence": np.round(column(schema.CONFIDENCE, np.nan).astype(float), 3),
             "uncertainty": np.round(column(schema.UNCERTAINTY, np.nan).astype(float), 3),
             "treatment": column(schema.TREATMENT, ""),
             "well": column(schema.WELL).astype(str),
             "moa": column(schema.MOA, ""),
-            "row": np.asarray(rows, dtype=np.int64),
         }
     )
 
 
-def label_colormap(features: pd.DataFrame, colours: dict[str, str]) -> Any:
-    """A ``DirectLabelColormap`` giving each cell the colour of its predicted class."""
+def label_colormap(labels: np.ndarray, classes: np.ndarray, palette: ClassPalette) -> Any:
+    """A ``DirectLabelColormap`` giving each cell label the colour of its predicted class."""
     from napari.utils.colormaps import DirectLabelColormap
 
     color_dict: dict[int | None, Any] = {None: "transparent", 0: "transparent"}
-    for label, name in zip(features["index"], features["class"], strict=True):
-        color_dict[int(label)] = colours.get(name, CONTROL_COLOUR)
+    for label, name in zip(labels, classes, strict=True):
+        color_dict[int(label)] = palette.colour(name)
     return DirectLabelColormap(color_dict=color_dict)
+
+
+def read_only(layer: Any) -> None:
+    """Make a Labels layer read-only: no brush, fill or eraser, now or after napari resets it.
+
+    napari sets ``editable`` back to True in some updates (new data, a change
+    of dimensions); the event handler turns it off again each time.
+    """
+    layer.editable = False
+
+    def keep_off(_event: Any = None) -> None:
+        if layer.editable:
+            layer.editable = False
+
+    layer.events.editable.connect(keep_off)
 
 
 def accuracy_summary(result: Any) -> pd.DataFrame:
@@ -175,6 +179,8 @@ class ResultsOverlay(QObject):
     ----------
     segmentation
         Parameters used to segment a field again (the run dock sets those of its run).
+    fill
+        Whether a low fill goes under the outlines (see :meth:`set_fill`).
     """
 
     def __init__(self, viewer: Any, session: PlateSession) -> None:
@@ -184,6 +190,8 @@ class ResultsOverlay(QObject):
         self.segmentation = SegmentationParams()
         self._labels: OrderedDict[tuple[FieldKey, SegmentationParams], np.ndarray] = OrderedDict()
         self._pending: FieldKey | None = None
+        self._rows = pd.Series(dtype=np.int64)
+        self.fill = False
         self.worker: Any = None
         session.result_changed.connect(self._on_result_changed)
         session.current_changed.connect(self.refresh)
@@ -204,7 +212,7 @@ class ResultsOverlay(QObject):
 
     def _remove_layers(self) -> None:
         viewer = self.viewer
-        for name in (LAYER_NAME, SELECTION_NAME):
+        for name in (LAYER_NAME, FILL_NAME, SELECTION_NAME):
             if viewer is not None and name in viewer.layers:
                 viewer.layers.remove(name)
 
@@ -283,26 +291,34 @@ class ResultsOverlay(QObject):
             self._start_segmentation(pending)
 
     def _apply(self, key: FieldKey, labels: np.ndarray) -> None:
-        """Put the labels of a field in the overlay layer (main thread only)."""
+        """Put the labels of a field in the overlay layers (main thread only)."""
         viewer = self.viewer
         result = self.session.result
         if viewer is None or result is None:
             return
         rows = self.session.cells_of_field(key)
-        features = field_features(result, rows)
+        palette = session_class_palette(self.session)
+        features = field_features(result, rows, palette)
+        ids = features["index"].to_numpy()
+        # Result rows of the cells on screen, by label: for clicks and the selection.
+        self._rows = pd.Series(np.asarray(rows, dtype=np.int64), index=ids)
         # Cells the run dropped (e.g. too close to the edge for a crop) stay uncoloured.
-        labels = np.where(np.isin(labels, features["index"].to_numpy()), labels, 0)
-        colormap = label_colormap(features, class_colours(tuple(result.classes)))
+        labels = np.where(np.isin(labels, ids), labels, 0)
+        predicted = result.cells.iloc[rows][schema.PREDICTION].astype(str).to_numpy()
+        colormap = label_colormap(ids, predicted, palette)
         meta = {META_KEY: {"plate_id": key.plate_id, "well": key.well, "site": key.site,
                            "kind": "predictions"}}  # fmt: skip
+        self._put_fill(labels, colormap, features, meta)
         layer = self.layer()
         if layer is None or layer.data.shape != labels.shape:
             if layer is not None:
                 viewer.layers.remove(layer)
             layer = viewer.add_labels(
-                labels, name=LAYER_NAME, opacity=0.45, features=features, metadata=meta
+                labels, name=LAYER_NAME, opacity=1.0, features=features, metadata=meta
             )
             layer.colormap = colormap
+            layer.contour = CONTOUR
+            read_only(layer)
             layer.mouse_drag_callbacks.append(self._on_click)
         else:
             layer.data = labels
@@ -311,6 +327,42 @@ class ResultsOverlay(QObject):
             layer.metadata = meta
         self._show_selection()
 
+    def _put_fill(
+        self, labels: np.ndarray, colormap: Any, features: pd.DataFrame, meta: dict
+    ) -> None:
+        """The low-opacity fill under the outlines, when :attr:`fill` is on."""
+        viewer = self.viewer
+        fill = self.layer(FILL_NAME)
+        if not self.fill:
+            if fill is not None:
+                viewer.layers.remove(fill)
+            return
+        if fill is not None and fill.data.shape == labels.shape:
+            fill.data = labels
+            fill.features = features
+            fill.colormap = colormap
+            return
+        if fill is not None:
+            viewer.layers.remove(fill)
+        fill = viewer.add_labels(
+            labels, name=FILL_NAME, opacity=FILL_OPACITY, features=features, metadata=meta
+        )
+        fill.colormap = colormap
+        read_only(fill)
+        outline = self.layer()
+        if outline is not None:  # the fill goes under the outlines, which take the clicks
+            layers = viewer.layers
+            layers.move(layers.index(fill), layers.index(outline))
+            layers.selection.active = outline
+
+    def set_fill(self, on: bool) -> None:
+        """Outlines only (False, the default) or outlines over a low fill (True)."""
+        self.fill = bool(on)
+        outline = self.layer()
+        if outline is None:
+            return
+        self._put_fill(outline.data, outline.colormap, outline.features, outline.metadata)
+
     # -- selection --------------------------------------------------------------
     def cell_rows_at(self, position: Any) -> np.ndarray:
         """Row of ``result.cells`` under a world position (empty when none)."""
@@ -318,10 +370,9 @@ class ResultsOverlay(QObject):
         if layer is None:
             return np.zeros(0, dtype=np.int64)
         value = layer.get_value(position, world=True)
-        if value is None or int(value) == 0:
+        if value is None or int(value) == 0 or int(value) not in self._rows.index:
             return np.zeros(0, dtype=np.int64)
-        features = layer.features
-        return features.loc[features["index"] == int(value), "row"].to_numpy(dtype=np.int64)
+        return np.asarray([self._rows[int(value)]], dtype=np.int64)
 
     def select_at(self, position: Any, add: bool = False) -> None:
         """Select the cell under ``position`` (add it to the selection with ``add``)."""
@@ -352,7 +403,7 @@ class ResultsOverlay(QObject):
             if SELECTION_NAME in viewer.layers:
                 viewer.layers.remove(SELECTION_NAME)
             return
-        here = layer.features.loc[layer.features["row"].isin(selected), "index"].to_numpy()
+        here = self._rows.index[self._rows.isin(selected)].to_numpy()
         if not len(here):  # the selected cells lie in other fields
             if SELECTION_NAME in viewer.layers:
                 viewer.layers.remove(SELECTION_NAME)
@@ -367,7 +418,7 @@ class ResultsOverlay(QObject):
         else:
             sel = viewer.add_labels(outlines, name=SELECTION_NAME, opacity=1.0)
             sel.colormap = white
-            sel.contour = 2
+            sel.contour = CONTOUR + 1  # wider than the class outlines it covers
             viewer.layers.selection.active = layer  # clicks keep going to the overlay
 
 
@@ -384,19 +435,38 @@ def get_results_overlay(viewer: Any) -> ResultsOverlay:
 
 
 class ResultsLegend(QWidget):
-    """Colour of each predicted class, cells in the field, and accuracy per plate."""
+    """Colour of each predicted class, cells in the field, and accuracy per plate.
 
-    def __init__(self, session: PlateSession) -> None:
+    Parameters
+    ----------
+    session
+        The viewer's session.
+    overlay
+        The overlay whose "Fill cells" toggle the legend shows (none without it).
+    """
+
+    def __init__(self, session: PlateSession, overlay: ResultsOverlay | None = None) -> None:
         super().__init__()
         self.session = session
+        self.overlay = overlay
         self.title = QLabel("")
         self.swatches = QGridLayout()
+        self.fill = QCheckBox("Fill cells (outlines over a low fill)")
+        self.fill.setToolTip(
+            "Cells are outlined in the colour of their predicted MoA; tick to add a faint fill "
+            "of the same colour. The overlay is read-only: clicks select cells, never paint."
+        )
+        self.fill.setVisible(overlay is not None)
+        if overlay is not None:
+            self.fill.setChecked(overlay.fill)
+            self.fill.toggled.connect(overlay.set_fill)
         self.accuracy = QLabel("")
         self.accuracy.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 4, 0, 0)
         layout.addWidget(self.title)
         layout.addLayout(self.swatches)
+        layout.addWidget(self.fill)
         layout.addWidget(self.accuracy)
         session.result_changed.connect(self.refresh)
         session.current_changed.connect(self.refresh)
@@ -434,13 +504,17 @@ class ResultsLegend(QWidget):
                 if where is not None and len(rows)
                 else "<b>Predicted MoA</b>"
             )
-        for i, (name, colour) in enumerate(class_colours(tuple(result.classes)).items()):
+        palette = session_class_palette(self.session)
+        # The model's classes in the palette's order (sorted, controls last).
+        classes = {str(c) for c in result.classes}
+        names = [n for n in palette if n in classes] + sorted(classes - set(palette))
+        for i, name in enumerate(names):
             swatch = QLabel()
             swatch.setFixedSize(14, 14)
             swatch.setStyleSheet(
-                f"background-color: {QColor(colour).name()}; border: 1px solid #222;"
+                f"background-color: {QColor(palette.colour(name)).name()}; border: 1px solid #222;"
             )
-            text = QLabel(f"{name} ({int(counts.get(name, 0))})")
+            text = QLabel(f"{palette.label(name)} ({int(counts.get(name, 0))})")
             self.swatches.addWidget(swatch, i // 2, 2 * (i % 2))
             self.swatches.addWidget(text, i // 2, 2 * (i % 2) + 1)
         unit = "field" if per_field(result) else "cell"

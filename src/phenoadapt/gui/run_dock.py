@@ -361,6 +361,7 @@ class RunWidget(QWidget):
         self.train_runner: JobRunner | None = None
         self.overlay = get_results_overlay(napari_viewer)
         self._runners: list[JobRunner] = []
+        self._job_plates: dict[int, list[str]] = {}  # plates of each job, by id(runner)
         self._build()
         self.session.plates_changed.connect(self.refresh_plates)
         self.refresh_plates()
@@ -374,7 +375,7 @@ class RunWidget(QWidget):
         self.tabs = QTabWidget()
         self.tabs.addTab(self._build_run_tab(), "Run")
         self.tabs.addTab(self._build_train_tab(), "Train")
-        self.legend = ResultsLegend(self.session)
+        self.legend = ResultsLegend(self.session, self.overlay)
         layout = scrolling_layout(self)
         layout.addWidget(self.tabs)
         layout.addWidget(self.legend)
@@ -459,6 +460,7 @@ class RunWidget(QWidget):
     # -- plates ---------------------------------------------------------------
     def refresh_plates(self) -> None:
         """List the session's open plates; new ones are ticked, others keep their state."""
+        self._cancel_jobs_of_closed_plates()
         ticked = {
             self.plates.item(i).data(Qt.ItemDataRole.UserRole): self.plates.item(i).checkState()
             for i in range(self.plates.count())
@@ -470,6 +472,25 @@ class RunWidget(QWidget):
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(ticked.get(plate_id, Qt.CheckState.Checked))
             self.plates.addItem(item)
+
+    def _cancel_jobs_of_closed_plates(self) -> None:
+        """Cancel a run or training whose plate was closed (its result must not be kept)."""
+        for runner, what, cancel in (
+            (self.runner, "run", self.cancel),
+            (self.train_runner, "training", self.cancel_training),
+        ):
+            if runner is None or not runner.running or runner.outcome == "cancelled":
+                continue
+            closed = [
+                p for p in self._job_plates.get(id(runner), ()) if p not in self.session.plates
+            ]
+            if closed:
+                cancel()
+                notify(
+                    "warning",
+                    f"Plate {', '.join(closed)} was closed while the {what} used it: the {what} "
+                    "was cancelled. Open the plate again and start it anew.",
+                )
 
     def selected_plates(self) -> list[str]:
         """Ids of the ticked plates."""
@@ -534,6 +555,7 @@ class RunWidget(QWidget):
             return
         self.runner = runner
         self._runners.append(runner)
+        self._job_plates[id(runner)] = [p.plate_id for p in plates]
         label = self.method.currentText()
         self.run_controls.busy(f"Running {label} on {len(plates)} plate(s)...")
 
@@ -614,6 +636,7 @@ class RunWidget(QWidget):
             return
         self.train_runner = runner
         self._runners.append(runner)
+        self._job_plates[id(runner)] = [p.plate_id for p in plates]
         self.train_controls.busy(f"Training on {len(plates)} plate(s)...")
 
     def _train_path(self) -> Path | None:

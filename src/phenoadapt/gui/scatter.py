@@ -16,13 +16,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.lines import Line2D
 from matplotlib.path import Path
 from matplotlib.widgets import LassoSelector, RectangleSelector
+
+from ..palette import hex_to_rgba, palette_colour
 
 #: Points drawn as coloured dots per panel; above it, a density plus a subsample.
 DEFAULT_MAX_POINTS = 20_000
@@ -34,13 +35,8 @@ SelectCallback = Callable[[int, np.ndarray], None]
 
 
 def category_palette(n: int) -> np.ndarray:
-    """``(n, 4)`` RGBA colours for ``n`` categories (tab10, then tab20/b/c, cycled)."""
-    if n <= 10:
-        base = colormaps["tab10"].colors
-    else:
-        base = [c for name in ("tab20", "tab20b", "tab20c") for c in colormaps[name].colors]
-    rgb = np.asarray([base[i % len(base)] for i in range(max(n, 0))], dtype=float).reshape(-1, 3)
-    return np.column_stack([rgb, np.ones(len(rgb))])
+    """``(n, 4)`` RGBA colours for ``n`` categories in order (the palette service's slots)."""
+    return np.asarray([hex_to_rgba(palette_colour(i)) for i in range(max(n, 0))]).reshape(-1, 4)
 
 
 def encode_categories(labels: Sequence[object]) -> tuple[list[str], np.ndarray]:
@@ -169,6 +165,7 @@ class ScatterCanvas(FigureCanvasQTAgg):
         *,
         seed: int = 0,
         legend_title: str = "",
+        palette: np.ndarray | None = None,
     ) -> int:
         """Draw panels of the same points (one per coordinate array), coloured by category.
 
@@ -184,6 +181,9 @@ class ScatterCanvas(FigureCanvasQTAgg):
             Seed of the stratified subsample drawn above ``max_points``.
         legend_title
             Heading of the legend.
+        palette
+            ``(n_categories, 4)`` RGBA colours, one per category (the session's,
+            from :mod:`phenoadapt.gui.colours`); :func:`category_palette` when None.
 
         Returns
         -------
@@ -193,7 +193,9 @@ class ScatterCanvas(FigureCanvasQTAgg):
         self.figure.clear()
         self.figure.set_layout_engine("constrained")
         self.panels = []
-        palette = category_palette(len(categories))
+        if palette is None:
+            palette = category_palette(len(categories))
+        palette = np.asarray(palette, dtype=float).reshape(-1, 4)
         self.colours = palette[codes] if len(codes) else np.zeros((0, 4))
         shown = stratified_subsample(codes, self.max_points, seed)
         dense = len(shown) < len(codes)

@@ -114,17 +114,7 @@ def screen_field(viewer: napari.Viewer) -> ScreenField:
             "No plate field on screen: open a plate folder (File > Open Folder) so that its "
             "channels appear as layers, then segment."
         )
-    chosen = None
-    for layer in [
-        *viewer.layers.selection,
-        *reversed([lay for lay in viewer.layers if lay.visible]),
-    ]:
-        info = layer.metadata.get(META_KEY) or {}
-        key = (str(info.get("plate_path", "")), str(info.get("well")), int(info.get("site", -1)))
-        if key in groups:
-            chosen = key
-            break
-    layers = groups[chosen or next(iter(groups))]
+    layers = groups[_chosen_field(viewer, groups)]
     info0 = layers[0].metadata[META_KEY]
     channels = [
         Channel(
@@ -145,6 +135,67 @@ def screen_field(viewer: napari.Viewer) -> ScreenField:
         scale=tuple(layers[0].scale),
         translate=tuple(layers[0].translate),
     )
+
+
+def _chosen_field(
+    viewer: napari.Viewer, groups: dict[tuple[str, str, int], list[Any]]
+) -> tuple[str, str, int]:
+    """Key of the field on screen: that of the selected layer, else of the top visible one."""
+    for layer in [
+        *viewer.layers.selection,
+        *reversed([lay for lay in viewer.layers if lay.visible]),
+    ]:
+        info = layer.metadata.get(META_KEY) or {}
+        key = (str(info.get("plate_path", "")), str(info.get("well")), int(info.get("site", -1)))
+        if key in groups:
+            return key
+    return next(iter(groups))
+
+
+def screen_key(viewer: napari.Viewer) -> tuple[str, str, int] | None:
+    """(plate path, well, site) of the field on screen, without reading its pixels."""
+    groups = field_layers(viewer)
+    return _chosen_field(viewer, groups) if groups else None
+
+
+def show_segmented_field(viewer: napari.Viewer, results: list[FieldDone]) -> Any | None:
+    """Show the cells and nuclei of the field on screen only, if it is among ``results``.
+
+    Segmenting whole wells gives masks of many fields; drawn together they pile
+    up over the one field whose images are on screen.  Masks of other fields
+    (of this run or an earlier one) leave the viewer; a field's masks come
+    back when its images are shown again.
+
+    Returns
+    -------
+    The cells layer of the field on screen, or None.
+    """
+    key = screen_key(viewer)
+    key = None if key is None else (_same_path(key[0]), key[1], int(key[2]))
+    for layer in list(viewer.layers):
+        info = layer.metadata.get(META_KEY) or {}
+        if info.get("kind") not in ("cells", "nuclei"):
+            continue
+        path, well, site = info.get("plate_path", ""), str(info.get("well")), info.get("site", -1)
+        if (_same_path(path), well, int(site)) != key:
+            viewer.layers.remove(layer)
+    done = next(
+        (r for r in reversed(results) if (_same_path(r.plate_path), r.well, r.site) == key), None
+    )
+    if done is None:
+        return None
+    tag = f"cells [{done.plate_id} {done.well} s{done.site}]"
+    shown = viewer.layers[tag] if tag in viewer.layers else None
+    if shown is not None and shown.data is done.cells:
+        return shown
+    return add_field_layers(viewer, done)
+
+
+def _same_path(path: object) -> str:
+    """A plate path in one spelling (reader layers and opened plates may differ)."""
+    from pathlib import Path
+
+    return str(Path(str(path)).resolve()) if path else ""
 
 
 def _default_channels(channels: list[Channel]) -> tuple[str, str]:
@@ -292,7 +343,10 @@ class SegmentationWidget(QWidget):
         self.viewer.layers.events.inserted.connect(lambda _e: self.refresh_channels())
         from .session import get_session
 
-        get_session(self.viewer).channels_changed.connect(lambda _p: self.refresh_channels())
+        session = get_session(self.viewer)
+        session.channels_changed.connect(lambda _p: self.refresh_channels())
+        # Another field on screen: its masks (when segmented), no other field's.
+        session.current_changed.connect(self._on_field_changed)
         self.refresh_channels()
 
     # -- layout ---------------------------------------------------------------
@@ -505,14 +559,18 @@ class SegmentationWidget(QWidget):
             self.progress.setRange(0, max(total, 1))
             self.progress.setValue(done)
         elif kind == "field":
-            add_field_layers(self.viewer, value)
             self.results.append(value)
+            show_segmented_field(self.viewer, self.results)
             self.status.setText(
                 f"{len(value.table)} cells in well {value.well}, site {value.site}."
             )
         elif kind == "error":
             self.errors.append(value)
             notify("error", value)
+
+    def _on_field_changed(self) -> None:
+        if self.results:
+            show_segmented_field(self.viewer, self.results)
 
     def _on_finished(self) -> None:
         self.worker = None

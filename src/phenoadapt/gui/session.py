@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from qtpy.QtCore import QEvent, QObject, Signal
 
 from .. import schema
@@ -134,6 +135,10 @@ class PlateSession(QObject):
         self.current: FieldKey | None = None
         self.result: Any | None = None  # phenoadapt.pipeline.RunResult
         self.selected_rows: np.ndarray = np.zeros(0, dtype=np.int64)
+        # Per-cell UMAP coordinates of the result, once the UMAP dock computed them,
+        # and the settings that made them (for the export's run.json).
+        self.umap_cells: pd.DataFrame | None = None
+        self.umap_settings: dict[str, Any] = {}
         self._job: str | None = None
 
     # ------------------------------------------------------------------ plates
@@ -296,7 +301,16 @@ class PlateSession(QObject):
         """Store a run result (``phenoadapt.pipeline.RunResult``) and tell the docks."""
         self.result = result
         self.selected_rows = np.zeros(0, dtype=np.int64)
+        self.umap_cells = None
+        self.umap_settings = {}
         self.result_changed.emit()
+
+    def set_umap(self, cells: pd.DataFrame, **settings: Any) -> None:
+        """Store the UMAP coordinates of the result's cells (rows of ``result.cells``)."""
+        if self.result is None or len(cells) != len(self.result.cells):
+            return  # a map of an earlier result: nothing to attach it to
+        self.umap_cells = cells
+        self.umap_settings = dict(settings)
 
     def select_cells(self, rows: Any) -> None:
         """Select cells by positional row of ``result.cells`` and tell the docks."""

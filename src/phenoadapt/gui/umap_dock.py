@@ -20,7 +20,9 @@ embeddings) are napari notifications.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import functools
+import threading
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,8 +40,10 @@ from qtpy.QtWidgets import (
 )
 
 from .. import schema
-from ..errors import PhenoadaptError
+from ..errors import Cancelled, PhenoadaptError
 from ..evaluate import BatchMixing, batch_mixing, umap_coordinates
+from ..offload import ChildProcess
+from .colours import column_palette
 from .common import notify, scrolling_layout
 from .scatter import (
     DEFAULT_MAX_POINTS,
@@ -129,6 +133,21 @@ class UmapMaps:
     def cells_of(self, points: np.ndarray) -> np.ndarray:
         """Rows of ``result.cells`` that belong to these points."""
         return np.flatnonzero(np.isin(self.point_of_cell, np.asarray(points, dtype=np.int64)))
+
+    def cell_coordinates(self) -> pd.DataFrame:
+        """Per-cell coordinates (rows of ``result.cells``): ``umap_<space>_1/2`` per space.
+
+        A cell takes its point's coordinates (its well's, for a well-level map);
+        cells without a point get NaN.
+        """
+        has_point = self.point_of_cell >= 0
+        columns = {}
+        for space, xy in self.coordinates.items():
+            values = np.full((len(self.point_of_cell), 2), np.nan)
+            values[has_point] = xy[self.point_of_cell[has_point]]
+            columns[f"umap_{space}_1"] = values[:, 0]
+            columns[f"umap_{space}_2"] = values[:, 1]
+        return pd.DataFrame(columns)
 
     def points_of(self, rows: np.ndarray) -> np.ndarray:
         """Points that hold these rows of ``result.cells``."""
@@ -274,10 +293,13 @@ def umap_job(
     n_neighbors: int = 15,
     seed: int = 0,
     max_cells: int | None = None,
+    fit: Callable[..., np.ndarray] = umap_coordinates,
 ) -> Generator[tuple[str, Any], None, UmapMaps]:
     """Fit a UMAP per feature space and score its mixing, yielding progress.
 
     Yields ``("progress", (message, done, total))``; returns :class:`UmapMaps`.
+    ``fit(values, n_neighbors=, seed=)`` makes the 2-D coordinates
+    (:func:`umap_coordinates`, here or in a child process).
 
     Raises
     ------
@@ -294,7 +316,7 @@ def umap_job(
     for step, (key, values) in enumerate(features.items()):
         title = SPACES[key][1].split(" (")[0].lower()  # "before adaptation"
         yield "progress", (f"UMAP of {len(values):,} {noun} {title}...", 2 * step, total)
-        coordinates[key] = umap_coordinates(values, n_neighbors=n_neighbors, seed=seed)
+        coordinates[key] = fit(values, n_neighbors=n_neighbors, seed=seed)
         yield "progress", (f"Batch mixing, {title}...", 2 * step + 1, total)
         mixing[key] = plate_mixing(points, values, seed)
     yield "progress", ("Done.", total, total)
@@ -319,15 +341,31 @@ def umap_events(
     n_neighbors: int = 15,
     seed: int = 0,
     max_cells: int | None = None,
+    fit: Callable[..., np.ndarray] = umap_coordinates,
 ) -> Generator[tuple[str, Any], None, UmapMaps | None]:
     """:func:`umap_job` for a worker: errors become ``("error", message)`` events."""
     try:
-        return (yield from umap_job(result, level, n_neighbors, seed, max_cells))
+        return (yield from umap_job(result, level, n_neighbors, seed, max_cells, fit))
+    except Cancelled:
+        return None
     except PhenoadaptError as exc:
         yield "error", str(exc)
     except Exception as exc:  # the dock must report, never crash napari
         yield "error", f"UMAP failed: {type(exc).__name__}: {exc}"
     return None
+
+
+#: Fit UMAPs in a child process (True) or in the worker thread (False).
+FIT_IN_CHILD_PROCESS = True
+
+
+def _terminate_later(child: ChildProcess) -> Callable[..., None]:
+    # A plain function holding the child, not the widget: Qt calls it after the
+    # widget is gone.
+    def terminate(*_args: Any) -> None:
+        child.terminate()
+
+    return terminate
 
 
 def mixing_summary(mixing: BatchMixing | str) -> str:
@@ -360,10 +398,32 @@ class UmapWidget(QWidget):
         self.errors: list[str] = []
         self.shown_points = 0
         self._restart = False
+        # A result whose maps were not fitted yet because nobody was looking.
+        self._stale = False
+        # UMAP fits run in a child process: numba's loops hold the GIL, which would
+        # freeze napari's main thread; Cancel ends the child mid-fit.
+        self._child = ChildProcess() if FIT_IN_CHILD_PROCESS else None
+        self._cancelled = threading.Event()
+        if self._child is not None:
+            self.destroyed.connect(_terminate_later(self._child))
         self._build(max_points)
         self.session.result_changed.connect(self._on_result)
         self.session.cells_selected.connect(self._on_cells_selected)
         if self.session.result is not None:
+            self._request()
+
+    def _request(self) -> None:
+        """Fit now if the dock is on screen; otherwise when it is shown (or Compute)."""
+        if self.isVisible():
+            self.compute()
+            return
+        self._stale = True
+        self.status.setText("A new result: its maps are fitted when this dock is shown.")
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+        """Fit the maps of a result that arrived while the dock was hidden."""
+        super().showEvent(event)
+        if self._stale and self.session.result is not None and self.worker is None:
             self.compute()
 
     # -- layout ---------------------------------------------------------------
@@ -466,19 +526,28 @@ class UmapWidget(QWidget):
 
         if self.worker is not None:  # settings changed mid-way: start again once it stops
             self._restart = True
+            self._cancelled.set()
             self.worker.quit()
             return
         result = self.session.result
         if result is None:
             self.status.setText("No result yet: run the plates in the Run dock.")
             return
+        self._stale = False
         self.errors = []
+        self._cancelled = threading.Event()
+        fit = umap_coordinates
+        if self._child is not None:
+            fit = functools.partial(
+                self._child.call, umap_coordinates, cancel=self._cancelled.is_set
+            )
         worker = thread_worker(umap_events, start_thread=False)(
             result,
             LEVELS[self.level.currentText()],
             self.neighbours.value(),
             self.seed.value(),
             self.max_cells.value(),
+            fit,
         )
         worker.yielded.connect(self._on_event)
         worker.returned.connect(self._on_returned)
@@ -491,10 +560,11 @@ class UmapWidget(QWidget):
         worker.start()
 
     def cancel(self) -> None:
-        """Stop after the UMAP fit in progress (a fit cannot be interrupted)."""
+        """Stop the UMAP fit in progress (its child process is ended at once)."""
         if self.worker is not None:
             self._restart = False
-            self.status.setText("Cancelling after the current UMAP fit...")
+            self._cancelled.set()
+            self.status.setText("Cancelled." if self._child else "Cancelling after this fit...")
             self.worker.quit()
 
     def _on_event(self, event: tuple[str, Any]) -> None:
@@ -514,6 +584,8 @@ class UmapWidget(QWidget):
         if maps is None:
             return
         self.maps = maps
+        self.session.set_umap(maps.cell_coordinates(), level=maps.level,
+                              n_neighbors=maps.n_neighbors, seed=maps.seed)  # fmt: skip
         self.redraw()
         self._on_cells_selected(self.session.selected_rows)
         self.status.setText(
@@ -538,7 +610,8 @@ class UmapWidget(QWidget):
         self.note.setText("")
         self.mixing.setText("")
         self.selection.setText("No cells selected.")  # set_result clears the selection
-        self.compute()
+        # Fitting costs seconds of CPU: only for a dock someone is looking at (issue 12.5).
+        self._request()
 
     # -- drawing --------------------------------------------------------------
     def spaces(self) -> tuple[str, ...]:
@@ -561,15 +634,18 @@ class UmapWidget(QWidget):
         else:
             labels = np.full(len(maps.points), f"no {colour.lower()} in result", dtype=object)
         categories, codes = encode_categories(labels)
+        # The session's colours: the class, plate or role has them in every dock.
+        palette = column_palette(self.session, column)
         spaces = self.spaces()
         titles = [f"{self._title(key)}\n{mixing_summary(maps.mixing[key])}" for key in spaces]
         self.shown_points = self.canvas.plot(
             [maps.coordinates[key] for key in spaces],
             titles,
             codes,
-            categories,
+            [palette.label(c) for c in categories],
             seed=maps.seed,
             legend_title=colour,
+            palette=np.asarray(palette.rgba(categories)).reshape(-1, 4),
         )
         self.note.setText(self._note(maps, colour))
         self.mixing.setText(self._mixing_text(maps))

@@ -46,6 +46,7 @@ from ..train.augment import center_crop
 from ..train.checkpoint import Checkpoint, check_classes
 from ..train.predict import load_ensemble
 from .crops import PlateCrops, checkpoint_crop_params, field_count, plate_crops
+from .record import run_record
 from .tiles import DEFAULT_MIN_CONTROL_SITES, checkpoint_tiles, checkpoint_unit, plate_tiles
 
 #: Network families that classify MoA (ABRA is a ResNet with an angular-margin head).
@@ -152,6 +153,9 @@ class RunResult:
     unit
         ``cell`` or ``site``: what a row of ``cells`` is.  With sites,
         ``n_cells`` and ``cell_accuracy`` (wells, accuracy) count fields.
+    record
+        Settings and provenance of the run with its ``run_id``
+        (:func:`phenoadapt.pipeline.record.run_record`), set by :func:`run_plates`.
     """
 
     cells: pd.DataFrame
@@ -165,6 +169,7 @@ class RunResult:
     plate_failures: list[str] = field(default_factory=list)
     segmentation: SegmentationParams | None = None
     unit: str = "cell"
+    record: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------- checks
@@ -427,7 +432,9 @@ def run_plates(
     results = run_methods(
         plates, platemaps, [config.method], config, cells=cells, progress=progress, cancel=cancel
     )
-    return results[config.method]
+    result = results[config.method]
+    result.record = run_record(config, plates, result)
+    return result
 
 
 def run_methods(

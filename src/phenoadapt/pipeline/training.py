@@ -26,7 +26,7 @@ from .. import schema
 from ..cells.crops import CropParams
 from ..cells.params import SegmentationParams
 from ..cells.process import FieldFailure
-from ..errors import PhenoadaptError, PlateMapError
+from ..errors import OptionError, PhenoadaptError, PlateMapError
 from ..nn import ResNetConfig, build_resnet, fit_normalization
 from ..nn.abra import AbraNetConfig, build_abra
 from ..plate.model import Plate
@@ -138,6 +138,26 @@ class TrainRunConfig:
                     f"tile_input_size {self.tile_input_size} must be between 1 and the tile "
                     f"size {self.tile_size} (None: whole tiles)."
                 )
+        self._check_counts()
+        # Build the trainer's config now so that a bad method, epoch count or learning
+        # rate is refused before any plate is read or segmented.
+        self.train_config()
+
+    def _check_counts(self) -> None:
+        counts = {
+            "width": (self.width, 1), "crop_size": (self.crop_size, 8),
+            "batch_size": (self.batch_size, 1), "plates_per_step": (self.plates_per_step, 1),
+            "treated_per_episode": (self.treated_per_episode, 1),
+            "controls_per_episode": (self.controls_per_episode, 0),
+            "n_validation": (self.n_validation, 0),
+        }  # fmt: skip
+        for name, (value, least) in counts.items():
+            if value < least:
+                raise OptionError(f"{name} {value}: give at least {least}.")
+        if self.crop_scale <= 0:
+            raise OptionError(
+                f"crop_scale {self.crop_scale}: give a positive scale (1 = as imaged)."
+            )
 
     @property
     def image_size(self) -> int:

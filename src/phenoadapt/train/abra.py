@@ -42,6 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from phenoadapt.errors import OptionError
+
 from ..adapt.batchnorm import preserved_state
 from ..nn.runtime import autocast
 
@@ -79,15 +81,17 @@ class AbraConfig:
 
     def __post_init__(self) -> None:
         if self.epsilon < 0 or self.steps < 0:
-            raise ValueError(
+            raise OptionError(
                 f"ABRA epsilon and steps must be >= 0, got {self.epsilon} and {self.steps}."
             )
         if self.step_size is not None and self.step_size <= 0:
-            raise ValueError(f"ABRA step_size must be > 0, got {self.step_size}.")
+            raise OptionError(f"ABRA step_size must be > 0, got {self.step_size}.")
         if not 0 <= self.adv_weight <= 1 or self.align_weight < 0:
-            raise ValueError("ABRA adv_weight must lie in [0, 1] and align_weight be >= 0.")
+            raise OptionError("ABRA adv_weight must lie in [0, 1] and align_weight be >= 0.")
         if self.alignment not in ALIGNMENTS:
-            raise ValueError(f"Unknown ABRA alignment {self.alignment!r}: use one of {ALIGNMENTS}.")
+            raise OptionError(
+                f"Unknown ABRA alignment {self.alignment!r}: use one of {ALIGNMENTS}."
+            )
 
     @property
     def attacks(self) -> bool:
@@ -139,7 +143,7 @@ def alignment_loss(
         A scalar, 0 when the two are identical.
     """
     if kind not in ALIGNMENTS:
-        raise ValueError(f"Unknown alignment {kind!r}: use one of {ALIGNMENTS}.")
+        raise OptionError(f"Unknown alignment {kind!r}: use one of {ALIGNMENTS}.")
     target = F.normalize(clean.detach().float(), dim=1)
     moved = F.normalize(perturbed.float(), dim=1)
     loss = moved.new_zeros(())
@@ -154,7 +158,7 @@ def alignment_loss(
 
 def _require_abra_model(model: nn.Module) -> None:
     if not (hasattr(model, "perturbations") and hasattr(model, "margin_logits")):
-        raise ValueError(
+        raise OptionError(
             f"ABRA training needs a network with feature-statistics perturbation points and an "
             f"angular head, got {type(model).__name__}: build it with "
             "phenoadapt.nn.build_abra(AbraNetConfig(resnet=...))."

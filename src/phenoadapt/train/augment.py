@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import torch
 
+from phenoadapt.errors import OptionError
+
 
 def random_crop(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
     """An independent random ``size x size`` window of each image of a batch ``(n, C, h, w)``."""
     n, _, h, w = x.shape
     if size > h or size > w:
-        raise ValueError(f"Cannot crop {size}x{size} windows from {h}x{w} images.")
+        raise OptionError(f"Cannot crop {size}x{size} windows from {h}x{w} images.")
     if size == h and size == w:
         return x
     top = torch.randint(0, h - size + 1, (n,), generator=generator).to(x.device)
@@ -34,7 +36,7 @@ def center_crop(x: torch.Tensor, size: int | None) -> torch.Tensor:
         return x
     h, w = x.shape[-2:]
     if size > h or size > w:
-        raise ValueError(f"Cannot crop {size}x{size} windows from {h}x{w} images.")
+        raise OptionError(f"Cannot crop {size}x{size} windows from {h}x{w} images.")
     top, left = (h - size) // 2, (w - size) // 2
     return x[..., top : top + size, left : left + size]
 

@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from phenoadapt.errors import OptionError
+
 from ..adapt.batchnorm import batchnorm_layers, preserved_state
 from ..nn.runtime import autocast, select_device, to_device, use_amp, use_channels_last
 from ..progress import CancelFn, ProgressFn
@@ -124,7 +126,7 @@ def contrastive_loss(
         False: image-to-profile only (the published code).
     """
     if temperature <= 0:
-        raise ValueError(f"The temperature must be positive, got {temperature}.")
+        raise OptionError(f"The temperature must be positive, got {temperature}.")
     logits = embeddings @ profiles.T / temperature
     targets = contrastive_targets(embeddings, profiles, temperature)
     loss = soft_cross_entropy(logits, targets)
@@ -164,7 +166,7 @@ def phenoprofiler_loss(
             + weights.classification * classification
         )
     else:
-        raise ValueError(f"Unknown training stage {stage!r}: use {STAGE_MSE!r} or {STAGE_ALL!r}.")
+        raise OptionError(f"Unknown training stage {stage!r}: use {STAGE_MSE!r} or {STAGE_ALL!r}.")
     return LossTerms(total, contrastive, mse, classification)
 
 

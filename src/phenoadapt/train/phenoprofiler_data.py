@@ -32,6 +32,8 @@ import pandas as pd
 import torch
 from sklearn.decomposition import PCA
 
+from phenoadapt.errors import OptionError
+
 from .. import schema
 from ..adapt.embedding import control_zscore
 from ..errors import PlateMapError, TableError
@@ -63,7 +65,7 @@ def class_names(table: pd.DataFrame, by: str = "treatment-dose") -> np.ndarray:
         Missing columns or a non-excluded row without a treatment.
     """
     if by not in CLASS_BY:
-        raise ValueError(f"Unknown class definition {by!r}: use one of {CLASS_BY}.")
+        raise OptionError(f"Unknown class definition {by!r}: use one of {CLASS_BY}.")
     column = schema.MOA if by == "moa" else schema.TREATMENT
     if column not in table.columns:
         raise PlateMapError(
@@ -109,12 +111,12 @@ class ProfileTargets:
 
     def __post_init__(self) -> None:
         if self.normalization not in TARGET_NORMALIZATIONS:
-            raise ValueError(
+            raise OptionError(
                 f"Unknown target normalization {self.normalization!r}: use one of "
                 f"{TARGET_NORMALIZATIONS}."
             )
         if self.dim < 1:
-            raise ValueError(f"The target dimension must be >= 1, got {self.dim}.")
+            raise OptionError(f"The target dimension must be >= 1, got {self.dim}.")
 
     # ------------------------------------------------------------------ fitting
     def _standardize(self, profiles: pd.DataFrame, fitting: bool) -> np.ndarray:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from phenoadapt.errors import OptionError
+
 from .. import schema
 from ..adapt.methods import Context, context_from_cells
 
@@ -91,14 +93,14 @@ class PlateEpisodeSampler:
         seed: int = 0,
     ) -> None:
         if treated_per_episode < 1 or plates_per_step < 1 or controls_per_episode < 0:
-            raise ValueError("Episode sizes must be positive (controls may be 0).")
+            raise OptionError("Episode sizes must be positive (controls may be 0).")
         self.groups = {p: g for p, g in _plate_groups(table).items() if len(g[0])}
         if not self.groups:
-            raise ValueError("No plate has treated cells to train on.")
+            raise OptionError("No plate has treated cells to train on.")
         if controls_per_episode:
             lacking = [p for p, (_, c) in self.groups.items() if len(c) == 0]
             if lacking:
-                raise ValueError(
+                raise OptionError(
                     f"Plates {lacking} have no control cells, but episodes take "
                     f"{controls_per_episode} controls each: mark their control wells, or "
                     "train ARM-BN (controls_per_episode=0)."
@@ -166,7 +168,7 @@ class MixedBatchSampler:
         groups = _plate_groups(table)
         self.treated = np.sort(np.concatenate([g[0] for g in groups.values()]))
         if len(self.treated) == 0:
-            raise ValueError("No treated cells to train on.")
+            raise OptionError("No treated cells to train on.")
         self.batch_size = batch_size
         self.batches_per_step = batches_per_step
         self.seed = seed
@@ -243,7 +245,7 @@ class LabelShiftSampler:
         seed: int = 0,
     ) -> None:
         if alpha <= 0:
-            raise ValueError(f"The Dirichlet alpha must be positive, got {alpha}.")
+            raise OptionError(f"The Dirichlet alpha must be positive, got {alpha}.")
         self.groups = _plate_groups(table)
         self.labels = np.asarray(labels)
         self.alpha = float(alpha)

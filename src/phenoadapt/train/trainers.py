@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from phenoadapt.errors import OptionError
+
 from ..adapt.methods import (
     DEFAULT_CONTROLS_PER_CONTEXT,
     TRAIN_METHODS,
@@ -129,7 +131,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         method = parse_method(self.method)
         if method not in TRAIN_METHODS:
-            raise ValueError(
+            raise OptionError(
                 f"Cannot train with {method.value!r}: train 'erm' (then adapt with 'adabn' or "
                 "'ben' at test time), 'arm-bn' or 'cs-arm-bn'."
             )
@@ -138,7 +140,7 @@ class TrainConfig:
             self.val_method = parse_method(self.val_method).value
         self.abra = AbraConfig.from_value(self.abra)
         if self.max_epochs < 1 or self.patience < 1 or self.lr <= 0:
-            raise ValueError("max_epochs and patience must be >= 1 and lr > 0.")
+            raise OptionError("max_epochs and patience must be >= 1 and lr > 0.")
 
     @property
     def test_method(self) -> Method:
@@ -339,7 +341,7 @@ def _episode_loss(
 
 def _check_data(data: CellData, what: str) -> None:
     if not (data.labels >= 0).any():
-        raise ValueError(f"The {what} data have no labelled (treated) cells.")
+        raise OptionError(f"The {what} data have no labelled (treated) cells.")
 
 
 def _check_inputs(train: CellData, val: CellData | None, config: TrainConfig) -> None:
@@ -347,17 +349,17 @@ def _check_inputs(train: CellData, val: CellData | None, config: TrainConfig) ->
     if val is not None:
         _check_data(val, "validation")
         if val.classes != train.classes:
-            raise ValueError(
+            raise OptionError(
                 f"Validation classes {val.classes} differ from training {train.classes}."
             )
     world = dist_utils.world_size()
     if config.plates_per_step % world:
-        raise ValueError(
+        raise OptionError(
             f"plates_per_step ({config.plates_per_step}) must be a multiple of the number of "
             f"processes ({world}) so that every rank gets the same number of episodes per step."
         )
     if config.abra is not None and dist_utils.is_distributed():
-        raise ValueError(
+        raise OptionError(
             "ABRA training runs in a single process: its adversary needs several forward "
             "passes per backward, which DistributedDataParallel does not allow. Run it "
             "without torchrun."
