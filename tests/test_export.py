@@ -179,3 +179,29 @@ def test_tab_and_gzip_names_choose_the_format(tmp_path) -> None:
     assert tsv.read_text().splitlines()[0] == "Metadata_Well\tprob_x"
     gz = write_table(TABLE, tmp_path / "t.csv.gz")
     pd.testing.assert_frame_equal(pd.read_csv(gz), TABLE)
+
+
+def test_check_writable_creates_nothing_and_write_tables_cleans_up(tmp_path) -> None:
+    from phenoadapt.export import check_writable, write_tables
+
+    target = tmp_path / "a" / "b" / "t.csv"
+    check_writable([target])
+    assert not (tmp_path / "a").exists()  # folders appear only with the first file
+
+    class Exploding(pd.DataFrame):
+        def to_csv(self, *args, **kwargs):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_tables({target: TABLE, target.with_name("u.csv"): Exploding(TABLE)})
+    assert list(tmp_path.iterdir()) == []  # the file and both folders it made are gone
+
+
+def test_a_carriage_return_in_a_name_does_not_split_its_row(tmp_path) -> None:
+    from phenoadapt.profiles import read_table
+
+    table = pd.DataFrame({"Metadata_Treatment": ["a\rb", "\rcmd", "DMSO"], "x": [1.0, -2.0, 3.0]})
+    path = write_table(table, tmp_path / "t.csv")
+    pd.testing.assert_frame_equal(read_table(path), table)
+    plain = write_table(TABLE, tmp_path / "plain.csv")
+    assert b"\r" not in plain.read_bytes()  # ordinary tables keep their "\n" line ends

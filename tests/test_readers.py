@@ -571,6 +571,16 @@ def test_suggest_pattern():
 def test_corrupt_header_file_is_named(tmp_path):
     write_files(tmp_path, phenix_names(["A01"], [1], [1, 2]))
     (tmp_path / "r01c01f01p01-ch1sk1fk1fl1.tiff").write_bytes(b"this is not a tiff" * 10)
+    # The other sampled headers set the plate's pixels: opening works, reading names the file.
+    plate = open_plate(tmp_path)
+    with pytest.raises(PlateReadError, match=r"r01c01f01p01-ch1sk1fk1fl1\.tiff.*corrupt"):
+        plate.read_field("A01", 1)
+
+
+def test_a_plate_of_corrupt_headers_is_refused_at_opening(tmp_path):
+    write_files(tmp_path, phenix_names(["A01"], [1], [1, 2]))
+    for path in tmp_path.glob("*.tiff"):
+        path.write_bytes(b"this is not a tiff" * 10)
     with pytest.raises(PlateReadError, match=r"r01c01f01p01-ch1sk1fk1fl1\.tiff.*corrupt"):
         open_plate(tmp_path)
 

@@ -10,6 +10,7 @@ the cluster.  Plate lists skip finished plates, resume, redo with
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -102,7 +103,16 @@ def reference(screen, tmp_path_factory) -> Path:
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.*"))}
+    """Every file's bytes; ``run.json`` without its creation time (the rest must match)."""
+    files = {}
+    for path in sorted(folder.rglob("*.*")):
+        content = path.read_bytes()
+        if path.name == "run.json":
+            record = json.loads(content)
+            record.pop("created")
+            content = json.dumps(record, sort_keys=True).encode()
+        files[str(path.relative_to(folder))] = content
+    return files
 
 
 # ---------------------------------------------------------------- same tables on a cluster

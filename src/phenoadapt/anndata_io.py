@@ -43,8 +43,8 @@ def _anndata() -> Any:
         import anndata
     except ImportError as exc:  # a trimmed installation
         raise PhenoadaptError(
-            "Writing .h5ad files needs the anndata package: pip install anndata, or write a "
-            "CSV instead (a name ending in .csv)."
+            "Writing .h5ad files needs the anndata package: pip install 'phenoadapt[anndata]' "
+            "(or pip install anndata), or write a CSV instead (a name ending in .csv)."
         ) from exc
     return anndata
 

@@ -15,6 +15,10 @@ class PhenoadaptError(Exception):
     """Base class of all errors that are the user's input, not a bug."""
 
 
+class PhenoadaptWarning(UserWarning):
+    """Base class of warnings about the user's input (the CLI prints them plainly)."""
+
+
 class PlateLayoutError(PhenoadaptError, ValueError):
     """A folder whose files match no known plate layout."""
 

@@ -84,19 +84,39 @@ def _text_columns(table: pd.DataFrame) -> list:
     ]
 
 
+def _distinct(values: pd.Series) -> list:
+    """The distinct non-missing cells of a column (a big table repeats few names)."""
+    present = values.dropna()
+    try:
+        return list(pd.unique(present))
+    except TypeError:  # unhashable cells (lists): each one
+        return present.tolist()
+
+
+def _changes(values: pd.Series, cell: Any) -> dict[str, Any]:
+    """The text cells of a column that ``cell`` changes, and what they become."""
+    changes = {}
+    for value in _distinct(values):
+        if isinstance(value, str):
+            new = cell(value)
+            if new != value:
+                changes[value] = new
+    return changes
+
+
 def _map_text(table: pd.DataFrame, cell: Any) -> pd.DataFrame:
     columns = [cell(c) if isinstance(c, str) else c for c in table.columns]
-    text = _text_columns(table)
-    changed = [c for c in text if table[c].map(cell, na_action="ignore").ne(table[c]).any()]
+    changed = {c: m for c in _text_columns(table) if (m := _changes(table[c], cell))}
     if not changed and columns == list(table.columns):
         return table  # nothing to change: the table itself, no copy
-    text = changed
     out = table.copy()
-    for column in text:
+    for column, changes in changed.items():
         values = out[column]
         if isinstance(values.dtype, pd.CategoricalDtype):
             values = values.astype(object)
-        out[column] = values.map(cell, na_action="ignore")
+        out[column] = values.map(
+            lambda v, changes=changes: changes.get(v, v) if isinstance(v, str) else v
+        )
     out.columns = columns
     return out
 
@@ -137,7 +157,20 @@ def to_csv_safe(table: pd.DataFrame, target: Any, **kwargs: Any) -> None:
     The one CSV writer of phenoadapt: every table it writes passes here.
     """
     kwargs.setdefault("index", False)
-    neutralise_formulas(table).to_csv(target, **kwargs)
+    safe = neutralise_formulas(table)
+    if "lineterminator" not in kwargs and _has_carriage_return(safe):
+        # The csv writer quotes only the characters of its line ending: with "\n" a
+        # lone "\r" in a name goes out bare and splits the row when read back.
+        kwargs["lineterminator"] = "\r\n"
+    safe.to_csv(target, **kwargs)
+
+
+def _has_carriage_return(table: pd.DataFrame) -> bool:
+    if any(isinstance(c, str) and "\r" in c for c in table.columns):
+        return True
+    return any(
+        isinstance(v, str) and "\r" in v for c in _text_columns(table) for v in _distinct(table[c])
+    )
 
 
 class OutputExistsError(PhenoadaptError, FileExistsError):
@@ -185,10 +218,40 @@ def _writable_folder(folder: Path, what: Path) -> None:
         raise OutputNotWritableError(f"Cannot write {what}: {folder} is not a folder.")
 
 
+def _existing_ancestor(folder: Path) -> Path:
+    """The nearest folder (or file in the way) of ``folder``'s path that exists."""
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return folder
+
+
+def _check_folder(folder: Path, what: Path) -> None:
+    """Refuse a folder that could not be created or written, without creating it.
+
+    Folders are created only when a file is written (:func:`write_atomic`), so a
+    run refused or failing before its first output leaves no empty folder behind.
+    """
+    existing = _existing_ancestor(folder)
+    if not existing.is_dir():
+        raise OutputNotWritableError(
+            f"Cannot write {what}: {existing} is a file, not a folder. Choose another output path."
+        )
+    if not os.access(existing, os.W_OK):
+        if existing == folder:
+            raise OutputNotWritableError(
+                f"Cannot write {what}: the folder {folder} is read-only. Choose a folder you "
+                "can write to."
+            )
+        raise OutputNotWritableError(
+            f"Cannot create the folder {folder} for {what}: permission denied ({existing} is "
+            "read-only). Choose a folder you can write to."
+        )
+
+
 def check_writable(paths: list[Path] | tuple[Path, ...], overwrite: bool = False) -> None:
     """Refuse, before any work, outputs that exist (unless ``overwrite``) or cannot be written.
 
-    Missing folders are created.
+    Nothing is created: missing folders are made when the first file is written.
 
     Raises
     ------
@@ -215,12 +278,7 @@ def check_writable(paths: list[Path] | tuple[Path, ...], overwrite: bool = False
                 f"{path} already exists: choose another output, or pass --overwrite "
                 "(overwrite=True) to replace it."
             )
-        _writable_folder(path.parent, path)
-        if not os.access(path.parent, os.W_OK):
-            raise OutputNotWritableError(
-                f"Cannot write {path}: the folder {path.parent} is read-only. Choose a folder "
-                "you can write to."
-            )
+        _check_folder(path.parent, path)
 
 
 def _new_file_mode(path: Path) -> int:
@@ -266,6 +324,7 @@ def write_atomic(
     """
     path = Path(path)
     check_writable([path], overwrite)
+    _writable_folder(path.parent, path)
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except PermissionError as exc:
@@ -364,6 +423,7 @@ def write_tables(
     """
     paths = [Path(p) for p in tables]
     check_writable(paths, overwrite)
+    created = _missing_folders(paths)
     written: list[Path] = []
     try:
         for path, table in zip(paths, tables.values(), strict=True):
@@ -373,8 +433,22 @@ def write_tables(
             for path in written:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
+        for folder in created:  # deepest first; a folder someone filled meanwhile stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     return written
+
+
+def _missing_folders(paths: list[Path]) -> list[Path]:
+    """Folders that writing ``paths`` will create, deepest first."""
+    missing: set[Path] = set()
+    for path in paths:
+        folder = path.parent
+        while not folder.exists() and folder.parent != folder:
+            missing.add(folder)
+            folder = folder.parent
+    return sorted(missing, key=lambda f: len(f.parts), reverse=True)
 
 
 #: Settings and provenance of a run, written next to its tables.

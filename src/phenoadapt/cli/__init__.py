@@ -12,13 +12,15 @@ the full traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 import traceback
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 
 from .. import __version__
-from ..errors import Cancelled, PhenoadaptError
+from ..errors import Cancelled, PhenoadaptError, PhenoadaptWarning
 
 # Modules holding subcommands, in the order ``--help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -101,6 +103,28 @@ def report_error(exc: BaseException, debug: bool) -> int:
     return EXIT_BUG
 
 
+@contextlib.contextmanager
+def plain_warnings() -> Iterator[None]:
+    """Show warnings about the user's input as ``phenoadapt: warning: ...`` lines.
+
+    A :class:`~phenoadapt.errors.PhenoadaptWarning` is a message for the user,
+    not a source line to debug; other warnings are shown as Python shows them.
+    """
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        if issubclass(category, PhenoadaptWarning):
+            print(f"phenoadapt: warning: {message}", file=sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``phenoadapt`` command; returns the process exit status."""
     parser = build_parser()
@@ -109,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        result = args.func(args)
+        with plain_warnings():
+            result = args.func(args)
     except KeyboardInterrupt:
         print("phenoadapt: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import schema
+from ..export import needs_neutralising
 from ..plate.platemap import PlateMap, read_platemap, write_platemap
 from ..plate.wells import PLATE_FORMATS
 
@@ -62,10 +64,47 @@ def _read(args: argparse.Namespace) -> PlateMap:
     )
 
 
+_SHOWN_FORMULAS = 5
+
+
+def formula_names(platemap: PlateMap) -> list[str]:
+    """Names of the map that a spreadsheet would run as formulas, with their column and well.
+
+    Treatment, MoA or plate names beginning with ``=``, ``+``, ``-``, ``@``, a tab
+    or a carriage return (``=HYPERLINK(...)``, ``+1+1``): phenoadapt writes them
+    with a protective ``'``, other programs may not.
+    """
+    frame = platemap.to_frame()
+    found = []
+    for column in frame.columns:
+        if column == schema.WELL:
+            continue
+        for well, value in zip(frame[schema.WELL], frame[column], strict=True):
+            if needs_neutralising(value):
+                found.append(f"{value!r} ({column}, well {well})")
+    return found
+
+
+def warn_formulas(platemap: PlateMap) -> None:
+    """Warn on stderr about names that would run as spreadsheet formulas."""
+    found = formula_names(platemap)
+    if not found:
+        return
+    more = f" and {len(found) - _SHOWN_FORMULAS} more" if len(found) > _SHOWN_FORMULAS else ""
+    print(
+        f"warning: {len(found)} name(s) begin with =, +, -, @, a tab or a carriage return and "
+        f"would run as formulas in a spreadsheet: {', '.join(found[:_SHOWN_FORMULAS])}{more}. "
+        "phenoadapt writes them with a leading ' in its CSV files (and reads them back as "
+        "typed); rename them if other programs open the map or its results.",
+        file=sys.stderr,
+    )
+
+
 def run_check(args: argparse.Namespace) -> int:
     """Read and check a plate map, print its summary; errors exit with status 2."""
     platemap = _read(args)
     print(platemap.summary())
+    warn_formulas(platemap)
     if args.min_controls > 0:
         platemap.require_controls(args.min_controls, method=args.method)
     elif not platemap.controls:

@@ -17,6 +17,7 @@ measurement profiles normalized to each plate's controls
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,10 @@ from .session import get_session
 
 if TYPE_CHECKING:
     import napari
+
+
+#: Whether AnnData export is possible (anndata is an optional dependency).
+HAS_ANNDATA = importlib.util.find_spec("anndata") is not None
 
 
 class ExportWidget(QWidget):
@@ -106,7 +111,9 @@ class ExportWidget(QWidget):
         self.export_button.setEnabled(result is not None)
         self.selection_button.setEnabled(result is not None and n_selected > 0)
         has_embeddings = result is not None and getattr(result, "embeddings", None) is not None
-        self.h5ad.setEnabled(has_embeddings)
+        self.h5ad.setEnabled(has_embeddings and HAS_ANNDATA)
+        if not HAS_ANNDATA:
+            self.h5ad.setToolTip("Needs the anndata package: pip install 'phenoadapt[anndata]'")
         if result is None:
             self.status.setText("Run the plates first (Run dock).")
             return

@@ -32,7 +32,7 @@ from pathlib import Path
 import platformdirs
 
 from ..errors import PlateLayoutError
-from ..export import write_text
+from ..export import neutralise_cell, restore_cell, write_text
 from .channels import Channel, ChannelRole
 
 #: File name of a channel map in a plate folder.
@@ -101,7 +101,7 @@ def parse_channel_map(text: str, source: str = "channel map") -> list[SavedChann
         )
     rows, seen = [], set()
     for line, raw in enumerate(reader, start=2):
-        row = {str(k).strip().lower(): (v or "").strip() for k, v in raw.items() if k}
+        row = {str(k).strip().lower(): restore_cell((v or "").strip()) for k, v in raw.items() if k}
         key, name = row.get("key", ""), row.get("name", "")
         if not key:
             continue
@@ -146,7 +146,9 @@ def format_channel_map(channels: Sequence[Channel]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(_COLUMNS)
     for channel in channels:
-        writer.writerow((channel.key, channel.name, channel.role.value))
+        # Like every CSV phenoadapt writes: a name such as "=A1" cannot run in a spreadsheet.
+        writer.writerow((neutralise_cell(channel.key), neutralise_cell(channel.name),
+                         channel.role.value))  # fmt: skip
     return out.getvalue()
 
 

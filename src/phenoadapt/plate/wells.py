@@ -108,7 +108,12 @@ def well_position(well: str) -> tuple[int, int]:
             f"{well!r} is not a well name: write a row letter and a column number, "
             "e.g. 'A01' or 'P24'."
         )
-    return row_index(match.group(1)), int(match.group(2))
+    column = int(match.group(2))
+    if column < 1:  # "A00": the pattern reads it, but columns start at 1
+        raise PlateMapError(
+            f"{well!r} is not a well name: columns start at 1 (A01 is the first well of a plate)."
+        )
+    return row_index(match.group(1)), column
 
 
 def normalize_well(well: str) -> str:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
+import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,6 +39,33 @@ FORMAT_NAME = "phenoadapt-checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "phenoadapt"
 SUFFIX = ".safetensors"
+
+#: Largest metadata document read (bytes); phenoadapt writes a few kilobytes.
+MAX_METADATA_BYTES = 1_000_000
+#: Deepest nesting of lists and objects in the metadata; phenoadapt writes 4 levels.
+MAX_METADATA_DEPTH = 64
+#: Largest network built from a checkpoint (parameters and buffers): ten times a
+#: ResNet-50's 25 million, about 1 GB of float32.
+MAX_PARAMETERS = 250_000_000
+#: Bounds on a network description's numbers, checked before anything is built;
+#: phenoadapt's own networks stay far below (width 64, 5 channels, tens of classes).
+SPEC_LIMITS = {
+    "width": 1024,
+    "in_channels": 64,
+    "encoder_channels": 64,
+    "num_classes": 100_000,
+    "embedding_dim": 16_384,
+    "heads": 256,
+    "ffn_dim": 65_536,
+    "in_features": 1_000_000,
+    "hidden": 65_536,
+}
+_ANY_INT_LIMIT = 10_000_000  # any other integer of the description
+_LIST_LIMIT = 1024  # any list of the description (hidden layers, per-channel statistics)
+
+# Strings (with their escapes) are skipped when counting the nesting of brackets.
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
 
 
 @dataclass
@@ -109,8 +138,8 @@ class CheckpointMetadata:
     def from_json(cls, text: str, source: str = "checkpoint") -> CheckpointMetadata:
         """Parse and check the header document; :class:`ModelError` if it is not ours."""
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
+            data = _parse_bounded_json(text, source)
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise ModelError(
                 f"{source}: the phenoadapt metadata is not valid JSON ({exc})."
             ) from exc
@@ -140,6 +169,41 @@ class CheckpointMetadata:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{source}: incomplete phenoadapt metadata (missing {exc}).") from exc
+
+
+def _json_depth(text: str) -> int:
+    """Deepest nesting of ``[`` and ``{`` in a JSON text, counted without parsing it."""
+    depth = deepest = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
+        if match.group() in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def _parse_bounded_json(text: str, source: str) -> Any:
+    """``json.loads`` of a metadata document after bounding its size and depth.
+
+    A crafted header nested 200,000 deep would overflow the parser's recursion;
+    one of gigabytes would fill the memory.  Both are refused before parsing.
+    """
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > MAX_METADATA_BYTES:
+        raise ModelError(
+            f"{source}: the phenoadapt metadata is {size:,} bytes, more than the "
+            f"{MAX_METADATA_BYTES:,} phenoadapt reads (its own are a few kilobytes): the file "
+            "is damaged or was crafted. Use a checkpoint written by phenoadapt train."
+        )
+    depth = _json_depth(text)
+    if depth > MAX_METADATA_DEPTH:
+        raise ModelError(
+            f"{source}: the phenoadapt metadata is nested {depth:,} levels deep, more than the "
+            f"{MAX_METADATA_DEPTH} phenoadapt reads: the file is damaged or was crafted. Use a "
+            "checkpoint written by phenoadapt train."
+        )
+    return json.loads(text)
 
 
 def _json_default(value: Any) -> Any:
@@ -272,24 +336,121 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     """
     path = Path(path)
     metadata = read_checkpoint_metadata(path)
+    # Everything about the network is checked on a skeleton that holds no memory
+    # before the real one is built: a crafted width must not allocate terabytes.
+    _check_network(metadata, path)
     model = build_network(metadata.network)
     try:
         tensors = load_file(str(path), device="cpu")
     except Exception as exc:
         raise ModelError(f"Cannot read the weights of {path}: {exc}") from exc
-    expected = model.state_dict()
+    model.load_state_dict(tensors, strict=True)
+    model.to(device).eval()
+    return Checkpoint(model, metadata, path)
+
+
+def _spec_problem(value: Any, key: str = "network") -> str | None:
+    """The first number or list of a network description beyond its bound, said."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            problem = _spec_problem(item, str(name))
+            if problem:
+                return problem
+        return None
+    if isinstance(value, list | tuple):
+        if len(value) > _LIST_LIMIT:
+            return f"{key} lists {len(value):,} values (at most {_LIST_LIMIT:,})"
+        for item in value:
+            problem = _spec_problem(item, key)
+            if problem:
+                return problem
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        limit = SPEC_LIMITS.get(key, _ANY_INT_LIMIT)
+        if isinstance(value, int) and abs(value) > limit:
+            return f"{key} {value:,} (at most {limit:,})"
+    return None
+
+
+def _tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the tensors in a safetensors file, from its header only."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors' own error types
+        raise ModelError(f"Cannot read the weights of {path}: {exc}") from exc
+
+
+def _skeleton(spec: dict[str, Any], path: Path) -> dict[str, tuple[int, ...]]:
+    """Shapes of the network a description builds, on the meta device (no memory)."""
+    problem = _spec_problem(spec)
+    if problem:
+        raise ModelError(
+            f"{path} describes a network with {problem}: far larger than any phenoadapt "
+            "trains, so it is not built (the file is damaged or was crafted). Use a checkpoint "
+            "written by phenoadapt train."
+        )
+    with torch.device("meta"):
+        skeleton = build_network(spec)
+    return {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+
+
+def _check_network(metadata: CheckpointMetadata, path: Path) -> None:
+    """Refuse, before building anything, a network too large or unlike the file's tensors.
+
+    Raises
+    ------
+    ModelError
+        A description with numbers beyond :data:`SPEC_LIMITS`, more than
+        :data:`MAX_PARAMETERS` values, outputs other than its classes, inputs other
+        than its channels, or tensors that do not fit it.
+    """
+    expected = _skeleton(metadata.network, path)
+    size = sum(math.prod(shape) for shape in expected.values())
+    if size > MAX_PARAMETERS:
+        raise ModelError(
+            f"{path} describes a {metadata.architecture} network of {size:,} parameters, more "
+            f"than the {MAX_PARAMETERS:,} phenoadapt loads (the file is damaged or was "
+            "crafted). Use a checkpoint written by phenoadapt train."
+        )
+    _check_ends(metadata, path)
+    tensors = _tensor_shapes(path)
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k] != tensors[k])
     if missing or unexpected or wrong:
         raise ModelError(
             f"The weights in {path} do not fit its {metadata.architecture} description "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]}): "
             "the file is damaged or was edited."
         )
-    model.load_state_dict(tensors, strict=True)
-    model.to(device).eval()
-    return Checkpoint(model, metadata, path)
+
+
+def _spec_value(spec: Any, key: str) -> Any:
+    """The first value of ``key`` anywhere in a (nested) network description."""
+    if isinstance(spec, dict):
+        if key in spec:
+            return spec[key]
+        for item in spec.values():
+            found = _spec_value(item, key)
+            if found is not None:
+                return found
+    return None
+
+
+def _check_ends(metadata: CheckpointMetadata, path: Path) -> None:
+    """The description's outputs and inputs agree with the classes and channels named."""
+    n_out, n_in = (_spec_value(metadata.network, k) for k in ("num_classes", "in_channels"))
+    if isinstance(n_out, int) and n_out != len(metadata.classes):
+        raise ModelError(
+            f"{path} describes a network with {n_out} outputs but names {len(metadata.classes)} "
+            "classes: the file is damaged or was edited."
+        )
+    if isinstance(n_in, int) and n_in != len(metadata.channel_names):
+        raise ModelError(
+            f"{path} describes a network taking {n_in} channels but names "
+            f"{len(metadata.channel_names)}: the file is damaged or was edited."
+        )
 
 
 # --------------------------------------------------------------------------- fit to a plate

@@ -20,12 +20,14 @@ from ... import schema
 from ...errors import PlateMapError
 from ...schema import Role
 from ..wells import (
+    PLATE_1536,
     PLATE_FORMATS,
     PlateFormat,
     guess_format,
     normalize_well,
     plate_format,
     row_name,
+    well_name,
     well_position,
 )
 from .columns import EMPTY_TREATMENTS, parse_role
@@ -89,6 +91,12 @@ def describe_format(fmt: PlateFormat) -> str:
     return f"a {fmt} plate (rows A-{row_name(fmt.n_rows)}, columns 1-{fmt.n_columns})"
 
 
+try:
+    _TEXT: object = pd.StringDtype(na_value=np.nan)
+except TypeError:  # pandas < 2.3: object columns of str and NaN behave the same here
+    _TEXT = object
+
+
 def as_text(values: pd.Series) -> pd.Series:
     """Text column: strings stripped of spaces, empty cells NA, pandas string dtype."""
 
@@ -98,7 +106,9 @@ def as_text(values: pd.Series) -> pd.Series:
         text = str(value).strip()
         return text if text else np.nan
 
-    return values.map(clean).astype("str")
+    # pandas 3's "str" dtype (missing = NaN).  ``astype("str")`` under pandas 2 turns
+    # NaN into the text "nan", so the dtype is spelled out for both.
+    return values.map(clean).astype(_TEXT)
 
 
 def default_role(treatment: object, controls: Sequence[str] = DEFAULT_CONTROLS) -> Role:
@@ -152,7 +162,7 @@ def split_plate(
     return frame, (names[0] if names else None)
 
 
-def _canonical_wells(wells: pd.Series, origin: Origin) -> pd.Series:
+def _canonical_wells(wells: pd.Series, origin: Origin, fmt: PlateFormat | None = None) -> pd.Series:
     """Canonical well names; one error listing every cell that is not a well."""
     names, bad = [], []
     for label, value in wells.items():
@@ -169,9 +179,15 @@ def _canonical_wells(wells: pd.Series, origin: Origin) -> pd.Series:
                 else f"an empty well name ({origin.at(label)})"
             )
     if bad:
+        valid = (
+            f": the wells of {describe_format(fmt)} run from A01 to "
+            f"{well_name(fmt.n_rows, fmt.n_columns)}"
+            if fmt is not None
+            else ", e.g. A01 or P24"
+        )
         raise PlateMapError(
             f"{len(bad)} well name(s) in {origin.name} are not wells: {listing(bad)}. "
-            "Write a row letter and a column number, e.g. A01 or P24."
+            f"Write a row letter and a column number from 1{valid}."
         )
     return pd.Series(names, index=wells.index, dtype="str")
 
@@ -188,6 +204,15 @@ def _check_duplicates(wells: pd.Series, origin: Origin) -> None:
         f"{len(where)} well(s) appear more than once in {origin.name}: {listing(where)}. "
         "A plate map has one row per well: remove or merge the repeated rows."
     )
+
+
+def _guessed_format(wells: pd.Series, origin: Origin) -> PlateFormat:
+    """The smallest plate holding the wells; wells beyond any plate named with their lines."""
+    try:
+        return guess_format(list(wells))
+    except PlateMapError:
+        _check_on_plate(wells, PLATE_1536, origin, given=False)
+        raise
 
 
 def _check_on_plate(wells: pd.Series, fmt: PlateFormat, origin: Origin, given: bool) -> None:
@@ -276,11 +301,11 @@ def canonical_frame(
     if frame.empty:
         raise PlateMapError(f"{origin.name} lists no wells: add one row per well.")
     frame = frame.copy()
-    wells = _canonical_wells(frame[schema.WELL], origin)
-    _check_duplicates(wells, origin)
     fmt = as_format(plate_format)
+    wells = _canonical_wells(frame[schema.WELL], origin, fmt)
+    _check_duplicates(wells, origin)
     given = fmt is not None
-    fmt = fmt or guess_format(list(wells))
+    fmt = fmt or _guessed_format(wells, origin)
     _check_on_plate(wells, fmt, origin, given=given)
 
     for column in TEXT_COLUMNS:

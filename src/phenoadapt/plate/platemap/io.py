@@ -8,13 +8,16 @@ half a plate map behind.
 
 from __future__ import annotations
 
+import codecs
 import gzip
+import io
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from ...errors import PlateMapError
+from ...errors import PhenoadaptWarning, PlateMapError
 from ...export import restore_formulas, write_table
 from ..wells import PLATE_384, PlateFormat
 from .canonical import COMPOUND_TABLE, Origin
@@ -34,24 +37,113 @@ def _suffix(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
-def _first_line(path: Path) -> str:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8-sig", errors="replace") as handle:
-        for line in handle:
-            if line.strip():
-                return line
+class PlateMapEncodingWarning(PhenoadaptWarning):
+    """A plate map read in another encoding than UTF-8 (the warning names it)."""
+
+
+# Byte-order marks, longest first (a UTF-32 LE mark begins like UTF-16 LE's).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le", "UTF-32"),
+    (codecs.BOM_UTF32_BE, "utf-32-be", "UTF-32"),
+    (codecs.BOM_UTF8, "utf-8", "UTF-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16 (little-endian)"),
+    (codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16 (big-endian)"),
+)
+_SAVE_AS_UTF8 = "save it as CSV UTF-8 (Excel: File > Save As > CSV UTF-8)"
+
+
+def _file_bytes(path: Path) -> bytes:
+    """The bytes of a file, gunzipped for ``.gz`` names."""
+    data = path.read_bytes()
+    if path.name.lower().endswith(".gz"):
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise PlateMapError(
+                f"{path.name} is named .gz but is not a readable gzip file ({exc}): "
+                "decompress or re-export it."
+            ) from exc
+    return data
+
+
+def decode_text(data: bytes, name: str) -> tuple[str, str]:
+    """Text of a table file and the encoding it was read in.
+
+    UTF-8 with or without a byte-order mark; UTF-16 and UTF-32 by their
+    byte-order mark; else, when the bytes are not valid UTF-8, Windows-1252 or
+    latin-1 (what Excel and older instruments write), with a
+    :class:`PlateMapEncodingWarning` naming the encoding used.
+
+    Raises
+    ------
+    PlateMapError
+        Bytes that are no text in any of these encodings (NUL characters: UTF-16
+        without a byte-order mark, or not a text file), naming the encoding problem.
+    """
+    for bom, codec, label in _BOMS:
+        if data.startswith(bom):
+            try:
+                text = data[len(bom) :].decode(codec)
+            except UnicodeDecodeError as exc:
+                raise PlateMapError(
+                    f"{name} starts with a {label} byte-order mark but is not valid {label} "
+                    f"(byte {exc.start}): {_SAVE_AS_UTF8}."
+                ) from exc
+            return _no_nul(text, name, label), label
+    try:
+        return _no_nul(data.decode("utf-8"), name, "UTF-8"), "UTF-8"
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+    if data.count(0) > len(data) // 4:  # every other byte zero: UTF-16 without its mark
+        raise PlateMapError(
+            f"{name} looks like UTF-16 text without a byte-order mark, which cannot be read "
+            f"reliably: {_SAVE_AS_UTF8}."
+        )
+    for codec, label in (("cp1252", "Windows-1252"), ("latin-1", "latin-1 (ISO-8859-1)")):
+        try:
+            text = _no_nul(data.decode(codec), name, label)
+        except UnicodeDecodeError:
+            continue
+        warnings.warn(
+            f"{name} is not UTF-8 (line {line} holds bytes that are not): read as {label}. "
+            f"Check the names with accents, or {_SAVE_AS_UTF8}.",
+            PlateMapEncodingWarning,
+            stacklevel=3,
+        )
+        return text, label
+    raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
+
+
+def _no_nul(text: str, name: str, label: str) -> str:
+    if "\x00" in text:
+        raise PlateMapError(
+            f"{name} holds NUL characters when read as {label}: it is not a text table (a "
+            f"binary file, or text in another encoding); {_SAVE_AS_UTF8}."
+        )
+    return text
+
+
+def _read_text(path: Path) -> str:
+    return decode_text(_file_bytes(path), path.name)[0]
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line
     return ""
 
 
-def sniff_delimiter(path: str | Path) -> str:
+def sniff_delimiter(path: str | Path, text: str | None = None) -> str:
     """The delimiter of a CSV/TSV file: the one that splits its header line most.
 
     Header names seldom contain a delimiter, while values often do (InChI
     strings are full of commas), so the header line decides.  A file with a
     single column gets a tab for ``.tsv`` names and a comma otherwise.
+    ``text`` is the file's decoded text when the caller has read it already.
     """
     path = Path(path)
-    header = _first_line(path)
+    header = _first_line(_read_text(path) if text is None else text)
     counts = {d: header.count(d) for d in _DELIMITERS}
     if _suffix(path) in _TAB_SUFFIXES:
         counts["\t"] += 0.5  # break ties in favour of what the name says
@@ -93,20 +185,20 @@ def read_table(path: str | Path, *, what: str = "plate map") -> tuple[pd.DataFra
             f"{path.name} is a spreadsheet: save the {what} as CSV (File > Save As > CSV) and use "
             "that file."
         )
-    if not _first_line(path).strip():
+    text = _read_text(path)
+    if not _first_line(text).strip():
         raise PlateMapError(
             f"The {what} {path} is empty: it needs a header line and one row per well."
         )
     try:
         table = pd.read_csv(
-            path,
-            sep=sniff_delimiter(path),
+            io.StringIO(text),
+            sep=sniff_delimiter(path, text),
             dtype=str,
-            encoding="utf-8-sig",
             skip_blank_lines=False,
             skipinitialspace=True,
         )
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except pd.errors.ParserError as exc:
         raise PlateMapError(
             f"{path.name} is not a readable CSV/TSV table: {exc}. Check that every line has the "
             "same number of fields."

@@ -12,8 +12,11 @@ reads just that plane.  Channel names come from ``omero.channels[].label``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -338,6 +341,53 @@ def write_ome_zarr(
     _prepare_output(plate, path, overwrite)
     if ngff_version not in _FORMATS:
         raise PlateLayoutError(f"NGFF version {ngff_version!r} is not one of 0.4, 0.5.")
+    # Written beside the target and renamed into place: a failed or cancelled
+    # conversion leaves neither a half store, nor an empty folder, nor a lost old store.
+    created = _missing_parents(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        _write_store(plate, partial, wells, ngff_version, scale_factors, progress, cancel)
+        _replace_store(partial, path)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    return path
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """Folders above ``path`` that do not exist yet, deepest first."""
+    missing, folder = [], path.parent
+    while not folder.exists() and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _replace_store(partial: Path, path: Path) -> None:
+    """Move a finished store to ``path``; an old store there (overwrite) goes only then."""
+    if not path.exists():
+        os.replace(partial, path)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    os.replace(path, old / "store")
+    os.replace(partial, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_store(
+    plate: Plate,
+    path: Path,
+    wells: Sequence[str] | None,
+    ngff_version: str,
+    scale_factors: Sequence[int],
+    progress: ProgressFn | None,
+    cancel: CancelFn | None,
+) -> None:
+    """Write the OME-Zarr plate into the (empty) folder ``path``."""
     # ome-zarr-py (and its pydantic models) takes a second to import: only writers pay it.
     import ome_zarr.format
     from ome_zarr.writer import write_image, write_plate_metadata, write_well_metadata
@@ -394,7 +444,6 @@ def write_ome_zarr(
             done += 1
             if progress is not None:
                 progress("convert", done, total)
-    return path
 
 
 def _omero_channels(channels: Sequence[Channel], field: np.ndarray) -> list[dict]:
@@ -438,4 +487,3 @@ def _prepare_output(plate: Plate, path: Path, overwrite: bool) -> None:
             f"{path} exists and is not a Zarr store; phenoadapt will not delete it. Choose "
             "another output path."
         )
-    shutil.rmtree(path)

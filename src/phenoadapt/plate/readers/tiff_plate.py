@@ -8,12 +8,13 @@ are reported here, at open time, naming the files concerned.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ...errors import PlateLayoutError
+from ...errors import PlateLayoutError, PlateReadError
 from ..channel_map import read_channel_map
 from ..model import ImageRef, PixelSource, Plate, TiffSource
 from ..wells import PlateFormat, well_position
@@ -193,8 +194,7 @@ def _plane_files(
             files[(well, site, key)] = refs[0]
             if len(refs) > 1:
                 stacks[(well, site, key)] = refs
-    first = min(slots, key=lambda ws: (well_position(ws[0]), ws[1]))
-    header = read_header(files[(*first, keys[0])].path, stack=False)
+    header = _reference_header(files, keys)
     source: PixelSource = ProjectionSource(files, stacks) if stacks else TiffSource(files)
     return files, source, header, keys, planes
 
@@ -257,6 +257,35 @@ def _chosen_planes(
                     f"{sibling.path}). Copy the missing plane or choose another plane."
                 )
     return chosen
+
+
+_SAMPLED_SITES = 4  # sites besides the first whose first channel votes on the plate's pixels
+
+
+def _reference_header(files: dict[tuple[str, int, str], ImageRef], keys: list[str]) -> TiffHeader:
+    """The header most sampled files agree on: it sets the plate's field size and pixel type.
+
+    Every channel of the first site and the first channel of a few sites spread
+    over the plate are read (headers only).  Taking the first file alone would make
+    one odd file (a uint8 channel exported with other settings) the plate's
+    reference, and every good site would then be skipped as the odd one.
+    """
+    sites = sorted({(w, s) for (w, s, _) in files}, key=lambda ws: (well_position(ws[0]), ws[1]))
+    step = max(1, len(sites) // _SAMPLED_SITES)
+    sample = [files[(*sites[0], key)].path for key in keys]
+    sample += [files[(*site, keys[0])].path for site in sites[step::step][:_SAMPLED_SITES]]
+    headers, first_error = [], None
+    for path in sample:
+        try:
+            headers.append(read_header(path, stack=False))
+        except PlateReadError as exc:  # a bad file is reported when its site is read
+            first_error = first_error or exc
+    if not headers:
+        assert first_error is not None
+        raise first_error
+    votes = Counter((h.dtype, h.shape) for h in headers)
+    best = max(votes.values())
+    return next(h for h in headers if votes[(h.dtype, h.shape)] == best)  # ties: the first
 
 
 # -- one stack per site ------------------------------------------------------------

@@ -14,7 +14,7 @@ from .tiff_header import read_header
 def verify_plate(plate: Plate, progress: ProgressFn | None = None) -> int:
     """Read the header of every file (or Zarr array) and check it fits the plate.
 
-    Opening a plate reads one header; this reads all of them, which finds a
+    Opening a plate reads a few headers; this reads all of them, which finds a
     corrupt or truncated file, a site of another size or another pixel type
     before a long job meets it.  No pixel data is read.
 
