@@ -657,7 +657,7 @@ def context_outputs(
     head: Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, ...]],
     *,
     batch_size: int = 256,
-    max_pass_size: int = 512,
+    max_pass_size: int | None = 512,
     input_size: int | None = None,
     amp: bool | None = None,
     channels_last: bool | None = None,
