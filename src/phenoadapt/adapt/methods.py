@@ -875,16 +875,15 @@ def summarize_wells(cells: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame
     wells[schema.PREDICTION] = well_class
     wells[schema.CONFIDENCE] = probs.max(axis=1)
     wells[schema.UNCERTAINTY] = normalized_entropy(probs)
-    votes = done[keys + [schema.PREDICTION]].merge(
-        pd.DataFrame({schema.PREDICTION + "_well": well_class}, index=wells.index).reset_index(),
-        on=keys,
+    # Fraction of each well's cells voting for the well's class; group numbers follow the
+    # sorted well order of ``wells`` (a merge on the keys cost more than the network here).
+    codes = grouped.ngroup().to_numpy()
+    votes = done[schema.PREDICTION].to_numpy(dtype=object) == well_class[codes]
+    n_groups = len(wells)
+    agree = np.bincount(codes, weights=votes, minlength=n_groups) / np.bincount(
+        codes, minlength=n_groups
     )
-    agree = (
-        (votes[schema.PREDICTION] == votes[schema.PREDICTION + "_well"])
-        .groupby([votes[k] for k in keys])
-        .mean()
-    )
-    wells[AGREEMENT_COLUMN] = agree.reindex(wells.index).to_numpy()
+    wells[AGREEMENT_COLUMN] = agree
     return wells.reset_index()
 
 
