@@ -249,12 +249,9 @@ def make_splits(
 # --------------------------------------------------------------------------- runs
 
 
-def train_one(
-    method: str, seed: int, splits: Splits, config: BenchConfig
-) -> tuple[torch.nn.Module, dict]:
-    """One network trained with ``method``; returns it and a row of training facts."""
+def _network_config(splits: Splits, config: BenchConfig, seed: int) -> ResNetConfig:
     norm = fit_normalization(splits.train.images, seed=seed)
-    network = ResNetConfig(
+    return ResNetConfig(
         "resnet10",
         5,
         len(splits.train.classes),
@@ -262,6 +259,18 @@ def train_one(
         stem="small",
         normalization=norm,
     )
+
+
+def _network(splits: Splits, config: BenchConfig, seed: int) -> torch.nn.Module:
+    """An untrained network of the benchmark (to load saved weights into)."""
+    return build_resnet(_network_config(splits, config, seed), seed=seed).eval()
+
+
+def train_one(
+    method: str, seed: int, splits: Splits, config: BenchConfig
+) -> tuple[torch.nn.Module, dict]:
+    """One network trained with ``method``; returns it and a row of training facts."""
+    network = _network_config(splits, config, seed)
     train_config = TrainConfig(
         method=method,
         max_epochs=config.max_epochs,
@@ -399,7 +408,15 @@ def run_contexts(
     splits = make_splits(crops, cells, config.holdout_fraction, config.max_test_treated)
     for seed in config.seeds:
         for method in config.methods:
-            model, row = train_one(method, seed, splits, config)
+            # The weights are kept (tensors only, loaded with weights_only), so a rerun
+            # that changes only the evaluation skips the training.
+            weights = work / f"contexts_model_seed{seed}_{method}.pt"
+            if weights.exists():
+                model, row = _network(splits, config, seed), {"seconds": 0.0}
+                model.load_state_dict(torch.load(weights, weights_only=True))
+            else:
+                model, row = train_one(method, seed, splits, config)
+                torch.save(model.state_dict(), weights)
             rows = evaluate_context_choices(model, splits, config, seed)
             table = pd.DataFrame(rows).assign(seed=seed, train_method=method)
             table.to_csv(work / f"contexts_seed{seed}_{method}.csv", index=False)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -145,15 +143,24 @@ def test_sample_keeps_the_chunks_share_of_treated(plates) -> None:
     _, table = plates
     contexts = plan_contexts(table, "cs-arm-bn", context="sample", context_size=60)
     assert len(contexts) == 2  # one per plate
+    # The plate's chunks: 90 treated -> 2 chunks of 45, each with all 50 controls.
     for ctx in contexts:
         counts = _roles(table, ctx.statistics)
-        assert counts["control"] == 40 and counts["treated"] == 20  # 60 x 128/192 controls
+        assert counts["control"] == round(60 * 50 / 95)  # 32
+        assert counts["treated"] == 60 - 32  # 29 would match 45:50; the size caps it
         assert len(ctx.predict) == 140  # every cell of the plate, controls included
         assert set(table[schema.PLATE].iloc[ctx.predict]) == {ctx.plate}
-    # Short of controls (50 < 200 wanted): no more treated than a chunk would take.
+    # Short of controls: every control, and the treated of one chunk's share.
     big = plan_contexts(table, "cs-arm-bn", context="sample", context_size=300)
     counts = _roles(table, big[0].statistics)
-    assert counts["control"] == 50 and counts["treated"] == max(64, math.ceil(50 * 64 / 128))
+    assert counts["control"] == 50 and counts["treated"] == 45
+    # A plate with few treated (label shift): chunks of 20 with 50 controls -> the same share.
+    few = table[(table[schema.ROLE] == "control") | (table.index % 9 == 0)]
+    few = few[few[schema.PLATE] == "P1"].reset_index(drop=True)
+    n_treated = int((few[schema.ROLE] == "treated").sum())
+    (ctx,) = plan_contexts(few, "cs-arm-bn", context="sample", context_size=512)
+    counts = _roles(few, ctx.statistics)
+    assert counts["control"] == 50 and counts["treated"] == n_treated  # one chunk = the plate
 
 
 def test_sample_of_other_methods_and_plate_context(plates) -> None:

@@ -350,14 +350,16 @@ def _sample_context(
 ) -> Context:
     """One context of at most ``size`` random cells of the plate, used for all its cells.
 
-    CS-ARM-BN keeps the chunks' share of treated cells (``ratio`` = L, C): about
-    ``size * C / (L + C)`` controls and the rest treated, but never more treated
-    than ``max(L, controls * L / C)``, so a plate short of controls gets no
-    larger treated share than a chunk would have (label shift).  AdaBN samples
-    the plate uniformly, ARM-BN its treated and BEN its controls.
+    CS-ARM-BN keeps the share of treated cells that the plate's chunks would
+    have (``ratio`` = L, C): the plate's T treated split into chunks of
+    ``T / ceil(T / L)`` each with ``min(C, controls)`` controls.  The sample
+    takes about ``size`` cells in that proportion (as many controls as that
+    allows, then the treated to match), so under label shift its statistics
+    are no more biased by the treated class mix than the chunks' (the bias
+    grows with the treated share); with more cells they are less noisy.
+    AdaBN samples the plate uniformly, ARM-BN its treated and BEN its controls.
     """
     info = METHODS[method]
-    n_treated_per, n_controls_per = ratio
 
     def pick(cells: np.ndarray, k: int) -> np.ndarray:
         k = max(0, min(int(k), len(cells)))
@@ -366,11 +368,17 @@ def _sample_context(
     if method is Method.ADABN:
         stats = pick(np.concatenate([treated, controls]), size)
     elif info.uses_treated and info.uses_controls:
-        want_controls = round(size * n_controls_per / (n_treated_per + n_controls_per))
-        chosen_controls = pick(controls, want_controls)
-        cap = max(n_treated_per, math.ceil(len(chosen_controls) * n_treated_per / n_controls_per))
-        chosen_treated = pick(treated, min(size - want_controls, cap))
-        stats = np.sort(np.concatenate([chosen_treated, chosen_controls]))
+        per_chunk, controls_per_chunk = ratio
+        treated_chunk = len(treated) / max(1, math.ceil(len(treated) / per_chunk))
+        controls_chunk = min(controls_per_chunk, len(controls))
+        if controls_chunk == 0:
+            stats = pick(treated, size)
+        else:
+            n_controls = round(size * controls_chunk / (treated_chunk + controls_chunk))
+            chosen_controls = pick(controls, n_controls)
+            n_treated = round(len(chosen_controls) * treated_chunk / controls_chunk)
+            chosen_treated = pick(treated, min(n_treated, size - len(chosen_controls)))
+            stats = np.sort(np.concatenate([chosen_treated, chosen_controls]))
     elif info.uses_treated:
         stats = pick(treated, size)
     else:
