@@ -96,9 +96,15 @@ def test_chunked_predictions_equal_the_two_pass_procedure(model: nn.Module, plat
     contexts = plan_contexts(table, "cs-arm-bn", **kw)
     got = predict_plate(model, images, table, CLASSES, "cs-arm-bn", device="cpu", **kw)
     np.testing.assert_allclose(got.cells[PCOLS], _reference(model, images, contexts), atol=1e-5)
-    # Default contexts today are the paper's chunks (64 treated + 128 controls).
-    default = predict_plate(model, images, table, CLASSES, device="cpu", seed=2)
-    np.testing.assert_allclose(default.cells[PCOLS], got.cells[PCOLS], atol=1e-6)
+    # A chunk size alone still asks for the paper's chunks.
+    sized = predict_plate(model, images, table, CLASSES, device="cpu", **kw)
+    np.testing.assert_allclose(sized.cells[PCOLS], got.cells[PCOLS], atol=1e-6)
+    # The default is one sampled context per plate of CS-ARM-BN (and ARM-BN).
+    default = plan_contexts(table, "cs-arm-bn", seed=2)
+    sampled = plan_contexts(table, "cs-arm-bn", context="sample", seed=2)
+    assert len(default) == 2
+    pairs = zip(default, sampled, strict=True)
+    assert all(np.array_equal(a.statistics, b.statistics) for a, b in pairs)
 
 
 @pytest.mark.parametrize("context", ["plate", "sample"])

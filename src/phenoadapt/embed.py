@@ -7,7 +7,8 @@ Three steps, each usable alone:
    network normalizes with are either its training running statistics (no
    adaptation) or those of a *plate context* (AdaBN, ARM-BN, BEN or CS-ARM-BN,
    :mod:`phenoadapt.adapt.methods`): CS-ARM-BN pools treated images and the
-   plate's negative controls, 64 treated + 128 controls per context by default;
+   plate's negative controls, by default in one sampled context of 512 cells
+   per plate (a third treated; ``context="chunks"``: the paper's 64 + 128);
 2. **aggregation** (:func:`aggregate_embeddings`): mean or median of the cell
    embeddings of each site or well;
 3. **embedding correction** (:func:`correct_embeddings`) at the output level,

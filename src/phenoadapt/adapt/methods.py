@@ -2,22 +2,28 @@
 
 Five ways to set the batch-norm statistics used for a plate at test time:
 
-========== ========================================== =====================
+========== ========================================== =========================
 method     statistics from                            default context
-========== ========================================== =====================
+========== ========================================== =========================
 erm        the training running statistics            (none)
 adabn      all images of the plate (treated+controls) the whole plate
-arm-bn     the plate's treated images only            64 treated
+arm-bn     the plate's treated images only            a sample of 512 treated
 ben        the plate's negative controls only         the whole plate
-cs-arm-bn  treated and controls pooled (the default)  64 treated + 128 controls
-========== ========================================== =====================
+cs-arm-bn  treated and controls pooled (the default)  a sample of 512 of the
+                                                      plate (1/3 treated)
+========== ========================================== =========================
 
-A *context* is one set of statistics and the cells predicted with them.  With
-64-treated contexts a plate of 1,000 treated cells is split at random into 16
-contexts of 62-63 treated each (every treated cell predicted once), and each
-draws 128 of the plate's controls.  Control cells are predicted too (with the
-statistics of a context that used them, or else of one chosen in turn), so
-control wells get a prediction in the well table; they carry no label.
+A *context* is one set of statistics and the cells predicted with them
+(:class:`ContextChoice`).  The default for ARM-BN and CS-ARM-BN is one sampled
+context per plate (``context="sample"``, ``context_size`` cells, treated and
+controls in the share of the paper's chunks), used for every cell of the plate:
+about one network pass per cell, with the chunks' accuracy (docs/adaptation.md).
+With the paper's chunks (``context="chunks"``, 64-treated contexts) a plate of
+1,000 treated cells is split at random into 16 contexts of 62-63 treated each
+(every treated cell predicted once), and each draws 128 of the plate's
+controls.  Control cells are predicted too (with the statistics of a context
+that used them, or else of one chosen in turn), so control wells get a
+prediction in the well table; they carry no label.
 """
 
 from __future__ import annotations
@@ -128,8 +134,9 @@ CONTEXT_CHOICES: dict[ContextChoice, str] = {
     ContextChoice.SAMPLE: "one context per plate: statistics of a random sample of the plate "
     "(context_size cells, treated and controls as in the chunks), about 1 pass per cell",
 }
-#: The context of ARM-BN and CS-ARM-BN when none is asked for (AdaBN and BEN use the plate).
-DEFAULT_CONTEXT = ContextChoice.CHUNKS
+#: The context of ARM-BN and CS-ARM-BN when none is asked for (AdaBN and BEN use the plate):
+#: the fastest choice whose accuracy is not below the paper's chunks (docs/adaptation.md).
+DEFAULT_CONTEXT = ContextChoice.SAMPLE
 
 
 def parse_context(context: str | ContextChoice) -> ContextChoice:

@@ -3,9 +3,10 @@
 For each plate: check that the checkpoint fits (channels, classes, controls),
 segment every field (or take the cells of a given table) and cut crops the
 checkpoint's size, predict every cell with the chosen batch-norm method
-(CS-ARM-BN by default: statistics of 64 treated + 128 control cells of the
-same plate), then summarize per well and score against the plate map's MoA
-where it is known.  A checkpoint trained on sites (``extra["unit"] == "site"``)
+(CS-ARM-BN by default: statistics of a sample of 512 cells of the same plate,
+a third treated, or the paper's chunks of 64 treated + 128 controls), then
+summarize per well and score against the plate map's MoA where it is known.
+A checkpoint trained on sites (``extra["unit"] == "site"``)
 is given one tile per field instead (:mod:`.tiles`; nothing is segmented) and
 its ``cells`` table has one row per field.  Plates run one after the other, so
 only one plate's crops are in memory at a time.
