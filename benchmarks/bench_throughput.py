@@ -373,8 +373,8 @@ def render_section(
         *table_rows(results),
         "",
         "Throughput ratio = adapted cells/s over raw cells/s (1 = adaptation is free; the "
-        "goal is >= 0.9 for the default context). The last row is the `--quick` case's network on this plate "
-        "(`--quick` itself uses a 24-well plate of 479 cells).",
+        "goal is >= 0.9 for the default context). The last row is the `--quick` case's "
+        "network on this plate (`--quick` itself uses a 24-well plate of 479 cells).",
         "",
     ]
     if e2e is not None:
