@@ -8,6 +8,9 @@
    contexts, ARM-BN vs CS-ARM-BN statistics.
 
 Run: ``python benchmarks/bench_adaptation.py [--quick]`` (CPU, a few minutes).
+``--contexts`` instead compares CS-ARM-BN's plate contexts (the paper's chunks,
+the whole plate, sampled plate contexts) on the shifted plates and under
+plate-level label shift, and writes its table into docs/adaptation.md.
 """
 
 from __future__ import annotations
@@ -32,13 +35,19 @@ from phenoadapt.train import (
 )
 
 try:  # run as a script: benchmarks/ is on sys.path
-    from _common import timed
+    from _common import timed, write_doc_section
 except ImportError:  # pragma: no cover - imported as benchmarks._common
-    from benchmarks._common import timed
+    from benchmarks._common import timed, write_doc_section
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "adaptation-benchmark.md"
 SHIFT = {"T1": ([2.5, 0.4, 1.8], [10.0, 0.0, 30.0]), "T2": ([0.5, 2.0, 1.0], [0.0, 40.0, 0.0])}
 TEST_METHODS = ("erm", "adabn", "arm-bn", "ben", "cs-arm-bn")
+PLATES = ["P1", "P2", "P3", "P4", "V1", "T1", "T2"]
+#: (choice, context_size) compared by ``--contexts``; chunks are 32 treated + 64 controls here.
+CONTEXTS = (("chunks", None), ("plate", None), ("sample", 96), ("sample", 192))
+CONTEXTS_DOC = OUT.parent / "adaptation.md"
+CONTEXTS_START = "<!-- bench:toy-contexts:start -->"
+CONTEXTS_END = "<!-- bench:toy-contexts:end -->"
 
 
 def bench_statistics(n_images: int, size: int) -> list[str]:
@@ -116,11 +125,117 @@ def bench_shift(seeds: list[int], epochs: int) -> tuple[list[str], list[str]]:
     return rows, ls_rows
 
 
+def _toy_data() -> CellData:
+    images, table = make_toy_plates(
+        PLATES, treated_per_class=48, n_controls=96, size=16, signal=0.6, shifts=SHIFT, seed=0
+    )
+    return CellData.from_table(images, table)
+
+
+def plate_label_shift(data: CellData, alpha: float, seed: int) -> CellData:
+    """Each plate's treated cells resampled to one Dirichlet(alpha) class mix; controls kept.
+
+    As many treated as the plate holds are drawn, each class capped at its cells
+    (no resampling), so a skewed plate holds fewer treated cells.
+    """
+    rng = np.random.default_rng(seed)
+    plates = data.table["Metadata_Plate"].astype(str).to_numpy()
+    keep = [np.flatnonzero(data.labels < 0)]
+    for plate in data.plates:
+        mine = np.flatnonzero((data.labels >= 0) & (plates == plate))
+        classes = np.unique(data.labels[mine])
+        counts = rng.multinomial(len(mine), rng.dirichlet(np.full(len(classes), alpha)))
+        for k, count in zip(classes, counts, strict=True):
+            of_class = mine[data.labels[mine] == k]
+            keep.append(rng.choice(of_class, min(count, len(of_class)), replace=False))
+    return data.take(np.sort(np.concatenate(keep)))
+
+
+def bench_contexts(seeds: list[int], epochs: int) -> tuple[list[str], dict[str, list[float]]]:
+    """CS-ARM-BN-trained network per seed; accuracy of each plate context choice."""
+    data = _toy_data()
+    train, val = data.subset(PLATES[:4]), data.subset(["V1"])
+    held = data.subset(["V1", "T1", "T2"])
+    sets: dict[str, list[tuple[str, CellData]]] = {}
+    acc: dict[tuple[str, str], list[float]] = {}
+    for seed in seeds:
+        norm = fit_normalization(train.images)
+        config = ResNetConfig("resnet10", 3, 3, width=8, stem="small", normalization=norm)
+        cfg = TrainConfig(
+            method="cs-arm-bn", max_epochs=epochs, patience=5, treated_per_episode=32,
+            controls_per_episode=64, plates_per_step=2, device="cpu", seed=seed,
+        )  # fmt: skip
+        model = train_model(build_resnet(config, seed=seed), train, val, cfg).model
+        sets = {
+            "shifted plates T1, T2": data.subset(["T1", "T2"]),
+            "label shift α=0.01 (V1, T1, T2)": plate_label_shift(held, 0.01, seed),
+            "label shift α=100 (V1, T1, T2)": plate_label_shift(held, 100.0, seed),
+        }
+        for name, part in sets.items():
+            for choice, size in CONTEXTS:
+                label = f"{choice} {size}" if size else choice
+                ev = evaluate_plates(
+                    model, part, "cs-arm-bn", treated_per_context=32, controls_per_context=64,
+                    context=choice, context_size=size or 96, seed=seed,
+                )  # fmt: skip
+                acc.setdefault((name, label), []).append(ev.accuracy)
+        print(seed, {k: round(v[-1], 3) for k, v in acc.items()})
+    labels = [f"{c} {n}" if n else c for c, n in CONTEXTS]
+    rows = ["| set | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    for name in sets:
+        cells = [f"{np.mean(acc[(name, c)]):.3f} ± {np.std(acc[(name, c)]):.3f}" for c in labels]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    diffs = {
+        c: [
+            float(np.mean([acc[(n, c)][i] - acc[(n, "chunks")][i] for n in sets]))
+            for i in range(len(seeds))
+        ]
+        for c in labels[1:]
+    }
+    return rows, diffs
+
+
+def main_contexts(seeds: list[int], epochs: int, quick: bool) -> None:
+    """``--contexts``: print the context table and write it into docs/adaptation.md."""
+    rows, diffs = bench_contexts(seeds, epochs)
+    summary = [
+        f"| {c} | {np.mean(d):+.4f} ± {np.std(d):.4f} | {len(d)} |" for c, d in diffs.items()
+    ]
+    text = "\n".join(
+        [
+            "Measured by `benchmarks/bench_adaptation.py --contexts` on CPU "
+            f"({platform.machine()}, torch {torch.__version__}): the toy crops of "
+            "[adaptation-benchmark.md](adaptation-benchmark.md), a ResNet-10 (width 8) "
+            f"trained with CS-ARM-BN per seed ({len(seeds)} seeds, {epochs} epochs), evaluated "
+            "with CS-ARM-BN statistics from each context choice (chunks of 32 treated + 64 "
+            "controls; samples keep that share). Label shift: each plate's treated cells "
+            "resampled to one Dirichlet(α) class mix, every control kept. Accuracy of the treated "
+            "cells, mean ± std over seeds.",
+            "",
+            *rows,
+            "",
+            "| context | mean difference to chunks over the sets | seeds |",
+            "|---|---|---|",
+            *summary,
+        ]
+    )
+    print(text)
+    if not quick:
+        write_doc_section(CONTEXTS_DOC, text, CONTEXTS_START, CONTEXTS_END)
+        print(f"wrote {CONTEXTS_DOC}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer images, seeds and epochs")
+    parser.add_argument(
+        "--contexts", action="store_true", help="compare plate contexts; writes docs/adaptation.md"
+    )
     args = parser.parse_args()
     seeds = [0] if args.quick else [0, 1, 2]
+    if args.contexts:
+        main_contexts(seeds, 4 if args.quick else 8, args.quick)
+        return
     stats_rows = bench_statistics(128 if args.quick else 256, 64)
     shift_rows, ls_rows = bench_shift(seeds, 4 if args.quick else 8)
     threads = torch.get_num_threads()

@@ -75,6 +75,10 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 TRAIN_METHODS = ("erm", "arm-bn", "cs-arm-bn")
 TEST_METHODS = ("erm", "adabn", "arm-bn", "ben", "cs-arm-bn")
 STATS_METHODS = ("erm", "arm-bn", "ben", "cs-arm-bn")
+#: Plate contexts of CS-ARM-BN compared by ``--contexts``: (choice, context_size).
+CONTEXT_CHOICES = (("chunks", None), ("plate", None), ("sample", 192), ("sample", 512))
+CONTEXTS_DOC = ROOT / "docs" / "adaptation.md"
+CONTEXTS_START, CONTEXTS_END = "<!-- bench:contexts:start -->", "<!-- bench:contexts:end -->"
 DOMAINS = ("training domain", "new plates, same lab", "new lab")
 LABELS = {
     "erm": "ERM",
@@ -245,12 +249,9 @@ def make_splits(
 # --------------------------------------------------------------------------- runs
 
 
-def train_one(
-    method: str, seed: int, splits: Splits, config: BenchConfig
-) -> tuple[torch.nn.Module, dict]:
-    """One network trained with ``method``; returns it and a row of training facts."""
+def _network_config(splits: Splits, config: BenchConfig, seed: int) -> ResNetConfig:
     norm = fit_normalization(splits.train.images, seed=seed)
-    network = ResNetConfig(
+    return ResNetConfig(
         "resnet10",
         5,
         len(splits.train.classes),
@@ -258,6 +259,18 @@ def train_one(
         stem="small",
         normalization=norm,
     )
+
+
+def _network(splits: Splits, config: BenchConfig, seed: int) -> torch.nn.Module:
+    """An untrained network of the benchmark (to load saved weights into)."""
+    return build_resnet(_network_config(splits, config, seed), seed=seed).eval()
+
+
+def train_one(
+    method: str, seed: int, splits: Splits, config: BenchConfig
+) -> tuple[torch.nn.Module, dict]:
+    """One network trained with ``method``; returns it and a row of training facts."""
+    network = _network_config(splits, config, seed)
     train_config = TrainConfig(
         method=method,
         max_epochs=config.max_epochs,
@@ -331,6 +344,108 @@ def evaluate_label_shift(
             ev = evaluate_contexts(model, data, [c.context(stats) for c in contexts])
             rows.append({"alpha": alpha, "stats": stats, "accuracy": ev.accuracy})
     return rows
+
+
+def context_label(choice: str, size: int | None) -> str:
+    """How a context choice is named in tables."""
+    return f"{choice} {size}" if size else choice
+
+
+def plate_label_shift(data: CellData, alpha: float, n_treated: int, seed: int) -> CellData:
+    """Each plate's treated cells resampled to a class mix drawn from Dirichlet(alpha).
+
+    One draw per plate, as the official evaluation does: ``n_treated`` treated
+    cells split by multinomial counts, each class capped at the cells the plate
+    holds (no resampling); every control of the plate is kept.
+    """
+    rng = np.random.default_rng(seed)
+    treated = data.labels >= 0
+    plates = data.table[schema.PLATE].astype(str).to_numpy()
+    keep = [np.flatnonzero(~treated & (data.roles == schema.Role.CONTROL.value))]
+    for plate in data.plates:
+        mine = np.flatnonzero(treated & (plates == plate))
+        classes = np.unique(data.labels[mine])
+        counts = rng.multinomial(n_treated, rng.dirichlet(np.full(len(classes), alpha)))
+        for k, count in zip(classes, counts, strict=True):
+            of_class = mine[data.labels[mine] == k]
+            keep.append(rng.choice(of_class, min(count, len(of_class)), replace=False))
+    return data.take(np.sort(np.concatenate(keep)))
+
+
+def evaluate_context_choices(
+    model: torch.nn.Module, splits: Splits, config: BenchConfig, seed: int
+) -> list[dict]:
+    """CS-ARM-BN accuracy with each plate context, in each domain and under plate label shift."""
+    sets = dict(splits.domains)
+    for alpha in config.alphas:
+        n = config.max_test_treated or 500
+        sets[f"label shift α={alpha:g}"] = plate_label_shift(splits.label_shift, alpha, n, seed)
+    rows = []
+    for name, data in sets.items():
+        for choice, size in CONTEXT_CHOICES:
+            started = time.perf_counter()
+            ev = evaluate_plates(
+                model, data, "cs-arm-bn", treated_per_context=config.treated_per_context,
+                controls_per_context=config.controls_per_context, context=choice,
+                context_size=size or 512, seed=seed,
+            )  # fmt: skip
+            rows.append(
+                {
+                    "set": name,
+                    "context": context_label(choice, size),
+                    "accuracy": ev.accuracy,
+                    "n_cells": ev.n_cells,
+                    "seconds": time.perf_counter() - started,
+                }
+            )
+    return rows
+
+
+def run_contexts(
+    crops: np.ndarray, cells: pd.DataFrame, config: BenchConfig, work: Path, log: Log = print
+) -> None:
+    """Train each (seed, method) network and save its context-choice accuracies in ``work``."""
+    splits = make_splits(crops, cells, config.holdout_fraction, config.max_test_treated)
+    for seed in config.seeds:
+        for method in config.methods:
+            # The weights are kept (tensors only, loaded with weights_only), so a rerun
+            # that changes only the evaluation skips the training.
+            weights = work / f"contexts_model_seed{seed}_{method}.pt"
+            if weights.exists():
+                model, row = _network(splits, config, seed), {"seconds": 0.0}
+                model.load_state_dict(torch.load(weights, weights_only=True))
+            else:
+                model, row = train_one(method, seed, splits, config)
+                torch.save(model.state_dict(), weights)
+            rows = evaluate_context_choices(model, splits, config, seed)
+            table = pd.DataFrame(rows).assign(seed=seed, train_method=method)
+            table.to_csv(work / f"contexts_seed{seed}_{method}.csv", index=False)
+            wide = table.pivot(index="set", columns="context", values="accuracy")
+            log(f"seed {seed} {method} ({row['seconds']:.0f} s training):\n{wide.round(3)}")
+
+
+def contexts_table(work: Path) -> tuple[list[str], pd.DataFrame]:
+    """Markdown table of every saved context-choice run in ``work`` (mean ± std over seeds)."""
+    parts = [pd.read_csv(p) for p in sorted(work.glob("contexts_seed*.csv"))]
+    if not parts:
+        raise FileNotFoundError(f"No contexts_seed*.csv in {work}: run --contexts first.")
+    table = pd.concat(parts, ignore_index=True)
+    labels = [context_label(c, s) for c, s in CONTEXT_CHOICES]
+    rows = ["| trained with | set | " + " | ".join(labels) + " |", "|---" * (len(labels) + 2) + "|"]
+    for method in sorted(table["train_method"].unique()):
+        mine = table[table["train_method"] == method]
+        for name in dict.fromkeys(mine["set"]):
+            here = mine[mine["set"] == name]
+            cells = [_mean_std(here.loc[here["context"] == c, "accuracy"]) for c in labels]
+            rows.append(f"| {LABELS[method]} | {name} | " + " | ".join(cells) + " |")
+    # Paired differences to the paper's chunks, per seed: noise of the networks cancels.
+    base = table[table["context"] == "chunks"].set_index(["seed", "train_method", "set"])
+    diff = []
+    for c in labels[1:]:
+        other = table[table["context"] == c].set_index(["seed", "train_method", "set"])
+        d = (other["accuracy"] - base["accuracy"]).groupby(level=[0, 1]).mean()
+        diff.append({"context": c, "mean": d.mean(), "std": d.std(ddof=0), "seeds": len(d)})
+    return rows, pd.DataFrame(diff)
 
 
 def run_benchmark(
@@ -674,6 +789,12 @@ def main() -> None:
     parser.add_argument(
         "--report", action="store_true", help="only gather saved per-seed tables and write docs"
     )
+    parser.add_argument(
+        "--contexts",
+        action="store_true",
+        help="compare CS-ARM-BN's plate contexts (chunks, plate, samples) instead; "
+        "trains CS-ARM-BN only unless --methods; writes docs/adaptation.md",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -698,10 +819,15 @@ def main() -> None:
         config.max_epochs = args.epochs
     if args.methods:
         config.methods = tuple(args.methods)
+    elif args.contexts:
+        config.methods = ("cs-arm-bn",)
 
     started = time.perf_counter()
     crops, cells = prepare_crops(work, settings, workers=args.workers)
     print(f"data ready in {time.perf_counter() - started:.0f} s: {crops.shape}")
+    if args.contexts:
+        main_contexts(args, crops, cells, config, work)
+        return
     if not args.report:
         results = run_benchmark(crops, cells, config)
         save_results(results, work, config.seeds, config.methods)
@@ -727,6 +853,54 @@ def main() -> None:
     write_doc_section(DOC, render_markdown(results, config, cells, settings, images), START, END,
                       title="Domain shift")  # fmt: skip
     print(f"wrote {DOC}")
+
+
+def render_contexts(rows: list[str], diff: pd.DataFrame, config: BenchConfig) -> str:
+    """The section of docs/adaptation.md written by ``--contexts``."""
+    lines = [
+        f"Measured by `benchmarks/bench_domain_shift.py --contexts` on CPU ({platform.machine()}, "
+        f"torch {torch.__version__}): ResNet-10 networks trained with CS-ARM-BN on the synthetic "
+        "plates of [domain-shift.md](domain-shift.md) (same training budget), one network per "
+        "seed, each evaluated with CS-ARM-BN statistics from every context choice "
+        f"({config.treated_per_context} treated + {config.controls_per_context} controls per "
+        "chunk; samples keep that share of treated cells). Sets: the three domains of "
+        "domain-shift.md and, on the six held-out plates, plate-level label shift (one "
+        f"Dirichlet(α) class mix per plate, {config.max_test_treated or 500} treated drawn, each "
+        "class capped at what the plate holds, every control kept). Accuracy of the treated "
+        "cells, mean ± std over seeds.",
+        "",
+        *rows,
+        "",
+        "Mean accuracy difference to the paper's chunks over all sets (per seed, then mean ± "
+        "std over seeds; positive = better than chunks):",
+        "",
+        "| context | difference to chunks | seeds |",
+        "|---|---|---|",
+    ]
+    for r in diff.itertuples(index=False):
+        lines.append(f"| {r.context} | {r.mean:+.4f} ± {r.std:.4f} | {r.seeds} |")
+    return "\n".join(lines)
+
+
+def main_contexts(
+    args: argparse.Namespace,
+    crops: np.ndarray,
+    cells: pd.DataFrame,
+    config: BenchConfig,
+    work: Path,
+) -> None:
+    """``--contexts``: train, evaluate every context choice, print, write docs/adaptation.md."""
+    if not args.report:
+        run_contexts(crops, cells, config, work)
+    rows, diff = contexts_table(work)
+    print("\n".join(rows))
+    print(diff.to_string(index=False))
+    if args.quick:
+        print(f"quick run: tables in {work}, docs untouched")
+        return
+    text = render_contexts(rows, diff, config)
+    write_doc_section(CONTEXTS_DOC, text, CONTEXTS_START, CONTEXTS_END)
+    print(f"wrote {CONTEXTS_DOC}")
 
 
 if __name__ == "__main__":

@@ -7,16 +7,20 @@ On the crops of one synthetic 96-well plate (ground-truth cells, all wells):
 - *raw forward*: ``model.eval()`` and the network applied batch by batch under
   ``torch.inference_mode()``, crops moved to the device per batch (bfloat16
   autocast and channels-last on CUDA, as the library does);
-- *CS-ARM-BN*: :func:`phenoadapt.adapt.predict_plate` with ``method="cs-arm-bn"``:
-  the plate is split into contexts of 64 treated + 128 controls, the exact
-  batch-norm statistics of each context are computed, then its cells are
-  predicted; everything from crops to the per-cell and per-well tables.
+- *adapted*: :func:`phenoadapt.adapt.predict_plate` with ``method="cs-arm-bn"``
+  and each plate context (``context=``): the paper's chunks (64 treated + 128
+  controls per context), the whole plate, and a sampled plate context of 512
+  cells.  Each context's exact batch-norm statistics are computed once, then
+  its cells are predicted; everything from crops to the per-cell and per-well
+  tables.
 
 Both predict every cell of the plate (treated and controls), so cells/s is
-comparable; the ratio says what plate-context adaptation costs.  Networks:
-the ResNet-10 of ``bench_domain_shift.py`` at two crop sizes and the paper's
-ResNet-50 (width 64); two batch sizes each.  Weights are random (speed does not
-depend on them); the input normalization is fitted on the crops.
+comparable; the throughput ratio adapted / raw says what plate-context
+adaptation costs (1 = free).  Networks: the ResNet-10 of
+``bench_domain_shift.py`` at two crop sizes and the paper's ResNet-50 (width
+64); two batch sizes each; then the ``--quick`` case, whose ratio is printed
+last.  Weights are random (speed does not depend on them); the input
+normalization is fitted on the crops.
 
 Optionally (``phenoadapt.pipeline`` present) the end-to-end time per field of
 :func:`phenoadapt.pipeline.run_plate`: read, segment, crop, adapt and predict.
@@ -40,14 +44,14 @@ import pandas as pd
 import torch
 
 from phenoadapt import schema
-from phenoadapt.adapt import predict_plate
+from phenoadapt.adapt import DEFAULT_CONTEXT, predict_plate
 from phenoadapt.nn import ResNetConfig, build_resnet, fit_normalization, select_device
 from phenoadapt.nn.runtime import autocast, to_device, use_amp, use_channels_last
 
 try:  # run as a script: benchmarks/ is on sys.path
-    from _common import timed
+    from _common import timed, write_doc_section
 except ImportError:  # pragma: no cover - imported as benchmarks._common
-    from benchmarks._common import timed
+    from benchmarks._common import timed, write_doc_section
 
 try:  # run as a script (benchmarks/ on sys.path) or imported by the tests
     from _synthetic_data import DataSettings, crop_plates, design, generate_plates, plate_folder
@@ -62,6 +66,9 @@ except ImportError:  # pragma: no cover
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "throughput.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+#: Plate contexts measured: (choice, context_size); the first of the default choice is "adapted".
+CONTEXTS = (("chunks", None), ("plate", None), ("sample", 512))
 CHANNELS = ("DNA", "ER", "RNA", "AGP", "Mito")
 Log = Callable[[str], None]
 
@@ -114,6 +121,12 @@ def time_raw(
     return time.perf_counter() - start
 
 
+def context_label(context: str | None, size: int | None) -> str:
+    """How a context choice is named in tables (None: the library's default)."""
+    context = context or DEFAULT_CONTEXT.value
+    return f"{context} {size}" if context == "sample" and size else context
+
+
 def time_adapted(
     model: torch.nn.Module,
     crops: np.ndarray,
@@ -121,6 +134,8 @@ def time_adapted(
     classes: tuple[str, ...],
     batch_size: int,
     device: torch.device,
+    context: str | None = None,
+    context_size: int = 512,
 ) -> float:
     """Seconds of ``predict_plate`` with CS-ARM-BN over the plate (statistics included)."""
     _sync(device)
@@ -133,6 +148,8 @@ def time_adapted(
         "cs-arm-bn",
         batch_size=batch_size,
         device=device,
+        context=context,
+        context_size=context_size,
     )
     _sync(device)
     elapsed = time.perf_counter() - start
@@ -157,8 +174,15 @@ def measure_case(
     device: torch.device,
     repeats: int,
     seed: int = 0,
+    contexts: tuple[tuple[str, int | None], ...] = CONTEXTS,
 ) -> list[dict]:
-    """Cells/s of the raw forward and of CS-ARM-BN prediction for each batch size."""
+    """Cells/s of the raw forward and of CS-ARM-BN prediction, per batch size and context.
+
+    One row per (batch size, context); ``ratio`` is the time ratio adapted / raw,
+    ``throughput_ratio`` its inverse (adapted cells/s over raw cells/s).  Raw and
+    adapted runs alternate, and the fastest of ``repeats`` is kept for each, so
+    a load burst on a shared machine hits both alike.
+    """
     if case.max_cells is not None and len(table) > case.max_cells:
         keep = np.sort(
             np.random.default_rng(seed).choice(len(table), case.max_cells, replace=False)
@@ -178,20 +202,36 @@ def measure_case(
         model = model.to(memory_format=torch.channels_last)
     rows = []
     for batch_size in batch_sizes:
-        raw = best_of(lambda bs=batch_size: time_raw(model, crops, bs, device), repeats)
-        adapted = best_of(
-            lambda bs=batch_size: time_adapted(model, crops, table, classes, bs, device), repeats
-        )
-        rows.append(
-            {
-                "network": case.name,
-                "cells": len(table),
-                "batch_size": batch_size,
-                "raw_cells_per_s": len(table) / raw,
-                "adapted_cells_per_s": len(table) / adapted,
-                "ratio": adapted / raw,
-            }
-        )
+        raw_fn = lambda bs=batch_size: time_raw(model, crops, bs, device)  # noqa: E731
+        adapted_fns = {
+            context_label(c, n): (
+                lambda bs=batch_size, c=c, n=n: time_adapted(
+                    model, crops, table, classes, bs, device, c, n or 512
+                )
+            )
+            for c, n in contexts
+        }
+        raw_fn(), [fn() for fn in adapted_fns.values()]  # warm-up
+        raw_times, adapted_times = [], {k: [] for k in adapted_fns}
+        for _ in range(repeats):
+            raw_times.append(raw_fn())
+            for label, fn in adapted_fns.items():
+                adapted_times[label].append(fn())
+        raw = min(raw_times)
+        for label, times in adapted_times.items():
+            adapted = min(times)
+            rows.append(
+                {
+                    "network": case.name,
+                    "cells": len(table),
+                    "batch_size": batch_size,
+                    "context": label,
+                    "raw_cells_per_s": len(table) / raw,
+                    "adapted_cells_per_s": len(table) / adapted,
+                    "ratio": adapted / raw,
+                    "throughput_ratio": raw / adapted,
+                }
+            )
     return rows
 
 
@@ -276,11 +316,13 @@ def run_benchmark(
     for case in cases:
         crop_settings = replace(settings, crop_size=case.crop_size, crop_scale=case.crop_scale)
         crops, table = crop_plates(crop_settings, work / "plates")
-        for row in measure_case(case, crops, table, batch_sizes, device, repeats):
+        sizes = (64,) if case in QUICK_CASES else batch_sizes
+        for row in measure_case(case, crops, table, sizes, device, repeats):
             log(
-                f"{row['network']}, batch {row['batch_size']}: raw {row['raw_cells_per_s']:.0f} "
-                f"cells/s, CS-ARM-BN {row['adapted_cells_per_s']:.0f} cells/s "
-                f"(x{row['ratio']:.2f} time)"
+                f"{row['network']}, batch {row['batch_size']}, {row['context']}: raw "
+                f"{row['raw_cells_per_s']:.0f} cells/s, CS-ARM-BN {row['adapted_cells_per_s']:.0f} "
+                f"cells/s: throughput adapted / raw {row['throughput_ratio']:.2f} "
+                f"(time x{row['ratio']:.2f})"
             )
             rows.append(row)
     e2e = None
@@ -293,86 +335,60 @@ def run_benchmark(
 
 
 def table_rows(results: pd.DataFrame) -> list[str]:
-    """Markdown table of the measured cases."""
+    """Markdown table of the measured cases: one row per (case, batch), a column per context."""
+    labels = list(dict.fromkeys(results["context"]))
+    default = context_label(None, 512)
     rows = [
-        "| network, crop | cells | batch | raw forward (cells/s) | CS-ARM-BN predict_plate "
-        "(cells/s) | time ratio adapted / raw |",
-        "|---|---|---|---|---|---|",
+        "| network, crop | cells | batch | raw forward (cells/s) | "
+        + " | ".join(f"CS-ARM-BN {label} (cells/s)" for label in labels)
+        + f" | throughput adapted / raw, default ({default}) |",
+        "|---" * (len(labels) + 5) + "|",
     ]
-    for r in results.itertuples(index=False):
+    for (network, batch), group in results.groupby(["network", "batch_size"], sort=False):
+        by = group.set_index("context")
+        mine = by.loc[default] if default in by.index else by.iloc[0]
+        cells = [f"{by.loc[label, 'adapted_cells_per_s']:,.0f}" for label in labels]
+        ratios = ", ".join(f"{label} {by.loc[label, 'throughput_ratio']:.2f}" for label in labels)
         rows.append(
-            f"| {r.network} | {r.cells} | {r.batch_size} | {r.raw_cells_per_s:,.0f} | "
-            f"{r.adapted_cells_per_s:,.0f} | {r.ratio:.2f} |"
+            f"| {network} | {mine['cells']} | {batch} | {mine['raw_cells_per_s']:,.0f} | "
+            + " | ".join(cells)
+            + f" | **{mine['throughput_ratio']:.2f}** ({ratios}) |"
         )
     return rows
 
 
-def render_markdown(
+def render_section(
     results: pd.DataFrame, e2e: dict | None, device: torch.device, threads: int
 ) -> str:
-    """docs/throughput.md."""
+    """The measured part of docs/throughput.md (between the bench markers)."""
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     where = gpu or f"CPU ({platform.machine()}, {threads} torch thread(s))"
     lines = [
-        "# Throughput of adapted prediction",
-        "",
-        "What CS-ARM-BN costs at prediction time: `phenoadapt.adapt.predict_plate` with "
-        '`method="cs-arm-bn"` (contexts of 64 treated + 128 control cells, exact batch-norm '
-        "statistics of each context, then prediction of its cells; per-cell and per-well tables) "
-        "against the plain forward pass of the same network (`model.eval()`, "
-        "`torch.inference_mode()`) on the same crops. Both predict every cell of the plate. "
-        "Crops are those of one synthetic 96-well plate (1 site, ground-truth cells; "
-        "`benchmarks/_synthetic_data.py`); weights are random, which does not change the speed.",
-        "",
         f"Measured by `benchmarks/bench_throughput.py` on {where}, torch {torch.__version__}; "
-        "one timed run after a warm-up run. When the page was written the load average was "
-        f"{os.getloadavg()[0]:.0f} on {os.cpu_count()} cores: the benchmark shared the CPU with "
-        "other jobs, so absolute numbers are pessimistic and scatter between runs; compare "
-        "the ratios, and rerun on an idle machine for absolute figures.",
+        "raw and adapted runs alternate, fastest of 3 after a warm-up. When the page was written "
+        f"the load average was {os.getloadavg()[0]:.0f} on {os.cpu_count()} cores: the "
+        "benchmark shared the CPU with other jobs, so absolute numbers are pessimistic and "
+        "scatter between runs; compare the ratios (raw and adapted measured side by side).",
         "",
         *table_rows(results),
         "",
-        "Why adapted prediction costs several raw passes: every context forwards its 64 treated "
-        "cells and its 128 controls once to get the statistics, then forwards the 64 treated "
-        "cells again to predict them (controls are predicted with the statistics of a context "
-        "that used them). A plate of T treated and K controls therefore runs about "
-        "T/64 x 192 + T + K images instead of T + K, three to four times as many. On top of "
-        "that the statistics pass is dearer per image than an inference forward: batch norm "
-        "runs in training mode and a hook accumulates float64 per-channel sums and squares at "
-        "every batch-norm input (exact statistics); profiling one CPU run of the ResNet-10 "
-        "showed those sums at about a third of the statistics pass. Small contexts also pay "
-        "Python overhead per context (planning, gathering crops, swapping statistics in and "
-        "out). On a GPU the small contexts leave the device partly idle, so a higher ratio is "
-        "expected there at large batch sizes.",
+        "Throughput ratio = adapted cells/s over raw cells/s (1 = adaptation is free; the "
+        "goal is >= 0.9 for the default context). The last row is the `--quick` case's "
+        "network on this plate (`--quick` itself uses a 24-well plate of 479 cells).",
         "",
     ]
     if e2e is not None:
         lines += [
-            "## End to end",
+            "### End to end",
             "",
             f"`phenoadapt.pipeline.run_plate` (read the five planes, segment with the classical "
-            f"segmenter, crop, CS-ARM-BN, predict) on {e2e['fields']} fields of the plate with "
-            f"{e2e['network']}: **{e2e['seconds_per_field']:.2f} s per field**, "
-            f"{e2e['cells_per_s']:.0f} cells/s ({e2e['cells']} cells), everything included "
-            "(reading planes, segmentation, crops, statistics, prediction, tables).",
+            f"segmenter, crop, CS-ARM-BN with the default context, predict) on {e2e['fields']} "
+            f"fields of the plate with {e2e['network']}: **{e2e['seconds_per_field']:.2f} s per "
+            f"field**, {e2e['cells_per_s']:.0f} cells/s ({e2e['cells']} cells), everything "
+            "included (reading planes, segmentation, crops, statistics, prediction, tables).",
             "",
         ]
-    lines += [
-        "## GPU",
-        "",
-        "No GPU was available in the session that wrote this page, so GPU figures are absent. "
-        "On a machine with CUDA, produce them with",
-        "",
-        "```bash",
-        "python benchmarks/bench_throughput.py --device cuda",
-        "```",
-        "",
-        "(the CUDA path runs the forward under bfloat16 autocast with channels-last tensors, "
-        "as `predict_plate` does, and synchronizes the device around each timing). It "
-        "rewrites this page with the GPU's name.",
-        "",
-    ]
-    return "\n".join(lines)
+    return "\n".join(lines).rstrip("\n")
 
 
 def main() -> None:
@@ -390,11 +406,12 @@ def main() -> None:
     if args.quick:
         wells = tuple(f"{r}{c:02d}" for r in "AB" for c in range(1, 13))
         settings = DataSettings(plates=tuple(design({1: [1]})), wells=wells, field_size=192)
-        cases, batch_sizes, repeats, work = QUICK_CASES, (64,), 1, args.work_dir / "quick"
+        cases, batch_sizes, repeats, work = QUICK_CASES, (64,), 3, args.work_dir / "quick"
         e2e_wells = None if args.no_end_to_end else ["A01", "A02"]
     else:
         settings = DataSettings(plates=tuple(design({1: [1]})))
-        cases, batch_sizes, repeats, work = FULL_CASES, (64, 256), 1, args.work_dir / "full"
+        cases, batch_sizes, repeats = FULL_CASES + QUICK_CASES, (64, 256), 3
+        work = args.work_dir / "full"
         e2e_wells = (
             None if args.no_end_to_end else [f"{r}{c:02d}" for r in "AB" for c in range(1, 13)]
         )
@@ -402,11 +419,19 @@ def main() -> None:
     results, e2e = run_benchmark(work, cases, batch_sizes, device, repeats, settings, e2e_wells)
     print("\n".join(table_rows(results)))
     print(f"total {time.perf_counter() - started:.0f} s")
-    if args.quick:
-        print("quick run: docs untouched")
-        return
-    DOC.write_text(render_markdown(results, e2e, device, torch.get_num_threads()))
-    print(f"wrote {DOC}")
+    if not args.quick:
+        text = render_section(results, e2e, device, torch.get_num_threads())
+        write_doc_section(DOC, text, START, END, title="Throughput of adapted prediction")
+        print(f"wrote {DOC}")
+    quick = results[
+        (results["network"] == QUICK_CASES[0].name)
+        & (results["context"] == context_label(None, 512))
+    ].iloc[-1]
+    print(
+        f"quick case ({quick['network']}, batch {quick['batch_size']}, {quick['context']} "
+        f"context): throughput adapted / raw {quick['throughput_ratio']:.2f} "
+        f"(time ratio {quick['ratio']:.2f})" + ("; quick run: docs untouched" if args.quick else "")
+    )
 
 
 if __name__ == "__main__":

@@ -134,8 +134,8 @@ def _roles(table: pd.DataFrame, idx: np.ndarray) -> set[str]:
 def test_each_method_uses_the_right_context(plates) -> None:
     _, table = plates
     n_treated, n_controls = 90, 50
-    # CS-ARM-BN: 64 treated + 128 controls by default -> 2 contexts of 45 treated + all 50 controls.
-    cs = plan_contexts(table, "cs-arm-bn")
+    # CS-ARM-BN chunks: 64 treated + 128 controls -> 2 contexts of 45 treated + all 50 controls.
+    cs = plan_contexts(table, "cs-arm-bn", context="chunks")
     assert len(cs) == 4 and all(_roles(table, c.statistics) == {"control", "treated"} for c in cs)
     assert [len(c.statistics) for c in cs] == [45 + 50] * 4
     cs_small = plan_contexts(table, "cs-arm-bn", treated_per_context=20, controls_per_context=10)

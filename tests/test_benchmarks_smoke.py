@@ -114,10 +114,17 @@ def test_throughput_core(tiny: tuple[Path, data.DataSettings]) -> None:
     table, e2e = throughput.run_benchmark(
         work, (case,), (32,), torch.device("cpu"), 1, one, None, log=lambda _: None
     )
-    assert len(table) == 1
-    row = table.iloc[0]
-    assert row["raw_cells_per_s"] > 0 and row["adapted_cells_per_s"] > 0
-    assert row["ratio"] == pytest.approx(row["raw_cells_per_s"] / row["adapted_cells_per_s"])
+    # One row per plate context, raw measured side by side with each.
+    assert list(table["context"]) == ["chunks", "plate", "sample 512"]
+    for row in table.itertuples():
+        assert row.raw_cells_per_s > 0 and row.adapted_cells_per_s > 0
+        assert row.ratio == pytest.approx(row.raw_cells_per_s / row.adapted_cells_per_s)
+        assert row.throughput_ratio == pytest.approx(1 / row.ratio)
     assert e2e is None
-    text = throughput.render_markdown(table, e2e, torch.device("cpu"), 1)
-    assert "No GPU was available" in text and "--device cuda" in text
+    text = throughput.render_section(table, e2e, torch.device("cpu"), 1)
+    assert case.name in text and "Throughput ratio" in text and "sample 512" in text
+    doc = work / "throughput.md"
+    doc.write_text(f"# T\n\nintro\n\n{throughput.START}\nSTALE\n{throughput.END}\n\nGPU\n")
+    throughput.write_doc_section(doc, text, throughput.START, throughput.END)
+    page = doc.read_text()
+    assert "intro" in page and "GPU" in page and "STALE" not in page and case.name in page

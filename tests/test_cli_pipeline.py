@@ -80,6 +80,7 @@ def test_predict_writes_tables_and_refuses_to_overwrite(inputs, tmp_path, capsys
         (("--min-controls", "100000"), "needs at least 100000"),
         (("--checkpoint", "NOT_A_CHECKPOINT"), "not a phenoadapt checkpoint"),
         (("--treated-per-context", "many"), "--treated-per-context"),
+        (("--context", "sample", "--context-size", "0"), "context_size must be at least 1"),
     ],
 )
 def test_predict_bad_input_exits_2_without_outputs(inputs, tmp_path, capsys, extra, message):
@@ -96,6 +97,19 @@ def test_predict_bad_input_exits_2_without_outputs(inputs, tmp_path, capsys, ext
     if "needs at least" in message:
         assert "--allow-fallback" in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_predict_context_choices_give_every_cell_a_prediction(inputs, tmp_path) -> None:
+    tables = {}
+    for context in ("chunks", "plate", "sample"):
+        out = tmp_path / context
+        assert main(_predict(inputs, out, "--context", context, "--context-size", "40")) == 0
+        tables[context] = pd.read_csv(out / "cells.csv")
+        assert tables[context][schema.PREDICTION].notna().all()
+    # Same cells, statistics of different cells: close but not identical probabilities.
+    probs = [c for c in tables["plate"].columns if c.startswith(schema.PROB_PREFIX)]
+    assert not tables["plate"][probs].equals(tables["sample"][probs])
+    assert len(tables["plate"]) == len(tables["chunks"]) == len(tables["sample"])
 
 
 def test_predict_allow_fallback(inputs, tmp_path, capsys) -> None:

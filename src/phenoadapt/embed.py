@@ -7,7 +7,8 @@ Three steps, each usable alone:
    network normalizes with are either its training running statistics (no
    adaptation) or those of a *plate context* (AdaBN, ARM-BN, BEN or CS-ARM-BN,
    :mod:`phenoadapt.adapt.methods`): CS-ARM-BN pools treated images and the
-   plate's negative controls, 64 treated + 128 controls per context by default;
+   plate's negative controls, by default in one sampled context of 512 cells
+   per plate (a third treated; ``context="chunks"``: the paper's 64 + 128);
 2. **aggregation** (:func:`aggregate_embeddings`): mean or median of the cell
    embeddings of each site or well;
 3. **embedding correction** (:func:`correct_embeddings`) at the output level,
@@ -40,9 +41,15 @@ import torch
 from torch import nn
 
 from . import schema
-from .adapt.batchnorm import context_statistics, use_statistics
 from .adapt.embedding import phenotype_correction, tvn
-from .adapt.methods import METHODS, Method, parse_method, plan_contexts
+from .adapt.methods import (
+    DEFAULT_CONTEXT_SIZE,
+    METHODS,
+    Method,
+    context_outputs,
+    parse_method,
+    plan_contexts,
+)
 from .cells.crops import CropParams, CropStream
 from .cells.params import SegmentationParams
 from .cells.profiles import CELL_COUNT
@@ -210,6 +217,8 @@ def image_embeddings(
     controls_per_context: int = 128,
     min_controls: int = 1,
     seed: int = 0,
+    context: str | None = None,
+    context_size: int = DEFAULT_CONTEXT_SIZE,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -229,7 +238,7 @@ def image_embeddings(
         Centre crop applied first (the checkpoint's ``input_size``).
     batch_size
         Images per forward pass (halved on out-of-memory errors).
-    treated_per_context, controls_per_context, min_controls, seed
+    treated_per_context, controls_per_context, min_controls, seed, context, context_size
         Plate contexts (see :func:`phenoadapt.adapt.methods.plan_contexts`).
     progress, cancel
         ``progress("embed", done, total)``; ``cancel()`` raises ``Cancelled``.
@@ -263,20 +272,19 @@ def image_embeddings(
     contexts = plan_contexts(
         table, method, treated_per_context=treated_per_context,
         controls_per_context=controls_per_context, min_controls=min_controls,
-        predict_controls=True, seed=seed,
+        predict_controls=True, seed=seed, context=context, context_size=context_size,
     )  # fmt: skip
     n_dim = int(getattr(model, "embedding_dim", 0)) or None
     result: np.ndarray | None = None
     done = np.zeros(len(table), dtype=bool)
     for i, ctx in enumerate(contexts):
-        stats = context_statistics(
-            model, center_crop(_as_tensor(images, ctx.statistics), input_size), cancel=cancel
-        )
-        with use_statistics(model, stats):
-            (out,) = forward_in_batches(
-                embed, _as_tensor(images, ctx.predict), batch_size=batch_size, device=device,
-                cancel=cancel,
-            )  # fmt: skip
+        # Statistics once per context (one pass, whatever its size); the context's own
+        # cells come out of that pass, the others are embedded in eval mode with them.
+        (out,) = context_outputs(
+            model, images, ctx, lambda m, x: (m.embed(center_crop(x, input_size)),),
+            batch_size=batch_size, max_pass_size=None, amp=False, channels_last=False,
+            cancel=cancel,
+        )  # fmt: skip
         if result is None:
             result = np.zeros((len(table), n_dim or out.shape[1]), dtype=np.float32)
         result[ctx.predict] = out.numpy()
@@ -426,6 +434,8 @@ def embed_images(
     controls_per_context: int = 128,
     min_controls: int = 1,
     seed: int = 0,
+    context: str | None = None,
+    context_size: int = DEFAULT_CONTEXT_SIZE,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
 ) -> pd.DataFrame:
@@ -446,6 +456,8 @@ def embed_images(
         Phenotype correction's factor.
     input_size, batch_size, treated_per_context, controls_per_context, min_controls, seed
         See :func:`image_embeddings`.
+    context, context_size
+        Plate context choice (see :func:`phenoadapt.adapt.methods.plan_contexts`).
     progress, cancel
         Progress and cancellation hooks.
 
@@ -464,7 +476,7 @@ def embed_images(
         model, images, table, bn_method=corr.bn_method, input_size=input_size,
         batch_size=batch_size, treated_per_context=treated_per_context,
         controls_per_context=controls_per_context, min_controls=min_controls, seed=seed,
-        progress=progress, cancel=cancel,
+        context=context, context_size=context_size, progress=progress, cancel=cancel,
     )  # fmt: skip
     cells = cell_embedding_table(table.iloc[rows], values)
     return correct_embeddings(

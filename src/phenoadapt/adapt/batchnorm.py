@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -162,13 +163,32 @@ def _execution_order(
     return order
 
 
-def _one_pass(model: nn.Module, images: torch.Tensor, layers: dict[str, _BatchNorm]) -> Statistics:
-    """Context statistics from one train-mode pass over the whole context."""
-    sums: dict[str, tuple[torch.Tensor, torch.Tensor, int]] = {}
+def _one_pass(
+    model: nn.Module,
+    images: torch.Tensor,
+    layers: dict[str, _BatchNorm],
+    fn: Callable[[nn.Module, torch.Tensor], Any] | None = None,
+) -> tuple[Statistics, Any]:
+    """Context statistics from one train-mode pass over the whole context, and its outputs.
+
+    Each layer records the statistics it normalizes with in its own running
+    buffers: with ``momentum=1`` the update ``(1 - m) * running + m * batch``
+    leaves exactly the batch's mean and unbiased variance (PyTorch accumulates
+    them in double precision on the CPU), so no hook has to re-read every
+    activation.  The unbiased variance is turned back into the biased one the
+    layer normalized with.  The buffers are restored on return.
+
+    The outputs (``fn(model, images)``, default ``model(images)``) are those of
+    train-mode batch norm on the context, which equal eval-mode outputs with the
+    returned statistics installed (up to float32 rounding): the context's own
+    cells need no second pass.
+    """
+    counts: dict[str, int] = {}
 
     def record(name: str) -> Callable:
         def hook(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            sums[name] = _channel_sums(args[0])
+            x = args[0]
+            counts[name] = x.numel() // x.shape[1]
 
         return hook
 
@@ -178,11 +198,22 @@ def _one_pass(model: nn.Module, images: torch.Tensor, layers: dict[str, _BatchNo
             model.eval()  # dropout and the like off; only batch norm in training mode
             for layer in layers.values():
                 layer.train()
-            model(images)
+                layer.momentum = 1.0
+            outputs = model(images) if fn is None else fn(model, images)
+            stats: Statistics = {}
+            for name, layer in layers.items():
+                if name not in counts:
+                    continue  # never reached by the forward pass
+                n = counts[name]
+                unbiased_to_biased = (n - 1) / n if n > 1 else 1.0
+                stats[name] = (
+                    layer.running_mean.detach().clone().float(),
+                    (layer.running_var.detach() * unbiased_to_biased).float(),
+                )
     finally:
         for handle in handles:
             handle.remove()
-    return {name: _finish(*sums[name]) for name in layers if name in sums}
+    return stats, outputs
 
 
 def _layer_by_layer(
@@ -257,12 +288,47 @@ def context_statistics(
         Layer name -> (mean, biased variance), float32 tensors on the model's device.
         Computed in float32 without autocast, whatever the inference precision.
     """
+    return statistics_and_outputs(model, images, chunk_size=chunk_size, cancel=cancel)[0]
+
+
+def statistics_and_outputs(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    fn: Callable[[nn.Module, torch.Tensor], Any] | None = None,
+    *,
+    chunk_size: int | None = None,
+    channels_last: bool = False,
+    cancel: CancelFn | None = None,
+) -> tuple[Statistics, Any | None]:
+    """Exact statistics of a context and, when one pass sufficed, the context's own outputs.
+
+    The statistics are those of :func:`context_statistics`.  When the context
+    fits one train-mode pass, that pass's outputs are returned as well: they
+    equal what ``fn`` gives in eval mode with the statistics installed (up to
+    float32 rounding), so the context's cells need not be forwarded again.
+
+    Parameters
+    ----------
+    model, images, chunk_size, cancel
+        As for :func:`context_statistics`.
+    fn
+        ``fn(model, batch)`` -> tensor or tuple of tensors (default: ``model(batch)``).
+    channels_last
+        Pass the images in the channels-last layout (faster convolutions on CUDA).
+
+    Returns
+    -------
+    (statistics, outputs)
+        ``outputs`` is what ``fn`` returned, on the model's device, or None when
+        the statistics were accumulated layer by layer (or the model has no
+        batch-norm layer): then forward the cells with :func:`use_statistics`.
+    """
     n = int(images.shape[0])
     if n == 0:
         raise ValueError("A batch-norm context needs at least one image.")
     layers = batchnorm_layers(model)
     if not layers:
-        return {}
+        return {}, None
     device = _device_of(model)
     # Train-mode BatchNorm1d refuses a batch of one row (feature tables); the
     # layer-by-layer route runs in eval mode and gives the same (zero-variance) statistics.
@@ -270,14 +336,15 @@ def context_statistics(
         chunk_size = 1
     elif chunk_size is None or chunk_size >= n:
         try:
-            return _one_pass(model, to_device(_as_tensor(images), device), layers)
+            batch = to_device(_as_tensor(images), device, channels_last)
+            return _one_pass(model, batch, layers, fn)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not is_oom(exc) or n == 1:
                 raise
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             chunk_size = max(n // 2, 1)
-    return _layer_by_layer(model, images, layers, max(int(chunk_size), 1), device, cancel)
+    return _layer_by_layer(model, images, layers, max(int(chunk_size), 1), device, cancel), None
 
 
 def apply_statistics(model: nn.Module, stats: Statistics) -> None:

@@ -2,29 +2,35 @@
 
 Five ways to set the batch-norm statistics used for a plate at test time:
 
-========== ========================================== =====================
+========== ========================================== =========================
 method     statistics from                            default context
-========== ========================================== =====================
+========== ========================================== =========================
 erm        the training running statistics            (none)
 adabn      all images of the plate (treated+controls) the whole plate
-arm-bn     the plate's treated images only            64 treated
+arm-bn     the plate's treated images only            a sample of 512 treated
 ben        the plate's negative controls only         the whole plate
-cs-arm-bn  treated and controls pooled (the default)  64 treated + 128 controls
-========== ========================================== =====================
+cs-arm-bn  treated and controls pooled (the default)  a sample of 512 of the
+                                                      plate (1/3 treated)
+========== ========================================== =========================
 
-A *context* is one set of statistics and the cells predicted with them.  With
-64-treated contexts a plate of 1,000 treated cells is split at random into 16
-contexts of 62-63 treated each (every treated cell predicted once), and each
-draws 128 of the plate's controls.  Control cells are predicted too (with the
-statistics of a context that used them, or else of one chosen in turn), so
-control wells get a prediction in the well table; they carry no label.
+A *context* is one set of statistics and the cells predicted with them
+(:class:`ContextChoice`).  The default for ARM-BN and CS-ARM-BN is one sampled
+context per plate (``context="sample"``, ``context_size`` cells, treated and
+controls in the share of the paper's chunks), used for every cell of the plate:
+about one network pass per cell, with the chunks' accuracy (docs/adaptation.md).
+With the paper's chunks (``context="chunks"``, 64-treated contexts) a plate of
+1,000 treated cells is split at random into 16 contexts of 62-63 treated each
+(every treated cell predicted once), and each draws 128 of the plate's
+controls.  Control cells are predicted too (with the statistics of a context
+that used them, or else of one chosen in turn), so control wells get a
+prediction in the well table; they carry no label.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -37,7 +43,7 @@ from .. import schema
 from ..errors import Cancelled, ContextError
 from ..nn.runtime import forward_in_batches, select_device, use_amp, use_channels_last
 from ..progress import CancelFn, ProgressFn
-from .batchnorm import context_statistics, use_statistics
+from .batchnorm import statistics_and_outputs, use_statistics
 
 METHOD_COLUMN = "adapt_method"
 N_CELLS_COLUMN = "n_cells"
@@ -102,6 +108,49 @@ DEFAULT_TREATED_PER_CONTEXT = 64
 DEFAULT_CONTROLS_PER_CONTEXT = 128
 DEFAULT_MIN_CONTROLS = 32
 WHOLE_PLATE = "plate"
+#: Cells in a sampled plate context (one train-mode pass of the default ``max_pass_size``).
+DEFAULT_CONTEXT_SIZE = 512
+
+
+class ContextChoice(StrEnum):
+    """Which cells of a plate give the statistics its cells are predicted with.
+
+    ``chunks``: the paper's contexts (64 treated + 128 controls), a set of
+    statistics per chunk of treated cells; ``plate``: one context of every cell
+    of the plate; ``sample``: one context per plate of ``context_size`` random
+    cells (treated and controls in the chunks' proportion), used for every cell.
+    """
+
+    CHUNKS = "chunks"
+    PLATE = "plate"
+    SAMPLE = "sample"
+
+
+#: One line per context choice, for help texts and menus.
+CONTEXT_CHOICES: dict[ContextChoice, str] = {
+    ContextChoice.CHUNKS: "the paper's contexts: statistics of 64 treated + 128 controls per "
+    "64 treated cells (about 3 passes of the network per cell)",
+    ContextChoice.PLATE: "one context per plate: statistics of every cell of the plate",
+    ContextChoice.SAMPLE: "one context per plate: statistics of a random sample of the plate "
+    "(context_size cells, treated and controls as in the chunks), about 1 pass per cell",
+}
+#: The context of ARM-BN and CS-ARM-BN when none is asked for (AdaBN and BEN use the plate):
+#: the fastest choice whose accuracy is not below the paper's chunks (docs/adaptation.md).
+DEFAULT_CONTEXT = ContextChoice.SAMPLE
+
+
+def parse_context(context: str | ContextChoice) -> ContextChoice:
+    """Return the :class:`ContextChoice` named ``context`` (``"chunks"``, ``"plate"``...)."""
+    if isinstance(context, ContextChoice):
+        return context
+    key = str(context).strip().lower()
+    for c in ContextChoice:
+        if key == c.value:
+            return c
+    raise ValueError(
+        f"Unknown plate context {context!r}: use one of "
+        f"{', '.join(c.value for c in ContextChoice)}."
+    )
 
 
 def method_choices(trainable: bool = False) -> tuple[str, ...]:
@@ -296,6 +345,84 @@ def _plate_contexts(
     return contexts
 
 
+def _sample_context(
+    plate: str,
+    method: Method,
+    treated: np.ndarray,
+    controls: np.ndarray,
+    size: int,
+    ratio: tuple[int, int],
+    predict_controls: bool,
+    rng: np.random.Generator,
+) -> Context:
+    """One context of at most ``size`` random cells of the plate, used for all its cells.
+
+    CS-ARM-BN keeps the share of treated cells that the plate's chunks would
+    have (``ratio`` = L, C): the plate's T treated split into chunks of
+    ``T / ceil(T / L)`` each with ``min(C, controls)`` controls.  The sample
+    takes about ``size`` cells in that proportion (as many controls as that
+    allows, then the treated to match), so under label shift its statistics
+    are no more biased by the treated class mix than the chunks' (the bias
+    grows with the treated share); with more cells they are less noisy.
+    AdaBN samples the plate uniformly, ARM-BN its treated and BEN its controls.
+    """
+    info = METHODS[method]
+
+    def pick(cells: np.ndarray, k: int) -> np.ndarray:
+        k = max(0, min(int(k), len(cells)))
+        return np.sort(rng.choice(cells, k, replace=False)) if k else cells[:0]
+
+    if method is Method.ADABN:
+        stats = pick(np.concatenate([treated, controls]), size)
+    elif info.uses_treated and info.uses_controls:
+        per_chunk, controls_per_chunk = ratio
+        treated_chunk = len(treated) / max(1, math.ceil(len(treated) / per_chunk))
+        controls_chunk = min(controls_per_chunk, len(controls))
+        if controls_chunk == 0:
+            stats = pick(treated, size)
+        else:
+            n_controls = round(size * controls_chunk / (treated_chunk + controls_chunk))
+            chosen_controls = pick(controls, n_controls)
+            n_treated = round(len(chosen_controls) * treated_chunk / controls_chunk)
+            chosen_treated = pick(treated, min(n_treated, size - len(chosen_controls)))
+            stats = np.sort(np.concatenate([chosen_treated, chosen_controls]))
+    elif info.uses_treated:
+        stats = pick(treated, size)
+    else:
+        stats = pick(controls, size)
+    predict = np.sort(np.concatenate([treated, controls if predict_controls else controls[:0]]))
+    return Context(plate, method, stats, predict)
+
+
+def _context_of(
+    method: Method,
+    treated_per_context: int | str | None,
+    context: ContextChoice | None,
+) -> tuple[ContextChoice, int]:
+    """The context choice of a plate and the treated cells per chunk."""
+    if treated_per_context == WHOLE_PLATE:
+        if context not in (None, ContextChoice.PLATE):
+            raise ValueError(
+                f"treated_per_context='plate' contradicts context={context.value!r}: give one."
+            )
+        return ContextChoice.PLATE, DEFAULT_TREATED_PER_CONTEXT
+    if treated_per_context is None:
+        per_context = DEFAULT_TREATED_PER_CONTEXT
+    elif isinstance(treated_per_context, int | np.integer) and treated_per_context >= 1:
+        per_context = int(treated_per_context)
+    else:
+        raise ValueError(
+            f"treated_per_context must be a positive int or 'plate', got {treated_per_context!r}."
+        )
+    if context is not None:
+        return context, per_context
+    if treated_per_context is not None:
+        return ContextChoice.CHUNKS, per_context  # a chunk size asks for chunks
+    if METHODS[method].whole_plate:
+        return ContextChoice.PLATE, per_context
+    return DEFAULT_CONTEXT, per_context
+
+
 def plan_contexts(
     table: pd.DataFrame,
     method: str | Method = DEFAULT_METHOD,
@@ -306,6 +433,8 @@ def plan_contexts(
     allow_fallback: bool = False,
     predict_controls: bool = True,
     seed: int = 0,
+    context: str | ContextChoice | None = None,
+    context_size: int = DEFAULT_CONTEXT_SIZE,
 ) -> list[Context]:
     """Split each plate of a cell table into the contexts of an adaptation method.
 
@@ -317,11 +446,11 @@ def plan_contexts(
     method
         One of :class:`Method` (default CS-ARM-BN).
     treated_per_context
-        Treated cells per context, or ``"plate"`` for one context per plate.
-        None: the method's default (64 for ARM-BN and CS-ARM-BN, the whole plate
-        for AdaBN and BEN).
+        Treated cells per chunk, or ``"plate"`` for one context per plate
+        (the same as ``context="plate"``).  None: 64.  Also sets the share of
+        treated cells in a sampled context (with ``controls_per_context``).
     controls_per_context
-        Controls drawn per context (all of them when the plate has fewer).
+        Controls drawn per chunk (all of them when the plate has fewer).
         Unused for whole-plate contexts, which take every control.
     min_controls
         Fewest control cells a plate needs for BEN and CS-ARM-BN.
@@ -333,6 +462,13 @@ def plan_contexts(
         Also predict control cells.
     seed
         Seed of the random split into contexts.
+    context
+        ``"chunks"``, ``"plate"`` or ``"sample"`` (see :class:`ContextChoice`).
+        None: chunks when ``treated_per_context`` is a number, else the method's
+        default (:data:`DEFAULT_CONTEXT` for ARM-BN and CS-ARM-BN, the whole
+        plate for AdaBN and BEN).
+    context_size
+        Cells in a sampled context (``context="sample"``).
 
     Returns
     -------
@@ -341,6 +477,9 @@ def plan_contexts(
         cells are all excluded, in none).
     """
     base = parse_method(method)
+    choice = None if context is None else parse_context(context)
+    if context_size < 1:
+        raise ValueError(f"context_size must be at least 1, got {context_size}.")
     roles = _roles(table)
     plates = table[schema.PLATE].astype(str).to_numpy()
     rng = np.random.default_rng(seed)
@@ -352,20 +491,25 @@ def plan_contexts(
         if len(treated) + len(controls) == 0:
             continue  # every cell excluded: nothing to adapt or predict
         m = _resolve_method(plate, base, len(treated), len(controls), min_controls, allow_fallback)
-        size = treated_per_context
-        if size is None:
-            size = WHOLE_PLATE if METHODS[m].whole_plate else DEFAULT_TREATED_PER_CONTEXT
-        if size == WHOLE_PLATE:
-            per_context = None
-        elif isinstance(size, int | np.integer) and size >= 1:
-            per_context = int(size)
-        else:
-            raise ValueError(
-                f"treated_per_context must be a positive int or 'plate', got {size!r}."
+        kind, per_context = _context_of(m, treated_per_context, choice)
+        if kind is ContextChoice.SAMPLE and m is not Method.ERM:
+            contexts.append(
+                _sample_context(
+                    plate,
+                    m,
+                    treated,
+                    controls,
+                    context_size,
+                    (per_context, controls_per_context),
+                    predict_controls,
+                    rng,
+                )  # fmt: skip
             )
+            continue
         contexts += _plate_contexts(
-            plate, m, treated, controls, per_context, controls_per_context, predict_controls, rng
-        )
+            plate, m, treated, controls, None if kind is ContextChoice.PLATE else per_context,
+            controls_per_context, predict_controls, rng,
+        )  # fmt: skip
     return contexts
 
 
@@ -485,6 +629,123 @@ def _model_device(model: nn.Module) -> torch.device:
     return next(iter(model.parameters())).device
 
 
+class _Rows:
+    """Images at positions ``idx``, gathered (and centre-cropped) one batch at a time.
+
+    Lets :func:`~phenoadapt.nn.runtime.forward_in_batches` run over a whole plate
+    without first copying all of its crops into one float32 array.
+    """
+
+    def __init__(
+        self, images: np.ndarray | torch.Tensor, idx: np.ndarray, input_size: int | None
+    ) -> None:
+        self.images, self.idx, self.input_size = images, idx, input_size
+        self.shape = (len(idx),)
+
+    def __getitem__(self, sl: slice) -> torch.Tensor:
+        return _gather(self.images, self.idx[sl], self.input_size)
+
+
+def _classify(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return (model(x),)
+
+
+def _embed_and_classify(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    features = model.embed(x)
+    return features, model.classify(features)
+
+
+def _positions_in(cells: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """Position of each of ``cells`` in ``within`` (-1 where absent)."""
+    if len(within) == 0:
+        return np.full(len(cells), -1, dtype=np.int64)
+    order = np.argsort(within, kind="stable")
+    ranked = within[order]
+    loc = np.clip(np.searchsorted(ranked, cells), 0, len(ranked) - 1)
+    return np.where(ranked[loc] == cells, order[loc], -1)
+
+
+def context_outputs(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    context: Context,
+    head: Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, ...]],
+    *,
+    batch_size: int = 256,
+    max_pass_size: int | None = 512,
+    input_size: int | None = None,
+    amp: bool | None = None,
+    channels_last: bool | None = None,
+    cancel: CancelFn | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """``head(model, x)`` for the cells of ``context.predict``, under the context's statistics.
+
+    The statistics are computed once for the context.  When its statistics
+    cells fit one train-mode pass (``max_pass_size``), that pass's outputs are
+    the (exact) outputs of those cells and only the other cells are forwarded,
+    in eval mode with the statistics installed, at the speed of a plain
+    forward pass; otherwise the statistics are accumulated layer by layer (see
+    :mod:`.batchnorm`) and every cell is forwarded in eval mode.
+
+    Parameters
+    ----------
+    model
+        Left as it was (buffers, train/eval flags).
+    images
+        ``(n, C, h, w)`` raw intensities; context positions index its first axis.
+    context
+        The cells giving the statistics and the cells to predict.
+    head
+        ``head(model, batch)`` -> tuple of tensors with the batch as first dim.
+    batch_size, max_pass_size, input_size, amp, channels_last, cancel
+        See :func:`predict_contexts`.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        Float32 CPU tensors, rows in the order of ``context.predict``.
+    """
+    device = _model_device(model)
+    amp_on = use_amp(device, amp)
+    cl = use_channels_last(device, channels_last)
+    stats, own = {}, None
+    if len(context.statistics):
+        stats, own = statistics_and_outputs(
+            model, _gather(images, context.statistics, input_size), head,
+            chunk_size=max_pass_size, channels_last=cl, cancel=cancel,
+        )  # fmt: skip
+    predict = np.asarray(context.predict, dtype=np.int64)
+    where = (
+        _positions_in(predict, np.asarray(context.statistics, dtype=np.int64))
+        if own is not None
+        else np.full(len(predict), -1, dtype=np.int64)
+    )
+    rest = np.flatnonzero(where < 0)
+    rest_out: tuple[torch.Tensor, ...] | None = None
+    if len(rest):
+        with use_statistics(model, stats):
+            rest_out = forward_in_batches(
+                lambda x: head(model, x), _Rows(images, predict[rest], input_size),
+                batch_size=batch_size, device=device, amp=amp_on, channels_last=cl,
+                cancel=cancel,
+            )  # fmt: skip
+    if own is None:
+        assert rest_out is not None
+        return rest_out
+    own_cpu = tuple(o.float().cpu() for o in own)
+    if rest_out is None:
+        idx = torch.from_numpy(where)
+        return tuple(o[idx] for o in own_cpu)
+    outs = []
+    inside = np.flatnonzero(where >= 0)
+    for o, r in zip(own_cpu, rest_out, strict=True):
+        full = torch.empty((len(predict), *o.shape[1:]), dtype=torch.float32)
+        full[torch.from_numpy(inside)] = o[torch.from_numpy(where[inside])]
+        full[torch.from_numpy(rest)] = r
+        outs.append(full)
+    return tuple(outs)
+
+
 def predict_contexts(
     models: nn.Module | Sequence[nn.Module],
     images: np.ndarray | torch.Tensor,
@@ -500,6 +761,9 @@ def predict_contexts(
     cancel: CancelFn | None = None,
 ) -> list[ContextOutput]:
     """Class probabilities of each context's cells under that context's statistics.
+
+    Each context's statistics are computed once per model; its cells are then
+    predicted in eval mode with them installed (see :func:`context_outputs`).
 
     Parameters
     ----------
@@ -518,7 +782,8 @@ def predict_contexts(
     input_size
         Centre-crop images to this size first (models trained on random crops).
     amp, channels_last
-        None: bfloat16 autocast and channels-last on CUDA only.
+        None: bfloat16 autocast and channels-last on CUDA only (the statistics
+        pass runs in float32).
     return_embeddings
         Also return pooled features (single model only: an ensemble's members
         have unrelated feature spaces).
@@ -531,47 +796,27 @@ def predict_contexts(
         raise ValueError("predict_contexts needs at least one model.")
     if return_embeddings and len(members) > 1:
         raise ValueError("Embeddings can be returned for a single model, not an ensemble.")
+    head = _embed_and_classify if return_embeddings else _classify
     outputs: list[ContextOutput] = []
     for i, ctx in enumerate(contexts):
         if cancel is not None and cancel():
             raise Cancelled("Cancelled during plate-context adaptation.")
-        stat_images = _gather(images, ctx.statistics, input_size) if len(ctx.statistics) else None
-        predict_images = _gather(images, ctx.predict, input_size)
         prob_sum: torch.Tensor | None = None
         features = None
         for model in members:
-            device = _model_device(model)
-            amp_on = use_amp(device, amp)
-            cl = use_channels_last(device, channels_last)
-            stats = (
-                context_statistics(model, stat_images, chunk_size=max_pass_size, cancel=cancel)
-                if stat_images is not None
-                else {}
-            )
-            with use_statistics(model, stats):
-                if return_embeddings:
-                    feats, logits = forward_in_batches(
-                        lambda x, m=model: _embed_and_classify(m, x),
-                        predict_images, batch_size=batch_size, device=device, amp=amp_on,
-                        channels_last=cl, cancel=cancel,
-                    )  # fmt: skip
-                    features = feats.numpy()
-                else:
-                    (logits,) = forward_in_batches(
-                        model, predict_images, batch_size=batch_size, device=device,
-                        amp=amp_on, channels_last=cl, cancel=cancel,
-                    )  # fmt: skip
-            probs = torch.softmax(logits.float(), dim=1)
+            out = context_outputs(
+                model, images, ctx, head, batch_size=batch_size, max_pass_size=max_pass_size,
+                input_size=input_size, amp=amp, channels_last=channels_last, cancel=cancel,
+            )  # fmt: skip
+            if return_embeddings:
+                features = out[0].numpy()
+            probs = torch.softmax(out[-1].float(), dim=1)
             prob_sum = probs if prob_sum is None else prob_sum + probs
+        assert prob_sum is not None
         outputs.append(ContextOutput(ctx, (prob_sum / len(members)).numpy(), features))
         if progress is not None:
             progress("adapt", i + 1, len(contexts))
     return outputs
-
-
-def _embed_and_classify(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    features = model.embed(x)
-    return features, model.classify(features)
 
 
 def normalized_entropy(probabilities: np.ndarray) -> np.ndarray:
@@ -645,16 +890,15 @@ def summarize_wells(cells: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame
     wells[schema.PREDICTION] = well_class
     wells[schema.CONFIDENCE] = probs.max(axis=1)
     wells[schema.UNCERTAINTY] = normalized_entropy(probs)
-    votes = done[keys + [schema.PREDICTION]].merge(
-        pd.DataFrame({schema.PREDICTION + "_well": well_class}, index=wells.index).reset_index(),
-        on=keys,
+    # Fraction of each well's cells voting for the well's class; group numbers follow the
+    # sorted well order of ``wells`` (a merge on the keys cost more than the network here).
+    codes = grouped.ngroup().to_numpy()
+    votes = done[schema.PREDICTION].to_numpy(dtype=object) == well_class[codes]
+    n_groups = len(wells)
+    agree = np.bincount(codes, weights=votes, minlength=n_groups) / np.bincount(
+        codes, minlength=n_groups
     )
-    agree = (
-        (votes[schema.PREDICTION] == votes[schema.PREDICTION + "_well"])
-        .groupby([votes[k] for k in keys])
-        .mean()
-    )
-    wells[AGREEMENT_COLUMN] = agree.reindex(wells.index).to_numpy()
+    wells[AGREEMENT_COLUMN] = agree
     return wells.reset_index()
 
 
@@ -670,6 +914,8 @@ def predict_plate(
     min_controls: int = DEFAULT_MIN_CONTROLS,
     allow_fallback: bool = False,
     seed: int = 0,
+    context: str | ContextChoice | None = None,
+    context_size: int = DEFAULT_CONTEXT_SIZE,
     batch_size: int = 256,
     max_pass_size: int = 512,
     input_size: int | None = None,
@@ -694,6 +940,10 @@ def predict_plate(
         Class names in the order of the model's outputs.
     method, treated_per_context, controls_per_context, min_controls, allow_fallback, seed
         See :func:`plan_contexts`.
+    context, context_size
+        Which cells give each plate's statistics: ``"chunks"`` (the paper's 64
+        treated + 128 controls), ``"plate"`` or ``"sample"`` (``context_size``
+        cells); see :func:`plan_contexts` and :class:`ContextChoice`.
     batch_size, max_pass_size, input_size, amp, return_embeddings, progress, cancel
         See :func:`predict_contexts`.
     device
@@ -722,7 +972,7 @@ def predict_plate(
     contexts = plan_contexts(
         table, method, treated_per_context=treated_per_context,
         controls_per_context=controls_per_context, min_controls=min_controls,
-        allow_fallback=allow_fallback, seed=seed,
+        allow_fallback=allow_fallback, seed=seed, context=context, context_size=context_size,
     )  # fmt: skip
     outputs = predict_contexts(
         members, images, contexts, batch_size=batch_size, max_pass_size=max_pass_size,
@@ -767,10 +1017,14 @@ def _cell_table(
 
 
 __all__ = [
+    "CONTEXT_CHOICES",
+    "DEFAULT_CONTEXT",
+    "DEFAULT_CONTEXT_SIZE",
     "DEFAULT_METHOD",
     "METHODS",
     "METHOD_COLUMN",
     "Context",
+    "ContextChoice",
     "ContextOutput",
     "Method",
     "MethodInfo",
@@ -778,7 +1032,9 @@ __all__ = [
     "bad_images",
     "check_images",
     "context_from_cells",
+    "context_outputs",
     "normalized_entropy",
+    "parse_context",
     "parse_method",
     "plan_contexts",
     "predict_contexts",

@@ -23,7 +23,15 @@ from pathlib import Path
 import pandas as pd
 
 from .. import schema
-from ..adapt.methods import DEFAULT_CONTROLS_PER_CONTEXT, DEFAULT_MIN_CONTROLS, method_choices
+from ..adapt.methods import (
+    CONTEXT_CHOICES,
+    DEFAULT_CONTEXT,
+    DEFAULT_CONTEXT_SIZE,
+    DEFAULT_CONTROLS_PER_CONTEXT,
+    DEFAULT_MIN_CONTROLS,
+    ContextChoice,
+    method_choices,
+)
 from ..errors import PhenoadaptError
 from ..export import (
     RESULT_FILES,
@@ -151,6 +159,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--controls-per-context", type=int, default=DEFAULT_CONTROLS_PER_CONTEXT, metavar="N"
     )
     parser.add_argument(
+        "--context", choices=[c.value for c in ContextChoice],
+        help="which cells give each plate's statistics: "
+        + "; ".join(f"{c.value} = {text}" for c, text in CONTEXT_CHOICES.items())
+        + f" (default: {DEFAULT_CONTEXT.value} for ARM-BN and CS-ARM-BN, plate for AdaBN "
+        "and BEN)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--context-size", type=int, default=DEFAULT_CONTEXT_SIZE, metavar="N",
+        help=f"cells in a sampled context (--context sample; default {DEFAULT_CONTEXT_SIZE})",
+    )  # fmt: skip
+    parser.add_argument(
         "--min-controls", type=int, metavar="N",
         help="fewest control cells a plate needs for BEN and CS-ARM-BN (default: "
         f"{DEFAULT_MIN_CONTROLS}; control fields for a site checkpoint: "
@@ -258,8 +277,8 @@ def run_predict(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint if len(args.checkpoint) > 1 else args.checkpoint[0],
         method=args.method, device=args.device, batch_size=args.batch_size,
         treated_per_context=_treated_per_context(args.treated_per_context),
-        controls_per_context=args.controls_per_context,
-        min_controls=args.min_controls or DEFAULT_MIN_CONTROLS,
+        controls_per_context=args.controls_per_context, context=args.context,
+        context_size=args.context_size, min_controls=args.min_controls or DEFAULT_MIN_CONTROLS,
         min_control_sites=args.min_controls or DEFAULT_MIN_CONTROL_SITES,
         allow_fallback=args.allow_fallback, seed=args.seed, wells=parse_wells(args.wells),
         segmentation_overrides=overrides, compare_unadapted=args.embeddings,

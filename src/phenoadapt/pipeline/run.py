@@ -3,9 +3,10 @@
 For each plate: check that the checkpoint fits (channels, classes, controls),
 segment every field (or take the cells of a given table) and cut crops the
 checkpoint's size, predict every cell with the chosen batch-norm method
-(CS-ARM-BN by default: statistics of 64 treated + 128 control cells of the
-same plate), then summarize per well and score against the plate map's MoA
-where it is known.  A checkpoint trained on sites (``extra["unit"] == "site"``)
+(CS-ARM-BN by default: statistics of a sample of 512 cells of the same plate,
+a third treated, or the paper's chunks of 64 treated + 128 controls), then
+summarize per well and score against the plate map's MoA where it is known.
+A checkpoint trained on sites (``extra["unit"] == "site"``)
 is given one tile per field instead (:mod:`.tiles`; nothing is segmented) and
 its ``cells`` table has one row per field.  Plates run one after the other, so
 only one plate's crops are in memory at a time.
@@ -24,10 +25,12 @@ import torch
 
 from .. import schema
 from ..adapt.methods import (
+    DEFAULT_CONTEXT_SIZE,
     DEFAULT_CONTROLS_PER_CONTEXT,
     DEFAULT_MIN_CONTROLS,
     METHODS,
     Method,
+    parse_context,
     parse_method,
     predict_plate,
     summarize_wells,
@@ -72,6 +75,11 @@ class RunConfig:
     treated_per_context, controls_per_context, min_controls, allow_fallback, seed
         Plate contexts (see :func:`phenoadapt.adapt.plan_contexts`); with a
         site-unit checkpoint contexts count sites (fields) instead of cells.
+    context, context_size
+        Which cells give each plate's statistics: ``"chunks"`` (the paper's 64
+        treated + 128 controls per chunk), ``"plate"`` (every cell) or
+        ``"sample"`` (``context_size`` random cells); None: the method's default
+        (see :class:`phenoadapt.adapt.ContextChoice`).
     min_control_sites
         ``min_controls`` for a site-unit checkpoint (8: a field tile pools the
         pixels of many cells, and 4 control wells x 2 sites should suffice).
@@ -97,6 +105,8 @@ class RunConfig:
     batch_size: int = 256
     treated_per_context: int | str | None = None
     controls_per_context: int = DEFAULT_CONTROLS_PER_CONTEXT
+    context: str | None = None
+    context_size: int = DEFAULT_CONTEXT_SIZE
     min_controls: int = DEFAULT_MIN_CONTROLS
     min_control_sites: int = DEFAULT_MIN_CONTROL_SITES
     allow_fallback: bool = False
@@ -115,6 +125,13 @@ class RunConfig:
             raise OptionError(
                 "min_controls, min_control_sites and controls_per_context must be at least 1."
             )
+        if self.context is not None:
+            try:
+                self.context = parse_context(self.context).value
+            except ValueError as exc:
+                raise OptionError(str(exc)) from None
+        if self.context_size < 1:
+            raise OptionError(f"context_size must be at least 1, got {self.context_size}.")
 
 
 @dataclass
@@ -366,6 +383,7 @@ def _predict_one(
         [c.model for c in checkpoints], images, table, meta.classes, config.method,
         treated_per_context=config.treated_per_context,
         controls_per_context=config.controls_per_context, min_controls=config.min_controls,
+        context=config.context, context_size=config.context_size,
         allow_fallback=config.allow_fallback, seed=config.seed, batch_size=config.batch_size,
         input_size=meta.input_size, device=None,
         return_embeddings=single and config.return_embeddings, progress=progress, cancel=cancel,

@@ -21,7 +21,7 @@ cs-arm-bn  one plate's treated + controls  the plate's treated + control rows
 Nothing is reimplemented: training is :func:`phenoadapt.train.train_model` on a
 :class:`~phenoadapt.train.CellData` whose "images" are the ``(n, F)`` feature rows,
 prediction is :func:`phenoadapt.adapt.predict_plate`.  A table of wells is small,
-so a context is by default the whole plate (``treated_per_context="plate"``) and a
+so a context is by default the whole plate (``context="plate"``) and a
 plate needs at least one control row (``min_controls=1``) for BEN and CS-ARM-BN.
 
 Bad input is refused with a message naming what to fix: NaN or constant feature
@@ -44,6 +44,7 @@ import pandas as pd
 
 from .. import schema
 from ..adapt.methods import (
+    DEFAULT_CONTEXT_SIZE,
     METHODS,
     TRAIN_METHODS,
     Method,
@@ -314,12 +315,14 @@ def predict_table(
     table: pd.DataFrame,
     method: str | Method | None = None,
     *,
-    treated_per_context: int | str = "plate",
+    treated_per_context: int | str | None = None,
     controls_per_context: int = 128,
     min_controls: int = 1,
     allow_fallback: bool = False,
     return_embeddings: bool = True,
     seed: int = 0,
+    context: str | None = None,
+    context_size: int = DEFAULT_CONTEXT_SIZE,
 ) -> PlatePredictions:
     """Predict (and embed) every row of a feature table with plate-context statistics.
 
@@ -332,9 +335,13 @@ def predict_table(
     method
         Test-time method (default: the training method's own; see the module table).
     treated_per_context
-        ``"plate"`` (default): one context per plate; or treated rows per context.
+        Treated rows per chunk, or ``"plate"``.  With neither this nor
+        ``context``, one context per plate (a table of wells is small).
     controls_per_context, min_controls, allow_fallback, seed
         See :func:`phenoadapt.adapt.plan_contexts`.
+    context, context_size
+        ``"chunks"``, ``"plate"`` or ``"sample"`` (``context_size`` rows); see
+        :class:`phenoadapt.adapt.ContextChoice`.
     return_embeddings
         Also return the embeddings (:attr:`PlatePredictions.embeddings`).
 
@@ -362,11 +369,14 @@ def predict_table(
     if method is Method.ARM_BN:
         table = _plates_with_treated(table)
     rows = _rows(table, features)
+    if context is None and treated_per_context is None:
+        context = "plate"
     return predict_plate(
         table_model.model, rows, table.reset_index(drop=True), table_model.classes, method,
         treated_per_context=treated_per_context, controls_per_context=controls_per_context,
-        min_controls=min_controls, allow_fallback=allow_fallback, seed=seed,
-        max_pass_size=max(len(rows), 1), device=None, return_embeddings=return_embeddings,
+        min_controls=min_controls, allow_fallback=allow_fallback, seed=seed, context=context,
+        context_size=context_size, max_pass_size=max(len(rows), 1), device=None,
+        return_embeddings=return_embeddings,
     )  # fmt: skip
 
 

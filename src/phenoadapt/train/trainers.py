@@ -38,6 +38,7 @@ from torch import nn
 from phenoadapt.errors import OptionError
 
 from ..adapt.methods import (
+    DEFAULT_CONTEXT_SIZE,
     DEFAULT_CONTROLS_PER_CONTEXT,
     TRAIN_METHODS,
     Context,
@@ -270,11 +271,15 @@ def evaluate_plates(
     batch_size: int = 256,
     amp: bool | None = None,
     cancel: CancelFn | None = None,
+    context: str | None = None,
+    context_size: int = DEFAULT_CONTEXT_SIZE,
 ) -> Evaluation:
     """Accuracy and loss of a test-time method on the treated cells of some plates.
 
     In a distributed job the plates are split across ranks and the metrics
-    combined, so every rank gets the same numbers.
+    combined, so every rank gets the same numbers.  ``treated_per_context``,
+    ``controls_per_context``, ``min_controls``, ``seed``, ``context`` and
+    ``context_size`` choose the contexts (see :func:`phenoadapt.adapt.plan_contexts`).
     """
     plates = data.plates[dist_utils.rank() :: dist_utils.world_size()]
     local = data.subset(plates) if plates else None
@@ -287,6 +292,8 @@ def evaluate_plates(
             min_controls=min_controls,
             predict_controls=False,
             seed=seed,
+            context=context,
+            context_size=context_size,
         )  # fmt: skip
         if local is not None
         else []
