@@ -96,7 +96,9 @@ def run(counts: list[int], dim: int, session_cells: int, log=print) -> dict:
         first = session_times(session_cells, dim, Path(cache))
         log(f"session 1 (empty cache), {session_cells:,} cells: {first[0]:.1f} s, {first[1]:.1f} s")
         second = session_times(session_cells, dim, Path(cache))
-        log(f"session 2 (cache kept), {session_cells:,} cells: {second[0]:.1f} s, {second[1]:.1f} s")
+        log(
+            f"session 2 (cache kept), {session_cells:,} cells: {second[0]:.1f} s, {second[1]:.1f} s"
+        )
     fits = []
     for n in counts:
         seconds, coordinates = fit_seconds(features(n, dim))
@@ -105,8 +107,10 @@ def run(counts: list[int], dim: int, session_cells: int, log=print) -> dict:
     X = features(counts[0], dim)
     old_seconds, old_map = fit_seconds(X, pca_dimensions=None)
     old = (counts[0], old_seconds, trust(X, old_map))
-    log(f"old fit (all {dim} features), {counts[0]:,} cells: {old_seconds:.1f} s, "
-        f"trustworthiness {old[2]:.3f}")
+    log(
+        f"old fit (all {dim} features), {counts[0]:,} cells: {old_seconds:.1f} s, "
+        f"trustworthiness {old[2]:.3f}"
+    )
     return dict(first=first, second=second, session_cells=session_cells, fits=fits, old=old)
 
 
