@@ -87,7 +87,10 @@ SMOKE = Sizes(
     ),
     batch_sizes=(32,),
     throughput_plate=DataSettings(
-        plates=tuple(design({1: [1]})), wells=("A01", "A02", "B01", "B02"), field_size=128
+        # Rows A and B: enough control wells for CS-ARM-BN contexts.
+        plates=tuple(design({1: [1]})),
+        wells=tuple(f"{r}{c:02d}" for r in "AB" for c in range(1, 13)),
+        field_size=128,
     ),
     e2e_plate=DataSettings(plates=tuple(design({1: [1]})), wells=("A01", "A02"), field_size=128),
     train_width=4,
