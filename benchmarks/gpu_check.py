@@ -83,7 +83,7 @@ FULL = Sizes(
 SMOKE = Sizes(
     cases=(
         throughput.Case("resnet10", 4, "small", 16, 0.5),
-        throughput.Case("resnet50", 4, "small", 16, 0.5, max_cells=48),
+        throughput.Case("resnet50", 4, "small", 16, 0.5),
     ),
     batch_sizes=(32,),
     throughput_plate=DataSettings(
