@@ -1,15 +1,135 @@
-"""Two-dimensional UMAP maps of embeddings, reproducible with a seed."""
+"""Two-dimensional UMAP maps of embeddings, reproducible with a seed.
+
+Speed (see ``docs/umap-speed.md``):
+
+- rows with more than :data:`PCA_DIMENSIONS` features are first reduced by a
+  seeded PCA (nearest neighbours and the fuzzy graph cost grow with the number
+  of features; 50 principal components keep the neighbourhoods of embeddings);
+- numba's compiled code is kept on disk in the user's cache folder
+  (:func:`numba_cache_dir`), so only the first fit ever on a machine pays the
+  compilation, not the first fit of every session;
+- on a CUDA machine with RAPIDS cuML installed, cuML's UMAP is used.
+
+What is deterministic: with umap-learn, the same input, options and ``seed``
+give the same map bit for bit on the same machine and library versions (a
+seeded umap-learn runs its nearest-neighbour descent and its layout on one
+thread; a parallel layout updates shared coordinates in a racy order, so it is
+not offered).  The PCA is seeded too.  cuML's map is seeded but GPU
+reductions may differ in the last bits between runs and devices.
+"""
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .. import schema
+from ..errors import OptionError
 from ._validation import as_matrix, check_neighbours, table_matrix
+
+#: Features kept by the PCA that runs before UMAP (rows with more features are reduced).
+PCA_DIMENSIONS = 50
+
+#: The UMAP implementations: ``auto`` takes cuML on a CUDA machine where it is installed.
+BACKENDS = ("auto", "umap-learn", "cuml")
+
+_CACHE_ENABLED = False
+
+
+def numba_cache_dir() -> Path:
+    """The folder for numba's compiled code: the user cache folder of phenoadapt.
+
+    ``platformdirs.user_cache_dir("phenoadapt")/numba`` when platformdirs is
+    installed, otherwise ``~/.cache/phenoadapt/numba``.  ``NUMBA_CACHE_DIR``, when
+    already set, wins.
+    """
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return Path(os.environ["NUMBA_CACHE_DIR"])
+    try:
+        from platformdirs import user_cache_dir
+    except ImportError:
+        return Path.home() / ".cache" / "phenoadapt" / "numba"
+    return Path(user_cache_dir("phenoadapt")) / "numba"
+
+
+def _use_numba_cache() -> None:
+    """Point numba's on-disk cache at :func:`numba_cache_dir` (before numba compiles).
+
+    numba reads ``NUMBA_CACHE_DIR`` when it is first imported, so the variable
+    is set here, before ``import umap``; if numba was already imported by
+    someone else, its config is set directly (it is read when a cache is made).
+    """
+    folder = numba_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home: numba falls back to compiling every session
+        return
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(folder))
+    numba = sys.modules.get("numba")
+    if numba is not None and not numba.config.CACHE_DIR:
+        numba.config.CACHE_DIR = str(folder)
+
+
+def _cache_compiled_functions() -> None:
+    """Turn on numba's disk cache for the jitted functions of umap and pynndescent.
+
+    Most of them are declared without ``cache=True`` and are compiled anew in
+    every session (10-60 s on the first fit).  ``enable_caching`` is what
+    ``cache=True`` does; functions numba cannot cache (they take a function as
+    an argument) are compiled as before, with numba's warning silenced.
+    """
+    global _CACHE_ENABLED
+    if _CACHE_ENABLED:
+        return
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith(("umap", "pynndescent")):
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, Dispatcher) and isinstance(value._cache, NullCache):
+                value.enable_caching()
+    _CACHE_ENABLED = True
+
+
+def _cuda_available() -> bool:
+    """Whether a CUDA device can be used (torch, a dependency, asks the driver)."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _cuml_umap() -> type | None:
+    """cuML's UMAP class when cuML is installed and a CUDA device exists, else None."""
+    try:
+        manifold = importlib.import_module("cuml.manifold")
+    except ImportError:
+        return None
+    return manifold.UMAP if _cuda_available() else None
+
+
+def reduce_dimensions(
+    X: np.ndarray, n_components: int | None = PCA_DIMENSIONS, seed: int = 0
+) -> np.ndarray:
+    """The first ``n_components`` principal components of ``X`` (seeded), or ``X``.
+
+    ``X`` is returned unchanged when it has at most ``n_components`` features
+    or ``n_components`` is None.
+    """
+    if n_components is None or X.shape[1] <= n_components:
+        return X
+    from sklearn.decomposition import PCA
+
+    n_components = min(n_components, len(X))
+    return PCA(n_components=n_components, random_state=seed).fit_transform(X)
 
 
 def umap_coordinates(
@@ -18,30 +138,69 @@ def umap_coordinates(
     min_dist: float = 0.1,
     metric: str = "euclidean",
     seed: int = 0,
+    *,
+    pca_dimensions: int | None = PCA_DIMENSIONS,
+    backend: str = "auto",
 ) -> np.ndarray:
-    """UMAP coordinates ``(n, 2)`` of the rows of ``X`` (umap-learn).
+    """UMAP coordinates ``(n, 2)`` of the rows of ``X``.
 
-    The same ``seed`` gives the same map (umap-learn then runs single-threaded).
+    Parameters
+    ----------
+    X
+        One row per sample.
+    n_neighbors, min_dist, metric
+        UMAP's options.
+    seed
+        The same seed gives the same map (see the module notes on what is deterministic).
+    pca_dimensions
+        Rows with more features are first reduced to this many principal
+        components (seeded PCA); None maps the features as they are.
+    backend
+        ``"auto"`` (cuML on a CUDA machine where it is installed, else
+        umap-learn), ``"umap-learn"`` or ``"cuml"``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 coordinates, one row per row of ``X``.
 
     Raises
     ------
     phenoadapt.errors.TableError
         When there are not more rows than ``n_neighbors``, naming both numbers.
+    phenoadapt.errors.OptionError
+        An unknown ``backend``, or ``"cuml"`` where cuML or a CUDA device is missing.
     """
+    if backend not in BACKENDS:
+        raise OptionError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     X = as_matrix(X)
     check_neighbours(len(X), n_neighbors, "UMAP", "n_neighbors")
-    # umap-learn imports numba and compiles on first use: import it only when needed.
-    import umap
+    X = np.ascontiguousarray(reduce_dimensions(X, pca_dimensions, seed), dtype=np.float32)
+    options = dict(n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, metric=metric)
+    cuml_umap = _cuml_umap() if backend != "umap-learn" else None
+    if backend == "cuml" and cuml_umap is None:
+        raise OptionError(
+            "backend 'cuml' needs RAPIDS cuML and a CUDA device; install cuML on a GPU "
+            "machine or use backend='umap-learn'"
+        )
+    if cuml_umap is not None:
+        coordinates = cuml_umap(**options, random_state=seed).fit_transform(X)
+        # cuML returns a cupy array for cupy input and numpy for numpy; .get() copies to host.
+        return np.asarray(getattr(coordinates, "get", lambda: coordinates)(), dtype=np.float64)
+    return _umap_learn(X, options, seed)
 
-    reducer = umap.UMAP(
-        n_components=2,
-        n_neighbors=n_neighbors,
-        min_dist=min_dist,
-        metric=metric,
-        random_state=seed,
-        n_jobs=1,
-    )
+
+def _umap_learn(X: np.ndarray, options: dict, seed: int) -> np.ndarray:
+    """umap-learn's map, seeded (single-threaded), with compiled code cached on disk."""
+    # The cache folder must be known before numba is imported (by umap).
+    _use_numba_cache()
     with warnings.catch_warnings():
+        # NumbaWarning: functions it cannot cache; they are compiled each session.
+        warnings.filterwarnings("ignore", message=".*[Cc]annot cache")
+        import umap
+
+        _cache_compiled_functions()
+        reducer = umap.UMAP(**options, random_state=seed, n_jobs=1)
         # Small inputs make umap-learn warn about its spectral initialisation.
         warnings.filterwarnings("ignore", category=UserWarning, module="umap")
         return np.asarray(reducer.fit_transform(X), dtype=np.float64)

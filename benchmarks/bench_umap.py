@@ -1,0 +1,164 @@
+"""UMAP fit time by cell count, first fit of a session against the second, map quality.
+
+What it measures (stand-in embeddings: MoA centres plus a plate offset, see
+``bench_umap_dock.stand_in_result``, ``--dim`` features):
+
+- *fit time by cell count* of :func:`phenoadapt.evaluate.umap_coordinates`
+  as it is now (seeded PCA to 50 dimensions, numba cache warm) and, on the
+  smallest count, the old configuration (umap-learn on every feature);
+- *first vs second fit of a session*: two fresh Python processes, one after
+  the other, each fitting twice; the first process starts with an empty numba
+  cache (the first fit ever on a machine), the second with the cache the first
+  left (every later session);
+- *trustworthiness* (``sklearn.manifold.trustworthiness``, 15 neighbours, on a
+  2,000-cell subsample) of the fast map and of the old one, against the
+  original features.
+
+Run ``python benchmarks/bench_umap.py`` (writes ``docs/umap-speed.md``) or
+``--quick`` (5,000 and 10,000 cells, prints only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.manifold import trustworthiness
+
+from phenoadapt.evaluate import umap_coordinates
+
+try:  # run as a script: benchmarks/ is on sys.path
+    from _common import write_doc_section
+    from bench_umap_dock import stand_in_result
+except ImportError:  # pragma: no cover - imported as benchmarks.bench_umap
+    from benchmarks._common import write_doc_section
+    from benchmarks.bench_umap_dock import stand_in_result
+
+DOC = Path(__file__).parents[1] / "docs" / "umap-speed.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+SRC = Path(__file__).parents[1] / "src"
+
+#: Runs in a fresh interpreter: fits twice and prints the two times as JSON.
+SESSION = """
+import json, sys, time
+sys.path.insert(0, {bench!r})
+from bench_umap_dock import stand_in_result
+from phenoadapt.evaluate import umap_coordinates
+X = stand_in_result({n}, dim={dim}).embeddings_unadapted
+times = []
+for _ in range(2):
+    started = time.perf_counter()
+    umap_coordinates(X, seed=0)
+    times.append(time.perf_counter() - started)
+print(json.dumps(times))
+"""
+
+
+def features(n_cells: int, dim: int) -> np.ndarray:
+    """The stand-in embeddings (before adaptation: plates apart) of ``n_cells`` cells."""
+    return stand_in_result(n_cells, dim=dim).embeddings_unadapted
+
+
+def fit_seconds(X: np.ndarray, **options: object) -> tuple[float, np.ndarray]:
+    """Seconds of one seeded fit, and the map."""
+    started = time.perf_counter()
+    coordinates = umap_coordinates(X, seed=0, **options)
+    return time.perf_counter() - started, coordinates
+
+
+def session_times(n_cells: int, dim: int, cache: Path) -> list[float]:
+    """First and second fit seconds of a fresh interpreter using the numba cache ``cache``."""
+    code = SESSION.format(bench=str(Path(__file__).parent), n=n_cells, dim=dim)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(SRC))
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def trust(X: np.ndarray, coordinates: np.ndarray, n: int = 2000) -> float:
+    """Trustworthiness of the map on a seeded subsample of ``n`` cells."""
+    rows = np.random.default_rng(0).choice(len(X), size=min(n, len(X)), replace=False)
+    return float(trustworthiness(X[rows], coordinates[rows], n_neighbors=15))
+
+
+def run(counts: list[int], dim: int, session_cells: int, log=print) -> dict:
+    """Every measurement; ``log`` gets a line per figure."""
+    with tempfile.TemporaryDirectory() as cache:
+        first = session_times(session_cells, dim, Path(cache))
+        log(f"session 1 (empty cache), {session_cells:,} cells: {first[0]:.1f} s, {first[1]:.1f} s")
+        second = session_times(session_cells, dim, Path(cache))
+        log(
+            f"session 2 (cache kept), {session_cells:,} cells: {second[0]:.1f} s, {second[1]:.1f} s"
+        )
+    # Warm-up above 4,096 cells (below, umap-learn takes exact neighbours, not nn-descent):
+    # the table is of fits with compiled code, as in every fit after a session's first.
+    fit_seconds(features(5_000, dim))
+    fits = []
+    for n in counts:
+        seconds, coordinates = fit_seconds(features(n, dim))
+        fits.append((n, seconds, trust(features(n, dim), coordinates)))
+        log(f"fast fit, {n:,} cells: {seconds:.1f} s, trustworthiness {fits[-1][2]:.3f}")
+    X = features(counts[0], dim)
+    old_seconds, old_map = fit_seconds(X, pca_dimensions=None)
+    old = (counts[0], old_seconds, trust(X, old_map))
+    log(
+        f"old fit (all {dim} features), {counts[0]:,} cells: {old_seconds:.1f} s, "
+        f"trustworthiness {old[2]:.3f}"
+    )
+    return dict(first=first, second=second, session_cells=session_cells, fits=fits, old=old)
+
+
+def render(result: dict, dim: int) -> str:
+    """The markdown section."""
+    first, second = result["first"], result["second"]
+    n_old, old_seconds, old_trust = result["old"]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines = [
+        f"Measured by `benchmarks/bench_umap.py` on {platform.machine()} ({os.cpu_count()} CPU "
+        f"cores, load average {load:.1f} at the end), umap-learn, 15 neighbours, seed 0; "
+        f"stand-in embeddings with {dim} features (4 plates apart, 6 MoAs).",
+        "",
+        "| cells | fit | trustworthiness |",
+        "|---:|---:|---:|",
+    ]
+    lines += [f"| {n:,} | {s:.1f} s | {t:.3f} |" for n, s, t in result["fits"]]
+    lines += [
+        "",
+        f"The old configuration (umap-learn on all {dim} features) on {n_old:,} cells: "
+        f"{old_seconds:.1f} s, trustworthiness {old_trust:.3f} (2,000-cell subsample, "
+        "15 neighbours, against the original features).",
+        "",
+        f"First and second fit of a session ({result['session_cells']:,} cells, fresh "
+        "processes): the first session ever (empty numba cache) "
+        f"{first[0]:.1f} s then {first[1]:.1f} s; the next session (cache kept) "
+        f"{second[0]:.1f} s then {second[1]:.1f} s (ratio {second[0] / second[1]:.2f}).",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small counts; print only")
+    parser.add_argument("--dim", type=int, default=256, help="features per cell (default 256)")
+    args = parser.parse_args()
+    counts = [5_000, 10_000] if args.quick else [10_000, 30_000, 100_000]
+    # At least 4,096 cells, so the session fits use nn-descent as large maps do.
+    result = run(counts, args.dim, session_cells=counts[0])
+    text = render(result, args.dim)
+    print(text)
+    if not args.quick:
+        write_doc_section(DOC, text, START, END, title="UMAP speed")
+        print(f"wrote {DOC}")
+
+
+if __name__ == "__main__":
+    main()
