@@ -158,3 +158,44 @@ def test_export_dock_writes_profiles_csv(make_napari_viewer, tmp_path, errors):
         features = [c for c in table.columns if c.startswith("Cells_")]
         np.testing.assert_allclose(group[features].median(), 0.0, atol=1e-9)
     assert dock.export_profiles() == path and answers  # asked before replacing
+
+
+def test_profile_activity_is_about_one_for_controls_and_large_for_phenotypes() -> None:
+    from phenoadapt.profiles import profile_activity
+
+    table = pd.DataFrame(
+        {schema.PLATE: ["P"] * 3, schema.WELL: ["A01", "B01", "C01"],
+         "Cells_A": [1.0, 4.0, np.nan], "Cells_B": [-1.0, 3.0, np.nan]}
+    )  # fmt: skip
+    activity = profile_activity(table)
+    np.testing.assert_allclose(activity.iloc[:2], [1.0, np.sqrt(12.5)])
+    assert np.isnan(activity.iloc[2])
+
+
+def test_plate_grid_colours_wells_by_profile_distance(make_napari_viewer, qtbot, tmp_path, errors):
+    from gui_run_helpers import make_tiny_plate
+
+    from phenoadapt.gui.plate_dock import PROFILE, ROLE, PlateDock
+
+    viewer = make_napari_viewer()
+    session = get_session(viewer)
+    plate = session.open_plate(make_tiny_plate(tmp_path / "tiny", "P1"))
+    dock = PlateDock(viewer)
+    viewer.window.add_dock_widget(dock, name="Plate")
+    item = dock.color_by.model().item(dock.color_by.findText(PROFILE))
+    assert not item.isEnabled()  # nothing segmented yet
+    session.set_platemap("P1", platemap())
+    add_segmented_fields(viewer, plates=("P1",))
+    qtbot.waitUntil(item.isEnabled, timeout=5_000)
+    dock.color_by.setCurrentText(PROFILE)
+    assert dock.legend.colorbar is not None and "controls" in dock.legend.colorbar.title
+    grid = dock.grid
+    controls, treated = grid.color_of("A01"), grid.color_of("B01")
+    assert controls is not None and treated is not None and controls != treated
+    # Brighter (magma) = further from the controls: the treated wells stand out.
+    assert treated.lightnessF() > controls.lightnessF()
+    assert errors == [] and plate.plate_id == "P1"
+    # The segmented fields removed: the mode goes back to Role.
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    qtbot.waitUntil(lambda: dock.color_by.currentText() == ROLE, timeout=5_000)

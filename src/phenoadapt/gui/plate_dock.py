@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QColor, QKeySequence, QShortcut
 from qtpy.QtWidgets import (
     QComboBox,
@@ -45,7 +45,8 @@ from .channel_table import ChannelTable
 from .colours import session_class_palette, session_treatment_palette
 from .common import Asker, confirm, fill_plate_combo, notify, scrolling_layout, select_item
 from .layers import META_KEY
-from .plate_grid import ColorLegend, PlateGrid, category_colors, value_colors
+from .plate_grid import ColorBar, ColorLegend, PlateGrid, category_colors, value_colors
+from .profile_maps import has_segmented_cells, well_activity
 from .session import FieldKey, PlateSession, get_session, load_plate
 
 if TYPE_CHECKING:
@@ -56,8 +57,9 @@ TREATMENT = "Treatment"
 MOA = "MoA"
 PREDICTED = "Predicted MoA"
 CONFIDENCE = "Confidence"
-#: Colourings offered by the plate dock; the last two need a run result.
-COLOR_MODES: tuple[str, ...] = (ROLE, TREATMENT, MOA, PREDICTED, CONFIDENCE)
+PROFILE = "Profile: distance from controls"
+#: Colourings offered by the plate dock; two need a run result, the last segmented cells.
+COLOR_MODES: tuple[str, ...] = (ROLE, TREATMENT, MOA, PREDICTED, CONFIDENCE, PROFILE)
 RESULT_MODES: tuple[str, ...] = (PREDICTED, CONFIDENCE)
 FORMAT_CHOICES: tuple[str, ...] = ("Automatic", "96-well", "384-well", "1536-well")
 
@@ -293,6 +295,7 @@ class PlateDock(QWidget):
         self.color_by.currentTextChanged.connect(lambda _t: self.refresh())
         self.grid = PlateGrid(multi_select=False)
         self.grid.well_clicked.connect(self.on_well_clicked)
+        self._profile_error = ""  # the last profile problem notified, not repeated
         self.legend = ColorLegend()
         self.prev_well = QPushButton("◀ Well")
         self.next_well = QPushButton("Well ▶")
@@ -349,6 +352,21 @@ class PlateDock(QWidget):
         self.session.result_changed.connect(self._on_result_changed)
         self.session.channels_changed.connect(lambda _plate_id: self.refresh())
         self.viewer.layers.events.inserted.connect(lambda event: self._adopt_layers([event.value]))
+        # Segmented fields come and go in bursts: redraw the profile colouring once after.
+        self._cells_timer = QTimer(self)
+        self._cells_timer.setSingleShot(True)
+        self._cells_timer.setInterval(300)
+        self._cells_timer.timeout.connect(self._on_cells_layers)
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(lambda _event: self._cells_timer.start())
+
+    def _on_cells_layers(self) -> None:
+        if self.plate_id is None:
+            return
+        if self.color_by.currentText() == PROFILE:
+            self.refresh()
+        else:
+            self._enable_profile_mode(has_segmented_cells(self.viewer))
 
     # -- plates -----------------------------------------------------------------
     @property
@@ -551,10 +569,15 @@ class PlateDock(QWidget):
         self._enable_result_modes(not wells.empty)
         self.grid.set_format(plate.format)
         self.grid.set_imaged(plate.wells)
+        self._enable_profile_mode(has_segmented_cells(self.viewer))
         mode = self.color_by.currentText()
-        colours, legend, title = color_wells(
-            mode, platemap, wells, mode_palette(self.session, mode)
-        )
+        if mode == PROFILE:
+            colours, legend = self._profile_colours(plate_id)
+            title = legend.title
+        else:
+            colours, legend, title = color_wells(
+                mode, platemap, wells, mode_palette(self.session, mode)
+            )
         self.grid.set_colors(colours)
         self.grid.set_marks(*well_marks(platemap, plate))
         if isinstance(legend, list):
@@ -583,6 +606,33 @@ class PlateDock(QWidget):
                 self.channels_box.expand(animate=False)
             else:
                 self.channels_box.collapse(animate=False)
+
+    def _profile_colours(self, plate_id: str) -> tuple[dict[str, QColor], ColorBar]:
+        """Wells coloured by how far their measurement profile is from the controls."""
+        title = "Profile distance from controls (RMS robust z)"
+        try:
+            values = well_activity(self.viewer, self.session, plate_id)
+        except PhenoadaptError as exc:
+            if str(exc) != self._profile_error:  # once per problem, not per redraw
+                self._profile_error = str(exc)
+                notify("warning", str(exc))
+            values = {}
+        else:
+            self._profile_error = ""
+        finite = [v for v in values.values() if np.isfinite(v)]
+        # From 0; the top at the 95th percentile so one extreme well does not flatten the rest.
+        vmax = max(2.0, float(np.percentile(finite, 95))) if finite else 2.0
+        colours, bar = value_colors(values, 0.0, vmax, "magma", title)
+        return colours, bar
+
+    def _enable_profile_mode(self, enabled: bool) -> None:
+        item = self.color_by.model().item(COLOR_MODES.index(PROFILE))
+        item.setEnabled(enabled)
+        item.setToolTip("" if enabled else "Segment wells (Segment dock, Scope: Wells) first.")
+        if not enabled and self.color_by.currentText() == PROFILE:
+            self.color_by.blockSignals(True)
+            self.color_by.setCurrentText(ROLE)
+            self.color_by.blockSignals(False)
 
     def _enable_result_modes(self, enabled: bool) -> None:
         model = self.color_by.model()

@@ -26,7 +26,12 @@ import pandas as pd
 from .. import schema
 from ..errors import Cancelled, PhenoadaptError
 from ..plate.platemap.model import NotEnoughControlsError
-from ..profiles.measurements import build_profiles, profile_features, well_profiles
+from ..profiles.measurements import (
+    build_profiles,
+    profile_activity,
+    profile_features,
+    well_profiles,
+)
 from .layers import META_KEY
 
 #: The UMAP dock's name for this source, beside the model embeddings.
@@ -73,6 +78,62 @@ def session_platemaps(session: Any) -> dict[str, Any]:
         if platemap is not None and (platemap.controls or platemap.treated):
             maps[str(plate_id)] = platemap
     return maps
+
+
+def has_segmented_cells(viewer: Any) -> bool:
+    """Whether the Segment dock left any ``cells`` layer with measurements."""
+    return any(
+        isinstance(layer.metadata, dict)
+        and isinstance(layer.metadata.get(META_KEY), dict)
+        and layer.metadata[META_KEY].get("kind") == "cells"
+        and len(getattr(layer, "features", ()))
+        for layer in viewer.layers
+    )
+
+
+# (cells layers, plate-map versions) -> {plate: {well: activity}}: the grid redraws often.
+_ACTIVITY_CACHE: dict[tuple, dict[str, dict[str, float]]] = {}
+
+
+def _activity_key(viewer: Any, session: Any) -> tuple:
+    layers = tuple(
+        (id(layer), len(getattr(layer, "features", ())))
+        for layer in viewer.layers
+        if isinstance(layer.metadata, dict)
+        and isinstance(layer.metadata.get(META_KEY), dict)
+        and layer.metadata[META_KEY].get("kind") == "cells"
+    )
+    maps = tuple(
+        sorted((str(p), getattr(m, "version", 0)) for p, m in session_platemaps(session).items())
+    )
+    return layers, maps
+
+
+def well_activity(viewer: Any, session: Any, plate_id: str) -> dict[str, float]:
+    """Well -> distance of its profile from its plate's controls (``profile_activity``).
+
+    From the cells segmented in the viewer, normalized to each plate's controls
+    (robust z-score, feature selection).  Cached until the segmented fields or
+    the plate maps change.
+
+    Raises
+    ------
+    PhenoadaptError
+        No segmented cells, or a plate without control wells among them.
+    """
+    key = _activity_key(viewer, session)
+    if key not in _ACTIVITY_CACHE:
+        profiles = build_profiles(segmented_cells(viewer), session_platemaps(session) or None)
+        table = profiles.table
+        activity = profile_activity(table)
+        by_plate: dict[str, dict[str, float]] = {}
+        for plate, well, value in zip(
+            table[schema.PLATE].astype(str), table[schema.WELL].astype(str), activity, strict=True
+        ):
+            by_plate.setdefault(plate, {})[well] = float(value)
+        _ACTIVITY_CACHE.clear()  # one viewer's state at a time is enough
+        _ACTIVITY_CACHE[key] = by_plate
+    return _ACTIVITY_CACHE[key].get(str(plate_id), {})
 
 
 def standardized(table: pd.DataFrame, features: list[str]) -> np.ndarray:

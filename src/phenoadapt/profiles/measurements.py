@@ -483,6 +483,31 @@ def build_profiles(
     return MeasurementProfiles(raw, table.reset_index(drop=True), normalize, selection, fallbacks)
 
 
+def profile_activity(table: pd.DataFrame) -> pd.Series:
+    """How far each well's normalized profile lies from its plate's controls.
+
+    The root mean square of a well's feature values in a table normalized to
+    the controls (robust z-score or sphering): about 1 for a well that looks
+    like the controls (their features have median 0 and unit spread), larger
+    for a well whose cells changed.  One number per well, for the plate grid.
+
+    Parameters
+    ----------
+    table
+        Normalized profiles (:func:`measurement_profiles`): metadata and features.
+
+    Returns
+    -------
+    pandas.Series
+        One value per row of ``table`` (same index), NaN for a row without features.
+    """
+    features = profile_features(table)
+    values = table[features].to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        rms = np.sqrt(np.nanmean(values**2, axis=1)) if features else np.full(len(table), np.nan)
+    return pd.Series(rms, index=table.index, name="profile_activity")
+
+
 def measurement_profiles(
     cells: pd.DataFrame,
     platemaps: Mapping[str, Any] | Any | None = None,
