@@ -11,7 +11,6 @@ recorded with a message naming it, and the rest of the plate is still processed.
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import pandas as pd
 from ..errors import Cancelled, CellsError, PhenoadaptError
 from ..plate.model import Plate
 from ..progress import CancelFn, ProgressFn
-from ..scale import SchedulerSpec
+from ..scale import SchedulerSpec, default_workers
 from .backends import check_backend
 from .illumination import Illumination, apply_illumination, compute_illumination
 from .measure import measure_cells
@@ -129,14 +128,6 @@ def process_field(
     seg = segment_field(image, plate.channels, segmentation, field_name=name)
     values = measure_cells(image, plate.channels, seg, measure, field_name=name)
     return seg, cell_table(values, plate.plate_id, well, site, platemap)
-
-
-def default_workers() -> int:
-    """Number of cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def segment_plate(

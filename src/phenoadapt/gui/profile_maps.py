@@ -196,13 +196,13 @@ def profile_umap_job(
     """UMAP maps of the well profiles before and after normalization, yielding progress.
 
     Yields ``("progress", (message, done, total))``; returns
-    :class:`phenoadapt.gui.umap_dock.UmapMaps` with one point per well (no point
+    :class:`phenoadapt.gui.umap_maps.UmapMaps` with one point per well (no point
     belongs to a run result's cells, so a selection on these maps picks none).
     ``fit`` computes one map (default :func:`phenoadapt.evaluate.umap_coordinates`;
     the dock passes the same function run in its child process, so Cancel stops it).
     """
     from ..evaluate import umap_coordinates
-    from .umap_dock import UmapMaps, plate_mixing
+    from .umap_maps import UmapMaps, plate_mixing
 
     fit = fit or umap_coordinates
 

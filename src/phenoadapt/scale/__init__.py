@@ -19,12 +19,14 @@ from .scheduler import (
     SchedulerError,
     SchedulerSpec,
     dashboard_link,
+    default_workers,
     describe_client,
     open_scheduler,
 )
 from .tasks import MAX_ITEMS_PER_TASK, RETRIES, map_ordered
 
 __all__ = [
+    "default_workers",
     "LOCAL",
     "MAX_ITEMS_PER_TASK",
     "RETRIES",

@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 from collections.abc import Iterator
 from typing import Any
 
 from ..errors import PhenoadaptError
+
+
+def default_workers() -> int:
+    """Number of cores this process may use (its CPU affinity, where the OS tells)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
 
 #: The value that starts a LocalCluster sized to this machine (``local:N``: N workers).
 LOCAL = "local"
@@ -86,8 +96,6 @@ def open_scheduler(scheduler: SchedulerSpec) -> Iterator[Any | None]:
 def _local_client(n_workers: int | None) -> Iterator[Any]:
     """A LocalCluster of single-threaded worker processes, and its client."""
     from distributed import Client, LocalCluster
-
-    from ..cells.process import default_workers
 
     if n_workers is not None and n_workers < 1:
         raise SchedulerError(f"scheduler 'local:{n_workers}': give at least 1 worker.")
