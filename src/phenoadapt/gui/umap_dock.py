@@ -85,8 +85,9 @@ SHOW = {
     "Before adaptation": ("before",),
 }
 #: Default cap on the cells of a cell map: UMAP time grows faster than linearly (seeded
-#: umap-learn is single-threaded; about 30 s for 10,000 cells on one CPU core), so a larger
-#: run is mapped through a sample stratified by well unless the user raises the cap.
+#: umap-learn runs on one thread: about 24 s for 10,000 cells and 55 s for 100,000 here,
+#: docs/umap-speed.md), so a larger run is mapped through a sample stratified by well
+#: unless the user raises the cap.
 MAX_CELLS = 20_000
 
 
