@@ -389,3 +389,33 @@ def test_cancel_ends_the_fit_at_once(make_napari_viewer, qtbot, errors):
     dock.compute_button.click()
     qtbot.waitUntil(lambda: dock.worker is None, timeout=WAIT_MS)
     np.testing.assert_allclose(dock.maps.coordinates["after"], child_xy, atol=1e-4)
+
+
+def test_points_shuffled_theme_followed_and_selection_stepped(make_napari_viewer, qtbot, errors):
+    from matplotlib.colors import to_hex
+
+    result = fake_result(cells_per_well=6)
+    viewer, session, dock = _dock(make_napari_viewer, qtbot, result)
+    panel = dock.canvas.panels[0]
+    # Drawn in a seeded random order, not plate after plate.
+    assert not np.array_equal(panel.shown, np.sort(panel.shown))
+    np.testing.assert_array_equal(np.sort(panel.shown), np.arange(len(dock.maps.points)))
+    np.testing.assert_allclose(panel.scatter.get_offsets(), panel.coordinates[panel.shown])
+    # The figure follows napari's theme: dark by default, light when the viewer is.
+    dark = to_hex(dock.canvas.figure.get_facecolor())
+    assert dark == "#23242b" and to_hex(panel.ax.title.get_color()) == "#f0f1f2"
+    viewer.theme = "light"
+    assert to_hex(dock.canvas.figure.get_facecolor()) != dark
+    # Step through the selected cells, wrapping around.
+    shown: list[str] = []
+    session.show_field = lambda plate, well, site: shown.append(well)  # no plate is open
+    rows = np.array([0, 7, 20])
+    session.select_cells(rows)
+    for _ in range(4):
+        dock.next_button.click()
+    wells = result.cells[schema.WELL].iloc[rows].tolist()
+    assert shown == [wells[1], wells[2], wells[0], wells[1]]
+    assert "Cell 2 of 3 selected" in dock.selection.text()
+    dock.prev_button.click()
+    assert shown[-1] == wells[0]
+    assert errors == []

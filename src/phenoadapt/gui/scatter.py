@@ -142,6 +142,8 @@ class ScatterCanvas(FigureCanvasQTAgg):
         self.panels: list[Panel] = []
         self.colours = np.zeros((0, 4))
         self.mode = SELECTION_MODES[0]
+        # (background, foreground): napari's dark theme until the dock says otherwise.
+        self.theme = ("#23242b", "#f0f1f2")
         # Constrained layout costs a tenth of a second per draw: lay out once after
         # each plot or resize, then keep the positions while selections redraw.
         self.mpl_connect("draw_event", self._freeze_layout)
@@ -199,6 +201,9 @@ class ScatterCanvas(FigureCanvasQTAgg):
         self.colours = palette[codes] if len(codes) else np.zeros((0, 4))
         shown = stratified_subsample(codes, self.max_points, seed)
         dense = len(shown) < len(codes)
+        # Draw in a seeded random order: in table order the last plate or class would
+        # be painted over all the others, biasing the very judgement the map is for.
+        shown = np.random.default_rng(seed).permutation(shown)
         axes = self.figure.subplots(1, len(coordinates), squeeze=False)[0]
         for ax, xy, title in zip(axes, coordinates, titles, strict=True):
             xy = np.asarray(xy, dtype=float)
@@ -230,6 +235,7 @@ class ScatterCanvas(FigureCanvasQTAgg):
             self._add_selectors(len(self.panels), panel)
             self.panels.append(panel)
         self._legend(categories, palette, codes, legend_title)
+        self._apply_theme()
         self.set_mode(self.mode)
         self.draw_idle()
         return len(shown)
@@ -270,6 +276,29 @@ class ScatterCanvas(FigureCanvasQTAgg):
                 title_fontsize=8,
                 frameon=False,
             )
+
+    def set_theme(self, background: str, foreground: str) -> None:
+        """Colours of the figure (napari's theme: dark background, light text by default)."""
+        self.theme = (background, foreground)
+        self._apply_theme()
+        self.draw_idle()
+
+    def _apply_theme(self) -> None:
+        background, foreground = self.theme
+        self.figure.set_facecolor(background)
+        for panel in self.panels:
+            ax = panel.ax
+            ax.set_facecolor(background)
+            ax.title.set_color(foreground)
+            ax.xaxis.label.set_color(foreground)
+            ax.yaxis.label.set_color(foreground)
+            for spine in ax.spines.values():
+                spine.set_edgecolor(foreground)
+        for legend in self.figure.legends:
+            legend.get_frame().set_facecolor(background)
+            legend.get_frame().set_edgecolor(foreground)
+            for text in [*legend.get_texts(), legend.get_title()]:
+                text.set_color(foreground)
 
     def set_titles(self, titles: Sequence[str]) -> None:
         """Replace the panel titles (e.g. when mixing scores arrive)."""

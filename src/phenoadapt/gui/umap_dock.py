@@ -307,8 +307,22 @@ class UmapWidget(QWidget):
         self._build(max_points)
         self.session.result_changed.connect(self._on_result)
         self.session.cells_selected.connect(self._on_cells_selected)
+        self._follow_theme()
+        theme_event = getattr(getattr(napari_viewer, "events", None), "theme", None)
+        if theme_event is not None:
+            theme_event.connect(lambda _event: self._follow_theme())
         if self.session.result is not None:
             self._request()
+
+    def _follow_theme(self) -> None:
+        """Draw the maps in the viewer's theme colours (dark by default), not white."""
+        from napari.utils.theme import get_theme
+
+        try:
+            theme = get_theme(self.viewer.theme)
+        except (KeyError, ValueError, AttributeError):  # a theme napari does not know
+            return
+        self.canvas.set_theme(theme.background.as_hex(), theme.text.as_hex())
 
     def _request(self) -> None:
         """Fit now if the dock is on screen; otherwise when it is shown (or Compute)."""
@@ -388,7 +402,16 @@ class UmapWidget(QWidget):
         self.mode.currentTextChanged.connect(self.canvas.set_mode)
         self.goto_button = QPushButton("Go to cell")
         self.goto_button.setToolTip("Show the field of the first selected cell.")
-        self.goto_button.clicked.connect(self.go_to_cell)
+        self.goto_button.clicked.connect(lambda: self.go_to_cell(0))
+        self.prev_button = QPushButton("<")
+        self.prev_button.setToolTip("Previous selected cell")
+        self.prev_button.clicked.connect(lambda: self.step_cell(-1))
+        self.next_button = QPushButton(">")
+        self.next_button.setToolTip("Next selected cell")
+        self.next_button.clicked.connect(lambda: self.step_cell(1))
+        for button in (self.prev_button, self.next_button):
+            button.setMaximumWidth(32)
+        self._cell_index = 0  # which selected cell Go to / < / > show
         self.clear_button = QPushButton("Clear")
         self.clear_button.clicked.connect(lambda: self.session.select_cells([]))
         self.selection = QLabel("No cells selected.")
@@ -411,7 +434,9 @@ class UmapWidget(QWidget):
         select = QHBoxLayout()
         select.addWidget(QLabel("Select with"))
         select.addWidget(self.mode)
+        select.addWidget(self.prev_button)
         select.addWidget(self.goto_button)
+        select.addWidget(self.next_button)
         select.addWidget(self.clear_button)
         layout = scrolling_layout(self)
         layout.addLayout(form)
@@ -639,6 +664,7 @@ class UmapWidget(QWidget):
 
     def _on_cells_selected(self, rows: np.ndarray) -> None:
         rows = np.asarray(rows, dtype=np.int64)
+        self._cell_index = 0
         if self.maps is None:
             self.selection.setText(f"{len(rows):,} cells selected.")
             return
@@ -649,14 +675,27 @@ class UmapWidget(QWidget):
             text += f" in {len(points):,} wells"
         self.selection.setText(text + "." if len(rows) else "No cells selected.")
 
-    def go_to_cell(self) -> None:
-        """Show the field of the first selected cell and centre the view on it."""
+    def step_cell(self, step: int) -> None:
+        """Go to the next (``step=1``) or previous (``-1``) selected cell, wrapping around."""
+        n = len(self.session.selected_rows)
+        if n:
+            self.go_to_cell((self._cell_index + step) % n)
+        else:
+            self.go_to_cell(0)  # says what to do
+
+    def go_to_cell(self, index: int = 0) -> None:
+        """Show the field of a selected cell (the first by default) and centre the view on it."""
         rows = self.session.selected_rows
         result = self.session.result
         if result is None or len(rows) == 0:
             notify("error", "Select cells on a map first (lasso or rectangle), then go to one.")
             return
-        cell = result.cells.iloc[int(rows[0])]
+        self._cell_index = int(index) % len(rows)
+        cell = result.cells.iloc[int(rows[self._cell_index])]
+        self.selection.setText(
+            f"Cell {self._cell_index + 1:,} of {len(rows):,} selected: {cell[schema.PLATE]} "
+            f"{cell[schema.WELL]} site {cell[schema.SITE]}."
+        )
         try:
             self.session.show_field(
                 str(cell[schema.PLATE]), str(cell[schema.WELL]), int(cell[schema.SITE])
