@@ -24,12 +24,11 @@ the same columns.  Intensities are in the image's own units (not rescaled to
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from skimage.feature import graycomatrix, graycoprops
+from skimage.feature import graycomatrix
 from skimage.measure import regionprops_table
 
 from .. import schema
@@ -281,10 +280,56 @@ def _haralick(quantized: np.ndarray, levels: int, distance: int) -> np.ndarray:
     has_pairs = glcm.sum(axis=(0, 1))[0] > 0
     if not has_pairs.any():  # an object thinner than the distance
         return np.full(len(_TEXTURE), np.nan)
-    glcm = glcm[..., has_pairs]
-    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.array([graycoprops(glcm, prop)[0].mean() for prop in _TEXTURE])
+    return glcm_properties(glcm[:, :, 0, has_pairs]).mean(axis=1)
+
+
+def glcm_properties(glcm: np.ndarray) -> np.ndarray:
+    """The :data:`_TEXTURE` properties of co-occurrence matrices, all in one pass.
+
+    The same formulas as :func:`skimage.feature.graycoprops` (normalisation,
+    the correlation of a constant matrix is 1), computed once for every
+    property: calling ``graycoprops`` once per property normalised the matrix
+    six times and cost most of the texture time for the small matrices of a cell.
+
+    Parameters
+    ----------
+    glcm
+        ``(levels, levels, n)`` counts, one matrix per direction.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(_TEXTURE), n)``: ASM, contrast, correlation, entropy, homogeneity,
+        variance (the order of :data:`_TEXTURE`).
+    """
+    P = glcm.astype(np.float64)
+    sums = P.sum(axis=(0, 1), keepdims=True)
+    sums[sums == 0] = 1
+    P /= sums
+    levels = P.shape[0]
+    i = np.arange(levels, dtype=np.float64).reshape(levels, 1, 1)
+    j = i.reshape(1, levels, 1)
+    mean_i = (i * P).sum(axis=(0, 1))
+    mean_j = (j * P).sum(axis=(0, 1))
+    diff_i, diff_j = i - mean_i, j - mean_j
+    var_i = (P * diff_i**2).sum(axis=(0, 1))
+    std_i, std_j = np.sqrt(var_i), np.sqrt((P * diff_j**2).sum(axis=(0, 1)))
+    cov = (P * diff_i * diff_j).sum(axis=(0, 1))
+    flat = (std_i < 1e-15) | (std_j < 1e-15)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        correlation = np.where(flat, 1.0, cov / np.where(flat, 1.0, std_i * std_j))
+        log = -np.log(P, where=P != 0, out=np.zeros_like(P))
+    square = (i - j) ** 2
+    return np.stack(
+        [
+            (P**2).sum(axis=(0, 1)),  # ASM
+            (P * square).sum(axis=(0, 1)),  # contrast
+            correlation,
+            (P * log).sum(axis=(0, 1)),  # entropy
+            (P / (1.0 + square)).sum(axis=(0, 1)),  # homogeneity
+            var_i,  # variance (skimage: around the row mean)
+        ]
+    )
 
 
 def feature_columns(table: pd.DataFrame) -> list[str]:
