@@ -16,7 +16,5 @@ def test_matches_graycoprops_on_random_matrices(seed: int) -> None:
     counts[..., 1] = 0
     counts[3, 3, 1] = 7  # one grey level only: a flat matrix, correlation 1
     counts[..., 2] = 0  # no pairs at all in this direction
-    expected = np.stack(
-        [graycoprops(counts[:, :, None, :], prop)[0] for prop in _TEXTURE], axis=0
-    )
+    expected = np.stack([graycoprops(counts[:, :, None, :], prop)[0] for prop in _TEXTURE], axis=0)
     np.testing.assert_allclose(glcm_properties(counts), expected, rtol=1e-12, atol=1e-15)

@@ -164,6 +164,18 @@ def test_user_errors_are_notifications(make_napari_viewer, qtbot, notices, tiny_
     assert "marks no imaged well as a negative control" in notices["error"][-1]
     assert session.result is None and session.job is None
     assert widget.run_controls.status.text().startswith("Failed")
+    # The error stays in the dock, worded for it, with the button the CLI has a flag for.
+    controls = widget.run_controls
+    assert controls.error_box.isVisibleTo(widget)
+    text = controls.error_text.text()
+    assert "negative control" in text and "--allow-fallback" not in text
+    assert "RunConfig" not in text and controls.error_action.isVisibleTo(widget)
+    controls.error_action.click()  # allow the fallback and run again
+    assert widget.allow_fallback.isChecked() and not controls.error_box.isVisibleTo(widget)
+    _wait(qtbot, widget)
+    assert session.result is not None and set(session.result.methods.values()) == {"arm-bn"}
+    assert not controls.error_box.isVisibleTo(widget)
+    widget.allow_fallback.setChecked(False)
     session.set_platemap("TINY1", read_platemap(tiny_plate / "platemap.csv"))
     # A model made for other channels.
     ckpt = load_checkpoint(model_path())

@@ -9,6 +9,7 @@ functions are looked up when called, so tests can capture them by patching
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 
 from qtpy.QtCore import Qt
@@ -31,6 +32,22 @@ def notify(kind: str, message: str) -> None:
     from napari.utils import notifications
 
     getattr(notifications, f"show_{kind}")(message)
+
+
+# "(--allow-fallback; RunConfig(allow_fallback=True))", "(--platemap)": advice for the
+# command line and the API, which a dock answers with its own controls instead.
+_CLI_ADVICE = re.compile(r"\s*\((?:--|[A-Za-z]+Config\()[^()]*(?:\([^()]*\)[^()]*)*\)")
+_PASS_FLAG = re.compile(r",? or pass --[a-z-]+(?:\s*\([^()]*\))?")
+
+
+def gui_wording(message: str) -> str:
+    """An error message as a dock shows it: without command-line flags and API calls.
+
+    >>> gui_wording("Mark the DMSO wells, or allow the fallback (--allow-fallback; "
+    ...             "RunConfig(allow_fallback=True)).")
+    'Mark the DMSO wells, or allow the fallback.'
+    """
+    return _PASS_FLAG.sub("", _CLI_ADVICE.sub("", message))
 
 
 def scrolling_layout(dock: QWidget) -> QVBoxLayout:

@@ -27,10 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -51,7 +53,7 @@ from ..pipeline.run import RunConfig
 from ..pipeline.training import TrainRunConfig
 from ..progress import Progress, iterate_progress
 from . import common
-from .common import Asker, notify, scrolling_layout
+from .common import Asker, gui_wording, notify, scrolling_layout
 from .results import ResultsLegend, get_results_overlay
 from .session import PlateSession, get_session
 
@@ -145,6 +147,7 @@ class JobRunner:
         }
         self._job_args = (job, args, kwargs or {})
         self.worker: Any = None
+        self.error: BaseException | None = None  # why the job failed, for the dock
 
     def start(self) -> None:
         """Claim the job slot and start the worker.
@@ -204,6 +207,7 @@ class JobRunner:
             self.outcome = "cancelled"
             return
         self.outcome = "failed"
+        self.error = exc
         if self._callbacks is None:
             return
         if isinstance(exc, PhenoadaptError):
@@ -253,8 +257,56 @@ class _JobControls(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        layout.addWidget(self._build_error_box())
+
+    def _build_error_box(self) -> QFrame:
+        """The last error, kept in the dock until dismissed (a notification fades)."""
+        self.error_box = QFrame()
+        self.error_box.setFrameShape(QFrame.Shape.StyledPanel)
+        self.error_box.setStyleSheet("QFrame { border: 1px solid #d55e00; border-radius: 3px; }")
+        self.error_text = QLabel("")
+        self.error_text.setWordWrap(True)
+        self.error_text.setStyleSheet("border: none;")
+        self.error_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error_action = QPushButton("")
+        self.error_action.setVisible(False)
+        self.error_action.clicked.connect(self._on_error_action)
+        dismiss = QPushButton("Dismiss")
+        dismiss.clicked.connect(self.clear_error)
+        row = QHBoxLayout()
+        row.addWidget(self.error_action)
+        row.addStretch()
+        row.addWidget(dismiss)
+        box = QVBoxLayout(self.error_box)
+        box.addWidget(self.error_text)
+        box.addLayout(row)
+        self.error_box.setVisible(False)
+        self._action: Callable[[], None] | None = None
+        return self.error_box
+
+    def show_error(
+        self, message: str, action: tuple[str, Callable[[], None]] | None = None
+    ) -> None:
+        """Keep ``message`` (worded for the GUI) in the dock, with an optional fix button."""
+        self.error_text.setText(gui_wording(message))
+        self._action = action[1] if action else None
+        self.error_action.setText(action[0] if action else "")
+        self.error_action.setVisible(action is not None)
+        self.error_box.setVisible(True)
+
+    def clear_error(self) -> None:
+        """Hide the error panel."""
+        self.error_box.setVisible(False)
+        self._action = None
+
+    def _on_error_action(self) -> None:
+        action = self._action
+        self.clear_error()
+        if action is not None:
+            action()
 
     def busy(self, text: str) -> None:
+        self.clear_error()
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)  # busy until the first progress report
@@ -402,6 +454,12 @@ class RunWidget(QWidget):
             "Cells per forward pass; lower it when the GPU runs out of memory."
         )
         self.diameter = _diameter_box()
+        self.allow_fallback = QCheckBox("Fall back when a plate lacks controls")
+        self.allow_fallback.setChecked(RUN_DEFAULTS.allow_fallback)
+        self.allow_fallback.setToolTip(
+            "A plate without (enough) negative controls is run with the method's fallback "
+            "(CS-ARM-BN -> ARM-BN, BEN -> AdaBN) instead of stopping the run."
+        )
         self.scheduler = QLineEdit()
         self.scheduler.setPlaceholderText("This computer")
         self.scheduler.setToolTip(
@@ -423,6 +481,7 @@ class RunWidget(QWidget):
             ("Device", self.device),
             ("Batch size", self.batch_size),
             ("Nucleus diameter", self.diameter),
+            (None, self.allow_fallback),
             ("Scheduler", self.scheduler),
             ("Plates", self.plates),
         ]
@@ -541,6 +600,7 @@ class RunWidget(QWidget):
             "device": self.device.currentData(),
             "batch_size": self.batch_size.value(),
             "segmentation": _segmentation(self.diameter),
+            "allow_fallback": self.allow_fallback.isChecked(),
         }
 
     def run(self) -> None:
@@ -600,6 +660,7 @@ class RunWidget(QWidget):
                 notify("error", str(exc))
 
     def _on_run_end(self, outcome: str) -> None:
+        error = self.runner.error if self.runner is not None else None
         self.runner = None
         result = self.session.result
         if outcome == "done" and result is not None:
@@ -609,10 +670,21 @@ class RunWidget(QWidget):
                 for failure in result.failures[:5]:
                     notify("error", str(getattr(failure, "message", failure)))
         else:
-            text = {"cancelled": "Cancelled.", "failed": "Failed (see the notification)."}.get(
-                outcome, ""
-            )
+            text = {"cancelled": "Cancelled.", "failed": "Failed:"}.get(outcome, "")
         self.run_controls.idle(text)
+        if outcome == "failed" and error is not None:
+            self.run_controls.show_error(_error_text(error), self._fix_for(error))
+
+    def _fix_for(self, error: BaseException) -> tuple[str, Callable[[], None]] | None:
+        """A button that does what the message's command-line flag would do."""
+        if "--allow-fallback" in str(error) and not self.allow_fallback.isChecked():
+
+            def run_with_fallback() -> None:
+                self.allow_fallback.setChecked(True)
+                self.run()
+
+            return "Allow the fallback and run again", run_with_fallback
+        return None
 
     # -- train ----------------------------------------------------------------
     def train(self) -> None:
@@ -677,13 +749,23 @@ class RunWidget(QWidget):
         notify("info", f"Model saved to {path}; the Run tab now uses it.")
 
     def _on_train_end(self, outcome: str) -> None:
+        error = self.train_runner.error if self.train_runner is not None else None
         self.train_runner = None
         text = {
             "done": f"Saved {self.checkpoint.text()}.",
             "cancelled": "Cancelled: no model was written.",
-            "failed": "Failed (see the notification).",
+            "failed": "Failed:",
         }[outcome]
         self.train_controls.idle(text)
+        if outcome == "failed" and error is not None:
+            self.train_controls.show_error(_error_text(error))
+
+
+def _error_text(error: BaseException) -> str:
+    """What the dock says of a failure: the user's error as it is, a bug as a bug."""
+    if isinstance(error, PhenoadaptError):
+        return str(error)
+    return f"{type(error).__name__}: {error} (this is a bug in phenoadapt; please report it)"
 
 
 def _device_combo() -> QComboBox:
