@@ -133,3 +133,15 @@ def test_cli_says_a_map_of_another_plate_is_wrong(tiny, tmp_path, capsys) -> Non
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "no rows for plate 'tiny1'" in err and "'P9'" in err and "Traceback" not in err
+
+
+def test_reader_warnings_become_notes_for_gui_and_cli(tiny, tmp_path, recwarn) -> None:
+    # A map saved by a spreadsheet as Windows-1252: read, and said once, as a note.
+    plate, folder = tiny
+    text = (folder / "platemap.csv").read_text(encoding="utf-8").replace("DMSO", "DMSÖ")
+    path = tmp_path / "legacy.csv"
+    path.write_bytes(text.encode("cp1252"))
+    platemap, notes = platemap_for_plate(open_plate(folder), path)
+    assert platemap is not None
+    assert any("Windows-1252" in note for note in notes)
+    assert not [w for w in recwarn if "Windows-1252" in str(w.message)]  # not said twice

@@ -18,10 +18,11 @@ larger one is refused; a map none of whose wells were imaged is refused.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ...errors import PlateMapError
+from ...errors import PhenoadaptWarning, PlateMapError
 from .io import read_platemap
 from .model import PlateMap
 
@@ -134,7 +135,8 @@ def platemap_for_plate(
     (platemap, notes)
         The map (None when none is given or shipped, or the shipped one does not
         fit) and lines for the user: why a shipped map was not used, or which
-        imaged wells the map does not describe.  ``platemap.source`` says where
+        imaged wells the map does not describe, and what the reader warned of
+        (a plate map read as Windows-1252, formula-like names...).  ``platemap.source`` says where
         the map came from.
 
     Raises
@@ -142,6 +144,24 @@ def platemap_for_plate(
     PlateMapError
         When a map given explicitly does not fit the plate.
     """
+    # The reader's warnings (encoding guessed...) become notes, so the GUI shows them
+    # as notifications and the CLI prints them with the plate's name.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PhenoadaptWarning)
+        chosen, notes = _platemap_for_plate(plate, platemap, compound_metadata)
+    said = [str(w.message) for w in caught if issubclass(w.category, PhenoadaptWarning)]
+    for other in caught:
+        if not issubclass(other.category, PhenoadaptWarning):
+            warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+    return chosen, [*dict.fromkeys(said), *notes]
+
+
+def _platemap_for_plate(
+    plate: Plate,
+    platemap: PlateMap | str | Path | None = None,
+    compound_metadata: str | Path | None = None,
+) -> tuple[PlateMap | None, list[str]]:
+    """See :func:`platemap_for_plate`."""
     if isinstance(platemap, PlateMap):
         chosen = _fit_given_map(platemap, plate)
     elif platemap is not None:
