@@ -19,12 +19,23 @@ pytestmark = pytest.mark.gui
 LAPTOP_USABLE_HEIGHT = 740
 
 
-def test_window_with_every_dock_fits_a_laptop_screen(make_napari_viewer, tiny_plate):  # noqa: F811
+def test_window_with_every_dock_fits_a_laptop_screen(
+    make_napari_viewer,
+    tiny_plate,
+    tmp_path,  # noqa: F811
+):
+    from gui_run_helpers import make_tiny_plate
+
     viewer = make_napari_viewer(show=True)
     docks = add_docks(viewer, (*DOCKS, ("Segment cells", True)))
     assert len(docks) == 6
+    # Two plates loaded, as the issue measured: plate lists and combos grow with them.
+    open_in_viewer(viewer, make_tiny_plate(tmp_path / "second", "TINY2", seed=2))
     open_in_viewer(viewer, tiny_plate)
     QApplication.processEvents()
+    from phenoadapt.gui.session import get_session
+
+    assert len(get_session(viewer).plates) == 2
     window = viewer.window._qt_window
     assert window.minimumSizeHint().height() <= LAPTOP_USABLE_HEIGHT
     window.resize(1366, LAPTOP_USABLE_HEIGHT)
