@@ -142,3 +142,16 @@ def test_umap_learn_map_is_the_same_twice_with_pca(monkeypatch):
     assert min(np.linalg.norm(centres[i] - centres[j]) for i, j in [(0, 1), (0, 2), (1, 2)]) > (
         3 * spread
     )
+
+
+def test_exact_neighbours_match_brute_force_and_include_each_row() -> None:
+    from phenoadapt.evaluate.projection import exact_neighbours
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 5)).astype(np.float32)
+    indices, distances, index = exact_neighbours(X, 4)
+    full = np.linalg.norm(X[:, None] - X[None], axis=2)
+    np.testing.assert_array_equal(indices[:, 0], np.arange(60))  # itself first, at 0
+    np.testing.assert_array_equal(indices, np.argsort(full, axis=1, kind="stable")[:, :4])
+    np.testing.assert_allclose(distances, np.sort(full, axis=1)[:, :4], atol=1e-5)
+    assert index is None and distances.dtype == np.float32

@@ -190,6 +190,29 @@ def umap_coordinates(
     return _umap_learn(X, options, seed)
 
 
+#: Up to this many rows the neighbours are exact (scikit-learn, brute force): no
+#: random projection trees, nothing numba must compile in each new session (the
+#: approximate search of pynndescent cannot be cached on disk), and the same
+#: neighbours on every machine.
+EXACT_KNN_MAX_ROWS = 50_000
+
+
+def exact_neighbours(X: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray, None]:
+    """Each row's ``n_neighbors`` nearest rows (itself first), as umap-learn takes them.
+
+    Returns
+    -------
+    (indices, distances, None)
+        ``(n, k)`` int64 indices and float32 Euclidean distances; no search index
+        (the maps are never extended to new points).
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    search = NearestNeighbors(n_neighbors=n_neighbors, algorithm="brute").fit(X)
+    distances, indices = search.kneighbors(X)
+    return indices.astype(np.int64), distances.astype(np.float32), None
+
+
 def _umap_learn(X: np.ndarray, options: dict, seed: int) -> np.ndarray:
     """umap-learn's map, seeded (single-threaded), with compiled code cached on disk."""
     # The cache folder must be known before numba is imported (by umap).
@@ -200,7 +223,10 @@ def _umap_learn(X: np.ndarray, options: dict, seed: int) -> np.ndarray:
         import umap
 
         _cache_compiled_functions()
-        reducer = umap.UMAP(**options, random_state=seed, n_jobs=1)
+        extra = {}
+        if options["metric"] == "euclidean" and len(X) <= EXACT_KNN_MAX_ROWS:
+            extra["precomputed_knn"] = exact_neighbours(X, options["n_neighbors"])
+        reducer = umap.UMAP(**options, random_state=seed, n_jobs=1, **extra)
         # Small inputs make umap-learn warn about its spectral initialisation.
         warnings.filterwarnings("ignore", category=UserWarning, module="umap")
         return np.asarray(reducer.fit_transform(X), dtype=np.float64)
