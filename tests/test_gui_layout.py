@@ -21,8 +21,8 @@ LAPTOP_USABLE_HEIGHT = 740
 
 def test_window_with_every_dock_fits_a_laptop_screen(
     make_napari_viewer,
-    tiny_plate,
-    tmp_path,  # noqa: F811
+    tiny_plate,  # noqa: F811
+    tmp_path,
 ):
     from gui_run_helpers import make_tiny_plate
 
