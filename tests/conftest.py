@@ -84,3 +84,15 @@ def _umap_fits_in_process(request: pytest.FixtureRequest, monkeypatch: pytest.Mo
 
         monkeypatch.setattr(umap_dock, "FIT_IN_CHILD_PROCESS", False)
     yield
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module: tiny networks gain nothing from threads, and on a
+    shared CPU they only contend (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

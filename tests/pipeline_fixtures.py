@@ -51,3 +51,24 @@ def make_checkpoint(
         extra={"crop_scale": 0.5, "segmentation": {"nucleus_diameter": 16}},
     )
     return save_checkpoint(path, model, meta)
+
+
+def trained_like_resnet(images):
+    """A tiny 3-class ResNet-10 whose batch norms hold non-trivial statistics and affine
+    parameters, as after training (the adaptation tests compare statistics against it)."""
+    import torch
+
+    from phenoadapt.adapt import batchnorm_layers
+    from phenoadapt.nn import fit_normalization
+
+    config = ResNetConfig(
+        "resnet10", 3, 3, width=4, stem="small", normalization=fit_normalization(images)
+    )
+    net = build_resnet(config, seed=0)
+    with torch.no_grad():
+        for layer in batchnorm_layers(net).values():
+            layer.running_mean.uniform_(-0.5, 0.5)
+            layer.running_var.uniform_(0.5, 2.0)
+            layer.weight.uniform_(0.5, 1.5)
+            layer.bias.uniform_(-0.2, 0.2)
+    return net.eval()

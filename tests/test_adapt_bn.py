@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from pipeline_fixtures import trained_like_resnet
 from torch import nn
 
 from phenoadapt import schema
@@ -22,19 +23,14 @@ from phenoadapt.adapt import (
 )
 from phenoadapt.adapt.methods import METHOD_COLUMN, Context
 from phenoadapt.errors import Cancelled, ContextError
-from phenoadapt.nn import ResNetConfig, build_resnet, fit_normalization
+from phenoadapt.nn import build_resnet
 from phenoadapt.train.toy import make_toy_plates
 
 CLASSES = ("moa_a", "moa_b", "moa_c")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny networks gain nothing from threads; on a shared CPU they only contend.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny networks gain nothing from threads (conftest.py one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -44,19 +40,7 @@ def plates() -> tuple[np.ndarray, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def model(plates: tuple[np.ndarray, pd.DataFrame]) -> nn.Module:
-    images, _ = plates
-    config = ResNetConfig(
-        "resnet10", 3, 3, width=4, stem="small", normalization=fit_normalization(images)
-    )
-    net = build_resnet(config, seed=0)
-    # Non-trivial running statistics and affine parameters, as after training.
-    with torch.no_grad():
-        for layer in batchnorm_layers(net).values():
-            layer.running_mean.uniform_(-0.5, 0.5)
-            layer.running_var.uniform_(0.5, 2.0)
-            layer.weight.uniform_(0.5, 1.5)
-            layer.bias.uniform_(-0.2, 0.2)
-    return net.eval()
+    return trained_like_resnet(plates[0])
 
 
 def _buffers(model: nn.Module) -> dict[str, torch.Tensor]:

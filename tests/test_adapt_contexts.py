@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from pipeline_fixtures import trained_like_resnet
 from torch import nn
 
 from phenoadapt import schema
 from phenoadapt.adapt import (
     ContextChoice,
-    batchnorm_layers,
     context_statistics,
     parse_context,
     plan_contexts,
@@ -21,7 +21,6 @@ from phenoadapt.adapt import (
     use_statistics,
 )
 from phenoadapt.errors import OptionError
-from phenoadapt.nn import ResNetConfig, build_resnet, fit_normalization
 from phenoadapt.pipeline import RunConfig
 from phenoadapt.train.toy import make_toy_plates
 
@@ -29,12 +28,8 @@ CLASSES = ("moa_a", "moa_b", "moa_c")
 PCOLS = [f"prob_{c}" for c in CLASSES]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny networks gain nothing from threads (conftest.py one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -45,18 +40,7 @@ def plates() -> tuple[np.ndarray, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def model(plates: tuple[np.ndarray, pd.DataFrame]) -> nn.Module:
-    images, _ = plates
-    config = ResNetConfig(
-        "resnet10", 3, 3, width=4, stem="small", normalization=fit_normalization(images)
-    )
-    net = build_resnet(config, seed=0)
-    with torch.no_grad():  # non-trivial statistics and affine parameters, as after training
-        for layer in batchnorm_layers(net).values():
-            layer.running_mean.uniform_(-0.5, 0.5)
-            layer.running_var.uniform_(0.5, 2.0)
-            layer.weight.uniform_(0.5, 1.5)
-            layer.bias.uniform_(-0.2, 0.2)
-    return net.eval()
+    return trained_like_resnet(plates[0])
 
 
 def _reference(model: nn.Module, images: np.ndarray, contexts) -> np.ndarray:

@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pipeline_fixtures import CHANNELS, make_checkpoint, make_plate
@@ -39,12 +38,8 @@ from phenoadapt.train.checkpoint import METADATA_KEY
 BAD_SITE = "r01c03f01p01-ch2sk1fk1fl1.tiff"  # well A03, site 1, channel ER
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny networks gain nothing from threads (conftest.py one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -31,13 +31,8 @@ CHANNELS = ("DNA", "ER", "RNA", "AGP", "Mito")
 CLASSES = ("moa_a", "moa_b", "moa_c")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny networks gain nothing from threads; on a shared CPU they only contend.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny networks gain nothing from threads (conftest.py one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(seed: int = 0, n_channels: int = 5) -> torch.nn.Module:

@@ -10,20 +10,14 @@ import sys
 
 import pandas as pd
 import pytest
-import torch
 from pipeline_fixtures import make_checkpoint, make_plate
 
 from phenoadapt import schema
 from phenoadapt.cli import main
 from phenoadapt.train import load_checkpoint
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny networks gain nothing from threads (conftest.py one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

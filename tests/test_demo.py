@@ -6,7 +6,6 @@ import json
 
 import pandas as pd
 import pytest
-import torch
 from pipeline_fixtures import CONFIG, make_checkpoint
 
 import phenoadapt.demo as demo
@@ -14,13 +13,8 @@ from phenoadapt.cli import main
 from phenoadapt.errors import Cancelled, PhenoadaptError
 from phenoadapt.train import load_checkpoint, read_checkpoint_metadata
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny networks gain nothing from threads (conftest.py one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_shipped_model_is_small_and_documented() -> None:

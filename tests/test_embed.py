@@ -32,12 +32,8 @@ DIM = 6
 CHANNELS = ("DNA", "ER", "RNA", "AGP", "Mito")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny networks gain nothing from threads (conftest.py one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(n_channels: int = 5):

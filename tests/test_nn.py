@@ -23,14 +23,8 @@ from phenoadapt.nn import (
 )
 from phenoadapt.nn.resnet import BasicBlock, Bottleneck
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny networks gain nothing from threads; on a shared CPU they only contend.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny networks gain nothing from threads (conftest.py one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))

@@ -41,13 +41,8 @@ from phenoadapt.train.phenoprofiler_data import class_names
 DIM = 6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny networks gain nothing from threads; on a shared CPU they only contend.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny networks gain nothing from threads (conftest.py one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(n_channels: int = 5, num_classes: int = 4, seed: int = 0, **kw):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from pipeline_fixtures import MOAS, SEGMENTATION, make_checkpoint, make_plate
 
 from phenoadapt import schema
@@ -24,14 +23,8 @@ from phenoadapt.pipeline import (
 from phenoadapt.plate.platemap import PlateMap
 from phenoadapt.train import load_checkpoint
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny networks gain nothing from threads; on a shared CPU they only contend.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny networks gain nothing from threads (conftest.py one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from pipeline_fixtures import CHANNELS, CONFIG, MOAS, make_checkpoint
 from skimage.transform import resize
 
@@ -35,12 +34,8 @@ SITES = 3
 TILE = 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny networks gain nothing from threads (conftest.py one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _plate(folder, plate_id: str, seed: int):

@@ -22,7 +22,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
 from pipeline_fixtures import CHANNELS, SEGMENTATION, make_checkpoint, make_plate
 
 from phenoadapt.cells import segment_plate
@@ -42,12 +41,8 @@ GUI_PACKAGES = ("napari", "npe2", "magicgui", "qtpy", "superqt", "pyqt5", "pyqt6
 SEGMENT = ["--nucleus-diameter", "16", "--workers", "1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny networks gain nothing from threads (conftest.py one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

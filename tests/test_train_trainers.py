@@ -28,13 +28,8 @@ from phenoadapt.train.trainers import _episode_loss
 SHIFT = {"T1": ([2.5, 0.4, 1.8], [10.0, 0.0, 30.0])}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny networks gain nothing from threads; on a shared CPU they only contend.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny networks gain nothing from threads (conftest.py one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,8 @@ from phenoadapt.train import (
 from phenoadapt.train import phenoprofiler as pp_trainer
 from phenoadapt.train._loop import Step, Tally, run_epochs
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny networks gain nothing from threads (conftest.py one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _scripted_step(model: nn.Module, val_losses: list[float]) -> Step:

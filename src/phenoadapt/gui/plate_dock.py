@@ -46,7 +46,7 @@ from .colours import session_class_palette, session_treatment_palette
 from .common import Asker, confirm, fill_plate_combo, notify, scrolling_layout, select_item
 from .layers import META_KEY
 from .plate_grid import ColorBar, ColorLegend, PlateGrid, category_colors, value_colors
-from .profile_maps import has_segmented_cells, well_activity
+from .profile_maps import activity_key, cells_layers, well_activity
 from .session import FieldKey, PlateSession, get_session, load_plate
 
 if TYPE_CHECKING:
@@ -296,6 +296,7 @@ class PlateDock(QWidget):
         self.grid = PlateGrid(multi_select=False)
         self.grid.well_clicked.connect(self.on_well_clicked)
         self._profile_error = ""  # the last profile problem notified, not repeated
+        self._activity: tuple[tuple | None, dict] = (None, {})  # (activity_key, wells)
         self.legend = ColorLegend()
         self.prev_well = QPushButton("◀ Well")
         self.next_well = QPushButton("Well ▶")
@@ -366,7 +367,7 @@ class PlateDock(QWidget):
         if self.color_by.currentText() == PROFILE:
             self.refresh()
         else:
-            self._enable_profile_mode(has_segmented_cells(self.viewer))
+            self._enable_profile_mode(bool(cells_layers(self.viewer)))
 
     # -- plates -----------------------------------------------------------------
     @property
@@ -569,7 +570,7 @@ class PlateDock(QWidget):
         self._enable_result_modes(not wells.empty)
         self.grid.set_format(plate.format)
         self.grid.set_imaged(plate.wells)
-        self._enable_profile_mode(has_segmented_cells(self.viewer))
+        self._enable_profile_mode(bool(cells_layers(self.viewer)))
         mode = self.color_by.currentText()
         if mode == PROFILE:
             colours, legend = self._profile_colours(plate_id)
@@ -611,7 +612,10 @@ class PlateDock(QWidget):
         """Wells coloured by how far their measurement profile is from the controls."""
         title = "Profile distance from controls (RMS robust z)"
         try:
-            values = well_activity(self.viewer, self.session, plate_id)
+            key = activity_key(self.viewer, self.session)
+            if self._activity[0] != key:  # the grid redraws often; profiles cost seconds
+                self._activity = (key, well_activity(self.viewer, self.session))
+            values = self._activity[1].get(str(plate_id), {})
         except PhenoadaptError as exc:
             if str(exc) != self._profile_error:  # once per problem, not per redraw
                 self._profile_error = str(exc)
@@ -626,20 +630,20 @@ class PlateDock(QWidget):
         return colours, bar
 
     def _enable_profile_mode(self, enabled: bool) -> None:
-        item = self.color_by.model().item(COLOR_MODES.index(PROFILE))
-        item.setEnabled(enabled)
-        item.setToolTip("" if enabled else "Segment wells (Segment dock, Scope: Wells) first.")
-        if not enabled and self.color_by.currentText() == PROFILE:
-            self.color_by.blockSignals(True)
-            self.color_by.setCurrentText(ROLE)
-            self.color_by.blockSignals(False)
+        self._enable_modes((PROFILE,), enabled, "Segment wells (Segment dock, Scope: Wells) first.")
 
     def _enable_result_modes(self, enabled: bool) -> None:
+        self._enable_modes(RESULT_MODES, enabled)
+
+    def _enable_modes(self, modes: tuple[str, ...], enabled: bool, why_not: str = "") -> None:
+        """Offer colourings or grey them out; a greyed-out current one falls back to Role."""
         model = self.color_by.model()
-        for mode in RESULT_MODES:
+        for mode in modes:
             item = model.item(COLOR_MODES.index(mode))
             item.setEnabled(enabled)
-        if not enabled and self.color_by.currentText() in RESULT_MODES:
+            if why_not:
+                item.setToolTip("" if enabled else why_not)
+        if not enabled and self.color_by.currentText() in modes:
             self.color_by.blockSignals(True)  # refresh() is running already
             self.color_by.setCurrentText(ROLE)
             self.color_by.blockSignals(False)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
-from ..errors import Cancelled, PhenoadaptError
+from ..errors import PhenoadaptError
 from ..plate.platemap.model import NotEnoughControlsError
 from ..profiles.measurements import (
     build_profiles,
@@ -45,6 +45,18 @@ TITLES = {
 MIN_WELLS = 4
 
 
+def cells_layers(viewer: Any) -> list[Any]:
+    """The Segment dock's ``cells`` layers that hold measurements (``features``)."""
+    layers = []
+    for layer in viewer.layers:
+        info = layer.metadata.get(META_KEY) if isinstance(layer.metadata, dict) else None
+        features = getattr(layer, "features", None)
+        if isinstance(info, dict) and info.get("kind") == "cells" and features is not None:
+            if len(features):
+                layers.append(layer)
+    return layers
+
+
 def segmented_cells(viewer: Any) -> pd.DataFrame:
     """The per-cell tables of every segmented field in the viewer, concatenated.
 
@@ -53,15 +65,11 @@ def segmented_cells(viewer: Any) -> pd.DataFrame:
     PhenoadaptError
         When no ``cells`` layer of the Segment dock is in the viewer.
     """
-    tables = []
-    for layer in viewer.layers:
-        info = layer.metadata.get(META_KEY) if isinstance(layer.metadata, dict) else None
-        if not isinstance(info, dict) or info.get("kind") != "cells":
-            continue
-        features = getattr(layer, "features", None)
-        if features is not None and len(features):
-            # napari's own 'index' column maps label values to rows; it is no measurement.
-            tables.append(pd.DataFrame(features).drop(columns=["index"], errors="ignore"))
+    # napari's own 'index' column maps label values to rows; it is no measurement.
+    tables = [
+        pd.DataFrame(layer.features).drop(columns=["index"], errors="ignore")
+        for layer in cells_layers(viewer)
+    ]
     if not tables:
         raise PhenoadaptError(
             "No segmented cells in the viewer: segment some wells in the Segment dock "
@@ -80,60 +88,37 @@ def session_platemaps(session: Any) -> dict[str, Any]:
     return maps
 
 
-def has_segmented_cells(viewer: Any) -> bool:
-    """Whether the Segment dock left any ``cells`` layer with measurements."""
-    return any(
-        isinstance(layer.metadata, dict)
-        and isinstance(layer.metadata.get(META_KEY), dict)
-        and layer.metadata[META_KEY].get("kind") == "cells"
-        and len(getattr(layer, "features", ()))
-        for layer in viewer.layers
-    )
-
-
-# (cells layers, plate-map versions) -> {plate: {well: activity}}: the grid redraws often.
-_ACTIVITY_CACHE: dict[tuple, dict[str, dict[str, float]]] = {}
-
-
-def _activity_key(viewer: Any, session: Any) -> tuple:
-    layers = tuple(
-        (id(layer), len(getattr(layer, "features", ())))
-        for layer in viewer.layers
-        if isinstance(layer.metadata, dict)
-        and isinstance(layer.metadata.get(META_KEY), dict)
-        and layer.metadata[META_KEY].get("kind") == "cells"
-    )
+def activity_key(viewer: Any, session: Any) -> tuple:
+    """What :func:`well_activity` depends on: the segmented fields and the map versions."""
+    layers = tuple((id(layer), len(layer.features)) for layer in cells_layers(viewer))
     maps = tuple(
         sorted((str(p), getattr(m, "version", 0)) for p, m in session_platemaps(session).items())
     )
     return layers, maps
 
 
-def well_activity(viewer: Any, session: Any, plate_id: str) -> dict[str, float]:
-    """Well -> distance of its profile from its plate's controls (``profile_activity``).
+def well_activity(viewer: Any, session: Any) -> dict[str, dict[str, float]]:
+    """Plate -> well -> distance of its profile from its plate's controls.
 
     From the cells segmented in the viewer, normalized to each plate's controls
-    (robust z-score, feature selection).  Cached until the segmented fields or
-    the plate maps change.
+    (robust z-score, feature selection; ``profile_activity``).  Callers that
+    redraw often keep the answer until :func:`activity_key` changes.
 
     Raises
     ------
     PhenoadaptError
         No segmented cells, or a plate without control wells among them.
     """
-    key = _activity_key(viewer, session)
-    if key not in _ACTIVITY_CACHE:
-        profiles = build_profiles(segmented_cells(viewer), session_platemaps(session) or None)
-        table = profiles.table
-        activity = profile_activity(table)
-        by_plate: dict[str, dict[str, float]] = {}
-        for plate, well, value in zip(
-            table[schema.PLATE].astype(str), table[schema.WELL].astype(str), activity, strict=True
-        ):
-            by_plate.setdefault(plate, {})[well] = float(value)
-        _ACTIVITY_CACHE.clear()  # one viewer's state at a time is enough
-        _ACTIVITY_CACHE[key] = by_plate
-    return _ACTIVITY_CACHE[key].get(str(plate_id), {})
+    table = build_profiles(segmented_cells(viewer), session_platemaps(session) or None).table
+    by_plate: dict[str, dict[str, float]] = {}
+    for plate, well, value in zip(
+        table[schema.PLATE].astype(str),
+        table[schema.WELL].astype(str),
+        profile_activity(table),
+        strict=True,
+    ):
+        by_plate.setdefault(plate, {})[well] = float(value)
+    return by_plate
 
 
 def standardized(table: pd.DataFrame, features: list[str]) -> np.ndarray:
@@ -240,15 +225,10 @@ def profile_umap_events(
     fit: Callable[..., np.ndarray] | None = None,
 ) -> Generator[tuple[str, Any], None, Any]:
     """:func:`profile_umap_job` for a worker: errors become ``("error", message)`` events."""
-    try:
-        return (yield from profile_umap_job(cells, platemaps, n_neighbors, seed, fit))
-    except Cancelled:  # Cancel ended the child process: nothing to report
-        return None
-    except PhenoadaptError as exc:
-        yield "error", str(exc)
-    except Exception as exc:  # the dock must report, never crash napari
-        yield "error", f"Profile map failed: {type(exc).__name__}: {exc}"
-    return None
+    from .umap_maps import map_events
+
+    job = profile_umap_job(cells, platemaps, n_neighbors, seed, fit)
+    return (yield from map_events(job, "Profile map"))
 
 
 def export_profiles(

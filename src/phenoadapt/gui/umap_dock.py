@@ -43,7 +43,7 @@ from qtpy.QtWidgets import (
 )
 
 from .. import schema
-from ..errors import Cancelled, PhenoadaptError
+from ..errors import PhenoadaptError
 from ..evaluate import BatchMixing, umap_coordinates
 from ..offload import ChildProcess
 from .colours import column_palette
@@ -57,7 +57,7 @@ from .scatter import (
     stratified_subsample,
 )
 from .session import get_session
-from .umap_maps import UmapMaps, plate_mixing
+from .umap_maps import UmapMaps, map_events, plate_mixing
 
 if TYPE_CHECKING:
     import napari
@@ -242,15 +242,9 @@ def umap_events(
     fit: Callable[..., np.ndarray] = umap_coordinates,
 ) -> Generator[tuple[str, Any], None, UmapMaps | None]:
     """:func:`umap_job` for a worker: errors become ``("error", message)`` events."""
-    try:
-        return (yield from umap_job(result, level, n_neighbors, seed, max_cells, fit))
-    except Cancelled:
-        return None
-    except PhenoadaptError as exc:
-        yield "error", str(exc)
-    except Exception as exc:  # the dock must report, never crash napari
-        yield "error", f"UMAP failed: {type(exc).__name__}: {exc}"
-    return None
+    return (
+        yield from map_events(umap_job(result, level, n_neighbors, seed, max_cells, fit), "UMAP")
+    )
 
 
 #: Fit UMAPs in a child process (True) or in the worker thread (False).

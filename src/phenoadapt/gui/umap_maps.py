@@ -8,13 +8,15 @@ from measurement profiles.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .. import schema
-from ..errors import PhenoadaptError
+from ..errors import Cancelled, PhenoadaptError
 from ..evaluate import BatchMixing, batch_mixing
 from .scatter import encode_categories, stratified_subsample
 
@@ -132,3 +134,23 @@ def plate_mixing(points: pd.DataFrame, features: np.ndarray, seed: int = 0) -> B
         )
     except PhenoadaptError as exc:
         return str(exc)
+
+
+def map_events(
+    job: Generator[tuple[str, Any], None, Any], what: str
+) -> Generator[tuple[str, Any], None, Any]:
+    """A map job for a worker thread: errors become ``("error", message)`` events.
+
+    A Cancel (the child process ended) ends it quietly; a user error is its
+    message; anything else is reported as ``"<what> failed: ..."`` so the dock
+    answers and napari never crashes.
+    """
+    try:
+        return (yield from job)
+    except Cancelled:
+        return None
+    except PhenoadaptError as exc:
+        yield "error", str(exc)
+    except Exception as exc:  # the dock must report, never crash napari
+        yield "error", f"{what} failed: {type(exc).__name__}: {exc}"
+    return None

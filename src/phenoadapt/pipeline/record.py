@@ -3,7 +3,8 @@
 A result table is only worth keeping if one can say later which model, method,
 seed, contexts and segmentation made it.  :func:`run_record` gathers those
 settings into a JSON-ready dictionary (written as ``run.json`` next to the
-exported tables) and :func:`run_id` names the run by a hash of them.  The id
+exported tables by :func:`phenoadapt.export.run_json`; every table carries the id in
+``Metadata_RunID``) and :func:`run_id` names the run by a hash of them.  The id
 hashes the settings, the model files' contents and the plate ids, never a
 time or a folder path, so the same run on the same plates gets the same id
 (and byte-identical tables) on any machine, and a different model or seed
@@ -21,10 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, schema
-
-#: Column that carries the run id in every exported table (pycytominer's Metadata_ prefix).
-RUN_ID_COLUMN = schema.RUN_ID
+from .. import __version__
 
 _ID_LENGTH = 12  # hex digits: 48 bits, ample to tell a lab's runs apart
 
@@ -145,9 +143,4 @@ def run_id(record: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:_ID_LENGTH]
 
 
-def record_json(record: dict[str, Any]) -> str:
-    """The record as indented JSON text (``run.json``)."""
-    return json.dumps(record, indent=2, sort_keys=False) + "\n"
-
-
-__all__ = ["RUN_ID_COLUMN", "file_sha256", "json_ready", "record_json", "run_id", "run_record"]
+__all__ = ["file_sha256", "json_ready", "run_id", "run_record"]
