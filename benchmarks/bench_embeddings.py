@@ -52,6 +52,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from phenoadapt import schema  # noqa: E402
+from phenoadapt.adapt import ContextSpec  # noqa: E402
 from phenoadapt.adapt.embedding import control_zscore  # noqa: E402
 from phenoadapt.cells import (  # noqa: E402
     CropParams,
@@ -303,7 +304,12 @@ def embedding_tables(
             out[name] = correct_embeddings(raw_wells, name)
         else:
             out[name] = embed_images(
-                model, cells.crops, table, level="well", correction=name, seed=seed
+                model,
+                cells.crops,
+                table,
+                level="well",
+                correction=name,
+                contexts=ContextSpec(seed=seed),
             )
     return out
 

@@ -44,7 +44,7 @@ import pandas as pd
 import torch
 
 from phenoadapt import schema
-from phenoadapt.adapt import DEFAULT_CONTEXT, predict_plate
+from phenoadapt.adapt import DEFAULT_CONTEXT, ContextSpec, Runtime, predict_plate
 from phenoadapt.nn import ResNetConfig, build_resnet, fit_normalization, select_device
 from phenoadapt.nn.runtime import autocast, to_device, use_amp, use_channels_last
 
@@ -146,10 +146,8 @@ def time_adapted(
         table,
         classes,
         "cs-arm-bn",
-        batch_size=batch_size,
-        device=device,
-        context=context,
-        context_size=context_size,
+        contexts=ContextSpec(context=context, context_size=context_size),
+        runtime=Runtime(device=device, batch_size=batch_size),
     )
     _sync(device)
     elapsed = time.perf_counter() - start

@@ -21,7 +21,7 @@ from phenoadapt.adapt import (
     predict_plate,
     use_statistics,
 )
-from phenoadapt.adapt.methods import METHOD_COLUMN, Context
+from phenoadapt.adapt.methods import METHOD_COLUMN, Context, ContextSpec, Runtime
 from phenoadapt.errors import Cancelled, ContextError
 from phenoadapt.nn import build_resnet
 from phenoadapt.train.toy import make_toy_plates
@@ -153,7 +153,7 @@ def test_context_plan_is_deterministic_given_seed(plates) -> None:
 
 def test_ben_predictions_use_controls_only_statistics(model: nn.Module, plates) -> None:
     images, table = plates
-    result = predict_plate(model, images, table, CLASSES, "ben", device="cpu")
+    result = predict_plate(model, images, table, CLASSES, "ben", runtime=Runtime(device="cpu"))
     on_p1 = (table[schema.PLATE] == "P1").to_numpy()
     controls = np.flatnonzero(on_p1 & (table[schema.ROLE] == "control").to_numpy())
     stats = context_statistics(model, images[controls])
@@ -166,7 +166,7 @@ def test_ben_predictions_use_controls_only_statistics(model: nn.Module, plates) 
 
 def test_erm_uses_training_statistics(model: nn.Module, plates) -> None:
     images, table = plates
-    result = predict_plate(model, images, table, CLASSES, "erm", device="cpu")
+    result = predict_plate(model, images, table, CLASSES, "erm", runtime=Runtime(device="cpu"))
     with torch.no_grad():
         expected = torch.softmax(model(torch.from_numpy(images)), dim=1).numpy()
     np.testing.assert_allclose(result.cells[[f"prob_{c}" for c in CLASSES]], expected, atol=1e-5)
@@ -179,7 +179,14 @@ def test_predict_plate_tables(model: nn.Module, plates) -> None:
     images, table = plates
     table = table.copy()
     table.loc[5, schema.ROLE] = schema.Role.EXCLUDED.value
-    result = predict_plate(model, images, table, CLASSES, treated_per_context=30, device="cpu")
+    result = predict_plate(
+        model,
+        images,
+        table,
+        CLASSES,
+        contexts=ContextSpec(treated_per_context=30),
+        runtime=Runtime(device="cpu"),
+    )
     cells, wells = result.cells, result.wells
     pcols = [f"prob_{c}" for c in CLASSES]
     assert cells.index.equals(table.index)
@@ -205,7 +212,10 @@ def test_predict_plate_tables(model: nn.Module, plates) -> None:
 def test_ensemble_averages_probabilities(model: nn.Module, plates) -> None:
     images, table = plates
     other = build_resnet(model.config, seed=5).eval()
-    kw = dict(treated_per_context=30, controls_per_context=20, seed=4, device="cpu")
+    kw = dict(
+        contexts=ContextSpec(treated_per_context=30, controls_per_context=20, seed=4),
+        runtime=Runtime(device="cpu"),
+    )
     a = predict_plate(model, images, table, CLASSES, **kw).cells
     b = predict_plate(other, images, table, CLASSES, **kw).cells
     both = predict_plate([model, other], images, table, CLASSES, **kw).cells
@@ -289,7 +299,7 @@ def test_nan_and_constant_crops_are_reported_with_count_and_place(model: nn.Modu
     flat = images.copy()
     flat[200] = 7.0  # a cell of plate P2
     with pytest.raises(ContextError, match=r"1 of 280 crops are constant.*plate P2"):
-        predict_plate(model, flat, table, CLASSES, device="cpu")
+        predict_plate(model, flat, table, CLASSES, runtime=Runtime(device="cpu"))
     with pytest.raises(ContextError, match="279 images were given for 280 table rows"):
         check_images(images[:-1], table)
 

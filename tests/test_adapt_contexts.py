@@ -20,6 +20,7 @@ from phenoadapt.adapt import (
     statistics_and_outputs,
     use_statistics,
 )
+from phenoadapt.adapt.methods import ContextSpec, Runtime
 from phenoadapt.errors import OptionError
 from phenoadapt.pipeline import RunConfig
 from phenoadapt.train.toy import make_toy_plates
@@ -78,10 +79,15 @@ def test_chunked_predictions_equal_the_two_pass_procedure(model: nn.Module, plat
     images, table = plates
     kw = dict(treated_per_context=64, controls_per_context=128, seed=2)
     contexts = plan_contexts(table, "cs-arm-bn", **kw)
-    got = predict_plate(model, images, table, CLASSES, "cs-arm-bn", device="cpu", **kw)
+    spec = ContextSpec(**kw)
+    got = predict_plate(
+        model, images, table, CLASSES, "cs-arm-bn", contexts=spec, runtime=Runtime(device="cpu")
+    )
     np.testing.assert_allclose(got.cells[PCOLS], _reference(model, images, contexts), atol=1e-5)
     # A chunk size alone still asks for the paper's chunks.
-    sized = predict_plate(model, images, table, CLASSES, device="cpu", **kw)
+    sized = predict_plate(
+        model, images, table, CLASSES, contexts=spec, runtime=Runtime(device="cpu")
+    )
     np.testing.assert_allclose(sized.cells[PCOLS], got.cells[PCOLS], atol=1e-6)
     # The default is one sampled context per plate of CS-ARM-BN (and ARM-BN).
     default = plan_contexts(table, "cs-arm-bn", seed=2)
@@ -95,9 +101,8 @@ def test_chunked_predictions_equal_the_two_pass_procedure(model: nn.Module, plat
 def test_other_contexts_equal_the_two_pass_procedure(model: nn.Module, plates, context) -> None:
     images, table = plates
     contexts = plan_contexts(table, "cs-arm-bn", context=context, context_size=60)
-    got = predict_plate(
-        model, images, table, CLASSES, context=context, context_size=60, device="cpu"
-    )
+    spec = ContextSpec(context=context, context_size=60)
+    got = predict_plate(model, images, table, CLASSES, contexts=spec, runtime=Runtime(device="cpu"))
     np.testing.assert_allclose(got.cells[PCOLS], _reference(model, images, contexts), atol=1e-5)
 
 

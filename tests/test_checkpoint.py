@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from phenoadapt.adapt import ContextSpec, Runtime
 from phenoadapt.errors import ModelError
 from phenoadapt.nn import Normalization, ResNetConfig, build_resnet
 from phenoadapt.plate.channels import Channel, ChannelRole, make_channels
@@ -180,7 +181,7 @@ def test_ensemble_from_checkpoints(tmp_path: Path) -> None:
     b = save_checkpoint(tmp_path / "b", _model(1, 3), meta("DNA", "ER", "Mito"))
     images, table = make_toy_plates(["P1"], treated_per_class=10, n_controls=40, size=12, seed=0)
     members = load_ensemble([a, b], device="cpu")
-    kw = dict(treated_per_context=15, device="cpu", seed=1)
+    kw = dict(contexts=ContextSpec(treated_per_context=15, seed=1), runtime=Runtime(device="cpu"))
     both = predict_with_checkpoints(members, images, table, **kw).cells
     one = predict_with_checkpoints(members[0], images, table, **kw).cells
     two = predict_with_checkpoints(members[1], images, table, **kw).cells

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from phenoadapt import schema
-from phenoadapt.adapt import context_statistics, use_statistics
+from phenoadapt.adapt import ContextSpec, context_statistics, use_statistics
 from phenoadapt.cells import CELL_COUNT, SegmentationParams
 from phenoadapt.cli import main
 from phenoadapt.embed import (
@@ -57,6 +57,12 @@ def toy():
     table[schema.SITE] = np.where(np.arange(len(table)) % 2 == 0, 1, 2)
     table[schema.CELL_ID] = np.arange(len(table))
     return images, table, _model()
+
+
+#: The toy plates and the synthetic plate have 8-9 control cells, below the 32 a plate
+#: needs by default (:data:`phenoadapt.adapt.MIN_CONTROLS`): tests of the statistics
+#: themselves lower the minimum.
+FEW = ContextSpec(min_controls=1)
 
 
 def _emb(table: pd.DataFrame) -> np.ndarray:
@@ -147,7 +153,12 @@ def test_plate_context_statistics_are_used(toy):
     images, table, model = toy
     raw = embed_images(model, images, table, level="cell")
     adapted = embed_images(
-        model, images, table, level="cell", correction="bn", treated_per_context="plate"
+        model,
+        images,
+        table,
+        level="cell",
+        correction="bn",
+        contexts=ContextSpec(treated_per_context="plate", min_controls=1),
     )
     assert not np.allclose(_emb(raw), _emb(adapted), atol=1e-3)
     on = (table[schema.PLATE] == "P2").to_numpy()
@@ -157,8 +168,9 @@ def test_plate_context_statistics_are_used(toy):
         expected = model.embed(x).numpy()
     assert np.allclose(_emb(adapted)[on], expected, atol=1e-4)
     # Default contexts (64 treated + 128 controls) are seeded and cover every image.
-    a = embed_images(model, images, table, correction="cs-arm-bn+phenotype", seed=3)
-    b = embed_images(model, images, table, correction="cs-arm-bn+phenotype", seed=3)
+    seeded = ContextSpec(seed=3, min_controls=1)
+    a = embed_images(model, images, table, correction="cs-arm-bn+phenotype", contexts=seeded)
+    b = embed_images(model, images, table, correction="cs-arm-bn+phenotype", contexts=seeded)
     assert np.array_equal(_emb(a), _emb(b)) and len(a) == len(table)
     assert model.training is False  # the model is left as it was
 
@@ -182,8 +194,22 @@ def test_corrections_need_controls(toy):
     no_controls.loc[no_controls[schema.MOA].isna(), schema.MOA] = "moa_a"
     for correction in ("phenotype", "tvn", "cs-arm-bn", "ben"):
         with pytest.raises(ContextError, match="P2"):
-            embed_images(model, images, no_controls, correction=correction)
+            embed_images(model, images, no_controls, correction=correction, contexts=FEW)
     assert len(embed_images(model, images, no_controls, correction="adabn")) == len(table)
+
+
+def test_embeddings_need_as_many_controls_as_predictions(toy):
+    """One rule for the fewest controls (32 cells, 8 sites) for embed as for predict."""
+    images, table, model = toy
+    with pytest.raises(ContextError, match="at least 32"):
+        embed_images(model, images, table, correction="bn")
+    # Field tiles pool many cells: a plate of 8 control sites suffices.
+    sites = embed_images(model, images, table, correction="bn", unit="site")
+    assert len(sites) == len(table)
+    with pytest.raises(ContextError, match="at least 32"):
+        embed_images(model, images, table, correction="bn", unit="site",
+                     contexts=ContextSpec(min_controls=32))  # fmt: skip
+    assert FEW.min_controls_for("cell") == 1 and ContextSpec().min_controls_for("site") == 8
 
 
 # --------------------------------------------------------------------------- plates and CLI
@@ -231,7 +257,9 @@ def test_embed_plate_at_well_level(plate_files):
     raw = embed_plate(plate, checkpoint, platemap, cells=cells, level="well")
     # One control well: the corrected control is 0.3 of the raw one.
     assert np.allclose(_emb(wells[control]), 0.3 * _emb(raw[control]), atol=1e-5)
-    adapted = embed_plate(plate, checkpoint, platemap, cells=cells, level="site", correction="bn")
+    adapted = embed_plate(
+        plate, checkpoint, platemap, cells=cells, level="site", correction="bn", contexts=FEW
+    )
     assert len(adapted) == 12 and not np.allclose(_emb(adapted)[:2], _emb(raw)[:1], atol=1e-3)
     # Without a cell table the plate is segmented on the fly.
     segmented = embed_plate(
@@ -284,7 +312,9 @@ def test_plate_episode_checkpoints_warn_without_context_statistics(plate_files):
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        embed_plate(plate, checkpoint, platemap, cells=cells, level="well", correction="bn")
+        embed_plate(
+            plate, checkpoint, platemap, cells=cells, level="well", correction="bn", contexts=FEW
+        )
 
 
 def test_cli_writes_anndata_for_scanpy(plate_files, tmp_path, capsys):

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from phenoadapt.adapt import predict_plate
+from phenoadapt.adapt import Runtime, predict_plate
 from phenoadapt.errors import Cancelled
 from phenoadapt.nn import ResNetConfig, build_resnet, fit_normalization
 from phenoadapt.train import (
@@ -162,5 +162,5 @@ def test_random_crop_training_and_centre_crop_prediction(data: CellData) -> None
     result = train_model(_model(data), train, data.subset(["V1"]), cfg)
     assert result.checkpoint_metadata().input_size == 8
     out = predict_plate(result.model, data.subset(["V1"]).images, data.subset(["V1"]).table,
-                        data.classes, input_size=8, device="cpu")  # fmt: skip
+                        data.classes, input_size=8, runtime=Runtime(device="cpu"))  # fmt: skip
     assert out.cells["predicted_moa"].notna().all()

@@ -2,8 +2,10 @@
 
 - :mod:`.batchnorm`: exact batch-norm statistics of a context and a context
   manager that applies them and restores the model afterwards;
-- :mod:`.methods`: ERM, AdaBN, ARM-BN, BEN and CS-ARM-BN contexts and adapted
-  per-cell / per-well predictions;
+- :mod:`.methods`: ERM, AdaBN, ARM-BN, BEN and CS-ARM-BN contexts
+  (:class:`ContextSpec`, the one fewest-controls rule :data:`MIN_CONTROLS`), the
+  one loop over contexts (:func:`run_contexts`, on a :class:`Runtime`) and
+  adapted per-cell / per-well predictions;
 - :mod:`.embedding`: corrections of embeddings and profiles with each plate's
   controls (phenotype correction, TVN, sphering, z-scores).
 """
@@ -32,12 +34,15 @@ from .methods import (
     DEFAULT_CONTEXT_SIZE,
     DEFAULT_METHOD,
     METHODS,
+    MIN_CONTROLS,
     TRAIN_METHODS,
     Context,
     ContextChoice,
     ContextOutput,
+    ContextSpec,
     Method,
     PlatePredictions,
+    Runtime,
     bad_images,
     check_images,
     context_from_cells,
@@ -49,6 +54,7 @@ from .methods import (
     plan_contexts,
     predict_contexts,
     predict_plate,
+    run_contexts,
     summarize_wells,
 )
 
@@ -65,12 +71,15 @@ __all__ = [
     "DEFAULT_CONTEXT_SIZE",
     "DEFAULT_METHOD",
     "METHODS",
+    "MIN_CONTROLS",
     "TRAIN_METHODS",
     "Context",
     "ContextChoice",
     "ContextOutput",
+    "ContextSpec",
     "Method",
     "PlatePredictions",
+    "Runtime",
     "Statistics",
     "apply_statistics",
     "bad_images",
@@ -87,6 +96,7 @@ __all__ = [
     "predict_contexts",
     "predict_plate",
     "preserved_state",
+    "run_contexts",
     "statistics_and_outputs",
     "summarize_wells",
     "use_statistics",

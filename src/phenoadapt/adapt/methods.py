@@ -28,9 +28,10 @@ prediction in the well table; they carry no label.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -40,8 +41,8 @@ import torch
 from torch import nn
 
 from .. import schema
-from ..errors import Cancelled, ContextError
-from ..nn.runtime import forward_in_batches, select_device, use_amp, use_channels_last
+from ..errors import Cancelled, ContextError, OptionError, PhenoadaptError
+from ..nn.runtime import forward_in_batches, is_oom, select_device, use_amp, use_channels_last
 from ..progress import CancelFn, ProgressFn
 from .batchnorm import statistics_and_outputs, use_statistics
 
@@ -106,7 +107,13 @@ TRAIN_METHODS: tuple[Method, ...] = tuple(m for m, info in METHODS.items() if in
 DEFAULT_METHOD = Method.CS_ARM_BN
 DEFAULT_TREATED_PER_CONTEXT = 64
 DEFAULT_CONTROLS_PER_CONTEXT = 128
-DEFAULT_MIN_CONTROLS = 32
+#: Fewest negative controls a plate needs for BEN and CS-ARM-BN, per unit of the model's
+#: inputs (the one rule; :class:`ContextSpec` applies it).  Cells: 32 control crops.  Sites:
+#: a 128 x 128 tile holds the pixels of ~7 cell crops of 48 x 48 (and tens of cells), so
+#: batch-norm statistics pooled over 8 control fields rest on more pixels than those of 32
+#: control crops, and 8 = 4 control wells x 2 sites, which small plates have.
+MIN_CONTROLS: dict[str, int] = {"cell": 32, "site": 8}
+DEFAULT_MIN_CONTROLS = MIN_CONTROLS["cell"]
 WHOLE_PLATE = "plate"
 #: Cells in a sampled plate context (one train-mode pass of the default ``max_pass_size``).
 DEFAULT_CONTEXT_SIZE = 512
@@ -513,6 +520,85 @@ def plan_contexts(
     return contexts
 
 
+@dataclass(frozen=True)
+class ContextSpec:
+    """How a plate's contexts are drawn: planned once, from one record, for every caller.
+
+    Prediction (:func:`predict_plate`, :func:`phenoadapt.pipeline.run_plates`),
+    embeddings (:mod:`phenoadapt.pipeline.embed`) and the GUI pass one
+    ``ContextSpec`` instead of its loose fields; :meth:`plan` turns it into the
+    contexts of a method (:func:`plan_contexts`).
+
+    Attributes
+    ----------
+    context
+        ``"chunks"``, ``"plate"`` or ``"sample"`` (:class:`ContextChoice`); None:
+        the method's default.
+    context_size
+        Cells in a sampled context.
+    treated_per_context, controls_per_context
+        Chunk sizes (None: 64 treated; 128 controls), also the share of treated
+        cells in a sampled context.
+    min_controls
+        Fewest control cells (or sites) a plate needs for BEN and CS-ARM-BN;
+        None: the unit's rule, :data:`MIN_CONTROLS` (32 cells, 8 sites).
+    allow_fallback
+        On a plate with too few controls, warn and use ARM-BN (CS-ARM-BN) or
+        AdaBN (BEN) instead of raising.
+    seed
+        Seed of the random draws.
+    """
+
+    context: ContextChoice | str | None = None
+    context_size: int = DEFAULT_CONTEXT_SIZE
+    treated_per_context: int | str | None = None
+    controls_per_context: int = DEFAULT_CONTROLS_PER_CONTEXT
+    min_controls: int | None = None
+    allow_fallback: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.context is not None:
+            try:
+                object.__setattr__(self, "context", parse_context(self.context))
+            except ValueError as exc:
+                raise OptionError(str(exc)) from None
+        if self.context_size < 1:
+            raise OptionError(f"context_size must be at least 1, got {self.context_size}.")
+        if self.controls_per_context < 1:
+            raise OptionError(
+                f"controls_per_context must be at least 1, got {self.controls_per_context}."
+            )
+        if self.min_controls is not None and self.min_controls < 1:
+            raise OptionError(f"min_controls must be at least 1, got {self.min_controls}.")
+
+    def min_controls_for(self, unit: str = "cell") -> int:
+        """Fewest controls a plate needs, for a model whose inputs are ``unit`` (cell/site)."""
+        if self.min_controls is not None:
+            return int(self.min_controls)
+        if unit not in MIN_CONTROLS:
+            raise OptionError(f"Unknown unit {unit!r}: use one of {', '.join(MIN_CONTROLS)}.")
+        return MIN_CONTROLS[unit]
+
+    def plan(
+        self,
+        table: pd.DataFrame,
+        method: str | Method = DEFAULT_METHOD,
+        *,
+        unit: str = "cell",
+        predict_controls: bool = True,
+    ) -> list[Context]:
+        """The contexts of ``method`` for the plates of ``table`` (see :func:`plan_contexts`)."""
+        return plan_contexts(
+            table, method, treated_per_context=self.treated_per_context,
+            controls_per_context=self.controls_per_context,
+            min_controls=self.min_controls_for(unit), allow_fallback=self.allow_fallback,
+            predict_controls=predict_controls, seed=self.seed,
+            context=None if self.context is None else ContextChoice(self.context),
+            context_size=self.context_size,
+        )  # fmt: skip
+
+
 # --------------------------------------------------------------------------- image checks
 
 
@@ -746,13 +832,114 @@ def context_outputs(
     return tuple(outs)
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a network runs at test time: the one place for device, AMP and memory.
+
+    Attributes
+    ----------
+    device
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...; None keeps the
+        models where they are.
+    batch_size
+        Images per forward pass (halved on out-of-memory errors).
+    max_pass_size
+        Largest context passed at once for the statistics (larger ones are
+        accumulated exactly, layer by layer); None: any context in one pass.
+    amp, channels_last
+        None: bfloat16 autocast and channels-last on CUDA only (the statistics
+        pass runs in float32); False: never.
+    """
+
+    device: str | torch.device | None = "auto"
+    batch_size: int = 256
+    max_pass_size: int | None = 512
+    amp: bool | None = None
+    channels_last: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise OptionError(f"batch_size must be at least 1, got {self.batch_size}.")
+
+    def place(self, models: Sequence[nn.Module]) -> None:
+        """Move the models to the device (nothing when ``device`` is None)."""
+        if self.device is None:
+            return
+        target = select_device(self.device)
+        for model in models:
+            model.to(target)
+
+    @contextlib.contextmanager
+    def out_of_memory_said(self, what: str, hint: str) -> Iterator[None]:
+        """Turn an out-of-memory error that persists (at batch size 1) into a user error.
+
+        ``what`` names the work (``"predicting plate P1"``), ``hint`` the way out
+        beyond a device with more memory.
+        """
+        try:
+            yield
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not is_oom(exc):
+                raise
+            raise PhenoadaptError(
+                f"Out of memory while {what}, even after halving the batch size down to 1: use "
+                f"a device with more memory (--device cpu) or {hint}."
+            ) from exc
+
+
+#: Head of a network pass: ``head(model, batch)`` -> tensors with the batch as first dim.
+Head = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, ...]]
+
+
+def run_contexts(
+    members: Sequence[nn.Module],
+    images: np.ndarray | torch.Tensor,
+    contexts: Sequence[Context],
+    head: Head,
+    runtime: Runtime,
+    *,
+    input_size: int | None = None,
+    stage: str = "adapt",
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> Iterator[tuple[Context, list[tuple[torch.Tensor, ...]]]]:
+    """Each context with every member's ``head`` outputs for its cells, under its statistics.
+
+    The one loop over contexts behind predictions and embeddings: the
+    statistics of a context are computed once per model
+    (:func:`context_outputs`), ``progress(stage, done, total)`` follows each
+    context and ``cancel()`` is polled between contexts and batches.
+    """
+    for i, ctx in enumerate(contexts):
+        if cancel is not None and cancel():
+            raise Cancelled("Cancelled during plate-context adaptation.")
+        outs = [
+            context_outputs(
+                model,
+                images,
+                ctx,
+                head,
+                batch_size=runtime.batch_size,
+                max_pass_size=runtime.max_pass_size,
+                input_size=input_size,
+                amp=runtime.amp,
+                channels_last=runtime.channels_last,
+                cancel=cancel,
+            )  # fmt: skip
+            for model in members
+        ]
+        yield ctx, outs
+        if progress is not None:
+            progress(stage, i + 1, len(contexts))
+
+
 def predict_contexts(
     models: nn.Module | Sequence[nn.Module],
     images: np.ndarray | torch.Tensor,
     contexts: Sequence[Context],
     *,
     batch_size: int = 256,
-    max_pass_size: int = 512,
+    max_pass_size: int | None = 512,
     input_size: int | None = None,
     amp: bool | None = None,
     channels_last: bool | None = None,
@@ -797,25 +984,22 @@ def predict_contexts(
     if return_embeddings and len(members) > 1:
         raise ValueError("Embeddings can be returned for a single model, not an ensemble.")
     head = _embed_and_classify if return_embeddings else _classify
+    runtime = Runtime(
+        device=None, batch_size=batch_size, max_pass_size=max_pass_size, amp=amp,
+        channels_last=channels_last,
+    )  # fmt: skip
     outputs: list[ContextOutput] = []
-    for i, ctx in enumerate(contexts):
-        if cancel is not None and cancel():
-            raise Cancelled("Cancelled during plate-context adaptation.")
+    for ctx, outs in run_contexts(
+        members, images, contexts, head, runtime, input_size=input_size, progress=progress,
+        cancel=cancel,
+    ):  # fmt: skip
         prob_sum: torch.Tensor | None = None
-        features = None
-        for model in members:
-            out = context_outputs(
-                model, images, ctx, head, batch_size=batch_size, max_pass_size=max_pass_size,
-                input_size=input_size, amp=amp, channels_last=channels_last, cancel=cancel,
-            )  # fmt: skip
-            if return_embeddings:
-                features = out[0].numpy()
+        for out in outs:
             probs = torch.softmax(out[-1].float(), dim=1)
             prob_sum = probs if prob_sum is None else prob_sum + probs
         assert prob_sum is not None
+        features = outs[-1][0].numpy() if return_embeddings else None
         outputs.append(ContextOutput(ctx, (prob_sum / len(members)).numpy(), features))
-        if progress is not None:
-            progress("adapt", i + 1, len(contexts))
     return outputs
 
 
@@ -909,18 +1093,10 @@ def predict_plate(
     classes: Sequence[str],
     method: str | Method = DEFAULT_METHOD,
     *,
-    treated_per_context: int | str | None = None,
-    controls_per_context: int = DEFAULT_CONTROLS_PER_CONTEXT,
-    min_controls: int = DEFAULT_MIN_CONTROLS,
-    allow_fallback: bool = False,
-    seed: int = 0,
-    context: str | ContextChoice | None = None,
-    context_size: int = DEFAULT_CONTEXT_SIZE,
-    batch_size: int = 256,
-    max_pass_size: int = 512,
+    contexts: ContextSpec | None = None,
+    runtime: Runtime | None = None,
+    unit: str = "cell",
     input_size: int | None = None,
-    device: str | torch.device | None = "auto",
-    amp: bool | None = None,
     return_embeddings: bool = False,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
@@ -931,24 +1107,26 @@ def predict_plate(
     ----------
     models
         A classifier (or an ensemble whose probabilities are averaged).  Moved
-        to ``device``; its weights and statistics are left unchanged.
+        to ``runtime.device``; its weights and statistics are left unchanged.
     images
         ``(n, C, h, w)`` raw-intensity crops (or tiles), row ``i`` = table row ``i``.
     table
         Per-cell table with ``Metadata_Plate``, ``Metadata_Well``, ``Metadata_Role``.
     classes
         Class names in the order of the model's outputs.
-    method, treated_per_context, controls_per_context, min_controls, allow_fallback, seed
-        See :func:`plan_contexts`.
-    context, context_size
-        Which cells give each plate's statistics: ``"chunks"`` (the paper's 64
-        treated + 128 controls), ``"plate"`` or ``"sample"`` (``context_size``
-        cells); see :func:`plan_contexts` and :class:`ContextChoice`.
-    batch_size, max_pass_size, input_size, amp, return_embeddings, progress, cancel
+    method
+        The test-time method (:class:`Method`).
+    contexts
+        How the contexts are drawn (:class:`ContextSpec`; default: the method's).
+    runtime
+        Device, batch size, AMP (:class:`Runtime`; default: ``auto`` device).
+    unit
+        What a row is (``cell`` or ``site``): sets the fewest controls a plate
+        needs unless ``contexts.min_controls`` does.
+    input_size
+        Centre-crop images to this size first (the checkpoint's ``input_size``).
+    return_embeddings, progress, cancel
         See :func:`predict_contexts`.
-    device
-        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...; None keeps the
-        models where they are.
 
     Raises
     ------
@@ -958,26 +1136,22 @@ def predict_plate(
     """
     members = [models] if isinstance(models, nn.Module) else list(models)
     classes = tuple(str(c) for c in classes)
+    spec = contexts or ContextSpec()
+    runtime = runtime or Runtime()
     for model in members:
         n_out = getattr(model, "num_classes", len(classes))
         if n_out != len(classes):
             raise ValueError(
                 f"The model has {n_out} outputs but {len(classes)} classes were given."
             )
-    if device is not None:
-        target = select_device(device)
-        for model in members:
-            model.to(target)
+    runtime.place(members)
     check_images(images, table)
-    contexts = plan_contexts(
-        table, method, treated_per_context=treated_per_context,
-        controls_per_context=controls_per_context, min_controls=min_controls,
-        allow_fallback=allow_fallback, seed=seed, context=context, context_size=context_size,
-    )  # fmt: skip
+    planned = spec.plan(table, method, unit=unit)
     outputs = predict_contexts(
-        members, images, contexts, batch_size=batch_size, max_pass_size=max_pass_size,
-        input_size=input_size, amp=amp, return_embeddings=return_embeddings,
-        progress=progress, cancel=cancel,
+        members, images, planned, batch_size=runtime.batch_size,
+        max_pass_size=runtime.max_pass_size, input_size=input_size,
+        amp=runtime.amp, channels_last=runtime.channels_last,
+        return_embeddings=return_embeddings, progress=progress, cancel=cancel,
     )  # fmt: skip
     n = len(table)
     probs = np.full((n, len(classes)), np.nan)
@@ -991,7 +1165,7 @@ def predict_plate(
                 embeddings = np.full((n, out.embeddings.shape[1]), np.nan, dtype=np.float32)
             embeddings[out.context.predict] = out.embeddings
     cells = _cell_table(table, classes, probs, method_of)
-    methods = {ctx.plate: ctx.method for ctx in contexts}
+    methods = {ctx.plate: ctx.method for ctx in planned}
     return PlatePredictions(cells, summarize_wells(cells, classes), methods, classes, embeddings)
 
 
@@ -1026,6 +1200,8 @@ __all__ = [
     "Context",
     "ContextChoice",
     "ContextOutput",
+    "ContextSpec",
+    "MIN_CONTROLS",
     "Method",
     "MethodInfo",
     "PlatePredictions",
@@ -1040,5 +1216,7 @@ __all__ = [
     "predict_contexts",
     "predict_plate",
     "prob_columns",
+    "run_contexts",
+    "Runtime",
     "summarize_wells",
 ]

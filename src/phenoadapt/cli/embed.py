@@ -12,15 +12,23 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from .. import schema
+from ..adapt.methods import ContextSpec
 from ..anndata_io import is_h5ad, table_anndata, write_h5ad
-from ..cells import SegmentationParams
-from ..embed import LEVELS, STATISTICS, embed_plate, load_embedder, parse_correction
 from ..errors import OptionError
 from ..evaluate import add_umap
 from ..export import check_writable, write_table
+from ..pipeline.embed import (
+    EMBED_RUNTIME,
+    LEVELS,
+    STATISTICS,
+    embed_plate,
+    load_embedder,
+    parse_correction,
+)
 from ..plate import open_plate
 from ..profiles import read_table
 from .cells import parse_wells
@@ -91,9 +99,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--nucleus-diameter",
         type=float,
-        default=SegmentationParams.nucleus_diameter,
         metavar="D",
-        help="nucleus diameter in pixels when segmenting (default: %(default)g)",
+        help="nucleus diameter in pixels when segmenting (default: what the checkpoint was "
+        "trained with, else the segmentation default)",
     )
     add_open_options(parser)
     add_channel_arguments(parser)
@@ -138,22 +146,16 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def _embed_with_bar(args, plate, checkpoint, platemap, cells, correction):
+    # The checkpoint's segmentation (what it was trained with), the options on top.
+    overrides = channel_params(args)
+    if args.nucleus_diameter:
+        overrides["nucleus_diameter"] = args.nucleus_diameter
+    segmentation = checkpoint.metadata.model_input.segmentation_for(None, overrides)
+    runtime = replace(EMBED_RUNTIME, device=args.device, batch_size=args.batch_size)
     with progress_bar("embed") as progress:
         return embed_plate(
-            plate,
-            checkpoint,
-            platemap,
-            cells=cells,
-            wells=parse_wells(args.wells),
-            level=args.level,
-            statistic=args.statistic,
-            correction=correction,
-            segmentation=SegmentationParams(
-                nucleus_diameter=args.nucleus_diameter, **channel_params(args)
-            ),
-            batch_size=args.batch_size,
-            seed=args.seed,
-            device=args.device,
-            progress=progress,
-            scheduler=getattr(args, "scheduler", None),
-        )
+            plate, checkpoint, platemap, cells=cells, wells=parse_wells(args.wells),
+            level=args.level, statistic=args.statistic, correction=correction,
+            segmentation=segmentation, contexts=ContextSpec(seed=args.seed), runtime=runtime,
+            progress=progress, scheduler=getattr(args, "scheduler", None),
+        )  # fmt: skip

@@ -28,7 +28,7 @@ from ..adapt.methods import (
     DEFAULT_CONTEXT,
     DEFAULT_CONTEXT_SIZE,
     DEFAULT_CONTROLS_PER_CONTEXT,
-    DEFAULT_MIN_CONTROLS,
+    MIN_CONTROLS,
     ContextChoice,
     method_choices,
 )
@@ -43,7 +43,6 @@ from ..export import (
     write_tables,
     write_text,
 )
-from ..pipeline.tiles import DEFAULT_MIN_CONTROL_SITES
 from ..plate import open_plate
 from .cells import parse_wells
 from .open_args import add_open_options, open_options, open_platemap, warn_guessed_channels
@@ -172,8 +171,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--min-controls", type=int, metavar="N",
         help="fewest control cells a plate needs for BEN and CS-ARM-BN (default: "
-        f"{DEFAULT_MIN_CONTROLS}; control fields for a site checkpoint: "
-        f"{DEFAULT_MIN_CONTROL_SITES})",
+        f"{MIN_CONTROLS['cell']}; control fields for a site checkpoint: "
+        f"{MIN_CONTROLS['site']})",
     )  # fmt: skip
     parser.add_argument(
         "--allow-fallback", action="store_true",
@@ -278,8 +277,8 @@ def run_predict(args: argparse.Namespace) -> int:
         method=args.method, device=args.device, batch_size=args.batch_size,
         treated_per_context=_treated_per_context(args.treated_per_context),
         controls_per_context=args.controls_per_context, context=args.context,
-        context_size=args.context_size, min_controls=args.min_controls or DEFAULT_MIN_CONTROLS,
-        min_control_sites=args.min_controls or DEFAULT_MIN_CONTROL_SITES,
+        context_size=args.context_size, min_controls=args.min_controls or MIN_CONTROLS["cell"],
+        min_control_sites=args.min_controls or MIN_CONTROLS["site"],
         allow_fallback=args.allow_fallback, seed=args.seed, wells=parse_wells(args.wells),
         segmentation_overrides=overrides, compare_unadapted=args.embeddings,
         return_embeddings=args.embeddings,

@@ -15,8 +15,8 @@ import sys
 
 from ..adapt.methods import method_choices
 from ..cells import SegmentationParams
+from ..model_input import UNITS
 from ..nn.resnet import ARCHITECTURES
-from ..pipeline.tiles import UNITS
 from ..pipeline.training import TrainRunConfig, checkpoint_target
 from ..train.abra import AbraConfig
 from .cells import parse_wells

@@ -6,13 +6,16 @@
 - :func:`train_plates` with a :class:`TrainRunConfig`: crops of plates with plate
   maps -> :func:`phenoadapt.train.train_model` -> a checkpoint;
 - models trained on whole fields (``TrainRunConfig(unit="site")``) take one
-  downscaled tile per field instead of a crop per cell (:mod:`.tiles`).
+  downscaled tile per field instead of a crop per cell (:mod:`.tiles`);
+  :func:`plate_inputs` cuts what a checkpoint's model-input contract asks for;
+- :mod:`.embed`: PhenoProfiler embeddings of plates per cell, site or well.
 
 Long functions report ``progress(stage, done, total)`` and poll ``cancel()``;
 :func:`phenoadapt.progress.iterate_progress` turns them into generators of
 progress events for napari workers.  Nothing here imports Qt or napari.
 """
 
+from ..model_input import UNITS
 from ..progress import CancelFn, Progress, ProgressFn, check_cancel, iterate_progress
 from .crops import PlateCrops, attach_platemap, checkpoint_crop_params, model_channels, plate_crops
 from .run import (
@@ -25,10 +28,10 @@ from .run import (
     run_plates,
     segmentation_for,
 )
+from .runner import plate_inputs
 from .tiles import (
     DEFAULT_MIN_CONTROL_SITES,
     DEFAULT_TILE_SIZE,
-    UNITS,
     checkpoint_tiles,
     checkpoint_unit,
     field_tiles,
@@ -67,6 +70,7 @@ __all__ = [
     "load_models",
     "model_channels",
     "plate_crops",
+    "plate_inputs",
     "plate_tiles",
     "run_methods",
     "run_plate",

@@ -18,11 +18,12 @@ from ..cells.crops import CropParams, CropStream, crop_channels
 from ..cells.params import SegmentationParams
 from ..cells.process import FieldFailure
 from ..cells.table import MAP_COLUMNS, well_metadata
-from ..errors import CellsError, ModelError
+from ..errors import CellsError
+from ..model_input import ModelInput, plate_channels
 from ..plate.channels import ChannelRole
 from ..plate.model import Plate
 from ..progress import CancelFn, ProgressFn
-from ..train.checkpoint import CheckpointMetadata, match_channels
+from ..train.checkpoint import CheckpointMetadata
 
 
 @dataclass
@@ -51,8 +52,8 @@ def model_channels(plate: Plate) -> tuple[list[int], tuple[str, ...]]:
     return picked, names
 
 
-def checkpoint_crop_params(meta: CheckpointMetadata, plate: Plate) -> CropParams:
-    """Crop parameters that give ``plate`` crops fit for the checkpoint.
+def checkpoint_crop_params(meta: CheckpointMetadata | ModelInput, plate: Plate) -> CropParams:
+    """Crop parameters that give ``plate`` crops fit for a checkpoint's model-input contract.
 
     Raises
     ------
@@ -60,18 +61,11 @@ def checkpoint_crop_params(meta: CheckpointMetadata, plate: Plate) -> CropParams
         When the plate lacks a channel the checkpoint needs (naming it and the
         plate's channels), or the checkpoint records no crop size.
     """
-    try:
-        picked = match_channels(meta, plate.channels)
-    except ModelError as exc:
-        raise ModelError(f"Plate {plate.plate_id}: {exc}") from None
-    if not meta.crop_size:
-        raise ModelError(
-            "The checkpoint records no crop size (metadata crop_size), so the pipeline cannot "
-            "tell what crops it expects: retrain it with phenoadapt train."
-        )
+    contract = meta.model_input if isinstance(meta, CheckpointMetadata) else meta
+    picked = plate_channels(contract, plate)
     return CropParams(
-        size=int(meta.crop_size),
-        scale=float(meta.extra.get("crop_scale", 1.0)),
+        size=contract.image_size(),
+        scale=float(contract.crop_scale),
         channels=tuple(plate.channels[i].name for i in picked),
     )
 

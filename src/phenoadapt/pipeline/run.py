@@ -6,8 +6,9 @@ checkpoint's size, predict every cell with the chosen batch-norm method
 (CS-ARM-BN by default: statistics of a sample of 512 cells of the same plate,
 a third treated, or the paper's chunks of 64 treated + 128 controls), then
 summarize per well and score against the plate map's MoA where it is known.
-A checkpoint trained on sites (``extra["unit"] == "site"``)
-is given one tile per field instead (:mod:`.tiles`; nothing is segmented) and
+A checkpoint trained on sites (its model-input contract's ``unit == "site"``,
+:class:`phenoadapt.model_input.ModelInput`) is given one tile per field
+instead (:mod:`.tiles`; nothing is segmented) and
 its ``cells`` table has one row per field.  Plates run one after the other, so
 only one plate's crops are in memory at a time.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,9 +28,11 @@ from .. import schema
 from ..adapt.methods import (
     DEFAULT_CONTEXT_SIZE,
     DEFAULT_CONTROLS_PER_CONTEXT,
-    DEFAULT_MIN_CONTROLS,
     METHODS,
+    MIN_CONTROLS,
+    ContextSpec,
     Method,
+    Runtime,
     parse_context,
     parse_method,
     predict_plate,
@@ -40,7 +43,7 @@ from ..cells.process import FieldFailure
 from ..errors import ContextError, ModelError, OptionError, PhenoadaptError
 from ..evaluate.accuracy import accuracy_table
 from ..models import default_model_path
-from ..nn.runtime import forward_in_batches, is_oom, iter_batches, select_device
+from ..nn.runtime import forward_in_batches, iter_batches, select_device
 from ..plate.model import Plate
 from ..plate.platemap.canonical import DEFAULT_CONTROLS
 from ..plate.wells import well_position
@@ -49,9 +52,10 @@ from ..scale import open_scheduler
 from ..train.augment import center_crop
 from ..train.checkpoint import Checkpoint, check_classes
 from ..train.predict import load_ensemble
-from .crops import PlateCrops, checkpoint_crop_params, field_count, plate_crops
+from .crops import checkpoint_crop_params, field_count
 from .record import run_record
-from .tiles import DEFAULT_MIN_CONTROL_SITES, checkpoint_tiles, checkpoint_unit, plate_tiles
+from .runner import plate_inputs
+from .tiles import checkpoint_tiles
 
 #: Network families that classify MoA (ABRA is a ResNet with an angular-margin head).
 CLASSIFIER_FAMILIES = ("resnet", "abra")
@@ -87,7 +91,7 @@ class RunConfig:
         Wells to predict; every imaged well when None.
     segmentation
         Segmentation parameters; None: those the checkpoint was trained with
-        (its metadata ``extra["segmentation"]``), else the defaults.
+        (its model-input contract, ``metadata.model_input.segmentation``), else the defaults.
     segmentation_overrides
         Fields of the segmentation parameters to change on top of those, e.g.
         ``{"nucleus_channel": "Hoechst"}`` for a plate whose stains are named
@@ -107,8 +111,8 @@ class RunConfig:
     controls_per_context: int = DEFAULT_CONTROLS_PER_CONTEXT
     context: str | None = None
     context_size: int = DEFAULT_CONTEXT_SIZE
-    min_controls: int = DEFAULT_MIN_CONTROLS
-    min_control_sites: int = DEFAULT_MIN_CONTROL_SITES
+    min_controls: int = MIN_CONTROLS["cell"]
+    min_control_sites: int = MIN_CONTROLS["site"]
     allow_fallback: bool = False
     seed: int = 0
     wells: list[str] | None = None
@@ -132,6 +136,21 @@ class RunConfig:
                 raise OptionError(str(exc)) from None
         if self.context_size < 1:
             raise OptionError(f"context_size must be at least 1, got {self.context_size}.")
+        self.contexts()  # a contradiction (e.g. chunk size and context) is refused now
+
+    def contexts(self, unit: str = "cell") -> ContextSpec:
+        """How the plates' contexts are drawn, for a model whose inputs are ``unit``."""
+        return ContextSpec(
+            context=self.context, context_size=self.context_size,
+            treated_per_context=self.treated_per_context,
+            controls_per_context=self.controls_per_context,
+            min_controls=self.min_control_sites if unit == "site" else self.min_controls,
+            allow_fallback=self.allow_fallback, seed=self.seed,
+        )  # fmt: skip
+
+    def runtime(self) -> Runtime:
+        """How the network runs: the models are already on the device (:func:`load_models`)."""
+        return Runtime(device=None, batch_size=self.batch_size)
 
 
 @dataclass
@@ -207,7 +226,7 @@ def load_models(config: RunConfig) -> list[Checkpoint]:
                 "need a checkpoint written by `phenoadapt train` (PhenoProfiler checkpoints "
                 "go to `phenoadapt embed`)."
             )
-    units = {str(c.path): checkpoint_unit(c.metadata.extra) for c in checkpoints}
+    units = {str(c.path): c.metadata.model_input.unit for c in checkpoints}
     if len(set(units.values())) > 1:
         listed = ", ".join(f"{p}: {u}" for p, u in units.items())
         raise ModelError(
@@ -226,7 +245,7 @@ def _check_plate(
 ) -> None:
     """Every check that needs no pixel: channels, classes and control wells."""
     meta = checkpoints[0].metadata
-    unit = checkpoint_unit(meta.extra)
+    unit = meta.model_input.unit
     if unit == "site":
         checkpoint_tiles(meta, plate)  # channels and tile size
     else:
@@ -254,8 +273,8 @@ def _check_plate(
     if METHODS[method].needs_controls and not controls and not config.allow_fallback:
         raise ContextError(
             f"Plate {plate.plate_id}: the plate map marks no imaged well as a negative control, "
-            f"and {METHODS[method].label} needs at least {config.min_controls} control "
-            f"{_unit_word(unit)}. "
+            f"and {METHODS[method].label} needs at least "
+            f"{config.contexts(unit).min_controls_for(unit)} control {_unit_word(unit)}. "
             f"Mark the DMSO wells with role 'control' in the plate map, or allow the fallback "
             f"to {METHODS[METHODS[method].fallback].label} (--allow-fallback; "
             "RunConfig(allow_fallback=True))."
@@ -306,10 +325,11 @@ def _check_control_cells(
     if not info.needs_controls or config.allow_fallback:
         return
     n = int((table[schema.ROLE].astype(str).str.lower() == schema.Role.CONTROL.value).sum())
-    if n < config.min_controls:
+    least = config.contexts(unit).min_controls_for(unit)
+    if n < least:
         raise ContextError(
             f"Plate {plate_id} has {n} control {_unit_word(unit)} but {info.label} needs at "
-            f"least {config.min_controls} ("
+            f"least {least} ("
             + ("min_control_sites" if unit == "site" else "min_controls")
             + "): image more control wells, mark more wells as controls, lower "
             "--min-controls, or allow the fallback to "
@@ -320,22 +340,12 @@ def _check_control_cells(
 def segmentation_for(config: RunConfig, checkpoint: Checkpoint) -> SegmentationParams:
     """The run's segmentation: the config's, else the checkpoint's training one, else defaults.
 
-    ``config.segmentation_overrides`` apply on top.
+    ``config.segmentation_overrides`` apply on top (the rule is
+    :meth:`phenoadapt.model_input.ModelInput.segmentation_for`).
     """
-    return replace(_base_segmentation(config, checkpoint), **config.segmentation_overrides)
-
-
-def _base_segmentation(config: RunConfig, checkpoint: Checkpoint) -> SegmentationParams:
-    if config.segmentation is not None:
-        return config.segmentation
-    recorded = checkpoint.metadata.extra.get("segmentation")
-    if isinstance(recorded, dict):
-        known = {f.name for f in fields(SegmentationParams)}
-        try:
-            return SegmentationParams(**{k: v for k, v in recorded.items() if k in known})
-        except (TypeError, ValueError, PhenoadaptError):
-            pass  # a checkpoint from another version: fall back to the defaults
-    return SegmentationParams()
+    return checkpoint.metadata.model_input.segmentation_for(
+        config.segmentation, config.segmentation_overrides
+    )
 
 
 # --------------------------------------------------------------------------- prediction
@@ -379,13 +389,11 @@ def _predict_one(
     """Adapted predictions of one plate's crops, and the unadapted features when asked."""
     meta = checkpoints[0].metadata
     single = len(checkpoints) == 1
+    unit = meta.model_input.unit
     predictions = predict_plate(
         [c.model for c in checkpoints], images, table, meta.classes, config.method,
-        treated_per_context=config.treated_per_context,
-        controls_per_context=config.controls_per_context, min_controls=config.min_controls,
-        context=config.context, context_size=config.context_size,
-        allow_fallback=config.allow_fallback, seed=config.seed, batch_size=config.batch_size,
-        input_size=meta.input_size, device=None,
+        contexts=config.contexts(unit), runtime=config.runtime(), unit=unit,
+        input_size=meta.model_input.input_size,
         return_embeddings=single and config.return_embeddings, progress=progress, cancel=cancel,
     )  # fmt: skip
     unadapted = None
@@ -507,15 +515,12 @@ def run_methods(
         raise PhenoadaptError(f"Plate ids must differ to tell the plates apart, got {ids}.")
     checkpoints = load_models(config)
     meta = checkpoints[0].metadata
-    unit = checkpoint_unit(meta.extra)
-    if unit == "site":
-        if any(t is not None for t in cell_tables):
-            raise ModelError(
-                "The checkpoint was trained on whole fields (unit 'site'), so cell tables "
-                "(--cells) have no use: drop them, or use a checkpoint trained on cells."
-            )
-        # Contexts count sites: the site minimum replaces the per-cell one.
-        configs = {m: replace(c, min_controls=c.min_control_sites) for m, c in configs.items()}
+    unit = meta.model_input.unit
+    if unit == "site" and any(t is not None for t in cell_tables):
+        raise ModelError(
+            "The checkpoint was trained on whole fields (unit 'site'), so cell tables "
+            "(--cells) have no use: drop them, or use a checkpoint trained on cells."
+        )
     for plate, platemap in zip(plates, platemaps, strict=True):
         for method_config in configs.values():  # every check before any pixel is read
             _check_plate(plate, platemap, checkpoints, method_config)
@@ -533,9 +538,11 @@ def run_methods(
                 if progress is not None:
                     progress("segment", base + done, total_fields)
 
-            crops = _plate_inputs(
-                plate, platemap, meta, unit, segmentation, table, config, report, cancel, client
-            )
+            crops = plate_inputs(
+                plate, meta.model_input, platemap=platemap, segmentation=segmentation,
+                wells=config.wells, cells=table, batch_size=config.batch_size, progress=report,
+                cancel=cancel, scheduler=client,
+            )  # fmt: skip
             fields_before += field_count(plate, config.wells)
             failures += crops.failures
             failure_plates += [plate.plate_id] * len(crops.failures)
@@ -557,32 +564,6 @@ def run_methods(
     return results
 
 
-def _plate_inputs(
-    plate: Plate,
-    platemap: Any | None,
-    meta: Any,
-    unit: str,
-    segmentation: SegmentationParams | None,
-    table: pd.DataFrame | None,
-    config: RunConfig,
-    progress: ProgressFn,
-    cancel: CancelFn | None,
-    client: Any | None = None,
-) -> PlateCrops:
-    """What the checkpoint takes from a plate: a crop per cell, or a tile per field."""
-    if unit == "site":
-        channels, size = checkpoint_tiles(meta, plate)
-        return plate_tiles(
-            plate, channels, size, platemap=platemap, wells=config.wells, progress=progress,
-            cancel=cancel,
-        )  # fmt: skip
-    return plate_crops(
-        plate, checkpoint_crop_params(meta, plate), platemap=platemap,
-        segmentation=segmentation, wells=config.wells, cells=table,
-        batch_size=config.batch_size, progress=progress, cancel=cancel, scheduler=client,
-    )  # fmt: skip
-
-
 def _predict_guarded(
     plate_id: str,
     images: np.ndarray,
@@ -593,16 +574,9 @@ def _predict_guarded(
     cancel: CancelFn | None,
 ) -> tuple[Any, np.ndarray | None]:
     """:func:`_predict_one`, with an out-of-memory error that persists turned into a message."""
-    try:
+    hint = f"fewer controls per context (now {config.controls_per_context})"
+    with config.runtime().out_of_memory_said(f"predicting plate {plate_id}", hint):
         return _predict_one(images, table, checkpoints, config, progress, cancel)
-    except (torch.OutOfMemoryError, RuntimeError) as exc:
-        if not is_oom(exc):
-            raise
-        raise PhenoadaptError(
-            f"Out of memory while predicting plate {plate_id}, even after halving the batch "
-            "size down to 1: use a device with more memory (--device cpu) or fewer controls per "
-            f"context (now {config.controls_per_context})."
-        ) from exc
 
 
 def _merge(

@@ -47,8 +47,10 @@ from ..adapt.methods import (
     DEFAULT_CONTEXT_SIZE,
     METHODS,
     TRAIN_METHODS,
+    ContextSpec,
     Method,
     PlatePredictions,
+    Runtime,
     parse_method,
     predict_plate,
 )
@@ -371,13 +373,23 @@ def predict_table(
     rows = _rows(table, features)
     if context is None and treated_per_context is None:
         context = "plate"
-    return predict_plate(
-        table_model.model, rows, table.reset_index(drop=True), table_model.classes, method,
-        treated_per_context=treated_per_context, controls_per_context=controls_per_context,
-        min_controls=min_controls, allow_fallback=allow_fallback, seed=seed, context=context,
-        context_size=context_size, max_pass_size=max(len(rows), 1), device=None,
-        return_embeddings=return_embeddings,
+    # Rows are profiles, not images: a plate needs one control row (not the images' rule).
+    spec = ContextSpec(
+        context=context, context_size=context_size, treated_per_context=treated_per_context,
+        controls_per_context=controls_per_context, min_controls=min_controls,
+        allow_fallback=allow_fallback, seed=seed,
     )  # fmt: skip
+    runtime = Runtime(device=None, max_pass_size=max(len(rows), 1))
+    return predict_plate(
+        table_model.model,
+        rows,
+        table.reset_index(drop=True),
+        table_model.classes,
+        method,
+        contexts=spec,
+        runtime=runtime,
+        return_embeddings=return_embeddings,
+    )
 
 
 def _plates_with_treated(table: pd.DataFrame) -> pd.DataFrame:

@@ -4,7 +4,7 @@ A classifier or embedder trained on *sites* sees each field of view whole,
 resized to ``size x size`` pixels, instead of one crop per segmented cell.
 Nothing is segmented: rows of the tile table are (plate, well, site), labelled
 from the plate map like cells.  Shared by :mod:`.training`, :mod:`.run` and
-:mod:`phenoadapt.embed` so that every model sees the tiles it was trained on.
+:mod:`.embed` so that every model sees the tiles it was trained on.
 """
 
 from __future__ import annotations
@@ -17,43 +17,28 @@ import pandas as pd
 from skimage.transform import resize
 
 from .. import schema
+from ..adapt.methods import MIN_CONTROLS
 from ..cells.process import FieldFailure
-from ..errors import CellsError, ModelError, PhenoadaptError
+from ..errors import CellsError, PhenoadaptError
+from ..model_input import ModelInput, plate_channels
 from ..plate.model import Plate
 from ..progress import CancelFn, ProgressFn, check_cancel
-from ..train.checkpoint import CheckpointMetadata, match_channels
+from ..train.checkpoint import CheckpointMetadata
 from .crops import PlateCrops, attach_platemap
 
-#: The two units a model can be trained on: one crop per cell, one tile per field.
-UNITS = ("cell", "site")
 #: Default side of a field tile, pixels (fields are downscaled to this).
 DEFAULT_TILE_SIZE = 128
-#: Fewest control *sites* a plate needs for BEN / CS-ARM-BN with a site model.
-#: A 128 x 128 tile holds the pixels of ~7 cell crops of 48 x 48 (and tens of
-#: cells): batch-norm statistics pooled over 8 control fields rest on more
-#: pixels than those of 32 control crops, and 8 = 4 control wells x 2 sites,
-#: which small plates have.
-DEFAULT_MIN_CONTROL_SITES = 8
+#: Fewest control *sites* a plate needs for BEN / CS-ARM-BN with a site model (the
+#: one rule, per unit, is :data:`phenoadapt.adapt.methods.MIN_CONTROLS`).
+DEFAULT_MIN_CONTROL_SITES = MIN_CONTROLS["site"]
 
 
-def checkpoint_unit(extra: dict[str, Any]) -> str:
-    """Unit a checkpoint was trained on, from its metadata ``extra`` (``cell`` when absent).
-
-    Raises
-    ------
-    ModelError
-        An unknown unit (a checkpoint from a newer version).
-    """
-    unit = str(extra.get("unit", "cell"))
-    if unit not in UNITS:
-        raise ModelError(
-            f"The checkpoint was trained on unit {unit!r}, which this version does not know "
-            f"(known: {', '.join(UNITS)}): update phenoadapt."
-        )
-    return unit
+def checkpoint_unit(meta: CheckpointMetadata) -> str:
+    """Unit a checkpoint was trained on (``cell`` or ``site``), from its model-input contract."""
+    return meta.model_input.unit
 
 
-def checkpoint_tiles(meta: CheckpointMetadata, plate: Plate) -> tuple[list[int], int]:
+def checkpoint_tiles(meta: CheckpointMetadata | ModelInput, plate: Plate) -> tuple[list[int], int]:
     """Plate channels (in the checkpoint's order) and tile size for a site-unit checkpoint.
 
     Raises
@@ -62,17 +47,8 @@ def checkpoint_tiles(meta: CheckpointMetadata, plate: Plate) -> tuple[list[int],
         When the plate lacks a channel the checkpoint needs, or the checkpoint
         records no tile size.
     """
-    try:
-        picked = match_channels(meta, plate.channels)
-    except ModelError as exc:
-        raise ModelError(f"Plate {plate.plate_id}: {exc}") from None
-    size = meta.extra.get("tile_size", meta.crop_size)
-    if not size:
-        raise ModelError(
-            "The site checkpoint records no tile size (metadata tile_size / crop_size): "
-            "retrain it with phenoadapt train --unit site."
-        )
-    return list(picked), int(size)
+    contract = meta.model_input if isinstance(meta, CheckpointMetadata) else meta
+    return list(plate_channels(contract, plate)), contract.image_size()
 
 
 def resize_field(image: np.ndarray, size: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from ..cells.crops import CropParams
 from ..cells.params import SegmentationParams
 from ..cells.process import FieldFailure
 from ..errors import OptionError, PhenoadaptError, PlateMapError
+from ..model_input import UNITS, ModelInput
 from ..nn import ResNetConfig, build_resnet, fit_normalization
 from ..nn.abra import AbraNetConfig, build_abra
 from ..plate.model import Plate
@@ -36,7 +37,7 @@ from ..train import distributed as dist_utils
 from ..train.abra import AbraConfig
 from ..train.checkpoint import SUFFIX
 from .crops import field_count, model_channels, plate_crops
-from .tiles import DEFAULT_TILE_SIZE, UNITS, plate_tiles
+from .tiles import DEFAULT_TILE_SIZE, plate_tiles
 
 
 class CheckpointExistsError(PhenoadaptError, FileExistsError):
@@ -89,7 +90,8 @@ class TrainRunConfig:
     overwrite
         Replace an existing checkpoint file.
     extra
-        JSON-ready notes stored in the checkpoint metadata.
+        JSON-ready notes stored in the checkpoint metadata (``metadata.extra``); what
+        the model takes is its contract (:meth:`model_input`), not these notes.
     abra
         Train with ABRA (adversarial feature-statistics perturbation, angular-margin
         head, alignment loss; see docs/abra.md) on top of ``method``; None: off.
@@ -168,6 +170,19 @@ class TrainRunConfig:
     def model_input_size(self) -> int | None:
         """Random / centre crop of those images (``input_size`` or ``tile_input_size``)."""
         return self.tile_input_size if self.unit == "site" else self.input_size
+
+    def model_input(self, trained: ModelInput) -> ModelInput:
+        """The model-input contract of a model trained with these settings.
+
+        ``trained`` is the trainer's (channels, classes, sizes); the unit, crop
+        scale and segmentation are this run's.
+        """
+        if self.unit == "site":
+            return replace(trained, unit="site", size=self.tile_size, segmentation=None)
+        return replace(
+            trained, unit="cell", crop_scale=float(self.crop_scale),
+            segmentation=self.segmentation or SegmentationParams(),
+        )  # fmt: skip
 
     def train_config(self) -> TrainConfig:
         """The :class:`~phenoadapt.train.TrainConfig` of this run."""
@@ -353,16 +368,10 @@ def train_plates(
     )  # fmt: skip
     # crop_size is the side of the images the network takes: crops, or tiles for sites.
     meta = result.checkpoint_metadata(crop_size=config.image_size)
+    meta.model_input = config.model_input(meta.model_input)
     per_plate = table[schema.PLATE].value_counts().sort_index().to_dict()
-    if config.unit == "site":
-        unit_notes = {"unit": "site", "tile_size": config.tile_size, "sites_per_plate": per_plate}
-    else:
-        unit_notes = {
-            "unit": "cell",
-            "crop_scale": config.crop_scale,
-            "segmentation": asdict(config.segmentation or SegmentationParams()),
-        }
-    meta.extra.update({**unit_notes, "cells_per_plate": per_plate, **config.extra})
+    notes = {"sites_per_plate": per_plate} if config.unit == "site" else {}
+    meta.extra.update({**notes, "cells_per_plate": per_plate, **config.extra})
     if dist_utils.is_main_process():
         checkpoint_target(path, config.overwrite)  # a file that appeared while training
         save_checkpoint(path, result.model, meta)

@@ -12,13 +12,13 @@
 - :mod:`.toy`: tiny synthetic crops with plate effects.
 """
 
+from ..model_input import match_channels  # lives below train/ and pipeline/
 from .abra import AbraConfig, AbraLosses, abra_loss, adversarial_offsets, alignment_loss
 from .checkpoint import (
     Checkpoint,
     CheckpointMetadata,
     check_classes,
     load_checkpoint,
-    match_channels,
     read_checkpoint_metadata,
     save_checkpoint,
 )

@@ -3,7 +3,9 @@
 One file (``model.safetensors``) holds the tensors and, under the header key
 ``"phenoadapt"``, a JSON document: the network spec (architecture and input
 normalization), the classes, the channel names and order, the crop size, the
-training method and plates, package versions and metrics.  Loading rebuilds the
+model-input contract (:class:`phenoadapt.model_input.ModelInput`: unit, crop or
+tile size, crop scale, segmentation...), the training method and plates,
+package versions and metrics.  Loading rebuilds the
 network from the allow-list in :mod:`phenoadapt.nn.registry` and copies the
 tensors in; nothing is ever unpickled, so a checkpoint from a stranger cannot
 run code.
@@ -18,8 +20,8 @@ import os
 import platform
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +34,14 @@ from torch import nn
 
 from .. import __version__
 from ..errors import ModelError
+from ..model_input import ModelInput, legacy_model_input
+from ..model_input import match_channels as match_channels  # re-exported: API of train/
 from ..nn.registry import build_network
-from ..plate.channels import Channel, ChannelRole, role_from_name
 
 FORMAT_NAME = "phenoadapt-checkpoint"
-FORMAT_VERSION = 1
+#: 2: the model-input contract is stored under ``model_input``; 1: its settings were
+#: notes in ``extra`` (read through :func:`phenoadapt.model_input.legacy_model_input`).
+FORMAT_VERSION = 2
 METADATA_KEY = "phenoadapt"
 SUFFIX = ".safetensors"
 
@@ -99,7 +104,11 @@ class CheckpointMetadata:
     created
         ISO time stamp (filled in by :func:`save_checkpoint`).
     extra
-        Free-form JSON-ready notes.
+        Free-form JSON-ready notes (none of them says how to feed the network).
+    model_input
+        The model-input contract; when not given (format-1 checkpoints, metadata
+        built without one) it is read from the fields above and the format-1
+        notes in ``extra`` by :func:`~phenoadapt.model_input.legacy_model_input`.
     """
 
     network: dict[str, Any]
@@ -115,6 +124,11 @@ class CheckpointMetadata:
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    model_input: ModelInput = None  # type: ignore[assignment]  # filled in __post_init__
+
+    def __post_init__(self) -> None:
+        if self.model_input is None:
+            self.model_input = legacy_model_input(self)
 
     @property
     def normalization(self) -> dict[str, Any] | None:
@@ -129,6 +143,7 @@ class CheckpointMetadata:
     def to_json(self) -> str:
         """The JSON document stored in the file header."""
         data = asdict(self)
+        data["model_input"] = self.model_input.to_dict()
         data["format"] = FORMAT_NAME
         data["format_version"] = FORMAT_VERSION
         data["normalization"] = self.normalization
@@ -152,6 +167,7 @@ class CheckpointMetadata:
                 f"version reads up to {FORMAT_VERSION}): update phenoadapt."
             )
         try:
+            recorded = data.get("model_input") if version >= 2 else None
             return cls(
                 network=dict(data["network"]),
                 classes=tuple(str(c) for c in data["classes"]),
@@ -166,7 +182,10 @@ class CheckpointMetadata:
                 versions=dict(data.get("versions", {})),
                 created=str(data.get("created", "")),
                 extra=dict(data.get("extra", {})),
+                model_input=None if recorded is None else ModelInput.from_dict(recorded),
             )
+        except ModelError as exc:
+            raise ModelError(f"{source}: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{source}: incomplete phenoadapt metadata (missing {exc}).") from exc
 
@@ -267,6 +286,11 @@ def save_checkpoint(
         path = path.with_suffix(SUFFIX)
     if hasattr(model, "spec"):
         metadata.network = model.spec()
+    # The contract describes the normalization the network applies: copied, never set apart.
+    metadata.model_input = replace(
+        metadata.model_input, normalization=metadata.network.get("normalization")
+    )
+    _check_contract(metadata)
     n_out = getattr(model, "num_classes", len(metadata.classes))
     if n_out != len(metadata.classes):
         raise ValueError(f"The model has {n_out} outputs but {len(metadata.classes)} classes.")
@@ -453,92 +477,24 @@ def _check_ends(metadata: CheckpointMetadata, path: Path) -> None:
         )
 
 
-# --------------------------------------------------------------------------- fit to a plate
+# --------------------------------------------------------------------------- contract and plate
 
 
-def _channel_role(channel: str | Channel) -> ChannelRole:
-    if isinstance(channel, Channel):
-        return (
-            channel.role if channel.role is not ChannelRole.OTHER else role_from_name(channel.name)
-        )
-    return role_from_name(str(channel))
-
-
-def _channel_name(channel: str | Channel) -> str:
-    return channel.name if isinstance(channel, Channel) else str(channel)
-
-
-def _channel_mismatch(
-    metadata: CheckpointMetadata,
-    plate_channels: Sequence[str | Channel],
-    missing: list[str],
-    ambiguous: list[str],
-) -> str:
-    """One sentence naming what the model needs, what the plate has and the way forward."""
-    trained = ", ".join(metadata.channel_names)
-    have = ", ".join(_channel_name(c) for c in plate_channels) or "no channels"
-    unnamed = [
-        _channel_name(c)
-        for c in plate_channels
-        if isinstance(c, Channel) and c.role is ChannelRole.OTHER
-    ]
-    if ambiguous:
-        return (
-            f"This model was trained on {trained}; on this plate several channels could be "
-            f"{'; '.join(ambiguous)}: give each channel its own role (the Plate dock's channel "
-            "table, or --channels KEY=NAME:ROLE)."
-        )
-    if unnamed:
-        return (
-            f"This model was trained on {trained}; this plate's channels are {have}, and "
-            f"{', '.join(unnamed)} have no stain role, so {', '.join(missing)} cannot be found: "
-            "name the channels (the Plate dock's channel table, or --channels, e.g. "
-            "2=DNA,4=AGP) — or, if the plate lacks these stains, choose a model trained on "
-            "its stains or train one (the Run dock's Train tab, or phenoadapt train)."
-        )
-    return (
-        f"This model was trained on {trained}; this plate has {have} (no {', '.join(missing)}): "
-        "choose a model trained on these stains, or train one on them (the Run dock's Train "
-        "tab, or phenoadapt train)."
-    )
-
-
-def match_channels(
-    metadata: CheckpointMetadata, plate_channels: Sequence[str | Channel]
-) -> list[int]:
-    """Indices of the plate channels that feed the checkpoint's channels, in its order.
-
-    A checkpoint channel matches a plate channel of the same name
-    (case-insensitive), else one of the same Cell Painting role (``"Hoechst"``
-    feeds ``"DNA"``).
-
-    Raises
-    ------
-    ModelError
-        When some checkpoint channel has no (or no unambiguous) plate channel.
-    """
-    names = [_channel_name(c).strip().lower() for c in plate_channels]
-    roles = [_channel_role(c) for c in plate_channels]
-    picked: list[int] = []
-    missing: list[str] = []
-    ambiguous: list[str] = []
-    for wanted in metadata.channel_names:
-        if wanted.strip().lower() in names:
-            picked.append(names.index(wanted.strip().lower()))
-            continue
-        role = role_from_name(wanted)
-        same = [i for i, r in enumerate(roles) if r is role and role is not ChannelRole.OTHER]
-        if len(same) == 1:
-            picked.append(same[0])
-        elif same:
-            ambiguous.append(
-                f"{wanted} ({', '.join(_channel_name(plate_channels[i]) for i in same)})"
+def _check_contract(metadata: CheckpointMetadata) -> None:
+    """The contract agrees with the metadata's own classes, channels and sizes (ValueError)."""
+    contract = metadata.model_input
+    pairs = {
+        "classes": (tuple(contract.classes), tuple(metadata.classes)),
+        "channels": (contract.channel_names, tuple(metadata.channel_names)),
+        "input_size": (contract.input_size, metadata.input_size),
+        "crop_size": (contract.size, metadata.crop_size),
+    }
+    for name, (said, own) in pairs.items():
+        if said != own:
+            raise ValueError(
+                f"The model-input contract says {name} {said} but the metadata {own}: build "
+                "the contract from the same settings (dataclasses.replace)."
             )
-        else:
-            missing.append(wanted)
-    if missing or ambiguous:
-        raise ModelError(_channel_mismatch(metadata, plate_channels, missing, ambiguous))
-    return picked
 
 
 def check_classes(metadata: CheckpointMetadata, moas: Iterable[str]) -> None:

@@ -39,7 +39,7 @@ the ARM-BN / CS-ARM-BN training that makes plate-context statistics
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -51,6 +51,7 @@ from torch import nn
 from phenoadapt.errors import OptionError
 
 from ..adapt.batchnorm import batchnorm_layers, preserved_state
+from ..cells.params import SegmentationParams
 from ..nn.runtime import autocast, select_device, to_device, use_amp, use_channels_last
 from ..progress import CancelFn, ProgressFn
 from ._loop import (
@@ -293,17 +294,25 @@ class EmbedderTrainResult:
         }
 
     def checkpoint_metadata(
-        self, crop_size: int | None = None, unit: str = "cell", **extra: Any
+        self,
+        crop_size: int | None = None,
+        unit: str = "cell",
+        crop_scale: float = 1.0,
+        segmentation: SegmentationParams | None = None,
+        **extra: Any,
     ) -> CheckpointMetadata:
         """Metadata for :func:`~.checkpoint.save_checkpoint`.
 
-        ``unit`` says what one image is (``"cell"`` crops or ``"site"`` tiles);
-        ``extra`` is stored as free-form notes (e.g. the crop scale).  The
-        method is the batch-norm procedure to use when embedding: ``cs-arm-bn``
-        after plate-context training, ``erm`` (running statistics) otherwise.
+        ``unit`` says what one image is (``"cell"`` crops or ``"site"`` tiles,
+        ``crop_size`` their side); ``crop_scale`` and ``segmentation`` how the
+        crops were cut: they make the model-input contract
+        (:class:`~phenoadapt.model_input.ModelInput`).  ``extra`` is stored as
+        free-form notes.  The method is the batch-norm procedure to use when
+        embedding: ``cs-arm-bn`` after plate-context training, ``erm`` (running
+        statistics) otherwise.
         """
         model = getattr(self.model, "module", self.model)
-        return CheckpointMetadata(
+        meta = CheckpointMetadata(
             network=model.spec() if hasattr(model, "spec") else {},
             classes=self.classes,
             channel_names=self.channel_names,
@@ -314,8 +323,14 @@ class EmbedderTrainResult:
             validation_plates=tuple(self.validation_plates),
             metrics=self.metrics(),
             training=asdict(self.config),
-            extra={"kind": KIND, "unit": unit, "targets": self.targets, **extra},
+            extra={"kind": KIND, "targets": self.targets, **extra},
         )
+        cells = unit == "cell"
+        meta.model_input = replace(
+            meta.model_input, unit=unit, crop_scale=float(crop_scale) if cells else 1.0,
+            segmentation=segmentation if cells else None,
+        )  # fmt: skip
+        return meta
 
 
 # --------------------------------------------------------------------------- batches

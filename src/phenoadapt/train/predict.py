@@ -65,7 +65,7 @@ def predict_with_checkpoints(
         From :func:`load_ensemble` / :func:`~.checkpoint.load_checkpoint`.
     images
         Crops in the checkpoint's channel order (see
-        :func:`~.checkpoint.match_channels`), one per table row.
+        :func:`phenoadapt.model_input.match_channels`), one per table row.
     table
         Per-cell table with plate, well and role.
     method

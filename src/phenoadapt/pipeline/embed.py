@@ -1,0 +1,675 @@
+"""Embeddings of cells, sites and wells with a trained PhenoProfiler, and their corrections.
+
+Three steps, each usable alone:
+
+1. **per-image embeddings** (:func:`embed_images`, :func:`embed_plate`): the
+   network's embedding of every crop (or tile).  The batch-norm statistics the
+   network normalizes with are either its training running statistics (no
+   adaptation) or those of a *plate context* (AdaBN, ARM-BN, BEN or CS-ARM-BN,
+   :mod:`phenoadapt.adapt.methods`): CS-ARM-BN pools treated images and the
+   plate's negative controls, by default in one sampled context of 512 cells
+   per plate (a third treated; ``context="chunks"``: the paper's 64 + 128);
+2. **aggregation** (:func:`aggregate_embeddings`): mean or median of the cell
+   embeddings of each site or well;
+3. **embedding correction** (:func:`correct_embeddings`) at the output level,
+   with each plate's control rows: PhenoProfiler's phenotype correction
+   (subtract 0.7 x the plate's control mean) or TVN
+   (:mod:`phenoadapt.adapt.embedding`).
+
+A correction is named by a string: ``"none"``, ``"phenotype"``, ``"tvn"``, a
+batch-norm method (``"cs-arm-bn"``, ``"adabn"``, ``"arm-bn"``, ``"ben"``;
+``"bn"`` means CS-ARM-BN), or a batch-norm method and an embedding correction
+joined by ``+`` (``"cs-arm-bn+phenotype"``).
+
+What the network takes from a plate (unit, crop or tile size, crop scale,
+channels, segmentation) is the checkpoint's model-input contract
+(:class:`phenoadapt.model_input.ModelInput`), read as prediction reads it; the
+plate contexts are a :class:`~phenoadapt.adapt.methods.ContextSpec` (with the
+same fewest-controls rule, 32 control cells or 8 control sites) and run through
+:func:`~phenoadapt.adapt.methods.run_contexts` like the classifier's.
+
+Tables follow :mod:`phenoadapt.schema`: ``Metadata_*`` columns first (plate,
+well, site...), at cell level the cell's ``cell_id`` and centroid, at site and
+well level ``Metadata_Cell_Count``, then ``emb_0`` ... ``emb_{d-1}``.  Rows of
+excluded wells are left out.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .. import schema
+from ..adapt.embedding import phenotype_correction, tvn
+from ..adapt.methods import (
+    METHODS,
+    ContextSpec,
+    Method,
+    Runtime,
+    parse_method,
+    run_contexts,
+)
+from ..cells.crops import CropParams, CropStream
+from ..cells.params import SegmentationParams
+from ..cells.profiles import CELL_COUNT
+from ..cells.table import MAP_COLUMNS, well_metadata
+from ..errors import CellsError, ContextError, ModelError, OptionError
+from ..model_input import plate_channels
+from ..nn.runtime import forward_in_batches, select_device
+from ..plate.model import Plate
+from ..progress import CancelFn, ProgressFn
+from ..train.augment import center_crop
+from ..train.checkpoint import Checkpoint, load_checkpoint
+from .tiles import field_tiles
+
+LEVELS = ("cell", "site", "well")
+STATISTICS = ("mean", "median")
+EMBEDDING_CORRECTIONS = ("none", "phenotype", "tvn")
+EMBEDDER_FAMILY = "phenoprofiler"
+_LEVEL_KEYS = {
+    "cell": (schema.PLATE, schema.WELL, schema.SITE),
+    "site": (schema.PLATE, schema.WELL, schema.SITE),
+    "well": (schema.PLATE, schema.WELL),
+}
+_CELL_COLUMNS = (schema.CELL_ID, schema.CENTROID_Y, schema.CENTROID_X)
+#: How embeddings are computed unless told otherwise: the models stay on their device,
+#: float32 without channels-last, a context's statistics from one pass whatever its size.
+EMBED_RUNTIME = Runtime(device=None, max_pass_size=None, amp=False, channels_last=False)
+
+
+# --------------------------------------------------------------------------- corrections
+
+
+@dataclass(frozen=True)
+class Correction:
+    """What is done to embeddings: batch-norm statistics, then an embedding correction.
+
+    Attributes
+    ----------
+    bn_method
+        Batch-norm procedure (None: the training running statistics).
+    embedding
+        ``"none"``, ``"phenotype"`` or ``"tvn"``.
+    """
+
+    bn_method: Method | None = None
+    embedding: str = "none"
+
+    @property
+    def needs_controls(self) -> bool:
+        """Whether the plate's control wells must be known."""
+        bn_controls = self.bn_method is not None and METHODS[self.bn_method].needs_controls
+        return bn_controls or self.embedding != "none"
+
+    @property
+    def name(self) -> str:
+        """Canonical spelling (``"cs-arm-bn+phenotype"``)."""
+        parts = [] if self.bn_method is None else [self.bn_method.value]
+        if self.embedding != "none" or not parts:
+            parts.append(self.embedding)
+        return "+".join(parts)
+
+
+def parse_correction(text: str | Correction) -> Correction:
+    """Read a correction name such as ``"tvn"``, ``"bn"`` or ``"cs-arm-bn+phenotype"``.
+
+    Raises
+    ------
+    OptionError
+        For an unknown name (a ValueError), naming the valid ones.
+    """
+    if isinstance(text, Correction):
+        return text
+    bn: Method | None = None
+    embedding = "none"
+    valid = (
+        f"use none, phenotype, tvn, a batch-norm method ({', '.join(m.value for m in Method)}, "
+        "or bn = cs-arm-bn), or both joined by '+' (e.g. cs-arm-bn+phenotype)"
+    )
+    parts = [p.strip().lower() for p in str(text).split("+") if p.strip()]
+    if not parts or len(parts) > 2:
+        raise OptionError(f"Unknown correction {text!r}: {valid}.")
+    for part in parts:
+        if part in EMBEDDING_CORRECTIONS:
+            if embedding != "none":
+                raise OptionError(f"Correction {text!r} names two embedding corrections: {valid}.")
+            embedding = part
+            continue
+        try:
+            method = parse_method("cs-arm-bn" if part == "bn" else part)
+        except ValueError:
+            raise OptionError(f"Unknown correction {part!r} in {text!r}: {valid}.") from None
+        if bn is not None:
+            raise OptionError(f"Correction {text!r} names two batch-norm methods: {valid}.")
+        bn = None if method is Method.ERM else method
+    return Correction(bn, embedding)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def require_embedder(checkpoint: Checkpoint) -> Checkpoint:
+    """Return ``checkpoint`` if it holds a PhenoProfiler, else raise :class:`ModelError`."""
+    family = checkpoint.metadata.network.get("family")
+    if family != EMBEDDER_FAMILY or not hasattr(checkpoint.model, "embed"):
+        where = f"{checkpoint.path}" if checkpoint.path is not None else "The checkpoint"
+        raise ModelError(
+            f"{where} holds a {family!r} network ({checkpoint.metadata.architecture}), not a "
+            "PhenoProfiler embedder: embeddings need a checkpoint trained with "
+            "phenoadapt.train.train_phenoprofiler. Use classifier checkpoints for predictions."
+        )
+    return checkpoint
+
+
+def load_embedder(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a PhenoProfiler checkpoint (safetensors + JSON; never unpickles).
+
+    Raises
+    ------
+    ModelError
+        Not a checkpoint, or a checkpoint of another kind (e.g. a classifier).
+    """
+    return require_embedder(load_checkpoint(path, device=device))
+
+
+# --------------------------------------------------------------------------- per-image embeddings
+
+
+def _as_tensor(images: np.ndarray | torch.Tensor, idx: np.ndarray | None = None) -> torch.Tensor:
+    if isinstance(images, torch.Tensor):
+        return (images if idx is None else images[torch.as_tensor(idx)]).float()
+    array = np.asarray(images) if idx is None else np.asarray(images)[idx]
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next(iter(model.parameters())).device
+
+
+def check_images(model: nn.Module, images: np.ndarray | torch.Tensor, table: pd.DataFrame) -> None:
+    """Raise :class:`ModelError` / ``ValueError`` when images do not fit the model or the table."""
+    if getattr(images, "ndim", 0) != 4:
+        raise ValueError(
+            f"Images must be (n, channels, height, width), got shape {tuple(images.shape)}."
+        )
+    if int(images.shape[0]) != len(table):
+        raise ValueError(f"{int(images.shape[0])} images for {len(table)} table rows.")
+    expected = int(getattr(model, "in_channels", images.shape[1]))
+    if int(images.shape[1]) != expected:
+        raise ModelError(
+            f"The embedder takes {expected} channels but the images have {int(images.shape[1])}: "
+            "select the plate channels the checkpoint names (its metadata lists them)."
+        )
+
+
+def _usable_rows(table: pd.DataFrame) -> np.ndarray:
+    if schema.ROLE not in table.columns:
+        return np.ones(len(table), dtype=bool)
+    return table[schema.ROLE].astype(str).str.lower().to_numpy() != schema.Role.EXCLUDED.value
+
+
+def image_embeddings(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    table: pd.DataFrame,
+    *,
+    bn_method: str | Method | None = None,
+    input_size: int | None = None,
+    contexts: ContextSpec | None = None,
+    runtime: Runtime = EMBED_RUNTIME,
+    unit: str = "cell",
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of the images of a table (no aggregation, no embedding correction).
+
+    Parameters
+    ----------
+    model
+        A PhenoProfiler (anything with ``embed``), left as it was.
+    images
+        ``(n, C, h, w)`` raw intensities, one per table row.
+    table
+        ``Metadata_Plate`` and ``Metadata_Role`` are needed for plate contexts.
+    bn_method
+        None or ``"erm"``: running statistics; else the plate-context method.
+    input_size
+        Centre crop applied first (the checkpoint's ``input_size``).
+    contexts
+        How plate contexts are drawn (:class:`~phenoadapt.adapt.methods.ContextSpec`).
+    runtime
+        Batch size, AMP... (:data:`EMBED_RUNTIME` by default; the model is not moved
+        unless ``runtime.device`` is set).
+    unit
+        What an image is (``cell`` or ``site``): sets the fewest controls a
+        plate needs (32 cells, 8 sites) unless ``contexts.min_controls`` does.
+    progress, cancel
+        ``progress("embed", done, total)``; ``cancel()`` raises ``Cancelled``.
+
+    Returns
+    -------
+    (embeddings, rows)
+        ``(k, d)`` float32 embeddings and the positions of the ``k`` rows they
+        belong to (excluded wells are left out), in table order.
+    """
+    check_images(model, images, table)
+    method = None if bn_method is None else parse_method(bn_method)
+    runtime.place([model])
+    device = _model_device(model)
+
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        return model.embed(center_crop(x, input_size))
+
+    if method is None or method is Method.ERM:
+        rows = np.flatnonzero(_usable_rows(table))
+        was_training = model.training
+        model.eval()
+        try:
+            (out,) = forward_in_batches(
+                embed, _as_tensor(images, rows), batch_size=runtime.batch_size, device=device,
+                cancel=cancel,
+            )  # fmt: skip
+        finally:
+            model.train(was_training)
+        if progress is not None:
+            progress("embed", 1, 1)
+        return out.numpy(), rows
+    planned = (contexts or ContextSpec()).plan(table, method, unit=unit)
+    n_dim = int(getattr(model, "embedding_dim", 0)) or None
+    result: np.ndarray | None = None
+    done = np.zeros(len(table), dtype=bool)
+    # Statistics once per context (one pass, whatever its size); the context's own
+    # cells come out of that pass, the others are embedded in eval mode with them.
+    for ctx, ((out,),) in run_contexts(
+        [model], images, planned, lambda m, x: (m.embed(center_crop(x, input_size)),),
+        runtime, stage="embed", progress=progress, cancel=cancel,
+    ):  # fmt: skip
+        if result is None:
+            result = np.zeros((len(table), n_dim or out.shape[1]), dtype=np.float32)
+        result[ctx.predict] = out.numpy()
+        done[ctx.predict] = True
+    rows = np.flatnonzero(done)
+    if result is None:
+        raise ContextError("No image to embed: every well of the table is excluded.")
+    return result[rows], rows
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def embedding_columns(n: int) -> list[str]:
+    """``emb_0`` ... ``emb_{n-1}``."""
+    return [f"{schema.EMBEDDING_PREFIX}{i}" for i in range(n)]
+
+
+def _metadata_order(table: pd.DataFrame, keys: Iterable[str]) -> list[str]:
+    keys = [k for k in keys if k in table.columns]
+    rest = [c for c in table.columns if schema.is_metadata(c) and c not in keys]
+    return keys + rest
+
+
+def cell_embedding_table(table: pd.DataFrame, embeddings: np.ndarray) -> pd.DataFrame:
+    """Per-image table: metadata columns, cell id and centroid (when present), embeddings."""
+    if len(table) != len(embeddings):
+        raise ValueError(f"{len(embeddings)} embeddings for {len(table)} rows.")
+    meta = _metadata_order(table, _LEVEL_KEYS["cell"])
+    ids = [c for c in _CELL_COLUMNS if c in table.columns]
+    out = table[meta + ids].reset_index(drop=True)
+    emb = pd.DataFrame(
+        np.asarray(embeddings, dtype=np.float32), columns=embedding_columns(embeddings.shape[1])
+    )
+    return pd.concat([out, emb], axis=1)
+
+
+def aggregate_embeddings(
+    cells: pd.DataFrame, level: str = "well", statistic: str = "mean"
+) -> pd.DataFrame:
+    """Aggregate a per-cell embedding table per site or well.
+
+    Parameters
+    ----------
+    cells
+        A :func:`cell_embedding_table` (or any table with ``emb_*`` columns).
+    level
+        ``"cell"`` (returned unchanged), ``"site"`` or ``"well"``.
+    statistic
+        ``"mean"`` or ``"median"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per site or well in first-appearance order: the keys, the other
+        metadata (constant within a well), ``Metadata_Cell_Count``, the embeddings.
+    """
+    if level not in LEVELS:
+        raise ValueError(f"Unknown level {level!r}: use one of {LEVELS}.")
+    if statistic not in STATISTICS:
+        raise ValueError(f"Unknown statistic {statistic!r}: use one of {STATISTICS}.")
+    if level == "cell":
+        return cells
+    keys = list(_LEVEL_KEYS[level])
+    missing = [k for k in keys if k not in cells.columns]
+    if missing:
+        raise CellsError(f"The embedding table lacks {missing}: cannot aggregate per {level}.")
+    emb = [c for c in cells.columns if c.startswith(schema.EMBEDDING_PREFIX)]
+    meta = [
+        c
+        for c in _metadata_order(cells, keys)
+        if c not in keys and c not in (schema.SITE, CELL_COUNT)
+    ]
+    groups = cells.groupby(keys, sort=False, dropna=False)
+    parts = [groups[meta].first()] if meta else []
+    parts.append(groups.size().rename(CELL_COUNT))
+    parts.append(getattr(groups[emb], statistic)())
+    return pd.concat(parts, axis=1).reset_index()
+
+
+def correct_embeddings(
+    table: pd.DataFrame, correction: str = "phenotype", fraction: float = 0.7
+) -> pd.DataFrame:
+    """Phenotype correction or TVN of an embedding table with each plate's control rows.
+
+    Parameters
+    ----------
+    table
+        Embedding table with ``Metadata_Plate``, ``Metadata_Role`` and ``emb_*``.
+    correction
+        ``"none"``, ``"phenotype"`` (subtract ``fraction`` x the plate's control
+        mean) or ``"tvn"`` (control PCA whitening + per-plate alignment; the
+        number of embedding columns can shrink to the kept components).
+    fraction
+        Phenotype correction's factor (0.7 in PhenoProfiler).
+
+    Raises
+    ------
+    ContextError
+        No role column, or a plate without (enough) control rows.
+    """
+    if correction not in EMBEDDING_CORRECTIONS:
+        raise ValueError(
+            f"Unknown embedding correction {correction!r}: use {EMBEDDING_CORRECTIONS}."
+        )
+    if correction == "none":
+        return table
+    _require_roles(table, correction)
+    emb = [c for c in table.columns if c.startswith(schema.EMBEDDING_PREFIX)]
+    X = table[emb].to_numpy(dtype=np.float64)
+    plates = table[schema.PLATE].astype(str).to_numpy()
+    controls = table[schema.ROLE].astype(str).str.lower().to_numpy() == schema.Role.CONTROL.value
+    if correction == "phenotype":
+        corrected = phenotype_correction(X, plates, controls, fraction)
+    else:
+        corrected = tvn(X, plates, controls)
+    out = table.drop(columns=emb).reset_index(drop=True)
+    values = pd.DataFrame(
+        corrected.astype(np.float32), columns=embedding_columns(corrected.shape[1])
+    )
+    return pd.concat([out, values], axis=1)
+
+
+def _require_roles(table: pd.DataFrame, what: str) -> None:
+    if schema.PLATE not in table.columns or schema.ROLE not in table.columns:
+        raise ContextError(
+            f"The {what} correction uses each plate's negative controls, but the table has no "
+            f"{schema.ROLE} (or {schema.PLATE}) column: give a plate map that marks the control "
+            "wells."
+        )
+
+
+def embed_images(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    table: pd.DataFrame,
+    *,
+    level: str = "cell",
+    statistic: str = "mean",
+    correction: str | Correction = "none",
+    fraction: float = 0.7,
+    input_size: int | None = None,
+    contexts: ContextSpec | None = None,
+    runtime: Runtime = EMBED_RUNTIME,
+    unit: str = "cell",
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> pd.DataFrame:
+    """Embedding table of images (crops or tiles) at cell, site or well level.
+
+    Parameters
+    ----------
+    model
+        A PhenoProfiler.
+    images, table
+        One image per table row (``Metadata_Plate``, ``Metadata_Well``,
+        ``Metadata_Site``, ``Metadata_Role``...).
+    level, statistic
+        Output level and aggregation (see :func:`aggregate_embeddings`).
+    correction
+        See the module docstring (e.g. ``"none"``, ``"tvn"``, ``"cs-arm-bn+phenotype"``).
+    fraction
+        Phenotype correction's factor.
+    input_size, contexts, runtime, unit
+        See :func:`image_embeddings`.
+    progress, cancel
+        Progress and cancellation hooks.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Metadata columns then ``emb_0..emb_{d-1}``.
+    """
+    if level not in LEVELS:
+        raise ValueError(f"Unknown level {level!r}: use one of {LEVELS}.")
+    corr = parse_correction(correction)
+    if corr.needs_controls:
+        _require_roles(table, corr.name)
+    table = table.reset_index(drop=True)
+    values, rows = image_embeddings(
+        model, images, table, bn_method=corr.bn_method, input_size=input_size,
+        contexts=contexts, runtime=runtime, unit=unit, progress=progress, cancel=cancel,
+    )  # fmt: skip
+    cells = cell_embedding_table(table.iloc[rows], values)
+    return correct_embeddings(
+        aggregate_embeddings(cells, level, statistic), corr.embedding, fraction
+    )
+
+
+# --------------------------------------------------------------------------- plates
+
+
+def _with_platemap(rows: pd.DataFrame, platemap: Any | None) -> pd.DataFrame:
+    """Role, treatment, MoA and concentration from the plate map (they win over the table's)."""
+    if platemap is None or rows.empty:
+        return rows
+    rows = rows.copy()
+    meta = {w: well_metadata(platemap, w) for w in rows[schema.WELL].astype(str).unique()}
+    for column in MAP_COLUMNS:
+        rows[column] = [meta[w][column] for w in rows[schema.WELL].astype(str)]
+    return rows
+
+
+def embed_plate(
+    plate: Plate,
+    checkpoint: Checkpoint | str | os.PathLike,
+    platemap: Any | None = None,
+    *,
+    cells: pd.DataFrame | None = None,
+    wells: Iterable[str] | None = None,
+    level: str = "well",
+    statistic: str = "mean",
+    correction: str | Correction = "none",
+    fraction: float = 0.7,
+    crop: CropParams | None = None,
+    segmentation: SegmentationParams | None = None,
+    contexts: ContextSpec | None = None,
+    runtime: Runtime = EMBED_RUNTIME,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    scheduler: Any | None = None,
+) -> pd.DataFrame:
+    """Embed every cell (or field) of a plate and return cell, site or well embeddings.
+
+    What the network is given follows the checkpoint's model-input contract
+    (``metadata.model_input``), as :func:`phenoadapt.pipeline.run_plates` does:
+    a site checkpoint gets one tile per field of its tile size, a cell
+    checkpoint crops of its crop size and scale, cut around cells found with
+    the segmentation it was trained with.
+
+    Parameters
+    ----------
+    plate
+        The plate (:func:`phenoadapt.plate.open_plate`).
+    checkpoint
+        A PhenoProfiler checkpoint (loaded, or a path, loaded on ``runtime.device``
+        or the CPU).
+    platemap
+        Plate map giving roles (needed by corrections that use controls), treatments, MoAs.
+    cells
+        A per-cell table made earlier (``phenoadapt segment``, or a synthetic
+        plate's ground truth): crops are cut at its centroids instead of
+        segmenting the plate.
+    wells
+        Restrict to these wells.
+    level, statistic, correction, fraction
+        See :func:`embed_images`.
+    crop
+        Crop parameters; default: the contract's crop size and scale with the
+        checkpoint's channels.
+    segmentation
+        Segmentation parameters when ``cells`` is not given; default: the
+        contract's (what the model was trained with), else the defaults.
+    contexts
+        How plate contexts are drawn for batch-norm corrections
+        (:class:`~phenoadapt.adapt.methods.ContextSpec`; fewest controls: 32
+        cells or 8 sites unless it says otherwise).
+    runtime
+        Device, batch size... (:data:`EMBED_RUNTIME` by default).
+    progress, cancel
+        ``progress(stage, done, total)`` with stages ``crops`` and ``embed``;
+        ``cancel()`` raises :class:`~phenoadapt.errors.Cancelled`.
+    scheduler
+        None: fields are segmented and cropped in this process.  Otherwise a
+        dask scheduler or client (:func:`phenoadapt.scale.open_scheduler`):
+        fields run as dask tasks and come back in plate order; the network
+        runs here.  Site-unit checkpoints read their tiles here regardless.
+
+    Raises
+    ------
+    ModelError
+        Not a PhenoProfiler, channels the plate lacks, no recorded crop or tile
+        size, or cell embeddings asked of a site checkpoint.
+
+    Memory: with a batch-norm correction the crops of the plate are held in
+    memory (cells x channels x size^2 x 4 bytes) because contexts draw from the
+    whole plate; without one, crops are embedded batch by batch as they are cut.
+    """
+    if not isinstance(checkpoint, Checkpoint):
+        checkpoint = load_checkpoint(checkpoint, device=select_device(runtime.device or "cpu"))
+    require_embedder(checkpoint)
+    corr = parse_correction(correction)
+    if level not in LEVELS:
+        raise ValueError(f"Unknown level {level!r}: use one of {LEVELS}.")
+    _warn_running_statistics(checkpoint, corr)
+    if (
+        corr.needs_controls
+        and platemap is None
+        and (cells is None or schema.ROLE not in cells.columns)
+    ):
+        raise ContextError(
+            f"The {corr.name} correction uses the plate's negative controls: give the plate map "
+            "(--platemap) that marks the control wells."
+        )
+    contract = checkpoint.metadata.model_input
+    picked = plate_channels(contract, plate)
+    wells = None if wells is None else list(wells)
+    options = {
+        "level": level, "statistic": statistic, "correction": corr, "fraction": fraction,
+        "input_size": contract.input_size, "contexts": contexts, "runtime": runtime,
+        "unit": contract.unit, "progress": progress, "cancel": cancel,
+    }  # fmt: skip
+    with runtime.out_of_memory_said(f"embedding plate {plate.plate_id}", "a smaller batch size"):
+        if contract.unit == "site":
+            if level == "cell":
+                raise ModelError(
+                    "This checkpoint embeds whole fields (unit 'site'), so there are no per-cell "
+                    "embeddings: use level 'site' or 'well'."
+                )
+            images, table = field_tiles(plate, picked, contract.image_size(), wells, cancel=cancel)
+            return embed_images(
+                checkpoint.model, images, _with_platemap(table, platemap), **options
+            )
+        crop = crop or CropParams(
+            size=contract.image_size(), scale=float(contract.crop_scale),
+            channels=tuple(plate.channels[i].name for i in picked),
+        )  # fmt: skip
+        stream = CropStream(
+            plate, wells=wells, batch_size=runtime.batch_size, crop=crop,
+            segmentation=segmentation or contract.segmentation_or_default(), platemap=platemap,
+            cells=cells, progress=progress, cancel=cancel, scheduler=scheduler,
+        )  # fmt: skip
+        if corr.bn_method is None:
+            return _embed_streamed(checkpoint.model, stream, plate, platemap, options)
+        batches = list(stream)
+        _report_failures(stream, plate)
+        if not batches:
+            raise CellsError(f"No cell was found on plate {plate.plate_id}: nothing to embed.")
+        images = np.concatenate([b.crops for b in batches])
+        table = pd.concat([b.cells for b in batches], ignore_index=True)
+        return embed_images(checkpoint.model, images, _with_platemap(table, platemap), **options)
+
+
+def _warn_running_statistics(checkpoint: Checkpoint, corr: Correction) -> None:
+    """Warn when a plate-context-trained network is used with running statistics."""
+    trained = str(getattr(checkpoint.metadata, "method", "") or "")
+    if corr.bn_method is None and trained in {"arm-bn", "cs-arm-bn"}:
+        # Such a network learnt with plate-context statistics, not running averages.
+        warnings.warn(
+            f"This checkpoint was trained with {trained} plate episodes but is used with "
+            "running batch-norm statistics: use the correction 'bn' (or 'bn+phenotype', "
+            "'bn+tvn') to embed with the plate's own context statistics.",
+            stacklevel=3,
+        )
+
+
+def _embed_streamed(
+    model: nn.Module,
+    stream: CropStream,
+    plate: Plate,
+    platemap: Any | None,
+    options: dict[str, Any],
+) -> pd.DataFrame:
+    """Running statistics: every batch is embedded on its own, crops are not kept."""
+    parts = []
+    for batch in stream:
+        rows = _with_platemap(batch.cells, platemap)
+        values, kept = image_embeddings(
+            model, batch.crops, rows, input_size=options["input_size"],
+            runtime=options["runtime"], cancel=options["cancel"],
+        )  # fmt: skip
+        parts.append(cell_embedding_table(rows.iloc[kept], values))
+    _report_failures(stream, plate)
+    if not parts:
+        raise CellsError(f"No cell was found on plate {plate.plate_id}: nothing to embed.")
+    table = pd.concat(parts, ignore_index=True)
+    return correct_embeddings(
+        aggregate_embeddings(table, options["level"], options["statistic"]),
+        options["correction"].embedding, options["fraction"],
+    )  # fmt: skip
+
+
+def _report_failures(stream: CropStream, plate: Plate) -> None:
+    if stream.failures:
+        listed = "; ".join(f"{f.well} site {f.site}: {f.message}" for f in stream.failures[:5])
+        more = f" and {len(stream.failures) - 5} more" if len(stream.failures) > 5 else ""
+        warnings.warn(
+            f"{len(stream.failures)} field(s) of plate {plate.plate_id} were skipped "
+            f"({listed}{more}).",
+            stacklevel=3,
+        )

@@ -1,0 +1,84 @@
+"""What a model takes from a plate, cut once for prediction and embedding alike.
+
+A checkpoint's model-input contract (:class:`phenoadapt.model_input.ModelInput`)
+says whether it takes a crop per segmented cell or a tile per field, and of
+what size, scale and channels; :func:`plate_inputs` is the one place that reads
+a plate accordingly.  The plate contexts, the device, AMP and out-of-memory
+handling of the network passes that follow live in
+:mod:`phenoadapt.adapt.methods` (:class:`~phenoadapt.adapt.methods.ContextSpec`,
+:class:`~phenoadapt.adapt.methods.Runtime`,
+:func:`~phenoadapt.adapt.methods.run_contexts`): training validates with them
+too, and it sits below this package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from ..cells.params import SegmentationParams
+from ..model_input import ModelInput
+from ..plate.model import Plate
+from ..progress import CancelFn, ProgressFn
+from .crops import PlateCrops, checkpoint_crop_params, plate_crops
+from .tiles import checkpoint_tiles, plate_tiles
+
+
+def plate_inputs(
+    plate: Plate,
+    contract: ModelInput,
+    *,
+    platemap: Any | None = None,
+    segmentation: SegmentationParams | None = None,
+    wells: Sequence[str] | None = None,
+    cells: pd.DataFrame | None = None,
+    batch_size: int = 256,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    scheduler: Any | None = None,
+) -> PlateCrops:
+    """What the model takes from a plate: a crop per cell, or a tile per field.
+
+    Parameters
+    ----------
+    plate
+        The plate.
+    contract
+        The checkpoint's model-input contract (``metadata.model_input``).
+    platemap
+        Plate map giving role, treatment, MoA and concentration.
+    segmentation
+        Cell models: how cells are found (None: the contract's, else defaults).
+    wells
+        Restrict to these wells.
+    cells
+        Cell models: a per-cell table whose centroids are cropped instead of segmenting.
+    batch_size
+        Crops gathered per step of the crop stream.
+    progress, cancel
+        ``progress(stage, done, total)`` per field; ``cancel()`` polled before each.
+    scheduler
+        Cell models: a dask scheduler for the fields (see :func:`.crops.plate_crops`);
+        tiles are read here.
+
+    Raises
+    ------
+    ModelError
+        Channels the plate lacks, or no recorded crop or tile size.
+    CellsError
+        No cell (or no readable field) on the plate.
+    """
+    if contract.unit == "site":
+        channels, size = checkpoint_tiles(contract, plate)
+        return plate_tiles(
+            plate, channels, size, platemap=platemap, wells=wells, progress=progress,
+            cancel=cancel,
+        )  # fmt: skip
+    return plate_crops(
+        plate, checkpoint_crop_params(contract, plate), platemap=platemap,
+        segmentation=segmentation or contract.segmentation_or_default(), wells=wells,
+        cells=cells, batch_size=batch_size, progress=progress, cancel=cancel,
+        scheduler=scheduler,
+    )  # fmt: skip
