@@ -356,7 +356,8 @@ def test_checkpoint_round_trip(toy, tmp_path):
     with torch.no_grad():
         assert torch.allclose(loaded.model.embed(x), result.model.embed(x), atol=1e-6)
     meta = loaded.metadata
-    assert meta.extra["kind"] == "embedder" and meta.extra["crop_scale"] == 0.5
+    assert meta.extra["kind"] == "embedder" and meta.model_input.crop_scale == 0.5
+    assert meta.model_input.unit == "cell" and meta.model_input.crop_size == 16
     assert meta.classes == data.classes and meta.method == "erm"
     assert meta.training["schedule"] == "stepwise"
 

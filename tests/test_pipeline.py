@@ -273,7 +273,9 @@ def test_train_plates_writes_a_checkpoint_that_predicts(tiny) -> None:
     meta = load_checkpoint(out).metadata
     assert meta.crop_size == 24 and meta.input_size == 20
     assert meta.channel_names == ("DNA", "ER", "RNA", "AGP", "Mito")
-    assert meta.extra["crop_scale"] == 0.5 and meta.extra["segmentation"]["nucleus_diameter"] == 16
+    contract = meta.model_input
+    assert contract.crop_scale == 0.5 and contract.segmentation.nucleus_diameter == 16
+    assert contract.unit == "cell" and contract.crop_size == 24 and contract.input_size == 20
     assert meta.validation_plates == ("tiny2",)
     res = run_plate(tiny["plate"], tiny["map"], _config(tiny, checkpoint=out))
     assert len(res.cells) > 0

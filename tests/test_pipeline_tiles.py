@@ -106,9 +106,10 @@ def test_training_on_sites_writes_a_site_checkpoint(sites) -> None:
     trained = sites["trained"]
     assert trained.cells_per_plate == {"site1": 8 * SITES, "site2": 8 * SITES}
     meta = load_checkpoint(sites["ckpt"]).metadata
-    assert meta.extra["unit"] == "site" and meta.extra["tile_size"] == TILE
+    contract = meta.model_input
+    assert contract.unit == "site" and contract.tile_size == TILE and contract.crop_size is None
     assert meta.crop_size == TILE and meta.input_size is None
-    assert "segmentation" not in meta.extra
+    assert contract.segmentation is None and "unit" not in meta.extra
     assert meta.channel_names == CHANNELS
     # Default episodes (64 treated + 128 controls) exceed the plates' 18 + 6 sites:
     # every episode took all the plate had and training ran.
@@ -167,7 +168,7 @@ def test_cli_train_site_then_predict_round_trip(sites, tmp_path, capsys) -> None
     ])  # fmt: skip
     assert code == 0 and "sites" in capsys.readouterr().out
     meta = load_checkpoint(ckpt).metadata
-    assert meta.extra["unit"] == "site" and meta.extra["tile_size"] == 24
+    assert meta.model_input.unit == "site" and meta.model_input.tile_size == 24
     predict = ["predict", "--plate", plate, "--platemap", platemap, "--checkpoint", str(ckpt),
                "--device", "cpu", "--threads", "1"]  # fmt: skip
     # The unit-aware default minimum (8 control sites) is more than the plate's 6.

@@ -104,7 +104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "trained with, else the segmentation default)",
     )
     add_open_options(parser)
-    add_channel_arguments(parser)
+    add_channel_arguments(parser, from_checkpoint=True)
     parser.add_argument("--plate-id", help="plate id to use (and to pick the plate's map rows)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     add_scale_out_arguments(parser)
@@ -150,12 +150,12 @@ def _embed_with_bar(args, plate, checkpoint, platemap, cells, correction):
     overrides = channel_params(args)
     if args.nucleus_diameter:
         overrides["nucleus_diameter"] = args.nucleus_diameter
-    segmentation = checkpoint.metadata.model_input.segmentation_for(None, overrides)
     runtime = replace(EMBED_RUNTIME, device=args.device, batch_size=args.batch_size)
     with progress_bar("embed") as progress:
         return embed_plate(
             plate, checkpoint, platemap, cells=cells, wells=parse_wells(args.wells),
             level=args.level, statistic=args.statistic, correction=correction,
-            segmentation=segmentation, contexts=ContextSpec(seed=args.seed), runtime=runtime,
+            segmentation_overrides=overrides, contexts=ContextSpec(seed=args.seed),
+            runtime=runtime,
             progress=progress, scheduler=getattr(args, "scheduler", None),
         )  # fmt: skip

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -508,6 +508,7 @@ def embed_plate(
     fraction: float = 0.7,
     crop: CropParams | None = None,
     segmentation: SegmentationParams | None = None,
+    segmentation_overrides: Mapping[str, Any] | None = None,
     contexts: ContextSpec | None = None,
     runtime: Runtime = EMBED_RUNTIME,
     progress: ProgressFn | None = None,
@@ -545,6 +546,10 @@ def embed_plate(
     segmentation
         Segmentation parameters when ``cells`` is not given; default: the
         contract's (what the model was trained with), else the defaults.
+    segmentation_overrides
+        Fields of those parameters to change, e.g. ``{"nucleus_diameter": 20}``
+        (the rule of :meth:`phenoadapt.model_input.ModelInput.segmentation_for`,
+        as for predictions).
     contexts
         How plate contexts are drawn for batch-norm corrections
         (:class:`~phenoadapt.adapt.methods.ContextSpec`; fewest controls: 32
@@ -611,7 +616,8 @@ def embed_plate(
         )  # fmt: skip
         stream = CropStream(
             plate, wells=wells, batch_size=runtime.batch_size, crop=crop,
-            segmentation=segmentation or contract.segmentation_or_default(), platemap=platemap,
+            segmentation=contract.segmentation_for(segmentation, segmentation_overrides),
+            platemap=platemap,
             cells=cells, progress=progress, cancel=cancel, scheduler=scheduler,
         )  # fmt: skip
         if corr.bn_method is None:
