@@ -309,7 +309,9 @@ def embedding_tables(
                 table,
                 level="well",
                 correction=name,
-                contexts=ContextSpec(seed=seed),
+                # One control cell per plate suffices here, as when these figures were
+                # made (the --quick plates have 9; embed's default asks for 32).
+                contexts=ContextSpec(seed=seed, min_controls=1),
             )
     return out
 
