@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from . import schema
-from .adapt.methods import METHODS, Method, parse_method
+from .adapt.methods import METHODS, MIN_CONTROLS, Method, parse_method
 from .cells.params import SegmentationParams
 from .errors import PhenoadaptError
 from .models import DEFAULT_MODEL_FILE, default_model_path
@@ -291,7 +291,7 @@ def run_demo(
     methods: Sequence[str] = ALL_METHODS,
     seed: int = 0,
     device: str = "auto",
-    min_controls: int = 32,
+    min_controls: int = MIN_CONTROLS["cell"],
     overwrite_plates: bool = False,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,

@@ -45,6 +45,7 @@ import pandas as pd
 from .. import schema
 from ..adapt.methods import (
     DEFAULT_CONTEXT_SIZE,
+    DEFAULT_CONTROLS_PER_CONTEXT,
     METHODS,
     TRAIN_METHODS,
     ContextSpec,
@@ -318,7 +319,7 @@ def predict_table(
     method: str | Method | None = None,
     *,
     treated_per_context: int | str | None = None,
-    controls_per_context: int = 128,
+    controls_per_context: int = DEFAULT_CONTROLS_PER_CONTEXT,
     min_controls: int = 1,
     allow_fallback: bool = False,
     return_embeddings: bool = True,
