@@ -180,7 +180,9 @@ def test_user_errors_are_notifications(make_napari_viewer, qtbot, notices, tiny_
     # A model made for other channels.
     ckpt = load_checkpoint(model_path())
     meta = ckpt.metadata
-    other = type(meta)(**{**meta.__dict__, "channel_names": ("DNA", "ER", "RNA", "AGP", "pHH3")})
+    # model_input None: the contract is read again from the changed channel names.
+    renamed = {"channel_names": ("DNA", "ER", "RNA", "AGP", "pHH3"), "model_input": None}
+    other = type(meta)(**{**meta.__dict__, **renamed})
     wrong = save_checkpoint(tmp_path / "other_channels.safetensors", ckpt.model, other)
     widget.checkpoint.setText(str(wrong))
     widget.run()
