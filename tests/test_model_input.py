@@ -269,3 +269,24 @@ def test_predict_and_embed_plan_their_contexts_alike(tiny, tmp_path) -> None:
     )
     covered = np.unique(np.concatenate([c.predict for c in planned]))
     assert np.array_equal(rows, covered) and values.shape == (len(rows), 6)
+
+
+def test_one_out_of_memory_message_and_one_context_record() -> None:
+    from phenoadapt.adapt import Runtime
+    from phenoadapt.errors import OptionError, PhenoadaptError
+
+    runtime = Runtime(device=None, batch_size=4)
+    with pytest.raises(
+        PhenoadaptError, match="Out of memory while embedding plate P1.*--device cpu"
+    ):
+        with runtime.out_of_memory_said("embedding plate P1", "a smaller batch size"):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # a bug keeps its traceback
+        with runtime.out_of_memory_said("embedding plate P1", "a smaller batch size"):
+            raise RuntimeError("shape mismatch")
+    with pytest.raises(OptionError, match="batch_size"):
+        Runtime(batch_size=0)
+    for bad in ({"context": "everything"}, {"context_size": 0}, {"min_controls": 0}):
+        with pytest.raises(OptionError):
+            ContextSpec(**bad)
+    assert ContextSpec(context="CHUNKS").context.value == "chunks"
