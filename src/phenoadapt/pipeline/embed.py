@@ -506,7 +506,6 @@ def embed_plate(
     statistic: str = "mean",
     correction: str | Correction = "none",
     fraction: float = 0.7,
-    crop: CropParams | None = None,
     segmentation: SegmentationParams | None = None,
     segmentation_overrides: Mapping[str, Any] | None = None,
     contexts: ContextSpec | None = None,
@@ -540,9 +539,6 @@ def embed_plate(
         Restrict to these wells.
     level, statistic, correction, fraction
         See :func:`embed_images`.
-    crop
-        Crop parameters; default: the contract's crop size and scale with the
-        checkpoint's channels.
     segmentation
         Segmentation parameters when ``cells`` is not given; default: the
         contract's (what the model was trained with), else the defaults.
@@ -610,7 +606,8 @@ def embed_plate(
             return embed_images(
                 checkpoint.model, images, _with_platemap(table, platemap), **options
             )
-        crop = crop or CropParams(
+        # Crops as prediction cuts them: the contract's size and scale, its channels.
+        crop = CropParams(
             size=contract.image_size(), scale=float(contract.crop_scale),
             channels=tuple(plate.channels[i].name for i in picked),
         )  # fmt: skip
