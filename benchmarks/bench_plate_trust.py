@@ -219,7 +219,8 @@ def render(table: pd.DataFrame, corr: pd.DataFrame, seconds: float) -> str:
             f"{r.rho_seed:.2f} ± {r.rho_seed_sd:.2f} |"
         )
     lines += ["", f"Report in {seconds / 60:.1f} min (per-seed tables cached in the work folder; "
-              "a seed from scratch: about 2 min, ERM training included) on {platform.processor() or platform.machine()}, "
+              "a seed from scratch: about 2 min, ERM training included) on "
+              f"{platform.processor() or platform.machine()}, "
               f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
