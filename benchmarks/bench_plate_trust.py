@@ -67,8 +67,10 @@ except ImportError:  # pragma: no cover - imported as benchmarks.*
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "plate-trust.md"
+FIGURE = ROOT / "docs" / "images" / "plate_trust.png"
 START, END = "<!-- bench:trust:start -->", "<!-- bench:trust:end -->"
 METHODS = ("erm", "cs-arm-bn")
+ROLES = ("training (held-out wells)", "validation", "same lab, new batch", "new lab")
 
 
 def load_or_train(method: str, seed: int, splits: Splits, config: BenchConfig, work: Path):
@@ -170,6 +172,31 @@ def correlations(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def plot(table: pd.DataFrame, path: Path) -> None:
+    """Distance (deployed CS-ARM-BN network) against ERM's drop and CS-ARM-BN's recovery."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
+    for role, marker in zip(ROLES, "o^sD", strict=True):
+        mine = table[table["role"] == role]
+        for ax, outcome in zip(axes, ("erm_drop", "recovery"), strict=True):
+            ax.scatter(mine["d_cs-arm-bn"], mine[outcome], marker=marker, label=role, alpha=0.8)
+    limit = table.groupby("seed")["limit_cs-arm-bn"].first().mean()
+    for ax, title in zip(axes, ("ERM accuracy drop", "CS-ARM-BN recovery (CS - ERM)"), strict=True):
+        ax.axvline(limit, color="grey", ls="--", lw=1)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("plate distance (CS-ARM-BN network)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def render(table: pd.DataFrame, corr: pd.DataFrame, seconds: float) -> str:
     """The generated section of docs/plate-trust.md."""
     seeds = sorted(table["seed"].unique())
@@ -181,7 +208,7 @@ def render(table: pd.DataFrame, corr: pd.DataFrame, seconds: float) -> str:
         "ERM drop | CS-ARM-BN acc | recovery |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    order = ["training (held-out wells)", "validation", "same lab, new batch", "new lab"]
+    order = list(ROLES)
     grouped = table.groupby(["plate", "role"], sort=False)
     keys = sorted(grouped.groups, key=lambda k: (order.index(k[1]), k[0]))
 
@@ -249,6 +276,8 @@ def main() -> None:
     print(corr.round(3).to_string())
     if not args.no_doc:
         text = render(table, corr, time.perf_counter() - started)
+        plot(table, FIGURE)
+        text += "\n![distance against accuracy](images/plate_trust.png)\n"
         write_doc_section(DOC, text, START, END, title="Plate trust check")
         print(f"wrote {DOC}")
 
