@@ -220,7 +220,7 @@ def run_networks(table: pd.DataFrame, seed: int, log=print) -> list[dict]:
         ap = pd.concat(s["ap"]).dropna()
         batch = pd.DataFrame(s["batch"]).mean().to_dict()
         rows.append({
-            "method": name, "kind": "plate-context BN (supervised)",
+            "method": name, "kind": "MLP on MoA labels (supervised)",
             "NSC": float(np.concatenate([h[0] for h in s["hits"]]).mean()),
             "NSCB": float(np.concatenate([h[1] for h in s["hits"]]).mean()),
             "MoA mAP": float(ap.groupby("moa")["ap"].mean().mean()), **batch,
