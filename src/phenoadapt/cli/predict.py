@@ -32,6 +32,7 @@ from ..adapt.methods import (
     ContextChoice,
     method_choices,
 )
+from ..adapt.trust import needs_unadapted, run_trust, trust_lines
 from ..errors import PhenoadaptError
 from ..export import (
     RESULT_FILES,
@@ -280,7 +281,8 @@ def run_predict(args: argparse.Namespace) -> int:
         context_size=args.context_size, min_controls=args.min_controls or MIN_CONTROLS["cell"],
         min_control_sites=args.min_controls or MIN_CONTROLS["site"],
         allow_fallback=args.allow_fallback, seed=args.seed, wells=parse_wells(args.wells),
-        segmentation_overrides=overrides, compare_unadapted=args.embeddings,
+        segmentation_overrides=overrides,
+        compare_unadapted=args.embeddings or needs_unadapted(args.checkpoint),
         return_embeddings=args.embeddings,
     )  # fmt: skip
     plates, platemaps, cells = open_inputs(args)
@@ -322,5 +324,7 @@ def report_run(result, written: list[Path]) -> None:
                 f"({row.n_cells} {unit}s), well accuracy {row.well_accuracy:.3f} "
                 f"({row.n_wells} wells)"
             )
+    for line in trust_lines(run_trust(result)):
+        print(line)
     for path in written:
         print(f"wrote {path}")

@@ -6,11 +6,13 @@
   enrichment;
 - :mod:`.moa`: NSC / NSCB nearest-neighbour MoA accuracy on treatment profiles;
 - :mod:`.mixing`: batch-mixing scores (kNN batch accuracy, silhouette, LISI);
+- :mod:`.integration`: kBET and graph connectivity (the scIB neighbourhood scores);
 - :mod:`.projection`: seeded UMAP coordinates;
 - :mod:`.report`: all of the above for one table (``phenoadapt evaluate``).
 """
 
 from .accuracy import PlateAccuracy, accuracy_per_plate, accuracy_table, mean_std, scored_rows
+from .integration import graph_connectivity, kbet
 from .mixing import (
     BatchMixing,
     batch_knn_accuracy,
@@ -45,6 +47,8 @@ __all__ = [
     "batch_silhouette",
     "evaluate_table",
     "folds_of_enrichment",
+    "graph_connectivity",
+    "kbet",
     "lisi",
     "majority_fraction",
     "map_activity",

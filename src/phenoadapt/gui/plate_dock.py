@@ -37,6 +37,7 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from .. import schema
+from ..adapt.trust import PlateTrust, run_trust
 from ..errors import PhenoadaptError
 from ..palette import ClassPalette, class_colours, role_colours
 from ..plate import ChannelRole, Plate
@@ -284,6 +285,14 @@ class PlateDock(QWidget):
         self.close_button.clicked.connect(lambda: self.close_plate())
         self.info = QLabel("No plate open: open a plate folder, or drop one onto napari.")
         self.info.setWordWrap(True)
+        # Plate trust (after a run): how far this plate's controls are from the training data.
+        self.trust = QLabel("")
+        self.trust.setWordWrap(True)
+        self.trust.setToolTip(
+            "Distance of this plate's negative controls to the training plates' controls "
+            "(network features with the training statistics), against the training plates' range."
+        )
+        self._trust: tuple[Any, dict[str, PlateTrust]] = (None, {})  # (result, per plate)
         self.channel_table = ChannelTable(self.session)
         self.channels_box = QCollapsible("Channels")
         self.channels_box.addWidget(self.channel_table)
@@ -329,6 +338,7 @@ class PlateDock(QWidget):
         layout.addLayout(open_row)
         layout.addLayout(form)
         layout.addWidget(self.info)
+        layout.addWidget(self.trust)
         layout.addWidget(self.channels_box)
         layout.addWidget(self.grid)
         layout.addWidget(self.legend)
@@ -562,6 +572,7 @@ class PlateDock(QWidget):
             self.legend.clear()
             self.info.setText("No plate open: open a plate folder, or drop one onto napari.")
             self.where.setText("")
+            self.trust.setText("")
             self._show_channels(None)
             return
         plate = self.session.plates[plate_id]
@@ -592,8 +603,19 @@ class PlateDock(QWidget):
             f"({'/'.join(map(str, sites))} site{'s' if sites != [1] else ''} each), "
             f"{len(plate.channels)} channels ({', '.join(plate.channel_names)})."
         )
+        self.trust.setText(self._trust_text(plate_id))
         self._show_channels(plate_id)
         self._update_position()
+
+    def _trust_text(self, plate_id: str) -> str:
+        """The plate-trust reading of the plate shown ("" without a run or a reference)."""
+        result = self.session.result
+        if result is None:
+            return ""
+        if self._trust[0] is not result:  # computed once per result, not per redraw
+            self._trust = (result, {t.plate: t for t in run_trust(result)})
+        trust = self._trust[1].get(str(plate_id))
+        return f"Trust: {trust.reading()}." if trust is not None else ""
 
     def _show_channels(self, plate_id: str | None) -> None:
         """Fill the channel table; open it when the channels need the user's eye."""

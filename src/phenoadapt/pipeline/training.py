@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
+from ..adapt import trust
 from ..cells.crops import CropParams
 from ..cells.params import SegmentationParams
 from ..cells.process import FieldFailure
@@ -372,6 +373,9 @@ def train_plates(
     per_plate = table[schema.PLATE].value_counts().sort_index().to_dict()
     notes = {"sites_per_plate": per_plate} if config.unit == "site" else {}
     meta.extra.update({**notes, "cells_per_plate": per_plate, **config.extra})
+    meta.extra[trust.METADATA_KEY] = trust.checkpoint_reference(
+        result.model, train, val, meta.input_size
+    )
     if dist_utils.is_main_process():
         checkpoint_target(path, config.overwrite)  # a file that appeared while training
         save_checkpoint(path, result.model, meta)

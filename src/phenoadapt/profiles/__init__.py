@@ -7,6 +7,7 @@ feature columns (CellProfiler ``Cells_*``/``Cytoplasm_*``/``Nuclei_*`` or ``emb_
 """
 
 from .aggregate import COUNT, aggregate_profiles
+from .batch_correction import BATCH_METHODS, MissingPackageError, correct_batches
 from .bbbc021 import COMPOUND, load_bbbc021, treatment_name
 from .cleaning import CleaningReport, check_features, clean_features, find_bad_features
 from .measurements import (
@@ -34,6 +35,9 @@ from .table import (
 )
 
 __all__ = [
+    "BATCH_METHODS",
+    "MissingPackageError",
+    "correct_batches",
     "COMPOUND",
     "COUNT",
     "FEATURE_PREFIXES",
