@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QObject, Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QFrame,
@@ -48,6 +49,17 @@ def gui_wording(message: str) -> str:
     'Mark the DMSO wells, or allow the fallback.'
     """
     return _PASS_FLAG.sub("", _CLI_ADVICE.sub("", message))
+
+
+def observe(owner: QObject, signal: Any, slot: Callable[..., Any]) -> None:
+    """Connect a session signal (psygnal) to a slot for as long as ``owner`` lives.
+
+    psygnal keeps lambdas alive and calls them synchronously; a dock that was
+    closed must not be called back (its widgets are gone), so the connection
+    ends when the owner's Qt object is destroyed.
+    """
+    signal.connect(slot)
+    owner.destroyed.connect(lambda *_: signal.disconnect(slot, missing_ok=True))
 
 
 def scrolling_layout(dock: QWidget) -> QVBoxLayout:

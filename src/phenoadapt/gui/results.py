@@ -35,16 +35,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from qtpy.QtCore import QObject
+from qtpy.QtCore import QObject, Signal
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QCheckBox, QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from .. import schema
 from ..cells import SegmentationParams, segment_field
-from ..errors import PhenoadaptError
 from ..evaluate.accuracy import accuracy_table
 from ..palette import ClassPalette
 from .colours import session_class_palette
+from .common import observe
+from .jobs import ErrorPanel, JobKind, JobRunner, JobStyle, error_text
 from .layers import META_KEY
 from .session import FieldKey, PlateSession, get_session
 
@@ -183,6 +184,9 @@ class ResultsOverlay(QObject):
         Whether a low fill goes under the outlines (see :meth:`set_fill`).
     """
 
+    #: The outlines of a field could not be made (the message, worded for the docks).
+    failed = Signal(str)
+
     def __init__(self, viewer: Any, session: PlateSession) -> None:
         super().__init__()
         self._viewer = weakref.ref(viewer)
@@ -192,11 +196,12 @@ class ResultsOverlay(QObject):
         self._pending: FieldKey | None = None
         self._rows = pd.Series(dtype=np.int64)
         self.fill = False
-        self.worker: Any = None
-        session.result_changed.connect(self._on_result_changed)
-        session.current_changed.connect(self.refresh)
+        self.runner: JobRunner | None = None
+        self.last_error = ""  # why the last field could not be outlined
+        observe(self, session.result_changed, self._on_result_changed)
+        observe(self, session.current_changed, self.refresh)
         threading.Thread(target=_warm_up_label_textures, daemon=True).start()
-        session.cells_selected.connect(self._show_selection)
+        observe(self, session.cells_selected, self._show_selection)
 
     # -- layers -----------------------------------------------------------------
     @property
@@ -244,21 +249,28 @@ class ResultsOverlay(QObject):
         if self.worker is None:
             self._start_segmentation(key)
 
-    def _start_segmentation(self, key: FieldKey) -> None:
-        from napari.qt.threading import thread_worker
+    @property
+    def worker(self) -> Any:
+        """The napari worker outlining a field (None when idle)."""
+        return self.runner.worker if self.runner is not None else None
 
+    def _start_segmentation(self, key: FieldKey) -> None:
         plate = self.session.plates.get(key.plate_id)
         if plate is None:
             return
-        worker = thread_worker(_segment, start_thread=False, ignore_errors=True)(
-            plate, key, self.segmentation
-        )
         params = self.segmentation
-        worker.returned.connect(lambda out: self._on_segmented(out, params))
-        worker.errored.connect(self._on_segment_error)
-        worker.finished.connect(lambda: self._on_segment_finished(key, params))
-        self.worker = worker
-        worker.start()
+        # A background job: it never takes the one-job slot (a Run may be going on) and
+        # is never refused; one at a time, and a newer field supersedes the queued one.
+        self.runner = JobRunner(
+            self.session,
+            f"Outline cells of {key.well} site {key.site}",
+            _segment,
+            (plate, key, params),
+            kind=JobKind.BACKGROUND,
+            style=JobStyle.FUNCTION,
+            on_result=lambda out: self._on_segmented(out, params),
+            on_end=lambda outcome: self._on_segment_end(key, params, outcome),
+        ).start()
 
     def _on_segmented(self, out: tuple[FieldKey, np.ndarray], params: SegmentationParams) -> None:
         key, labels = out
@@ -268,16 +280,12 @@ class ResultsOverlay(QObject):
         if key == self.session.current and params == self.segmentation:
             self._apply(key, labels)
 
-    def _on_segment_error(self, exc: BaseException) -> None:
-        from napari.utils import notifications
-
-        if isinstance(exc, PhenoadaptError):
-            notifications.show_error(str(exc))
-        else:
-            notifications.show_error(f"Could not outline the cells: {type(exc).__name__}: {exc}")
-
-    def _on_segment_finished(self, done: FieldKey, params: SegmentationParams) -> None:
-        self.worker = None
+    def _on_segment_end(self, done: FieldKey, params: SegmentationParams, outcome: str) -> None:
+        runner, self.runner = self.runner, None
+        if outcome == "failed" and runner is not None and runner.error is not None:
+            # Kept in the Run dock's legend until dismissed (the notification fades).
+            self.last_error = f"Could not outline the cells: {error_text(runner.error)}"
+            self.failed.emit(self.last_error)
         # The user moved on while this field was segmented: do the field now on screen.
         # A field that was just tried with these settings (and failed, or was stopped)
         # is not retried, or a failing field would be segmented again and again.
@@ -462,14 +470,18 @@ class ResultsLegend(QWidget):
             self.fill.toggled.connect(overlay.set_fill)
         self.accuracy = QLabel("")
         self.accuracy.setWordWrap(True)
+        self.errors = ErrorPanel()  # the overlay's last error, until dismissed
+        if overlay is not None:
+            overlay.failed.connect(self.errors.show_error)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 4, 0, 0)
         layout.addWidget(self.title)
         layout.addLayout(self.swatches)
         layout.addWidget(self.fill)
         layout.addWidget(self.accuracy)
-        session.result_changed.connect(self.refresh)
-        session.current_changed.connect(self.refresh)
+        layout.addWidget(self.errors)
+        observe(self, session.result_changed, self.refresh)
+        observe(self, session.current_changed, self.refresh)
         self.refresh()
 
     def refresh(self) -> None:
