@@ -45,7 +45,22 @@ class GapRecorder:
         self.timer.setInterval(TICK_MS)
         self.timer.timeout.connect(self._tick)
 
+    def trace_stalls(self, path: Path, threshold_ms: float = 60) -> None:
+        """Dump every thread's stack whenever the main thread misses ``threshold_ms``.
+
+        ``faulthandler``'s watchdog is a C thread that needs no GIL: re-armed at
+        every tick, it fires only while the main thread is stalled and shows what
+        the other threads (the holder of the GIL) are doing at that moment.
+        """
+        import faulthandler
+
+        self._trace = path.open("w", encoding="utf-8")
+        self._trace_s = threshold_ms / 1000
+        self._faulthandler = faulthandler
+
     def _tick(self) -> None:
+        if getattr(self, "_trace", None) is not None:
+            self._faulthandler.dump_traceback_later(self._trace_s, file=self._trace)
         now = time.perf_counter()
         self.gaps.append((now - self._last) * 1000)
         self.labels.append(f"{now - self._start:.1f} s, {self.label() or '-'}")
@@ -59,6 +74,8 @@ class GapRecorder:
 
     def stop(self) -> np.ndarray:
         self.timer.stop()
+        if getattr(self, "_trace", None) is not None:
+            self._faulthandler.cancel_dump_traceback_later()
         return np.asarray(self.gaps[1:])  # the first gap includes the start-up
 
 
@@ -117,6 +134,10 @@ def main() -> None:
     parser.add_argument("--method", default="cs-arm-bn")
     parser.add_argument("--no-doc", action="store_true", help="print only")
     parser.add_argument("--no-umap", action="store_true", help="skip the UMAP fits")
+    parser.add_argument(
+        "--trace-stalls", type=Path, default=None,
+        help="write every thread's stack at each main-thread stall over 60 ms to this file",
+    )  # fmt: skip
     args = parser.parse_args()
 
     import napari
@@ -175,6 +196,8 @@ def main() -> None:
                 time.sleep(0.001)
 
         recorder = GapRecorder()
+        if args.trace_stalls is not None:
+            recorder.trace_stalls(args.trace_stalls)
         pump(1.0)
         recorder.start()
         pump(3.0)

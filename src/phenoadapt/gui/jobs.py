@@ -28,6 +28,7 @@ the results overlay's outlines) goes through :class:`JobRunner`:
 from __future__ import annotations
 
 import enum
+import functools
 import threading
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
@@ -51,6 +52,10 @@ from .state import SessionState
 #: How often a cancelled job is checked for having stopped (milliseconds).
 _POLL_MS = 50
 
+#: Runners whose job has not ended: Qt keeps no strong reference to a runner's
+#: handlers, so a runner nobody else holds would vanish with its callbacks.
+_LIVE: set[JobRunner] = set()
+
 #: A fix offered next to an error: (button text, what the button does).
 Fix = tuple[str, Callable[[], None]]
 
@@ -68,6 +73,36 @@ class JobStyle(enum.Enum):
     CALLBACKS = "callbacks"  # job(*args, progress=..., cancel=..., **kwargs) -> result
     EVENTS = "events"  # a generator of events, returning the result
     FUNCTION = "function"  # a plain function: no progress, cannot stop mid-way
+
+
+class _JobFailed(Exception):
+    """Carries a job's exception out of the worker.
+
+    superqt's generator worker takes a ``RuntimeError`` for "the worker was
+    deleted" and swallows it, returning None as if the job had succeeded; torch
+    reports out-of-memory and many failures as ``RuntimeError``.  Wrapping every
+    exception keeps each failure a failure; :meth:`JobRunner._on_errored`
+    unwraps it.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _failures_wrapped(body: Callable[..., Generator]) -> Callable[..., Generator]:
+    """A worker body whose exceptions reach the worker's ``errored`` signal intact."""
+
+    @functools.wraps(body)
+    def wrapped(*args: Any) -> Generator:
+        try:
+            return (yield from body(*args))
+        except (GeneratorExit, StopIteration):
+            raise
+        except Exception as exc:
+            raise _JobFailed(exc) from exc
+
+    return wrapped
 
 
 def _callback_events(
@@ -183,6 +218,8 @@ class JobRunner:
         self._launched = threading.Event()
         self._ended = threading.Event()
         self._progress_of = progress_of
+        self._pending_progress: Progress | None = None
+        self._updating = False
         self._callbacks: dict[str, Callable | None] | None = {
             "event": on_event,
             "result": on_result,
@@ -216,15 +253,18 @@ class JobRunner:
         worker.errored.connect(self._on_errored)
         worker.finished.connect(self._on_finished)
         self.progress_bar = _napari_progress(self.name)
+        _LIVE.add(self)
         worker.start()
         return self
 
     def _body(self) -> Callable[..., Generator]:
-        return {
-            JobStyle.CALLBACKS: _callback_events,
-            JobStyle.EVENTS: _generator_events,
-            JobStyle.FUNCTION: _function_events,
-        }[self.style]
+        return _failures_wrapped(
+            {
+                JobStyle.CALLBACKS: _callback_events,
+                JobStyle.EVENTS: _generator_events,
+                JobStyle.FUNCTION: _function_events,
+            }[self.style]
+        )
 
     def _body_args(self) -> tuple:
         job, args, kwargs = self._job_args
@@ -265,10 +305,28 @@ class JobRunner:
     def _on_yielded(self, event: Any) -> None:
         if self._stop.is_set():
             return
+        self._call("event", event)  # first: the dock sees the events in their order
         progress = self._progress_of(event)
         if progress is not None:
-            _update_napari_progress(self.progress_bar, self.name, progress)
-        self._call("event", event)
+            self._show_progress(progress)
+
+    def _show_progress(self, progress: Progress) -> None:
+        """Update the napari bar with the newest report.
+
+        Updating it can process Qt events, and so deliver the job's next events
+        inside this call: a nested call only leaves its report for the outer one,
+        which shows the newest, so the bar never goes back to an older count.
+        """
+        self._pending_progress = progress
+        if self._updating:
+            return
+        self._updating = True
+        try:
+            while self._pending_progress is not None:
+                report, self._pending_progress = self._pending_progress, None
+                _update_napari_progress(self.progress_bar, self.name, report)
+        finally:
+            self._updating = False
 
     def _on_returned(self, result: Any) -> None:
         if self._stop.is_set():  # finished just as Cancel was pressed: keep nothing
@@ -276,6 +334,7 @@ class JobRunner:
         self._call("result", result)
 
     def _on_errored(self, exc: BaseException) -> None:
+        exc = exc.error if isinstance(exc, _JobFailed) else exc
         if isinstance(exc, Cancelled) or self._stop.is_set():
             self.outcome = "cancelled"
             return
@@ -295,6 +354,7 @@ class JobRunner:
         if self.progress_bar is not None:
             self.progress_bar.close()
             self.progress_bar = None
+        _LIVE.discard(self)
         if self.kind is JobKind.EXCLUSIVE:
             self.session.end_job()
         self._call("end", self.outcome)

@@ -37,7 +37,6 @@ from qtpy.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
-    QSpinBox,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -50,6 +49,14 @@ from ..pipeline.run import RunConfig
 from ..pipeline.training import TrainRunConfig
 from . import common
 from .common import Asker, notify, observe, scrolling_layout
+from .forms import (
+    RUN_FIELDS,
+    TRAIN_ADVANCED_FIELDS,
+    TRAIN_FIELDS,
+    advanced_section,
+    config_form,
+    form_values,
+)
 from .jobs import Fix, JobControls, JobRunner, abandon_runners
 from .results import ResultsLegend, get_results_overlay
 from .session import get_session
@@ -66,11 +73,6 @@ METHOD_CHOICES: tuple[tuple[str, str, str], ...] = tuple(
 #: Defaults of the two tabs: the API's own dataclasses (the CLI reads the same).
 RUN_DEFAULTS = RunConfig()
 TRAIN_DEFAULTS = TrainRunConfig()
-DEVICE_CHOICES: tuple[tuple[str, str], ...] = (
-    ("auto", "auto (CUDA when present)"),
-    ("cpu", "cpu"),
-    ("cuda", "cuda"),
-)
 
 
 def _checkpoint_row(placeholder: str, save: bool) -> tuple[QLineEdit, QWidget]:
@@ -189,13 +191,10 @@ class RunWidget(QWidget):
         self.method_help.setWordWrap(True)
         self.method.currentIndexChanged.connect(self._explain_method)
         self._explain_method()
-        self.device = _device_combo()
-        self.batch_size = QSpinBox()
-        self.batch_size.setRange(1, 65536)
-        self.batch_size.setValue(RUN_DEFAULTS.batch_size)
-        self.batch_size.setToolTip(
-            "Cells per forward pass; lower it when the GPU runs out of memory."
-        )
+        # Generated from RunConfig: the widgets start at the API's (and CLI's) defaults.
+        self.run_form = config_form(RunConfig, RUN_FIELDS)
+        self.device = self.run_form.device.native
+        self.batch_size = self.run_form.batch_size.native
         self.diameter = _diameter_box()
         self.allow_fallback = QCheckBox("Fall back when a plate lacks controls")
         self.allow_fallback.setChecked(RUN_DEFAULTS.allow_fallback)
@@ -221,12 +220,11 @@ class RunWidget(QWidget):
             ("Model", checkpoint_row),
             ("Method", self.method),
             (None, self.method_help),
-            ("Device", self.device),
-            ("Batch size", self.batch_size),
             ("Nucleus diameter", self.diameter),
             (None, self.allow_fallback),
-            ("Scheduler", self.scheduler),
             ("Plates", self.plates),
+            (None, advanced_section(self.run_form)),
+            ("Scheduler", self.scheduler),
         ]
         return _form_tab(rows, self.run_controls)
 
@@ -236,13 +234,12 @@ class RunWidget(QWidget):
         self.train_method = QComboBox()
         for value in method_choices(trainable=True):
             self.train_method.addItem(METHODS[Method(value)].label, value)
-        self.train_epochs = QSpinBox()
-        self.train_epochs.setRange(1, 1000)
-        self.train_epochs.setValue(TRAIN_DEFAULTS.max_epochs)
-        self.train_device = _device_combo()
-        self.train_seed = QSpinBox()
-        self.train_seed.setRange(0, 2**31 - 1)
-        self.train_seed.setValue(TRAIN_DEFAULTS.seed)
+        # Generated from TrainRunConfig: the widgets start at the API's (and CLI's) defaults.
+        self.train_form = config_form(TrainRunConfig, TRAIN_FIELDS)
+        self.train_advanced = config_form(TrainRunConfig, TRAIN_ADVANCED_FIELDS)
+        self.train_epochs = self.train_form.max_epochs.native
+        self.train_device = self.train_advanced.device.native
+        self.train_seed = self.train_advanced.seed.native
         self.train_diameter = _diameter_box()
         self.train_controls = JobControls("Train")
         self.train_controls.start_button.clicked.connect(self.train)
@@ -257,10 +254,9 @@ class RunWidget(QWidget):
             (None, help_text),
             ("Save as", out_row),
             ("Method", self.train_method),
-            ("Epochs", self.train_epochs),
-            ("Device", self.train_device),
-            ("Seed", self.train_seed),
+            (None, self.train_form.native),
             ("Nucleus diameter", self.train_diameter),
+            (None, advanced_section(self.train_advanced)),
         ]
         return _form_tab(rows, self.train_controls)
 
@@ -338,10 +334,9 @@ class RunWidget(QWidget):
                 "clear the field to use the shipped demo model."
             )
         return {
+            **form_values(self.run_form),
             "checkpoint": str(Path(text).expanduser()) if text else None,
             "method": self.method.currentData(),
-            "device": self.device.currentData(),
-            "batch_size": self.batch_size.value(),
             "segmentation": _segmentation(self.diameter),
             "allow_fallback": self.allow_fallback.isChecked(),
         }
@@ -438,10 +433,9 @@ class RunWidget(QWidget):
             if out is None:
                 return
             settings = {
+                **form_values(self.train_form),
+                **form_values(self.train_advanced),
                 "method": self.train_method.currentData(),
-                "max_epochs": self.train_epochs.value(),
-                "device": self.train_device.currentData(),
-                "seed": self.train_seed.value(),
                 "segmentation": _segmentation(self.train_diameter),
                 # The user agreed to replace an existing file in _train_path.
                 "overwrite": out.exists() or _sidecar(out).exists(),
@@ -500,13 +494,6 @@ class RunWidget(QWidget):
         }[outcome]
         if runner is not None:
             self.train_controls.ended(runner, text)
-
-
-def _device_combo() -> QComboBox:
-    combo = QComboBox()
-    for value, label in DEVICE_CHOICES:
-        combo.addItem(label, value)
-    return combo
 
 
 def _sidecar(path: Path) -> Path:

@@ -521,6 +521,13 @@ class SegmentationWidget(QWidget):
         """Start segmenting in a worker thread (one long job at a time, across docks)."""
         if self.worker is not None:
             return
+        session = get_session(self.viewer)
+        try:
+            session.check_job_slot()  # before estimating or reading a field: say it at once
+        except PhenoadaptError as exc:
+            notify("error", str(exc))
+            self.controls.refused(exc)
+            return
         self.refresh_channels()
         if self.auto_diameter.isChecked():
             self.estimate_diameter()
@@ -529,7 +536,7 @@ class SegmentationWidget(QWidget):
             target = self.target()
             measure = MeasureParams(texture=self.texture.isChecked())
             runner = JobRunner(
-                get_session(self.viewer),
+                session,
                 "Segment",
                 segment_jobs,
                 (target, params, measure),

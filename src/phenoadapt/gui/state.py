@@ -316,12 +316,22 @@ class SessionState:
         JobRunningError
             Another job is running; the message names it.
         """
+        self.check_job_slot()
+        self._job = name
+        self.job_changed.emit(True)
+
+    def check_job_slot(self) -> None:
+        """Raise :class:`JobRunningError` when a long job runs (a dock asks before preparing one).
+
+        Raises
+        ------
+        JobRunningError
+            Another job is running; the message names it.
+        """
         if self._job is not None:
             raise JobRunningError(
                 f"'{self._job}' is still running: wait for it to finish or cancel it first."
             )
-        self._job = name
-        self.job_changed.emit(True)
 
     def end_job(self) -> None:
         """Release the job slot."""
