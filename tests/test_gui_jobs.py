@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from gui_run_helpers import tiny_plate, tiny_result
 
 from phenoadapt.errors import PhenoadaptError
 from phenoadapt.gui.jobs import JobControls, JobKind, JobRunner, JobStyle
@@ -16,6 +17,7 @@ from phenoadapt.gui.session import get_session
 from phenoadapt.progress import check_cancel
 
 pytestmark = pytest.mark.gui
+__all__ = ["tiny_plate", "tiny_result"]  # fixtures used below
 WAIT_MS = 20_000
 
 
@@ -174,3 +176,52 @@ def test_a_runtime_error_is_a_failure_not_a_result(make_napari_viewer, qtbot, st
     qtbot.waitUntil(lambda: ends == ["failed"], timeout=WAIT_MS)
     assert results == [] and isinstance(runner.error, RuntimeError)
     assert "out of memory" in str(runner.error) and session.job is None
+
+
+@pytest.mark.skipif(
+    not __import__("os").environ.get("PHENOADAPT_SCREENSHOTS"), reason="docs screenshots only"
+)
+def test_screenshots_of_the_job_docks(make_napari_viewer, qtbot, tiny_result, tmp_path) -> None:
+    """docs/images/gui_jobs_1366.png: a job in the activity dock, refused and kept errors."""
+    from pathlib import Path
+
+    from skimage.io import imsave
+
+    from phenoadapt.gui.export_dock import ExportWidget
+    from phenoadapt.gui.run_dock import RunWidget
+    from phenoadapt.gui.segmentation import SegmentationWidget
+
+    docs = Path(__file__).parents[1] / "docs" / "images"
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1366, 768)
+    session = get_session(viewer)
+    run = RunWidget(viewer)
+    segment = SegmentationWidget(viewer)
+    export = ExportWidget(viewer)
+    viewer.window.add_dock_widget(run, name="Run")
+    viewer.window.add_dock_widget(export, name="Export", tabify=True)
+    viewer.window.add_dock_widget(segment, name="Segment", tabify=True)
+    session.set_result(tiny_result)
+    export.folder.setText(str(tmp_path))
+    export.export()
+    export.export()  # the files exist now: the Overwrite button
+    release = threading.Event()
+    JobRunner(session, "Run", slow_job, (release,)).start()
+    segment.run()  # refused: the Run holds the slot
+    window = viewer.window._qt_window
+    window._activity_dialog.show()  # napari's activity dock, as its button shows it
+    window._activity_dialog.move_to_bottom_right()
+    qtbot.wait(800)
+    imsave(docs / "gui_jobs_1366.png", viewer.screenshot(canvas_only=False, flash=False))
+    docks = viewer.window._dock_widgets
+    for name, widget in (("Export", export), ("Segment", segment)):
+        docks[name].raise_()  # its tab in front, at the dock's size
+        qtbot.wait(200)
+        widget.grab().save(str(docs / f"gui_{name.lower()}_error.png"))
+    release.set()
+    qtbot.waitUntil(lambda: session.job is None, timeout=WAIT_MS)
+    for section in run.findChildren(__import__("superqt").QCollapsible):
+        section.expand(animate=False)
+    docks["Run"].raise_()
+    qtbot.wait(300)
+    run.grab().save(str(docs / "gui_run_dock.png"))

@@ -152,6 +152,8 @@ def _segment(plate: Any, key: FieldKey, params: SegmentationParams) -> tuple[Fie
 def _warm_up_label_textures() -> None:
     """Compile napari's label-colour kernels (numba) ahead of the first result.
 
+    (And the other first-use costs of the overlay's first layer, see below.)
+
     The first ``DirectLabelColormap`` drawn in a process compiles them, which
     took 3-4 s on the main thread when the first result arrived.  Compiling
     from a background thread while the dock opens removes that freeze.  It uses
@@ -161,7 +163,18 @@ def _warm_up_label_textures() -> None:
 
     try:
         colormap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: "red"})
-        colormap._data_to_texture(np.arange(4, dtype=np.int32).reshape(2, 2))
+        labels = np.arange(16, dtype=np.int32).reshape(4, 4)
+        colormap._data_to_texture(labels)
+        # The layer's thumbnail maps a strided view: numba compiles that array
+        # layout apart, and did so on the main thread when the first overlay was
+        # added (0.5-0.9 s, found by bench_gui_stall.py --trace-stalls).
+        colormap.map(labels[::2, ::2])
+        colormap.map(labels)
+        # The first line visual of a process (the overlay's, here) computes vispy's
+        # dash patterns (cached after): 0.1-0.2 s more of main-thread work.
+        from vispy.visuals.line.dash_atlas import DashAtlas
+
+        DashAtlas()
     except Exception:  # noqa: BLE001, S110 - an optimisation only
         pass
 
@@ -321,10 +334,13 @@ class ResultsOverlay(QObject):
         if layer is None or layer.data.shape != labels.shape:
             if layer is not None:
                 viewer.layers.remove(layer)
+            # The colormap goes in the constructor: a layer made with napari's default
+            # (cyclic) colours first draws with a numba kernel that compiles on the
+            # main thread (a 0.3-0.9 s freeze when the first result arrived).
             layer = viewer.add_labels(
-                labels, name=LAYER_NAME, opacity=1.0, features=features, metadata=meta
-            )
-            layer.colormap = colormap
+                labels, name=LAYER_NAME, opacity=1.0, features=features, metadata=meta,
+                colormap=colormap,
+            )  # fmt: skip
             layer.contour = CONTOUR
             read_only(layer)
             layer.mouse_drag_callbacks.append(self._on_click)
@@ -353,9 +369,9 @@ class ResultsOverlay(QObject):
         if fill is not None:
             viewer.layers.remove(fill)
         fill = viewer.add_labels(
-            labels, name=FILL_NAME, opacity=FILL_OPACITY, features=features, metadata=meta
-        )
-        fill.colormap = colormap
+            labels, name=FILL_NAME, opacity=FILL_OPACITY, features=features, metadata=meta,
+            colormap=colormap,
+        )  # fmt: skip
         read_only(fill)
         outline = self.layer()
         if outline is not None:  # the fill goes under the outlines, which take the clicks
@@ -424,8 +440,7 @@ class ResultsOverlay(QObject):
             sel = viewer.layers[SELECTION_NAME]
             sel.data = outlines
         else:
-            sel = viewer.add_labels(outlines, name=SELECTION_NAME, opacity=1.0)
-            sel.colormap = white
+            sel = viewer.add_labels(outlines, name=SELECTION_NAME, opacity=1.0, colormap=white)
             sel.contour = CONTOUR + 1  # wider than the class outlines it covers
             viewer.layers.selection.active = layer  # clicks keep going to the overlay
 

@@ -151,6 +151,8 @@ class RunWidget(QWidget):
         # seconds in the middle of the run (see docs/gui-responsiveness.md).
         from .. import pipeline  # noqa: F401
 
+        warm_up_torch()
+
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
         self.confirm: Asker = confirm or (lambda title, text: common.confirm(self, title, text))
@@ -499,6 +501,22 @@ class RunWidget(QWidget):
 def _sidecar(path: Path) -> Path:
     """The JSON half of a safetensors checkpoint."""
     return path.with_suffix(".json")
+
+
+def warm_up_torch() -> None:
+    """Load what torch imports lazily on a run's first model, here on the main thread.
+
+    Loading a checkpoint first builds its network on torch's "meta" device (a size
+    check, no memory); initialising weights there imports ``torch._dynamo`` and with
+    it sympy, inductor and onnx: about 1 s of imports that, in the run's worker,
+    held the GIL and froze napari for 350 ms at the start of the first run (found
+    by ``benchmarks/bench_gui_stall.py --trace-stalls``).  Done while the dock opens
+    (which already loads torch), the first run starts without a stall.
+    """
+    import torch
+
+    with torch.device("meta"):
+        torch.nn.init.kaiming_normal_(torch.empty(2, 2))
 
 
 def run_job(plates: list[Any], platemaps: list[Any], settings: dict[str, Any], **hooks: Any) -> Any:
