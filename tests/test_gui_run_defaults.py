@@ -87,3 +87,14 @@ def test_config_form_follows_a_changed_dataclass_default() -> None:
         ],
     )
     assert [w.value for w in form] == [17, 0.25, True, None]
+
+
+def test_segment_dock_defaults_are_the_api_dataclasses(make_napari_viewer) -> None:
+    from phenoadapt.cells import MeasureParams, SegmentationParams
+    from phenoadapt.gui.segmentation import SegmentationWidget
+
+    widget = SegmentationWidget(make_napari_viewer())
+    params, defaults = widget.params(), SegmentationParams()
+    for name in ("nucleus_diameter", "threshold_method", "threshold_correction", "exclude_border"):
+        assert getattr(params, name) == getattr(defaults, name), name
+    assert widget.texture.isChecked() == MeasureParams().texture
