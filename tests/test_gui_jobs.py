@@ -98,6 +98,7 @@ def test_one_job_at_a_time_across_docks(make_napari_viewer, qtbot) -> None:
         session, "Outline", lambda: "outlined", kind=JobKind.BACKGROUND, style=JobStyle.FUNCTION,
         on_end=ends.append,
     ).start()  # fmt: skip
+    assert background.progress_bar is None  # too short for the activity dock
     qtbot.waitUntil(lambda: "done" in ends, timeout=WAIT_MS)
     assert session.job == "Run" and not background.running
     release.set()

@@ -12,11 +12,17 @@ the results overlay's outlines) goes through :class:`JobRunner`:
   minutes, and two at once froze the viewer for seconds).  The overlay's
   outlines of the field on screen are a ``BACKGROUND`` job: a second or two of
   work the user asked for by moving to a field, so it never waits for the slot
-  and never blocks another job; a newer field supersedes it (the dock cancels
-  the old job, whose result is then dropped);
-- it shows a :class:`napari.utils.progress` bar, so each job is listed in
-  napari's activity dock (bottom right) with its stage, and closes it when the
-  job ends however it ends;
+  and never blocks another job (it runs beside a Run).  The overlay runs one at
+  a time and newer fields supersede older requests: while one field is
+  outlined, only the newest field on screen waits, fields passed over are never
+  outlined, and a result that arrives for a field no longer on screen is only
+  cached;
+- an exclusive job shows a :class:`napari.utils.progress` bar, so it is listed
+  in napari's activity dock (bottom right) with its stage, and the bar is
+  closed when the job ends however it ends.  A background job has none: it
+  lasts about a second, and napari lays the whole window out again each time a
+  bar comes or goes (50-170 ms of main-thread work per bar, measured by
+  ``benchmarks/bench_gui_stall.py``);
 - :meth:`JobRunner.cancel` stops the job: at its next batch for a
   callback-style job, at its next event for a generator;
 - the error that ended a job is kept on the runner; :class:`JobControls` (the
@@ -189,6 +195,9 @@ class JobRunner:
     progress_of
         Maps an event to the :class:`~phenoadapt.progress.Progress` shown in the
         napari progress bar (None: the event is not progress).
+    activity
+        Whether the job gets a napari progress bar (the activity dock); by
+        default exclusive jobs do and background jobs do not.
     """
 
     def __init__(
@@ -205,6 +214,7 @@ class JobRunner:
         on_result: Callable[[Any], None] | None = None,
         on_end: Callable[[str], None] | None = None,
         progress_of: Callable[[Any], Progress | None] = default_progress_of,
+        activity: bool | None = None,
     ) -> None:
         self.session = session
         self.name = name
@@ -218,6 +228,7 @@ class JobRunner:
         self._launched = threading.Event()
         self._ended = threading.Event()
         self._progress_of = progress_of
+        self.activity = kind is JobKind.EXCLUSIVE if activity is None else activity
         self._pending_progress: Progress | None = None
         self._updating = False
         self._callbacks: dict[str, Callable | None] | None = {
@@ -252,7 +263,7 @@ class JobRunner:
         worker.returned.connect(self._on_returned)
         worker.errored.connect(self._on_errored)
         worker.finished.connect(self._on_finished)
-        self.progress_bar = _napari_progress(self.name)
+        self.progress_bar = _napari_progress(self.name) if self.activity else None
         _LIVE.add(self)
         worker.start()
         return self
