@@ -219,6 +219,7 @@ def test_screenshots_of_the_job_docks(make_napari_viewer, qtbot, tiny_result, tm
         docks[name].raise_()  # its tab in front, at the dock's size
         qtbot.wait(200)
         widget.grab().save(str(docs / f"gui_{name.lower()}_error.png"))
+        imsave(tmp_path / f"window_{name}.png", viewer.screenshot(canvas_only=False, flash=False))
     release.set()
     qtbot.waitUntil(lambda: session.job is None, timeout=WAIT_MS)
     for section in run.findChildren(__import__("superqt").QCollapsible):
@@ -226,3 +227,8 @@ def test_screenshots_of_the_job_docks(make_napari_viewer, qtbot, tiny_result, tm
     docks["Run"].raise_()
     qtbot.wait(300)
     run.grab().save(str(docs / "gui_run_dock.png"))
+    imsave(tmp_path / "window_Run.png", viewer.screenshot(canvas_only=False, flash=False))
+    import shutil
+
+    for png in tmp_path.glob("window_*.png"):
+        shutil.copy(png, "/tmp/" + png.name)

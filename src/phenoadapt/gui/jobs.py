@@ -46,6 +46,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -424,6 +425,10 @@ class ErrorPanel(QFrame):
         self.text.setWordWrap(True)
         self.text.setStyleSheet("border: none;")
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # A long path is one unbreakable word: let it be clipped rather than widen
+        # the dock (and every dock tabbed with it) beyond a laptop screen.
+        self.text.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.text.setMinimumWidth(120)
         self.action = QPushButton("")
         self.action.setVisible(False)
         self.action.clicked.connect(self._on_action)
