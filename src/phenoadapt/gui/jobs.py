@@ -388,7 +388,11 @@ def _update_napari_progress(bar: Any, name: str, event: Progress) -> None:
     if bar.total != total:
         bar.total = total
     description = f"{name}: {event.stage}"
-    if bar.desc != description:
+    # Only when the stage changes: tqdm stores "desc: " (so comparing with bar.desc
+    # never matched), and each call relays the activity dock out on the main
+    # thread, which bench_gui_stall.py --trace-stalls caught at every event.
+    if getattr(bar, "_phenoadapt_desc", None) != description:
+        bar._phenoadapt_desc = description
         bar.set_description(description)
     done = min(int(event.done), total) if total else 0
     if done != bar.n:
