@@ -138,7 +138,8 @@ def main() -> None:
     parser.add_argument("--no-umap", action="store_true", help="skip the UMAP fits")
     parser.add_argument(
         "--trace-stalls", type=Path, default=None,
-        help="write every thread's stack at each main-thread stall over 60 ms to this file",
+        help="write every thread's stack at each main-thread stall over 60 ms to this file "
+        "(diagnosis only: faulthandler reads frames without the GIL and may crash the run)",
     )  # fmt: skip
     args = parser.parse_args()
 
