@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 DOC = Path(__file__).parents[1] / "docs" / "gui-responsiveness.md"
+DOC_START = "<!-- bench_gui_stall: start -->"
+DOC_END = "<!-- bench_gui_stall: end -->"
 TICK_MS = 10
 
 
@@ -45,7 +47,22 @@ class GapRecorder:
         self.timer.setInterval(TICK_MS)
         self.timer.timeout.connect(self._tick)
 
+    def trace_stalls(self, path: Path, threshold_ms: float = 60) -> None:
+        """Dump every thread's stack whenever the main thread misses ``threshold_ms``.
+
+        ``faulthandler``'s watchdog is a C thread that needs no GIL: re-armed at
+        every tick, it fires only while the main thread is stalled and shows what
+        the other threads (the holder of the GIL) are doing at that moment.
+        """
+        import faulthandler
+
+        self._trace = path.open("w", encoding="utf-8")
+        self._trace_s = threshold_ms / 1000
+        self._faulthandler = faulthandler
+
     def _tick(self) -> None:
+        if getattr(self, "_trace", None) is not None:
+            self._faulthandler.dump_traceback_later(self._trace_s, file=self._trace)
         now = time.perf_counter()
         self.gaps.append((now - self._last) * 1000)
         self.labels.append(f"{now - self._start:.1f} s, {self.label() or '-'}")
@@ -59,6 +76,8 @@ class GapRecorder:
 
     def stop(self) -> np.ndarray:
         self.timer.stop()
+        if getattr(self, "_trace", None) is not None:
+            self._faulthandler.cancel_dump_traceback_later()
         return np.asarray(self.gaps[1:])  # the first gap includes the start-up
 
 
@@ -117,6 +136,11 @@ def main() -> None:
     parser.add_argument("--method", default="cs-arm-bn")
     parser.add_argument("--no-doc", action="store_true", help="print only")
     parser.add_argument("--no-umap", action="store_true", help="skip the UMAP fits")
+    parser.add_argument(
+        "--trace-stalls", type=Path, default=None,
+        help="write every thread's stack at each main-thread stall over 60 ms to this file "
+        "(diagnosis only: faulthandler reads frames without the GIL and may crash the run)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     import napari
@@ -154,10 +178,13 @@ def main() -> None:
         apply_s: list[float] = []
         apply = overlay._apply
 
+        apply_cpu: list[float] = []  # the main thread's own CPU time: load does not inflate it
+
         def timed_apply(*a, **k):
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.thread_time()
             apply(*a, **k)
             apply_s.append(time.perf_counter() - t)
+            apply_cpu.append(time.thread_time() - cpu)
 
         overlay._apply = timed_apply
         t_open = time.perf_counter()
@@ -175,6 +202,8 @@ def main() -> None:
                 time.sleep(0.001)
 
         recorder = GapRecorder()
+        if args.trace_stalls is not None:
+            recorder.trace_stalls(args.trace_stalls)
         pump(1.0)
         recorder.start()
         pump(3.0)
@@ -218,29 +247,15 @@ def main() -> None:
         return
     worst_text = "; ".join(f"{g:.0f} ms ({lab})" for g, lab in worst)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
-    DOC.write_text(
-        f"""# GUI responsiveness during a run
-
-Measured by `benchmarks/bench_gui_stall.py`: a `QTimer` fires every {TICK_MS} ms on
-napari's main thread and records the time between firings while the Run dock
-runs {args.method} on a synthetic plate ({len(wells)} wells x {args.sites} sites of
-256 x 256 pixels, {n_cells} cells) with the model `{model.name}` on the CPU,
-then the results overlay segments the field on screen. The pipeline runs in
-a napari `thread_worker`; the main thread only updates the progress bar and,
-at the end, adds the overlay layer.
-
-Two one-time costs were moved out of the run, after this benchmark found them:
-
-- torch is imported when the Run dock opens ({import_s:.1f} s here), not when
-  Run is pressed: loading torch's libraries holds
-  Python's GIL, and done from the worker it froze the viewer for 6 s at the
-  start of the first run;
-- napari compiles its label-colour kernels (numba) the first time a
-  `DirectLabelColormap` is drawn: 3-4 s on the main thread when the first
-  result arrived. The results overlay now compiles them in a background thread
-  when it is created. Adding the overlay layer still takes {sum(apply_s):.2f} s
-  on the main thread the first time (napari builds the layer's controls and
-  visual); later fields reuse the layer.
+    try:
+        load = f", load average {os.getloadavg()[0]:.1f} at the end"
+    except OSError:
+        load = ""
+    section = f"""Run dock: {args.method} on a synthetic plate ({len(wells)} wells x {args.sites}
+sites of 256 x 256 pixels, {n_cells} cells) with the model `{model.name}` on the CPU, then the
+results overlay outlines the field on screen. Opening the Run dock (torch and its
+lazy imports): {open_s:.1f} s; adding the overlay's layer on the main thread:
+{sum(apply_s):.2f} s ({sum(apply_cpu):.2f} s of the main thread's own CPU time).
 
 | | timer ticks | longest gap | 99th percentile | median | gaps > 100 ms |
 |---|---|---|---|---|---|
@@ -248,28 +263,16 @@ Two one-time costs were moved out of the run, after this benchmark found them:
 {_row(f"during the run ({run_s:.1f} s)", running)}
 {_fit_rows(fits)}
 
-Machine: {machine} (shared with other jobs when measured, so gaps include
-time the whole process waited for a core). Xvfb display.
+Longest gaps of the run, with when they ended (seconds after Run was pressed) and
+what the progress bar showed ("-": after the run): {worst_text}.
 
-The longest gap is the worst freeze a user would notice (a click answered that
-much later). Gaps while idle show the floor of the timer on this machine.
-Longest gaps of the run, with when they ended (seconds after Run was pressed)
-and what the progress bar showed ("-": after the run): {worst_text}.
-Gaps just after the run are the overlay: adding its layer (above) and its
-worker segmenting the field on screen, whose scikit-image steps hold the GIL;
-the dock's own handlers (storing the result, updating the legend) took about
-60 ms in a profiled run.
-
-The UMAP rows are the first fit of the session, with the UMAP dock open right
-after the run (its maps are fitted when it is shown). UMAP's numba loops hold
-Python's GIL, so a fit in the dock's worker thread freezes the viewer for as
-long as each loop runs; the dock therefore fits in a child process
-(`phenoadapt.offload.ChildProcess`, its compiled code cached on disk in the
-user cache folder) and the main thread only waits on a pipe. The "worker
-thread" row is the same fit the old way, for comparison.
-""",
-        encoding="utf-8",
-    )
+Machine: {machine}{load} (shared with other jobs when measured, so gaps include
+time the whole process waited for a core). Xvfb display."""
+    try:
+        from _common import write_doc_section
+    except ImportError:  # run as a module from the repository root
+        from benchmarks._common import write_doc_section
+    write_doc_section(DOC, section, DOC_START, DOC_END)
     print(f"wrote {DOC}")
 
 

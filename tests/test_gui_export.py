@@ -1,4 +1,4 @@
-"""The Export dock: CSV files in the project's schema, asking before overwriting, bad folders."""
+"""The Export dock: CSV files in the project's schema, an Overwrite button, bad folders."""
 
 from __future__ import annotations
 
@@ -12,16 +12,11 @@ from phenoadapt.gui.session import get_session
 __all__ = ["notices", "tiny_plate", "tiny_result"]  # fixtures used by the tests below
 
 
-def test_export_writes_asks_and_reports(make_napari_viewer, notices, tiny_result, tmp_path):
-    answers: list[bool] = []
-    asked: list[str] = []
-
-    def confirm(title: str, text: str) -> bool:
-        asked.append(text)
-        return answers.pop(0)
-
+def test_export_writes_offers_overwrite_and_reports(
+    make_napari_viewer, notices, tiny_result, tmp_path
+):
     viewer = make_napari_viewer()
-    widget = ExportWidget(viewer, confirm=confirm)
+    widget = ExportWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Export")
     # Nothing to export yet.
     assert not widget.export_button.isEnabled()
@@ -32,7 +27,7 @@ def test_export_writes_asks_and_reports(make_napari_viewer, notices, tiny_result
     session.set_result(tiny_result)
     assert widget.export_button.isEnabled()
     written = widget.export()
-    assert set(written) >= {"cells", "wells"} and asked == []
+    assert set(written) >= {"cells", "wells"} and not widget.errors.shown
     cells = pd.read_csv(written["cells"])
     wells = pd.read_csv(written["wells"])
     assert len(cells) == len(tiny_result.cells) and len(wells) == len(tiny_result.wells)
@@ -40,20 +35,23 @@ def test_export_writes_asks_and_reports(make_napari_viewer, notices, tiny_result
     assert {schema.PREDICTION, schema.CONFIDENCE, schema.UNCERTAINTY, schema.CELL_ID} <= set(cells)
     assert (cells[schema.PREDICTION] == tiny_result.cells[schema.PREDICTION].to_numpy()).all()
     assert not list((tmp_path / "out").glob("*.tmp*"))  # atomic: no temporary file left
-    # Existing files: asked first; "No" keeps them untouched, "Yes" replaces them.
+    # Existing files: kept, and the dock offers the CLI's --overwrite as a button.
     stamp = written["cells"].stat().st_mtime_ns
-    answers.append(False)
     assert widget.export() == {}
-    assert len(asked) == 1 and "cells.csv" in asked[0]
     assert written["cells"].stat().st_mtime_ns == stamp and "kept" in widget.status.text()
-    answers.append(True)
-    assert set(widget.export()) == set(written) and len(asked) == 2
+    assert widget.errors.shown and widget.errors.action.text() == "Overwrite"
+    assert "already exists" in widget.errors.text.text()
+    assert "--overwrite" not in widget.errors.text.text()  # worded for the GUI
+    widget.errors.action.click()
+    assert not widget.errors.shown and set(widget.written) == set(written)
+    assert written["cells"].stat().st_mtime_ns != stamp
     # A place that cannot be written: a notification, no traceback.
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     widget.folder.setText(str(blocker / "out"))
     assert widget.export() == {}
     assert "a_file" in notices["error"][-1]
+    assert widget.errors.shown and not widget.errors.action.isVisible()  # nothing to press
     assert notices["info"] and "exported" in notices["info"][0]
 
 
@@ -66,7 +64,7 @@ def test_export_marks_the_selection_records_the_run_and_writes_anndata(
     import numpy as np
 
     viewer = make_napari_viewer()
-    widget = ExportWidget(viewer, confirm=lambda title, text: True)
+    widget = ExportWidget(viewer)
     session = get_session(viewer)
     session.set_result(tiny_result)
     n = len(tiny_result.cells)

@@ -245,6 +245,16 @@ def test_open_errors_and_file_pattern(make_napari_viewer, qtbot, tmp_path, notes
             tifffile.imwrite(folder / f"exp7_{well}_field1_c{channel}.tif", plane)
     dock.open_folder(folder)
     assert len(errors(notes)) == 2  # the folder is not a known layout
+    # The error stays in the dock, with the suggested pattern as a button (--pattern).
+    assert dock.errors.shown and dock.errors.action.isVisibleTo(dock.errors)
+    assert dock.errors.action.text() == "Use the suggested pattern and open"
+    dock.errors.action.click()
+    assert "well" in dock.pattern.text() and get_session(viewer).plates["custom"].wells == [
+        "B03",
+        "B04",
+    ]
+    assert not dock.errors.shown
+    get_session(viewer).close_plate("custom")
     dock.pattern.setText(r"exp7_(?P<bad>")
     dock.open_folder(folder)
     assert "not a valid regular expression" in errors(notes)[-1]

@@ -141,8 +141,7 @@ def test_export_dock_writes_profiles_csv(make_napari_viewer, tmp_path, errors):
     viewer = make_napari_viewer()
     session = get_session(viewer)
     add_segmented_fields(viewer)
-    answers = []
-    dock = ExportWidget(viewer, confirm=lambda title, text: answers.append(text) or True)
+    dock = ExportWidget(viewer)
     dock.folder.setText(str(tmp_path))
     assert dock.export_profiles() is None  # no plate map: no controls to normalize to
     assert errors and "role 'control'" in errors[-1]
@@ -157,7 +156,10 @@ def test_export_dock_writes_profiles_csv(make_napari_viewer, tmp_path, errors):
     for _plate, group in controls.groupby(schema.PLATE):
         features = [c for c in table.columns if c.startswith("Cells_")]
         np.testing.assert_allclose(group[features].median(), 0.0, atol=1e-9)
-    assert dock.export_profiles() == path and answers  # asked before replacing
+    assert dock.export_profiles() is None  # exists: kept, with an Overwrite button
+    assert dock.errors.action.text() == "Overwrite"
+    dock.errors.action.click()
+    assert dock.written["profiles"] == path and not dock.errors.shown
 
 
 def test_profile_activity_is_about_one_for_controls_and_large_for_phenotypes() -> None:

@@ -29,7 +29,7 @@ from ..errors import PhenoadaptError
 from ..plate import Channel, ChannelRole
 from ..plate.channel_map import save_channel_map
 from ..plate.channels import USER, parse_name_role
-from .common import notify
+from .common import notify, observe
 from .session import PlateSession
 
 # Qt colours of napari's colormap names, for the colour column.
@@ -89,7 +89,7 @@ class ChannelTable(QWidget):
         layout.addWidget(self.note)
         layout.addWidget(self.table)
         layout.addLayout(buttons)
-        session.channels_changed.connect(self._on_channels_changed)
+        observe(self, session.channels_changed, self._on_channels_changed)
         self.show_plate(None)
 
     # -- filling -----------------------------------------------------------

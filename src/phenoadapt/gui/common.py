@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QObject, QSize, Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QFrame,
@@ -50,6 +51,37 @@ def gui_wording(message: str) -> str:
     return _PASS_FLAG.sub("", _CLI_ADVICE.sub("", message))
 
 
+def observe(owner: QObject, signal: Any, slot: Callable[..., Any]) -> None:
+    """Connect a session signal (psygnal) to a slot for as long as ``owner`` lives.
+
+    psygnal keeps lambdas alive and calls them synchronously; a dock that was
+    closed must not be called back (its widgets are gone), so the connection
+    ends when the owner's Qt object is destroyed.
+    """
+    signal.connect(slot)
+    owner.destroyed.connect(lambda *_: signal.disconnect(slot, missing_ok=True))
+
+
+class _VerticalScrollArea(QScrollArea):
+    """A scroll area that scrolls only vertically and is never narrower than its content.
+
+    Without a horizontal scroll bar, a dock squeezed below its content's width
+    (a narrow tab group) cut off the right of its rows (Cancel, Dismiss...).
+    """
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        hint = super().minimumSizeHint()
+        content = self.widget()
+        if content is None:
+            return hint
+        width = (
+            content.minimumSizeHint().width()
+            + self.verticalScrollBar().sizeHint().width()
+            + 2 * self.frameWidth()
+        )
+        return QSize(max(hint.width(), width), hint.height())
+
+
 def scrolling_layout(dock: QWidget) -> QVBoxLayout:
     """Give a dock a vertical layout inside a scroll area, and return that layout.
 
@@ -60,7 +92,7 @@ def scrolling_layout(dock: QWidget) -> QVBoxLayout:
     """
     outer = QVBoxLayout(dock)
     outer.setContentsMargins(0, 0, 0, 0)
-    scroll = QScrollArea(dock)
+    scroll = _VerticalScrollArea(dock)
     scroll.setWidgetResizable(True)  # content follows the dock's width and extra height
     scroll.setFrameShape(QFrame.Shape.NoFrame)
     scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)

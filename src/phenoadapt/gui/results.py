@@ -35,16 +35,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from qtpy.QtCore import QObject
+from qtpy.QtCore import QObject, Signal
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QCheckBox, QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from .. import schema
 from ..cells import SegmentationParams, segment_field
-from ..errors import PhenoadaptError
 from ..evaluate.accuracy import accuracy_table
 from ..palette import ClassPalette
 from .colours import session_class_palette
+from .common import observe
+from .jobs import ErrorPanel, JobKind, JobRunner, JobStyle, error_text
 from .layers import META_KEY
 from .session import FieldKey, PlateSession, get_session
 
@@ -151,6 +152,8 @@ def _segment(plate: Any, key: FieldKey, params: SegmentationParams) -> tuple[Fie
 def _warm_up_label_textures() -> None:
     """Compile napari's label-colour kernels (numba) ahead of the first result.
 
+    (And the other first-use costs of the overlay's first layer, see below.)
+
     The first ``DirectLabelColormap`` drawn in a process compiles them, which
     took 3-4 s on the main thread when the first result arrived.  Compiling
     from a background thread while the dock opens removes that freeze.  It uses
@@ -160,7 +163,18 @@ def _warm_up_label_textures() -> None:
 
     try:
         colormap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: "red"})
-        colormap._data_to_texture(np.arange(4, dtype=np.int32).reshape(2, 2))
+        labels = np.arange(16, dtype=np.int32).reshape(4, 4)
+        colormap._data_to_texture(labels)
+        # The layer's thumbnail maps a strided view: numba compiles that array
+        # layout apart, and did so on the main thread when the first overlay was
+        # added (0.5-0.9 s, found by bench_gui_stall.py --trace-stalls).
+        colormap.map(labels[::2, ::2])
+        colormap.map(labels)
+        # The first line visual of a process (the overlay's, here) computes vispy's
+        # dash patterns (cached after): 0.1-0.2 s more of main-thread work.
+        from vispy.visuals.line.dash_atlas import DashAtlas
+
+        DashAtlas()
     except Exception:  # noqa: BLE001, S110 - an optimisation only
         pass
 
@@ -183,6 +197,9 @@ class ResultsOverlay(QObject):
         Whether a low fill goes under the outlines (see :meth:`set_fill`).
     """
 
+    #: The outlines of a field could not be made (the message, worded for the docks).
+    failed = Signal(str)
+
     def __init__(self, viewer: Any, session: PlateSession) -> None:
         super().__init__()
         self._viewer = weakref.ref(viewer)
@@ -192,11 +209,12 @@ class ResultsOverlay(QObject):
         self._pending: FieldKey | None = None
         self._rows = pd.Series(dtype=np.int64)
         self.fill = False
-        self.worker: Any = None
-        session.result_changed.connect(self._on_result_changed)
-        session.current_changed.connect(self.refresh)
+        self.runner: JobRunner | None = None
+        self.last_error = ""  # why the last field could not be outlined
+        observe(self, session.result_changed, self._on_result_changed)
+        observe(self, session.current_changed, self.refresh)
         threading.Thread(target=_warm_up_label_textures, daemon=True).start()
-        session.cells_selected.connect(self._show_selection)
+        observe(self, session.cells_selected, self._show_selection)
 
     # -- layers -----------------------------------------------------------------
     @property
@@ -244,21 +262,28 @@ class ResultsOverlay(QObject):
         if self.worker is None:
             self._start_segmentation(key)
 
-    def _start_segmentation(self, key: FieldKey) -> None:
-        from napari.qt.threading import thread_worker
+    @property
+    def worker(self) -> Any:
+        """The napari worker outlining a field (None when idle)."""
+        return self.runner.worker if self.runner is not None else None
 
+    def _start_segmentation(self, key: FieldKey) -> None:
         plate = self.session.plates.get(key.plate_id)
         if plate is None:
             return
-        worker = thread_worker(_segment, start_thread=False, ignore_errors=True)(
-            plate, key, self.segmentation
-        )
         params = self.segmentation
-        worker.returned.connect(lambda out: self._on_segmented(out, params))
-        worker.errored.connect(self._on_segment_error)
-        worker.finished.connect(lambda: self._on_segment_finished(key, params))
-        self.worker = worker
-        worker.start()
+        # A background job: it never takes the one-job slot (a Run may be going on) and
+        # is never refused; one at a time, and a newer field supersedes the queued one.
+        self.runner = JobRunner(
+            self.session,
+            f"Outline cells of {key.well} site {key.site}",
+            _segment,
+            (plate, key, params),
+            kind=JobKind.BACKGROUND,
+            style=JobStyle.FUNCTION,
+            on_result=lambda out: self._on_segmented(out, params),
+            on_end=lambda outcome: self._on_segment_end(key, params, outcome),
+        ).start()
 
     def _on_segmented(self, out: tuple[FieldKey, np.ndarray], params: SegmentationParams) -> None:
         key, labels = out
@@ -268,16 +293,12 @@ class ResultsOverlay(QObject):
         if key == self.session.current and params == self.segmentation:
             self._apply(key, labels)
 
-    def _on_segment_error(self, exc: BaseException) -> None:
-        from napari.utils import notifications
-
-        if isinstance(exc, PhenoadaptError):
-            notifications.show_error(str(exc))
-        else:
-            notifications.show_error(f"Could not outline the cells: {type(exc).__name__}: {exc}")
-
-    def _on_segment_finished(self, done: FieldKey, params: SegmentationParams) -> None:
-        self.worker = None
+    def _on_segment_end(self, done: FieldKey, params: SegmentationParams, outcome: str) -> None:
+        runner, self.runner = self.runner, None
+        if outcome == "failed" and runner is not None and runner.error is not None:
+            # Kept in the Run dock's legend until dismissed (the notification fades).
+            self.last_error = f"Could not outline the cells: {error_text(runner.error)}"
+            self.failed.emit(self.last_error)
         # The user moved on while this field was segmented: do the field now on screen.
         # A field that was just tried with these settings (and failed, or was stopped)
         # is not retried, or a failing field would be segmented again and again.
@@ -313,10 +334,13 @@ class ResultsOverlay(QObject):
         if layer is None or layer.data.shape != labels.shape:
             if layer is not None:
                 viewer.layers.remove(layer)
+            # The colormap goes in the constructor: a layer made with napari's default
+            # (cyclic) colours first draws with a numba kernel that compiles on the
+            # main thread (a 0.3-0.9 s freeze when the first result arrived).
             layer = viewer.add_labels(
-                labels, name=LAYER_NAME, opacity=1.0, features=features, metadata=meta
-            )
-            layer.colormap = colormap
+                labels, name=LAYER_NAME, opacity=1.0, features=features, metadata=meta,
+                colormap=colormap,
+            )  # fmt: skip
             layer.contour = CONTOUR
             read_only(layer)
             layer.mouse_drag_callbacks.append(self._on_click)
@@ -345,9 +369,9 @@ class ResultsOverlay(QObject):
         if fill is not None:
             viewer.layers.remove(fill)
         fill = viewer.add_labels(
-            labels, name=FILL_NAME, opacity=FILL_OPACITY, features=features, metadata=meta
-        )
-        fill.colormap = colormap
+            labels, name=FILL_NAME, opacity=FILL_OPACITY, features=features, metadata=meta,
+            colormap=colormap,
+        )  # fmt: skip
         read_only(fill)
         outline = self.layer()
         if outline is not None:  # the fill goes under the outlines, which take the clicks
@@ -416,8 +440,7 @@ class ResultsOverlay(QObject):
             sel = viewer.layers[SELECTION_NAME]
             sel.data = outlines
         else:
-            sel = viewer.add_labels(outlines, name=SELECTION_NAME, opacity=1.0)
-            sel.colormap = white
+            sel = viewer.add_labels(outlines, name=SELECTION_NAME, opacity=1.0, colormap=white)
             sel.contour = CONTOUR + 1  # wider than the class outlines it covers
             viewer.layers.selection.active = layer  # clicks keep going to the overlay
 
@@ -462,14 +485,18 @@ class ResultsLegend(QWidget):
             self.fill.toggled.connect(overlay.set_fill)
         self.accuracy = QLabel("")
         self.accuracy.setWordWrap(True)
+        self.errors = ErrorPanel()  # the overlay's last error, until dismissed
+        if overlay is not None:
+            overlay.failed.connect(self.errors.show_error)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 4, 0, 0)
         layout.addWidget(self.title)
         layout.addLayout(self.swatches)
         layout.addWidget(self.fill)
         layout.addWidget(self.accuracy)
-        session.result_changed.connect(self.refresh)
-        session.current_changed.connect(self.refresh)
+        layout.addWidget(self.errors)
+        observe(self, session.result_changed, self.refresh)
+        observe(self, session.current_changed, self.refresh)
         self.refresh()
 
     def refresh(self) -> None:

@@ -12,35 +12,31 @@ where the results overlay, the plate dock and the UMAP dock pick it up.
 The Train tab trains a model on the open plates and their plate maps with
 :func:`phenoadapt.pipeline.train_plates`, with the same progress and cancel.
 
-Only one long job runs at a time (``session.begin_job``); layers and widgets
-change only on the main thread, in the worker's signal handlers.  User errors
-(no controls marked, a model for other channels...) are napari notifications
-carrying the pipeline's message.
+Both jobs go through the shared :class:`~.jobs.JobRunner`: one long job at a
+time across every dock, a bar in napari's activity dock, and the error that
+ended a job kept in the tab that started it until dismissed, with a button
+where the command line has a flag (allow the fallback).  Layers and widgets
+change only on the main thread, in the worker's signal handlers.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
-    QProgressBar,
     QPushButton,
-    QSpinBox,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -48,14 +44,22 @@ from qtpy.QtWidgets import (
 
 from ..adapt.methods import METHODS, Method, method_choices
 from ..cells import SegmentationParams
-from ..errors import Cancelled, PhenoadaptError
+from ..errors import PhenoadaptError
 from ..pipeline.run import RunConfig
 from ..pipeline.training import TrainRunConfig
-from ..progress import Progress, iterate_progress
 from . import common
-from .common import Asker, gui_wording, notify, scrolling_layout
+from .common import Asker, notify, observe, scrolling_layout
+from .forms import (
+    RUN_FIELDS,
+    TRAIN_ADVANCED_FIELDS,
+    TRAIN_FIELDS,
+    advanced_section,
+    config_form,
+    form_values,
+)
+from .jobs import Fix, JobControls, JobRunner, abandon_runners
 from .results import ResultsLegend, get_results_overlay
-from .session import PlateSession, get_session
+from .session import get_session
 
 if TYPE_CHECKING:
     import napari
@@ -69,265 +73,6 @@ METHOD_CHOICES: tuple[tuple[str, str, str], ...] = tuple(
 #: Defaults of the two tabs: the API's own dataclasses (the CLI reads the same).
 RUN_DEFAULTS = RunConfig()
 TRAIN_DEFAULTS = TrainRunConfig()
-DEVICE_CHOICES: tuple[tuple[str, str], ...] = (
-    ("auto", "auto (CUDA when present)"),
-    ("cpu", "cpu"),
-    ("cuda", "cuda"),
-)
-#: How often a cancelled job is checked for having stopped (milliseconds).
-_POLL_MS = 50
-
-
-# --------------------------------------------------------------------------- jobs
-def _job_events(
-    job: Callable[..., Any],
-    args: tuple,
-    kwargs: dict,
-    stop: threading.Event,
-    launched: threading.Event,
-    ended: threading.Event,
-):
-    """Generator run by the worker: the job's Progress events, returning its result.
-
-    ``stop`` is the job's cancel flag, set by the GUI directly: a napari worker's
-    ``quit()`` stops consuming the generator without closing it, so closing
-    alone would never reach the job.  ``ended`` is set once the job's own thread
-    has finished, which is when the job slot may be released.
-    """
-    launched.set()
-
-    def guarded(*a: Any, **k: Any) -> Any:
-        try:
-            return job(*a, **k)
-        finally:
-            ended.set()
-
-    return (yield from iterate_progress(guarded, *args, stop=stop, **kwargs))
-
-
-class JobRunner:
-    """One long pipeline job in a napari ``thread_worker``, holding the session's job slot.
-
-    Parameters
-    ----------
-    session
-        The viewer's session; its job slot is claimed by :meth:`start` and
-        released once the job's thread has really stopped.
-    name
-        Shown to the user when another job is refused.
-    job
-        A callback-style job ``job(*args, progress=..., cancel=..., **kwargs)``.
-    on_progress, on_result, on_end
-        Main-thread callbacks: each Progress event; the result (not called on
-        error or cancel); the end (``"done"``, ``"cancelled"`` or ``"failed"``).
-    """
-
-    def __init__(
-        self,
-        session: PlateSession,
-        name: str,
-        job: Callable[..., Any],
-        args: tuple = (),
-        kwargs: dict | None = None,
-        *,
-        on_progress: Callable[[Progress], None],
-        on_result: Callable[[Any], None],
-        on_end: Callable[[str], None],
-    ) -> None:
-        self.session = session
-        self.name = name
-        self.outcome = "done"
-        self._stop = threading.Event()
-        self._launched = threading.Event()
-        self._ended = threading.Event()
-        self._callbacks: dict[str, Callable] | None = {
-            "progress": on_progress,
-            "result": on_result,
-            "end": on_end,
-        }
-        self._job_args = (job, args, kwargs or {})
-        self.worker: Any = None
-        self.error: BaseException | None = None  # why the job failed, for the dock
-
-    def start(self) -> None:
-        """Claim the job slot and start the worker.
-
-        Raises
-        ------
-        JobRunningError
-            Another job holds the slot.
-        """
-        from napari.qt.threading import thread_worker
-
-        self.session.begin_job(self.name)
-        job, args, kwargs = self._job_args
-        worker = thread_worker(_job_events, start_thread=False, ignore_errors=True)(
-            job, args, kwargs, self._stop, self._launched, self._ended
-        )
-        worker.yielded.connect(self._on_yielded)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_errored)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        worker.start()
-
-    @property
-    def running(self) -> bool:
-        """True until the job slot was released."""
-        return self.worker is not None
-
-    def cancel(self) -> None:
-        """Stop the job at its next batch; the worker stops yielding at once."""
-        self.outcome = "cancelled"
-        self._stop.set()
-        if self.worker is not None:
-            self.worker.quit()
-
-    def abandon(self) -> None:
-        """The dock is going away: cancel and call none of its callbacks any more."""
-        self._callbacks = None
-        self.cancel()
-
-    # -- worker signals (main thread) ---------------------------------------
-    def _call(self, which: str, *args: Any) -> None:
-        if self._callbacks is not None:
-            self._callbacks[which](*args)
-
-    def _on_yielded(self, event: Progress) -> None:
-        if not self._stop.is_set():
-            self._call("progress", event)
-
-    def _on_returned(self, result: Any) -> None:
-        if self._stop.is_set():  # finished just as Cancel was pressed: keep nothing
-            return
-        self._call("result", result)
-
-    def _on_errored(self, exc: BaseException) -> None:
-        if isinstance(exc, Cancelled) or self._stop.is_set():
-            self.outcome = "cancelled"
-            return
-        self.outcome = "failed"
-        self.error = exc
-        if self._callbacks is None:
-            return
-        if isinstance(exc, PhenoadaptError):
-            notify("error", str(exc))
-        else:  # a bug, but the user still gets a message rather than a dead dock
-            notify("error", f"{self.name} failed: {type(exc).__name__}: {exc}")
-
-    def _on_finished(self) -> None:
-        # After quit() the worker finishes at once, but the job thread may still be
-        # inside a batch: hold the slot until it has noticed the cancel flag.
-        if self._launched.is_set() and not self._ended.is_set():
-            QTimer.singleShot(_POLL_MS, self._on_finished)
-            return
-        self.worker = None
-        self.session.end_job()
-        self._call("end", self.outcome)
-
-
-def _abandon_runners(runners: list[JobRunner]) -> None:
-    """Slot for a dock's ``destroyed`` signal (must not touch the deleted widget)."""
-    for runner in runners:
-        if runner.running:
-            runner.abandon()
-
-
-# ------------------------------------------------------------------- widgets
-class _JobControls(QWidget):
-    """Start/Cancel buttons, a progress bar with the stage, and a status line."""
-
-    def __init__(self, start_text: str) -> None:
-        super().__init__()
-        self.start_button = QPushButton(start_text)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.progress.setFormat("")
-        self.progress.setTextVisible(True)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.start_button)
-        buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
-        layout.addWidget(self._build_error_box())
-
-    def _build_error_box(self) -> QFrame:
-        """The last error, kept in the dock until dismissed (a notification fades)."""
-        self.error_box = QFrame()
-        self.error_box.setFrameShape(QFrame.Shape.StyledPanel)
-        self.error_box.setStyleSheet("QFrame { border: 1px solid #d55e00; border-radius: 3px; }")
-        self.error_text = QLabel("")
-        self.error_text.setWordWrap(True)
-        self.error_text.setStyleSheet("border: none;")
-        self.error_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.error_action = QPushButton("")
-        self.error_action.setVisible(False)
-        self.error_action.clicked.connect(self._on_error_action)
-        dismiss = QPushButton("Dismiss")
-        dismiss.clicked.connect(self.clear_error)
-        row = QHBoxLayout()
-        row.addWidget(self.error_action)
-        row.addStretch()
-        row.addWidget(dismiss)
-        box = QVBoxLayout(self.error_box)
-        box.addWidget(self.error_text)
-        box.addLayout(row)
-        self.error_box.setVisible(False)
-        self._action: Callable[[], None] | None = None
-        return self.error_box
-
-    def show_error(
-        self, message: str, action: tuple[str, Callable[[], None]] | None = None
-    ) -> None:
-        """Keep ``message`` (worded for the GUI) in the dock, with an optional fix button."""
-        self.error_text.setText(gui_wording(message))
-        self._action = action[1] if action else None
-        self.error_action.setText(action[0] if action else "")
-        self.error_action.setVisible(action is not None)
-        self.error_box.setVisible(True)
-
-    def clear_error(self) -> None:
-        """Hide the error panel."""
-        self.error_box.setVisible(False)
-        self._action = None
-
-    def _on_error_action(self) -> None:
-        action = self._action
-        self.clear_error()
-        if action is not None:
-            action()
-
-    def busy(self, text: str) -> None:
-        self.clear_error()
-        self.start_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress.setRange(0, 0)  # busy until the first progress report
-        self.progress.setFormat(text)
-        self.status.setText(text)
-
-    def show_progress(self, event: Progress) -> None:
-        if event.total > 0:
-            self.progress.setRange(0, event.total)
-            self.progress.setValue(min(event.done, event.total))
-        else:
-            self.progress.setRange(0, 0)
-        self.progress.setFormat(str(event))
-
-    def idle(self, text: str) -> None:
-        self.start_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-        if self.progress.maximum() == 0:
-            self.progress.setRange(0, 1)
-        self.progress.setFormat("")
-        self.status.setText(text)
 
 
 def _checkpoint_row(placeholder: str, save: bool) -> tuple[QLineEdit, QWidget]:
@@ -406,6 +151,8 @@ class RunWidget(QWidget):
         # seconds in the middle of the run (see docs/gui-responsiveness.md).
         from .. import pipeline  # noqa: F401
 
+        warm_up_torch()
+
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
         self.confirm: Asker = confirm or (lambda title, text: common.confirm(self, title, text))
@@ -415,12 +162,12 @@ class RunWidget(QWidget):
         self._runners: list[JobRunner] = []
         self._job_plates: dict[int, list[str]] = {}  # plates of each job, by id(runner)
         self._build()
-        self.session.plates_changed.connect(self.refresh_plates)
+        observe(self, self.session.plates_changed, self.refresh_plates)
         self.refresh_plates()
         # Closing the dock (or napari) during a job cancels it rather than leaving a
         # worker that calls back into deleted widgets.
         runners = self._runners
-        self.destroyed.connect(lambda *_: _abandon_runners(runners))
+        self.destroyed.connect(lambda *_: abandon_runners(runners))
 
     # -- layout --------------------------------------------------------------
     def _build(self) -> None:
@@ -446,13 +193,10 @@ class RunWidget(QWidget):
         self.method_help.setWordWrap(True)
         self.method.currentIndexChanged.connect(self._explain_method)
         self._explain_method()
-        self.device = _device_combo()
-        self.batch_size = QSpinBox()
-        self.batch_size.setRange(1, 65536)
-        self.batch_size.setValue(RUN_DEFAULTS.batch_size)
-        self.batch_size.setToolTip(
-            "Cells per forward pass; lower it when the GPU runs out of memory."
-        )
+        # Generated from RunConfig: the widgets start at the API's (and CLI's) defaults.
+        self.run_form = config_form(RunConfig, RUN_FIELDS)
+        self.device = self.run_form.device.native
+        self.batch_size = self.run_form.batch_size.native
         self.diameter = _diameter_box()
         self.allow_fallback = QCheckBox("Fall back when a plate lacks controls")
         self.allow_fallback.setChecked(RUN_DEFAULTS.allow_fallback)
@@ -470,7 +214,7 @@ class RunWidget(QWidget):
         self.plates = QListWidget()
         self.plates.setMaximumHeight(72)
         self.plates.setToolTip("Plates to run (open them in the Plate dock).")
-        self.run_controls = _JobControls("Run")
+        self.run_controls = JobControls("Run")
         self.run_controls.start_button.clicked.connect(self.run)
         self.run_controls.cancel_button.clicked.connect(self.cancel)
 
@@ -478,12 +222,11 @@ class RunWidget(QWidget):
             ("Model", checkpoint_row),
             ("Method", self.method),
             (None, self.method_help),
-            ("Device", self.device),
-            ("Batch size", self.batch_size),
             ("Nucleus diameter", self.diameter),
             (None, self.allow_fallback),
-            ("Scheduler", self.scheduler),
             ("Plates", self.plates),
+            (None, advanced_section(self.run_form)),
+            ("Scheduler", self.scheduler),
         ]
         return _form_tab(rows, self.run_controls)
 
@@ -493,15 +236,14 @@ class RunWidget(QWidget):
         self.train_method = QComboBox()
         for value in method_choices(trainable=True):
             self.train_method.addItem(METHODS[Method(value)].label, value)
-        self.train_epochs = QSpinBox()
-        self.train_epochs.setRange(1, 1000)
-        self.train_epochs.setValue(TRAIN_DEFAULTS.max_epochs)
-        self.train_device = _device_combo()
-        self.train_seed = QSpinBox()
-        self.train_seed.setRange(0, 2**31 - 1)
-        self.train_seed.setValue(TRAIN_DEFAULTS.seed)
+        # Generated from TrainRunConfig: the widgets start at the API's (and CLI's) defaults.
+        self.train_form = config_form(TrainRunConfig, TRAIN_FIELDS)
+        self.train_advanced = config_form(TrainRunConfig, TRAIN_ADVANCED_FIELDS)
+        self.train_epochs = self.train_form.max_epochs.native
+        self.train_device = self.train_advanced.device.native
+        self.train_seed = self.train_advanced.seed.native
         self.train_diameter = _diameter_box()
-        self.train_controls = _JobControls("Train")
+        self.train_controls = JobControls("Train")
         self.train_controls.start_button.clicked.connect(self.train)
         self.train_controls.cancel_button.clicked.connect(self.cancel_training)
         help_text = QLabel(
@@ -514,10 +256,9 @@ class RunWidget(QWidget):
             (None, help_text),
             ("Save as", out_row),
             ("Method", self.train_method),
-            ("Epochs", self.train_epochs),
-            ("Device", self.train_device),
-            ("Seed", self.train_seed),
+            (None, self.train_form.native),
             ("Nucleus diameter", self.train_diameter),
+            (None, advanced_section(self.train_advanced)),
         ]
         return _form_tab(rows, self.train_controls)
 
@@ -595,10 +336,9 @@ class RunWidget(QWidget):
                 "clear the field to use the shipped demo model."
             )
         return {
+            **form_values(self.run_form),
             "checkpoint": str(Path(text).expanduser()) if text else None,
             "method": self.method.currentData(),
-            "device": self.device.currentData(),
-            "batch_size": self.batch_size.value(),
             "segmentation": _segmentation(self.diameter),
             "allow_fallback": self.allow_fallback.isChecked(),
         }
@@ -615,13 +355,13 @@ class RunWidget(QWidget):
                 run_job,
                 (plates, platemaps, settings),
                 {"scheduler": scheduler} if scheduler else None,
-                on_progress=self.run_controls.show_progress,
+                on_event=self.run_controls.show_progress,
                 on_result=lambda result: self._on_run_result(result, settings),
                 on_end=self._on_run_end,
-            )
-            runner.start()
+            ).start()
         except PhenoadaptError as exc:
             notify("error", str(exc))
+            self.run_controls.refused(exc)
             return
         self.runner = runner
         self._runners.append(runner)
@@ -660,8 +400,7 @@ class RunWidget(QWidget):
                 notify("error", str(exc))
 
     def _on_run_end(self, outcome: str) -> None:
-        error = self.runner.error if self.runner is not None else None
-        self.runner = None
+        runner, self.runner = self.runner, None
         result = self.session.result
         if outcome == "done" and result is not None:
             text = f"Done: {len(result.cells)} cells in {len(result.wells)} wells."
@@ -671,12 +410,13 @@ class RunWidget(QWidget):
                     notify("error", str(getattr(failure, "message", failure)))
         else:
             text = {"cancelled": "Cancelled.", "failed": "Failed:"}.get(outcome, "")
-        self.run_controls.idle(text)
-        if outcome == "failed" and error is not None:
-            self.run_controls.show_error(_error_text(error), self._fix_for(error))
+        if runner is not None:
+            self.run_controls.ended(runner, text, self._fix_for(runner.error))
 
-    def _fix_for(self, error: BaseException) -> tuple[str, Callable[[], None]] | None:
+    def _fix_for(self, error: BaseException | None) -> Fix | None:
         """A button that does what the message's command-line flag would do."""
+        if error is None:
+            return None
         if "--allow-fallback" in str(error) and not self.allow_fallback.isChecked():
 
             def run_with_fallback() -> None:
@@ -695,10 +435,9 @@ class RunWidget(QWidget):
             if out is None:
                 return
             settings = {
+                **form_values(self.train_form),
+                **form_values(self.train_advanced),
                 "method": self.train_method.currentData(),
-                "max_epochs": self.train_epochs.value(),
-                "device": self.train_device.currentData(),
-                "seed": self.train_seed.value(),
                 "segmentation": _segmentation(self.train_diameter),
                 # The user agreed to replace an existing file in _train_path.
                 "overwrite": out.exists() or _sidecar(out).exists(),
@@ -708,13 +447,13 @@ class RunWidget(QWidget):
                 "Training",
                 train_job,
                 (plates, platemaps, settings, out),
-                on_progress=self.train_controls.show_progress,
+                on_event=self.train_controls.show_progress,
                 on_result=lambda result: self._on_trained(result, out),
                 on_end=self._on_train_end,
-            )
-            runner.start()
+            ).start()
         except PhenoadaptError as exc:
             notify("error", str(exc))
+            self.train_controls.refused(exc)
             return
         self.train_runner = runner
         self._runners.append(runner)
@@ -749,35 +488,35 @@ class RunWidget(QWidget):
         notify("info", f"Model saved to {path}; the Run tab now uses it.")
 
     def _on_train_end(self, outcome: str) -> None:
-        error = self.train_runner.error if self.train_runner is not None else None
-        self.train_runner = None
+        runner, self.train_runner = self.train_runner, None
         text = {
             "done": f"Saved {self.checkpoint.text()}.",
             "cancelled": "Cancelled: no model was written.",
             "failed": "Failed:",
         }[outcome]
-        self.train_controls.idle(text)
-        if outcome == "failed" and error is not None:
-            self.train_controls.show_error(_error_text(error))
-
-
-def _error_text(error: BaseException) -> str:
-    """What the dock says of a failure: the user's error as it is, a bug as a bug."""
-    if isinstance(error, PhenoadaptError):
-        return str(error)
-    return f"{type(error).__name__}: {error} (this is a bug in phenoadapt; please report it)"
-
-
-def _device_combo() -> QComboBox:
-    combo = QComboBox()
-    for value, label in DEVICE_CHOICES:
-        combo.addItem(label, value)
-    return combo
+        if runner is not None:
+            self.train_controls.ended(runner, text)
 
 
 def _sidecar(path: Path) -> Path:
     """The JSON half of a safetensors checkpoint."""
     return path.with_suffix(".json")
+
+
+def warm_up_torch() -> None:
+    """Load what torch imports lazily on a run's first model, here on the main thread.
+
+    Loading a checkpoint first builds its network on torch's "meta" device (a size
+    check, no memory); initialising weights there imports ``torch._dynamo`` and with
+    it sympy, inductor and onnx: about 1 s of imports that, in the run's worker,
+    held the GIL and froze napari for 350 ms at the start of the first run (found
+    by ``benchmarks/bench_gui_stall.py --trace-stalls``).  Done while the dock opens
+    (which already loads torch), the first run starts without a stall.
+    """
+    import torch
+
+    with torch.device("meta"):
+        torch.nn.init.kaiming_normal_(torch.empty(2, 2))
 
 
 def run_job(plates: list[Any], platemaps: list[Any], settings: dict[str, Any], **hooks: Any) -> Any:

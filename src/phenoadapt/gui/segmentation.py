@@ -24,9 +24,7 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QWidget,
 )
@@ -42,7 +40,10 @@ from ..errors import CellsError, PhenoadaptError
 from ..plate import Plate
 from ..plate.channels import Channel, ChannelRole, role_from_name
 from ..plate.wells import normalize_well
-from .common import notify, scrolling_layout
+from ..progress import Progress
+from .common import notify, observe, scrolling_layout
+from .jobs import JobControls, JobRunner, JobStyle, abandon_runners
+from .session import get_session
 
 if TYPE_CHECKING:
     import napari
@@ -335,19 +336,21 @@ class SegmentationWidget(QWidget):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.worker = None
+        self.runner: JobRunner | None = None
+        self._runners: list[JobRunner] = []
         self.results: list[FieldDone] = []
         self.errors: list[str] = []
         self._build()
         # The channel choices follow the plate on screen and the Plate dock's channel table.
         self.viewer.layers.events.inserted.connect(lambda _e: self.refresh_channels())
-        from .session import get_session
-
         session = get_session(self.viewer)
-        session.channels_changed.connect(lambda _p: self.refresh_channels())
+        observe(self, session.channels_changed, lambda _p: self.refresh_channels())
         # Another field on screen: its masks (when segmented), no other field's.
-        session.current_changed.connect(self._on_field_changed)
+        observe(self, session.current_changed, self._on_field_changed)
         self.refresh_channels()
+        # Closing the dock during a job cancels it (no callbacks into deleted widgets).
+        runners = self._runners
+        self.destroyed.connect(lambda *_: abandon_runners(runners))
 
     # -- layout ---------------------------------------------------------------
     def _build(self) -> None:
@@ -383,27 +386,26 @@ class SegmentationWidget(QWidget):
         self.correction = QDoubleSpinBox()
         self.correction.setRange(0.1, 10)
         self.correction.setSingleStep(0.05)
-        self.correction.setValue(1.0)
+        self.correction.setValue(defaults.threshold_correction)
         self.correction.setToolTip("Factor on the nucleus threshold: >1 stricter, <1 more lenient.")
         self.exclude_border = QCheckBox("Drop cells touching the edge")
+        self.exclude_border.setChecked(defaults.exclude_border)
         self.texture = QCheckBox("Texture features")
-        self.texture.setChecked(True)
+        self.texture.setChecked(MeasureParams().texture)
         self.scope = QComboBox()
         self.scope.addItems(SCOPES)
         self.wells = QLineEdit()
         self.wells.setPlaceholderText("A01, B02 (empty: all wells)")
         self.wells.setEnabled(False)
         self.scope.currentTextChanged.connect(lambda s: self.wells.setEnabled(s == "Wells"))
-        self.run_button = QPushButton("Segment")
+        # Buttons, bar, status and error panel of the shared job runner (see jobs.py).
+        self.controls = JobControls("Segment")
+        self.run_button = self.controls.start_button
+        self.cancel_button = self.controls.cancel_button
+        self.progress = self.controls.progress
+        self.status = self.controls.status
         self.run_button.clicked.connect(self.run)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
 
         form = QFormLayout()
         diameter_row = QHBoxLayout()
@@ -419,14 +421,9 @@ class SegmentationWidget(QWidget):
         form.addRow(self.texture)
         form.addRow("Segment", self.scope)
         form.addRow("Wells", self.wells)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
         layout = scrolling_layout(self)
         layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
+        layout.addWidget(self.controls)
         layout.addStretch()
 
     # -- actions --------------------------------------------------------------
@@ -462,8 +459,6 @@ class SegmentationWidget(QWidget):
 
     def _session_plate(self, field: ScreenField) -> Plate | None:
         """The open plate (as named in the Plate dock's channel table) a field comes from."""
-        from .session import get_session
-
         session = get_session(self.viewer)
         plate = session.plates.get(field.plate_id)
         if plate is not None:
@@ -517,11 +512,22 @@ class SegmentationWidget(QWidget):
         value = plate.metadata.get("pixel_size_um") if plate is not None else None
         return float(value) if value else None
 
-    def run(self) -> None:
-        """Start segmenting in a worker thread."""
-        from napari.qt.threading import thread_worker
+    @property
+    def worker(self) -> Any:
+        """The napari worker of the running segmentation (None when idle)."""
+        runner = self.runner
+        return runner.worker if runner is not None else None
 
+    def run(self) -> None:
+        """Start segmenting in a worker thread (one long job at a time, across docks)."""
         if self.worker is not None:
+            return
+        session = get_session(self.viewer)
+        try:
+            session.check_job_slot()  # before estimating or reading a field: say it at once
+        except PhenoadaptError as exc:
+            notify("error", str(exc))
+            self.controls.refused(exc)
             return
         self.refresh_channels()
         if self.auto_diameter.isChecked():
@@ -529,28 +535,33 @@ class SegmentationWidget(QWidget):
         try:
             params = self.params()
             target = self.target()
+            measure = MeasureParams(texture=self.texture.isChecked())
+            runner = JobRunner(
+                session,
+                "Segment",
+                segment_jobs,
+                (target, params, measure),
+                style=JobStyle.EVENTS,
+                on_event=self._on_event,
+                on_end=self._on_end,
+                progress_of=_segment_progress,
+            )
+            self.results, self.errors = [], []
+            runner.start()
         except PhenoadaptError as exc:
             notify("error", str(exc))
-            self.status.setText(str(exc))
+            self.controls.idle(str(exc))
+            self.controls.refused(exc)
             return
-        measure = MeasureParams(texture=self.texture.isChecked())
-        self.results, self.errors = [], []
-        worker = thread_worker(segment_jobs, start_thread=False)(target, params, measure)
-        worker.yielded.connect(self._on_event)
-        worker.finished.connect(self._on_finished)
-        worker.aborted.connect(lambda: self.status.setText("Cancelled."))
-        self.worker = worker
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress.setRange(0, 0)  # busy until the first progress event
-        self.status.setText("Segmenting...")
-        worker.start()
+        self.runner = runner
+        self._runners.append(runner)
+        self.controls.busy("Segmenting...")
 
     def cancel(self) -> None:
         """Ask the worker to stop after the field in progress."""
-        if self.worker is not None:
+        if self.runner is not None:
             self.status.setText("Cancelling after the current field...")
-            self.worker.quit()
+            self.runner.cancel()
 
     def _on_event(self, event: tuple[str, Any]) -> None:
         kind, value = event
@@ -572,15 +583,26 @@ class SegmentationWidget(QWidget):
         if self.results:
             show_segmented_field(self.viewer, self.results)
 
-    def _on_finished(self) -> None:
-        self.worker = None
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-        if self.progress.maximum() == 0:
-            self.progress.setRange(0, 1)
+    def _on_end(self, outcome: str) -> None:
+        runner, self.runner = self.runner, None
         cells = sum(len(r.table) for r in self.results)
-        if self.status.text() != "Cancelled.":
+        if outcome == "cancelled":
+            summary = "Cancelled."
+        else:
             summary = f"Done: {len(self.results)} field(s), {cells} cells"
             if self.errors:
                 summary += f"; {len(self.errors)} field(s) failed"
-            self.status.setText(summary + ".")
+            summary += "."
+        self.progress.setFormat("%p%")
+        self.controls.idle(summary)
+        if runner is not None and runner.outcome == "failed":
+            self.controls.ended(runner, summary)
+        elif self.errors:  # kept in the dock: the notifications fade
+            more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+            self.controls.show_error(self.errors[0] + more)
+
+
+def _segment_progress(event: tuple[str, Any]) -> Progress | None:
+    """The napari progress of a segmentation event (fields done of fields to do)."""
+    kind, value = event
+    return Progress("segment", *value) if kind == "progress" else None

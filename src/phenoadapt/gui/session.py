@@ -1,60 +1,44 @@
 """What the phenoadapt docks of one napari viewer share: open plates, plate maps, results.
 
-Docks never talk to each other directly. They read and change a
-:class:`PlateSession` (one per viewer, from :func:`get_session`) and listen to
-its Qt signals, so the plate dock can show per-well results the run dock
-produced, and the UMAP dock can highlight cells another dock selected.
+Docks never talk to each other directly. They read a :class:`PlateSession`
+(one per viewer, from :func:`get_session`), change it only through its
+methods and listen to its signals, so the plate dock can show per-well results
+the run dock produced, and the UMAP dock can highlight cells another dock
+selected.  The state and its signals are the Qt-free evented model
+:class:`~.state.SessionState`; this module adds the viewer (layers of the
+field on screen, notifications, keeping unsaved plate maps at close).
 
-The session also holds the "one GPU job at a time" lock: a dock that starts a
-long job calls :meth:`PlateSession.begin_job` and :meth:`PlateSession.end_job`.
+The session also holds the "one long job at a time" lock, which every dock's
+:class:`~.jobs.JobRunner` claims (:meth:`~.state.SessionState.begin_job`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import time
 import warnings
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-from qtpy.QtCore import QEvent, QObject, Signal
+from qtpy.QtCore import QEvent, QObject
 
-from .. import schema
 from ..errors import PhenoadaptError
 from ..plate import Channel, Plate, open_plate
-from ..plate.platemap import PlateMap, platemap_for_plate, write_platemap
+from ..plate.platemap import PlateMap, platemap_for_plate
 from ..plate.readers import UnmatchedImagesWarning
 from .common import notify
 from .layers import META_KEY, field_layer_data
+from .state import FieldKey, JobRunningError, SessionState, recovery_dir
 
-
-def recovery_dir() -> Path:
-    """Where unsaved plate-map edits are kept when napari closes.
-
-    ``$PHENOADAPT_RECOVERY_DIR`` when set, else ``~/.phenoadapt/recovery``.
-    """
-    return Path(
-        os.environ.get("PHENOADAPT_RECOVERY_DIR") or Path.home() / ".phenoadapt" / "recovery"
-    )
-
-
-class JobRunningError(PhenoadaptError):
-    """A second long job was started while one is running."""
-
-
-@dataclass(frozen=True)
-class FieldKey:
-    """A field on screen: plate id, well and site."""
-
-    plate_id: str
-    well: str
-    site: int
+__all__ = [
+    "FieldKey",
+    "JobRunningError",
+    "PlateSession",
+    "SessionState",
+    "get_session",
+    "load_plate",
+    "recovery_dir",
+]
 
 
 def load_plate(
@@ -100,48 +84,18 @@ def load_plate(
     return plate, platemap, [*said, *notes]
 
 
-class PlateSession(QObject):
-    """Shared state of the phenoadapt docks of one viewer.
+class PlateSession(SessionState):
+    """Shared state of the phenoadapt docks of one viewer: the model plus the viewer.
 
-    Signals
-    -------
-    plates_changed()
-        A plate was opened or closed.
-    current_changed()
-        The field on screen changed (plate, well or site).
-    platemap_changed(str)
-        The plate map of this plate id was replaced or edited.
-    result_changed()
-        A new run result (or None).
-    cells_selected(object)
-        Positional rows of ``result.cells`` picked in a dock or in the viewer.
-    job_changed(bool)
-        A long job started (True) or ended (False).
+    The state, its methods and signals are those of the Qt-free
+    :class:`~.state.SessionState`; this class adds what needs the viewer:
+    opening a plate with notifications, and showing a field as layers.
     """
-
-    plates_changed = Signal()
-    current_changed = Signal()
-    platemap_changed = Signal(str)
-    result_changed = Signal()
-    cells_selected = Signal(object)
-    job_changed = Signal(bool)
-    channels_changed = Signal(str)
 
     def __init__(self, viewer: Any) -> None:
         super().__init__()
         self._viewer = weakref.ref(viewer)
-        self.plates: dict[str, Plate] = {}
-        self.platemaps: dict[str, PlateMap] = {}
-        self.current: FieldKey | None = None
-        self.result: Any | None = None  # phenoadapt.pipeline.RunResult
-        self.selected_rows: np.ndarray = np.zeros(0, dtype=np.int64)
-        # Per-cell UMAP coordinates of the result, once the UMAP dock computed them,
-        # and the settings that made them (for the export's run.json).
-        self.umap_cells: pd.DataFrame | None = None
-        self.umap_settings: dict[str, Any] = {}
-        self._job: str | None = None
 
-    # ------------------------------------------------------------------ plates
     @property
     def viewer(self) -> Any:
         """The napari viewer (None once it was closed)."""
@@ -166,13 +120,6 @@ class PlateSession(QObject):
             notify("warning", warning)
         return plate
 
-    def add_plate(self, plate: Plate, platemap: PlateMap | None = None) -> None:
-        """Add an opened plate; a blank plate map (every well excluded) when none is given."""
-        self.plates[plate.plate_id] = plate
-        self.platemaps[plate.plate_id] = platemap or PlateMap.blank(plate.format, plate.plate_id)
-        self.plates_changed.emit()
-        self.platemap_changed.emit(plate.plate_id)
-
     def set_channels(self, plate_id: str, channels: Sequence[Channel]) -> Plate:
         """Rename and re-role a plate's channels (same keys, in the same order).
 
@@ -184,78 +131,12 @@ class PlateSession(QObject):
         PhenoadaptError
             When the channels are not the plate's (other keys).
         """
-        plate = self.plate(plate_id)
-        channels = list(channels)
-        if [c.key for c in channels] != [c.key for c in plate.channels]:
-            raise PhenoadaptError(
-                f"Channels {[c.key for c in channels]} are not those of plate {plate_id} "
-                f"({[c.key for c in plate.channels]})."
-            )
-        updated = dataclasses.replace(plate, channels=channels)
-        self.plates[plate_id] = updated
-        if self.current is not None and self.current.plate_id == plate_id:
-            self.show_field(plate_id, self.current.well, self.current.site)
+        updated = self.replace_channels(plate_id, channels)
+        current = self.current
+        if current is not None and current.plate_id == plate_id:
+            self.show_field(plate_id, current.well, current.site)
         self.channels_changed.emit(plate_id)  # after the layers show the new names
         return updated
-
-    def close_plate(self, plate_id: str) -> None:
-        """Forget a plate (its layers stay in the viewer)."""
-        self.plates.pop(plate_id, None)
-        self.platemaps.pop(plate_id, None)
-        if self.current is not None and self.current.plate_id == plate_id:
-            self.current = None
-            self.current_changed.emit()
-        self.plates_changed.emit()
-
-    def plate(self, plate_id: str | None = None) -> Plate:
-        """A plate by id (the one on screen by default)."""
-        plate_id = plate_id or (self.current.plate_id if self.current else None)
-        if plate_id is None or plate_id not in self.plates:
-            raise PhenoadaptError("No plate is open: open a plate folder in the Plate dock first.")
-        return self.plates[plate_id]
-
-    # ------------------------------------------------------------- plate maps
-    def platemap(self, plate_id: str) -> PlateMap:
-        """The plate map of an open plate."""
-        return self.platemaps[plate_id]
-
-    def set_platemap(self, plate_id: str, platemap: PlateMap) -> None:
-        """Replace the plate map of an open plate."""
-        self.platemaps[plate_id] = platemap
-        self.platemap_changed.emit(plate_id)
-
-    def unsaved_platemaps(self) -> list[str]:
-        """Plate ids whose plate map has changes not written to a file."""
-        return [pid for pid, pm in self.platemaps.items() if pm.modified]
-
-    def keep_unsaved_platemaps(self, folder: str | Path | None = None) -> list[Path]:
-        """Write every plate map with unsaved edits to a recovery folder.
-
-        Called when napari closes, so that marking controls is never lost, even
-        when the window is closed without saving. Files are named
-        ``<plate>-unsaved-<time>.csv`` and never overwrite anything.
-
-        Returns
-        -------
-        list of Path
-            The files written.
-        """
-        pending = self.unsaved_platemaps()
-        if not pending:
-            return []
-        target = Path(folder) if folder is not None else recovery_dir()
-        target.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        written = []
-        for plate_id in pending:
-            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in plate_id)
-            path = target / f"{safe}-unsaved-{stamp}.csv"
-            n = 1
-            while path.exists():
-                n += 1
-                path = target / f"{safe}-unsaved-{stamp}-{n}.csv"
-            written.append(write_platemap(self.platemaps[plate_id], path))
-        return written
 
     # ----------------------------------------------------------------- fields
     def show_field(self, plate_id: str, well: str, site: int | None = None) -> FieldKey:
@@ -292,69 +173,9 @@ class PlateSession(QObject):
                 viewer.add_image(data, **kwargs)
         for layer in old:  # channels of another plate that this one lacks
             viewer.layers.remove(layer)
-        self.current = FieldKey(plate_id, well, site)
-        self.current_changed.emit()
-        return self.current
-
-    # ---------------------------------------------------------------- results
-    def set_result(self, result: Any | None) -> None:
-        """Store a run result (``phenoadapt.pipeline.RunResult``) and tell the docks."""
-        self.result = result
-        self.selected_rows = np.zeros(0, dtype=np.int64)
-        self.umap_cells = None
-        self.umap_settings = {}
-        self.result_changed.emit()
-
-    def set_umap(self, cells: pd.DataFrame, **settings: Any) -> None:
-        """Store the UMAP coordinates of the result's cells (rows of ``result.cells``)."""
-        if self.result is None or len(cells) != len(self.result.cells):
-            return  # a map of an earlier result: nothing to attach it to
-        self.umap_cells = cells
-        self.umap_settings = dict(settings)
-
-    def select_cells(self, rows: Any) -> None:
-        """Select cells by positional row of ``result.cells`` and tell the docks."""
-        self.selected_rows = np.unique(np.asarray(rows, dtype=np.int64))
-        self.cells_selected.emit(self.selected_rows)
-
-    def cells_of_field(self, key: FieldKey | None = None) -> np.ndarray:
-        """Positional rows of ``result.cells`` that lie in a field (the current one by default)."""
-        key = key or self.current
-        if self.result is None or key is None:
-            return np.zeros(0, dtype=np.int64)
-        cells = self.result.cells
-        mask = (
-            (cells[schema.PLATE].astype(str) == key.plate_id)
-            & (cells[schema.WELL].astype(str) == key.well)
-            & (cells[schema.SITE].astype(int) == key.site)
-        )
-        return np.flatnonzero(mask.to_numpy())
-
-    # ------------------------------------------------------------------- jobs
-    @property
-    def job(self) -> str | None:
-        """Name of the running long job, or None."""
-        return self._job
-
-    def begin_job(self, name: str) -> None:
-        """Claim the single job slot (one GPU job at a time).
-
-        Raises
-        ------
-        JobRunningError
-            Another job is running; the message names it.
-        """
-        if self._job is not None:
-            raise JobRunningError(
-                f"'{self._job}' is still running: wait for it to finish or cancel it first."
-            )
-        self._job = name
-        self.job_changed.emit(True)
-
-    def end_job(self) -> None:
-        """Release the job slot."""
-        self._job = None
-        self.job_changed.emit(False)
+        key = FieldKey(plate_id, well, site)
+        self.set_current(key)
+        return key
 
 
 def _matching_layer(layers: list[Any], info: dict[str, Any]) -> Any | None:

@@ -17,9 +17,11 @@ subsample is drawn) through :meth:`PlateSession.select_cells`, so the viewer
 highlights them; cells selected elsewhere are outlined on the maps.  "Go to
 cell" shows the field of the first selected cell.
 
-UMAP runs in a napari ``thread_worker``; the dock stays responsive and shows a
-busy bar.  Errors (too few cells for the neighbourhood, a result without
-embeddings) are napari notifications.
+The fit is one of the session's long jobs (:class:`~.jobs.JobRunner`): it
+waits while another dock's job runs, shows a bar in napari's activity dock,
+and stops on Cancel (its child process is ended mid-fit).  Errors (too few
+cells for the neighbourhood, a result without embeddings) stay in the dock
+until dismissed.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QWidget,
@@ -46,8 +47,10 @@ from .. import schema
 from ..errors import PhenoadaptError
 from ..evaluate import BatchMixing, umap_coordinates
 from ..offload import ChildProcess
+from ..progress import Progress
 from .colours import column_palette
-from .common import notify, scrolling_layout
+from .common import notify, observe, scrolling_layout
+from .jobs import JobControls, JobRunner, JobStyle, abandon_runners
 from .profile_maps import PROFILES_SOURCE, profile_umap_events, segmented_cells, session_platemaps
 from .scatter import (
     DEFAULT_MAX_POINTS,
@@ -285,7 +288,8 @@ class UmapWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
-        self.worker = None
+        self.runner: JobRunner | None = None
+        self._runners: list[JobRunner] = []
         self.maps: UmapMaps | None = None
         self.errors: list[str] = []
         self.shown_points = 0
@@ -299,8 +303,11 @@ class UmapWidget(QWidget):
         if self._child is not None:
             self.destroyed.connect(_terminate_later(self._child))
         self._build(max_points)
-        self.session.result_changed.connect(self._on_result)
-        self.session.cells_selected.connect(self._on_cells_selected)
+        observe(self, self.session.result_changed, self._on_result)
+        observe(self, self.session.cells_selected, self._on_cells_selected)
+        observe(self, self.session.job_changed, self._on_job_changed)
+        runners = self._runners
+        self.destroyed.connect(lambda *_: abandon_runners(runners))
         self._follow_theme()
         theme_event = getattr(getattr(napari_viewer, "events", None), "theme", None)
         if theme_event is not None:
@@ -370,15 +377,15 @@ class UmapWidget(QWidget):
             "10,000 cells takes about 30 s per map, and time grows faster than the number of "
             "cells (100,000 cells: several minutes)."
         )
-        self.compute_button = QPushButton("Compute UMAP")
+        # Buttons, bar, status and error panel of the shared job runner (see jobs.py).
+        self.controls = JobControls("Compute UMAP")
+        self.compute_button = self.controls.start_button
+        self.cancel_button = self.controls.cancel_button
+        self.progress = self.controls.progress
+        self.status = self.controls.status
         self.compute_button.clicked.connect(self.compute)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.status = QLabel("No result yet: run the plates in the Run dock.")
-        self.status.setWordWrap(True)
+        self.status.setText("No result yet: run the plates in the Run dock.")
 
         self.canvas = ScatterCanvas(self._on_select, max_points=max_points)
         self.canvas.setMinimumHeight(220)
@@ -422,9 +429,6 @@ class UmapWidget(QWidget):
         settings.addWidget(self.seed)
         form.addRow(settings)
         form.addRow("Map at most (cells)", self.max_cells)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.compute_button)
-        buttons.addWidget(self.cancel_button)
         select = QHBoxLayout()
         select.addWidget(QLabel("Select with"))
         select.addWidget(self.mode)
@@ -434,9 +438,7 @@ class UmapWidget(QWidget):
         select.addWidget(self.clear_button)
         layout = scrolling_layout(self)
         layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
+        layout.addWidget(self.controls)
         layout.addWidget(self.toolbar)
         layout.addWidget(self.canvas, stretch=1)
         layout.addWidget(self.note)
@@ -452,28 +454,68 @@ class UmapWidget(QWidget):
         self.max_cells.setEnabled(cells)
         self.compute()
 
-    def compute(self) -> None:
-        """Fit the UMAP maps of the session's result in a worker thread."""
-        from napari.qt.threading import thread_worker
+    @property
+    def worker(self) -> Any:
+        """The napari worker of the fit in progress (None when idle)."""
+        return self.runner.worker if self.runner is not None else None
 
-        if self.worker is not None:  # settings changed mid-way: start again once it stops
+    def compute(self) -> None:
+        """Fit the UMAP maps of the session's result in a worker thread.
+
+        The fit is one of the session's long jobs: while another dock's job
+        runs, the dock waits and fits once the job slot is free.
+        """
+        if self.runner is not None:  # settings changed mid-way: start again once it stops
             self._restart = True
             self._cancelled.set()
-            self.worker.quit()
+            self.runner.cancel()
             return
-        result = self.session.result
-        profiles = self.source.currentText() == PROFILES_SOURCE
-        if profiles:
-            try:  # the layers are read here, in the GUI thread
-                cells = segmented_cells(self.viewer)
-            except PhenoadaptError as exc:
-                self.status.setText(str(exc))
-                return
-        elif result is None:
-            self.status.setText("No result yet: run the plates in the Run dock.")
+        busy = self.session.job
+        if busy is not None:
+            self._stale = True
+            self.status.setText(f"Waiting for '{busy}' to finish: the maps are fitted next.")
+            return
+        try:
+            events, args = self._fit_job()
+        except PhenoadaptError as exc:
+            self.status.setText(str(exc))
             return
         self._stale = False
         self.errors = []
+        self.runner = JobRunner(
+            self.session,
+            "UMAP",
+            events,
+            args,
+            style=JobStyle.EVENTS,
+            on_event=self._on_event,
+            on_result=self._on_returned,
+            on_end=self._on_end,
+            progress_of=_umap_progress,
+        )
+        try:
+            self.runner.start()
+        except PhenoadaptError as exc:
+            self.runner = None
+            self.controls.refused(exc)
+            return
+        self._runners.append(self.runner)
+        self.controls.busy("Computing UMAP...")  # busy: a fit reports nothing until it ends
+
+    def _fit_job(self) -> tuple[Callable[..., Any], tuple]:
+        """The event generator of the chosen source and its arguments.
+
+        Raises
+        ------
+        PhenoadaptError
+            Nothing to map (no result; no segmented cells for profiles).
+        """
+        result = self.session.result
+        profiles = self.source.currentText() == PROFILES_SOURCE
+        if profiles:
+            cells = segmented_cells(self.viewer)  # the layers are read here, in the GUI thread
+        elif result is None:
+            raise PhenoadaptError("No result yet: run the plates in the Run dock.")
         self._cancelled = threading.Event()
         fit = umap_coordinates
         if self._child is not None:
@@ -481,39 +523,25 @@ class UmapWidget(QWidget):
                 self._child.call, umap_coordinates, cancel=self._cancelled.is_set
             )
         if profiles:
-            worker = thread_worker(profile_umap_events, start_thread=False)(
-                cells,
-                session_platemaps(self.session),
-                self.neighbours.value(),
-                self.seed.value(),
-                fit,
-            )
-        else:
-            worker = thread_worker(umap_events, start_thread=False)(
-                result,
-                LEVELS[self.level.currentText()],
-                self.neighbours.value(),
-                self.seed.value(),
-                self.max_cells.value(),
-                fit,
-            )
-        worker.yielded.connect(self._on_event)
-        worker.returned.connect(self._on_returned)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        self.compute_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress.setRange(0, 0)  # busy: a UMAP fit reports nothing until it ends
-        self.status.setText("Computing UMAP...")
-        worker.start()
+            args = (cells, session_platemaps(self.session), self.neighbours.value(),
+                    self.seed.value(), fit)  # fmt: skip
+            return profile_umap_events, args
+        args = (result, LEVELS[self.level.currentText()], self.neighbours.value(),
+                self.seed.value(), self.max_cells.value(), fit)  # fmt: skip
+        return umap_events, args
 
     def cancel(self) -> None:
         """Stop the UMAP fit in progress (its child process is ended at once)."""
-        if self.worker is not None:
+        if self.runner is not None:
             self._restart = False
             self._cancelled.set()
+            self.runner.cancel()
             self.status.setText("Cancelled." if self._child else "Cancelling after this fit...")
-            self.worker.quit()
+
+    def _on_job_changed(self, running: bool) -> None:
+        """The job slot was freed: fit a result that waited for it (when on screen)."""
+        if not running and self._stale and self.runner is None and self.isVisible():
+            self.compute()
 
     def _on_event(self, event: tuple[str, Any]) -> None:
         kind, value = event
@@ -541,12 +569,17 @@ class UmapWidget(QWidget):
             f"seed {maps.seed})."
         )
 
-    def _on_finished(self) -> None:
-        self.worker = None
-        self.compute_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-        self.progress.setRange(0, 1)
+    def _on_end(self, outcome: str) -> None:
+        runner, self.runner = self.runner, None
+        status = self.status.text()
+        if outcome == "cancelled" and self._child is not None:
+            status = "Cancelled."
+        self.controls.idle(status)
         self.progress.setValue(1 if self.maps is not None else 0)
+        if runner is not None and outcome == "failed":
+            self.controls.ended(runner, "UMAP failed:")
+        elif self.errors:  # kept in the dock: the notification fades
+            self.controls.show_error(self.errors[-1])
         if self._restart:
             self._restart = False
             self.compute()
@@ -701,3 +734,12 @@ class UmapWidget(QWidget):
             # napari >= 0.9 keeps the camera on the scene; older versions on the viewer.
             camera = getattr(self.viewer, "scene", self.viewer).camera
             camera.center = (float(cell[schema.CENTROID_Y]), float(cell[schema.CENTROID_X]))
+
+
+def _umap_progress(event: tuple[str, Any]) -> Progress | None:
+    """The napari progress of a UMAP event (``("progress", (message, done, total))``)."""
+    kind, value = event
+    if kind != "progress":
+        return None
+    message, done, total = value
+    return Progress(str(message), int(done), int(total or 0))
