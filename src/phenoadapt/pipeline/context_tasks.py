@@ -10,8 +10,8 @@ in context order, so the tables are the same as without a scheduler.
 
 - The weights are sent once per worker: safetensors bytes of each member's
   state dict (never a pickle), scattered with ``broadcast=True``; a worker
-  builds the network once per run and keeps it in a cache keyed by the
-  weights' SHA-256 (:func:`worker_models`).
+  thread builds the network once per run and keeps it in a cache keyed by
+  the weights' SHA-256 (:func:`worker_models`).
 - When a worker advertises a ``GPU`` resource (``dask worker ... --resources
   GPU=1``, one worker per device, each with its ``CUDA_VISIBLE_DEVICES``),
   every context task asks for ``{"GPU": 1}``, so only those workers run the
@@ -47,8 +47,22 @@ GPU_RESOURCE = "GPU"
 #: Networks a worker keeps built (a run uses one model; a second covers a change of run).
 CACHE_SIZE = 2
 
-_cache: OrderedDict[tuple[str, str], list[nn.Module]] = OrderedDict()
-_cache_lock = threading.Lock()
+# One cache per worker thread: computing a context's statistics sets the model's
+# train/eval flags and batch-norm buffers, so two threads must never share a model.
+_local = threading.local()
+_built = [0]
+_built_lock = threading.Lock()
+
+
+def models_built() -> int:
+    """Times this process built a run's networks (cache misses of :func:`worker_models`)."""
+    return _built[0]
+
+
+def _cache() -> OrderedDict[tuple[str, str], list[nn.Module]]:
+    if not hasattr(_local, "models"):
+        _local.models = OrderedDict()
+    return _local.models
 
 
 @dataclass(frozen=True)
@@ -87,22 +101,29 @@ def model_payload(checkpoints: Sequence[Checkpoint]) -> ModelPayload:
 
 
 def worker_models(payload: ModelPayload, device: str) -> list[nn.Module]:
-    """The networks of ``payload`` on ``device``, built once per worker process and cached."""
+    """The networks of ``payload`` on ``device``, built once per worker thread and cached.
+
+    A worker process with one thread (the advice for GPU workers: one per
+    device) builds them once; each thread of a multi-threaded worker has its
+    own copy (see :data:`_local`).
+    """
     target = select_device(device)
     key = (payload.key, str(target))
-    with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-        models = []
-        for spec, blob in zip(payload.networks, payload.weights, strict=True):
-            model = build_network(spec)
-            model.load_state_dict(load_safetensors(blob), strict=True)
-            models.append(model.to(target).eval())
-        _cache[key] = models
-        while len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
-        return models
+    cache = _cache()
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    models = []
+    for spec, blob in zip(payload.networks, payload.weights, strict=True):
+        model = build_network(spec)
+        model.load_state_dict(load_safetensors(blob), strict=True)
+        models.append(model.to(target).eval())
+    cache[key] = models
+    with _built_lock:
+        _built[0] += 1
+    while len(cache) > CACHE_SIZE:
+        cache.popitem(last=False)
+    return models
 
 
 @dataclass(frozen=True)
