@@ -169,8 +169,8 @@ def bench_predict(args: argparse.Namespace) -> None:
         screen = make_screen(Path(tmp) / "screen", args.plates, args.wells)
         plates, maps = [p for p, _ in screen], [m for _, m in screen]
         configs = {
-            "sample (default)": RunConfig(device="cpu"),
-            "chunks": RunConfig(device="cpu", context="chunks"),
+            "sample (default)": RunConfig(device="cpu", min_controls=8),
+            "chunks": RunConfig(device="cpu", context="chunks", min_controls=8),
         }
         checkpoints = load_models(configs["chunks"])
         meta = checkpoints[0].metadata

@@ -188,3 +188,34 @@ def test_run_plates_on_a_cluster_equals_one_process(tmp_path) -> None:
     assert here.wells.to_csv() == there.wells.to_csv()
     assert np.array_equal(here.embeddings, there.embeddings, equal_nan=True)
     assert np.array_equal(here.embeddings_unadapted, there.embeddings_unadapted, equal_nan=True)
+
+
+@pytest.mark.slow
+def test_contexts_whose_inputs_are_lost_are_sent_again(model, plates, monkeypatch) -> None:
+    """Scattered inputs die with their worker (dask cannot recompute them): sent again."""
+    from distributed import Client
+
+    images, table = plates
+    contexts = ContextSpec(context="chunks", treated_per_context=32).plan(table, "arm-bn")
+    want = predict_contexts(model, images, contexts, batch_size=64)
+    with _local_cluster() as cluster, Client(cluster) as client:
+        network = ClusterNetwork(client, [_checkpoint(model)], device="cpu")
+        scatter, lost = client.scatter, []
+
+        calls = []
+
+        def scatter_then_lose(data, **kwargs):
+            calls.append(len(data))
+            futures = scatter(data, **kwargs)
+            if not lost:  # the first plate's inputs vanish, as with a dead worker
+                lost.append(futures)
+                client.cancel(futures[1:])
+            return futures
+
+        monkeypatch.setattr(client, "scatter", scatter_then_lose)
+        got = network.runner("P")([model], images, contexts, batch_size=64)
+        network.close()
+    # Sent again once: the contexts not gathered before the loss (at most all of them).
+    assert len(calls) == 2 and calls[0] == len(contexts) and 1 <= calls[1] <= len(contexts)
+    for a, b in zip(got, want, strict=True):
+        assert np.array_equal(a.probabilities, b.probabilities)

@@ -44,6 +44,9 @@ from ..train.checkpoint import Checkpoint
 
 #: The worker resource that marks a GPU (``dask worker --resources GPU=1``).
 GPU_RESOURCE = "GPU"
+#: Times the contexts of a plate whose scattered inputs were lost (their worker died)
+#: are sent again.
+LOST_INPUT_RETRIES = 2
 #: Networks a worker keeps built (a run uses one model; a second covers a change of run).
 CACHE_SIZE = 2
 
@@ -63,6 +66,14 @@ def _cache() -> OrderedDict[tuple[str, str], list[nn.Module]]:
     if not hasattr(_local, "models"):
         _local.models = OrderedDict()
     return _local.models
+
+
+class _LostInputs(Exception):
+    """A context task failed because its scattered inputs are gone."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -251,34 +262,65 @@ class ClusterNetwork:
         cancel: CancelFn | None,
         **options: Any,
     ) -> list[ContextOutput]:
-        parts = [context_inputs(images, ctx) for ctx in contexts]
+        outputs: list[ContextOutput] = []
+        for attempt in range(LOST_INPUT_RETRIES + 1):
+            try:
+                self._submit(plate_id, images, contexts, outputs, progress, cancel, options)
+                break
+            except _LostInputs as lost:
+                # Scattered inputs die with their worker and dask cannot recompute
+                # them: send the contexts not gathered yet again.
+                if attempt == LOST_INPUT_RETRIES:
+                    raise lost.error from None
+        # Back to the plate's own positions.
+        return [replace(out, context=ctx) for out, ctx in zip(outputs, contexts, strict=True)]
+
+    def _submit(
+        self,
+        plate_id: str,
+        images: np.ndarray,
+        contexts: Sequence[Context],
+        outputs: list[ContextOutput],
+        progress: ProgressFn | None,
+        cancel: CancelFn | None,
+        options: dict[str, Any],
+    ) -> None:
+        """Run the contexts after those already in ``outputs``, appending theirs in order."""
+        from distributed.client import FutureCancelledError, FuturesCancelledError
+
+        todo = contexts[len(outputs) :]
+        inputs = [context_inputs(images, ctx)[0] for ctx in todo]
         # Scattered, not put in the task graph: a plate's crops are megabytes.
-        futures = self.client.scatter([p for p, _ in parts], workers=self.gpus or None)
+        futures = self.client.scatter(inputs, workers=self.gpus or None, hash=False)
         job = ContextJob(self.device, **options)
         # A future inside a tuple is resolved by dask (not one inside a dataclass).
         work = [(f, job) for f in futures]
-        done = 0
+
+        finished = [len(outputs)]  # tasks complete in any order; count them
 
         def on_done(n: int) -> None:
-            nonlocal done
-            done += n
+            finished[0] += n
             if progress is not None:
-                progress("adapt", done, len(work))
+                progress("adapt", finished[0], len(contexts))
 
-        outputs: list[ContextOutput] = []
         try:
             for _, result, error in map_ordered(
                 self.client, run_context_tasks, self.payload, work, name=f"adapt-{plate_id}",
                 on_done=on_done, poll=lambda: check_cancel(cancel, "Plate-context adaptation"),
                 per_task=1, resources=self.resources,
             ):  # fmt: skip
-                if error is not None:
+                if error is None:
+                    outputs += result
+                elif isinstance(error, FutureCancelledError) or any(
+                    f.status in ("lost", "cancelled") for f in futures
+                ):
+                    raise _LostInputs(error)
+                else:
                     raise error
-                outputs += result
+        except (FutureCancelledError, FuturesCancelledError) as exc:
+            raise _LostInputs(exc) from None  # "lost dependencies": the inputs' worker died
         finally:
             self.client.cancel(futures)
-        # Back to the plate's own positions.
-        return [replace(out, context=ctx) for out, ctx in zip(outputs, contexts, strict=True)]
 
     def unadapted(
         self,
