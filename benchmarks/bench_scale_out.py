@@ -23,7 +23,8 @@ crop, adapt and predict) and the network part alone (each plate's contexts on
 its gathered crops, :func:`phenoadapt.adapt.methods.predict_plate`), in this
 process and with the contexts as tasks on the 2-worker cluster
 (:mod:`phenoadapt.pipeline.context_tasks`), for the default sampled context
-and the paper's chunks (many contexts per plate); the tables must be the same.
+and the paper's chunks (many contexts per plate); the tables must be the same.  ``min_controls`` is 8:
+the small plates have fewer than 32 control cells.
 
 Run ``python benchmarks/bench_scale_out.py`` (writes its sections of
 docs/scale-out.md); ``--quick`` measures a tiny screen and writes nothing.
@@ -234,7 +235,7 @@ def predict_report(rows: list[tuple], n_plates: int, n_cells: int, load: float) 
     lines = [
         f"Measured by `python benchmarks/bench_scale_out.py --part predict` on "
         f"{platform.machine()} with {os.cpu_count()} CPU cores shared with other jobs (load "
-        f"average {load:.1f} at the end): the same screen of {n_plates} synthetic plates "
+        f"average {load:.1f} at the end): a screen of {n_plates} synthetic plates made as above "
         f"({n_cells:,} cells), the shipped demo classifier, CS-ARM-BN, on the CPU, torch on "
         "one thread in this process and in each worker; contexts as tasks gave the same "
         "tables, byte for byte.",

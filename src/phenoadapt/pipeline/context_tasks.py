@@ -291,7 +291,9 @@ class ClusterNetwork:
         todo = contexts[len(outputs) :]
         inputs = [context_inputs(images, ctx)[0] for ctx in todo]
         # Scattered, not put in the task graph: a plate's crops are megabytes.
-        futures = self.client.scatter(inputs, workers=self.gpus or None, hash=False)
+        # To the GPU workers of now (one that died was replaced by a new address).
+        targets = (gpu_workers(self.client) or self.gpus) if self.gpus else None
+        futures = self.client.scatter(inputs, workers=targets, hash=False)
         job = ContextJob(self.device, **options)
         # A future inside a tuple is resolved by dask (not one inside a dataclass).
         work = [(f, job) for f in futures]
