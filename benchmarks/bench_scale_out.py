@@ -23,8 +23,8 @@ crop, adapt and predict) and the network part alone (each plate's contexts on
 its gathered crops, :func:`phenoadapt.adapt.methods.predict_plate`), in this
 process and with the contexts as tasks on the 2-worker cluster
 (:mod:`phenoadapt.pipeline.context_tasks`), for the default sampled context
-and the paper's chunks (many contexts per plate); the tables must be the same.  ``min_controls`` is 8:
-the small plates have fewer than 32 control cells.
+and the paper's chunks (many contexts per plate); the tables must be the same.
+``min_controls`` is 8: the small plates have fewer than 32 control cells.
 
 Run ``python benchmarks/bench_scale_out.py`` (writes its sections of
 docs/scale-out.md); ``--quick`` measures a tiny screen and writes nothing.
