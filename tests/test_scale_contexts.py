@@ -21,7 +21,7 @@ import torch
 from pipeline_fixtures import make_plate, trained_like_resnet
 
 from phenoadapt.adapt.methods import ContextSpec, Runtime, predict_contexts, predict_plate
-from phenoadapt.errors import Cancelled
+from phenoadapt.errors import Cancelled, OptionError
 from phenoadapt.pipeline import RunConfig, context_tasks, run_plates
 from phenoadapt.pipeline.context_tasks import (
     ClusterNetwork,
@@ -94,6 +94,9 @@ def test_weights_travel_as_safetensors_and_are_built_once(model, plates) -> None
     images = torch.from_numpy(plates[0][:8])
     with torch.no_grad():
         assert torch.equal(first[0](images), model(images))
+    if not torch.cuda.is_available():  # a worker without a GPU asked for one: a user error
+        with pytest.raises(OptionError, match="--resources GPU=1"):
+            worker_models(payload, "cuda")
     other = model_payload([_checkpoint(trained_like_resnet(plates[0][::-1].copy()))])
     assert other.key != payload.key
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,6 +36,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from ..adapt.methods import Context, ContextOutput, ContextRunner, predict_contexts
+from ..errors import OptionError
 from ..nn.registry import build_network
 from ..nn.runtime import select_device
 from ..progress import CancelFn, ProgressFn, check_cancel
@@ -118,7 +119,13 @@ def worker_models(payload: ModelPayload, device: str) -> list[nn.Module]:
     device) builds them once; each thread of a multi-threaded worker has its
     own copy (see :data:`_local`).
     """
-    target = select_device(device)
+    try:
+        target = select_device(device)
+    except ValueError as exc:  # e.g. --device cuda, and this worker has no GPU
+        raise OptionError(
+            f"{exc} (on a dask worker). Start the GPU workers with `dask worker ... "
+            "--resources GPU=1` (the contexts then run on them only), or use --device auto."
+        ) from None
     key = (payload.key, str(target))
     cache = _cache()
     if key in cache:
@@ -262,67 +269,14 @@ class ClusterNetwork:
         cancel: CancelFn | None,
         **options: Any,
     ) -> list[ContextOutput]:
-        outputs: list[ContextOutput] = []
-        for attempt in range(LOST_INPUT_RETRIES + 1):
-            try:
-                self._submit(plate_id, images, contexts, outputs, progress, cancel, options)
-                break
-            except _LostInputs as lost:
-                # Scattered inputs die with their worker and dask cannot recompute
-                # them: send the contexts not gathered yet again.
-                if attempt == LOST_INPUT_RETRIES:
-                    raise lost.error from None
+        inputs = [context_inputs(images, ctx)[0] for ctx in contexts]
+        outputs = self._tasks(
+            run_context_tasks, inputs, ContextJob(self.device, **options), f"adapt-{plate_id}",
+            lambda done: progress("adapt", done, len(contexts)) if progress else None,
+            lambda: check_cancel(cancel, "Plate-context adaptation"),
+        )  # fmt: skip
         # Back to the plate's own positions.
         return [replace(out, context=ctx) for out, ctx in zip(outputs, contexts, strict=True)]
-
-    def _submit(
-        self,
-        plate_id: str,
-        images: np.ndarray,
-        contexts: Sequence[Context],
-        outputs: list[ContextOutput],
-        progress: ProgressFn | None,
-        cancel: CancelFn | None,
-        options: dict[str, Any],
-    ) -> None:
-        """Run the contexts after those already in ``outputs``, appending theirs in order."""
-        from distributed.client import FutureCancelledError, FuturesCancelledError
-
-        todo = contexts[len(outputs) :]
-        inputs = [context_inputs(images, ctx)[0] for ctx in todo]
-        # Scattered, not put in the task graph: a plate's crops are megabytes.
-        # To the GPU workers of now (one that died was replaced by a new address).
-        targets = (gpu_workers(self.client) or self.gpus) if self.gpus else None
-        futures = self.client.scatter(inputs, workers=targets, hash=False)
-        job = ContextJob(self.device, **options)
-        # A future inside a tuple is resolved by dask (not one inside a dataclass).
-        work = [(f, job) for f in futures]
-
-        finished = [len(outputs)]  # tasks complete in any order; count them
-
-        def on_done(n: int) -> None:
-            finished[0] += n
-            if progress is not None:
-                progress("adapt", finished[0], len(contexts))
-
-        try:
-            for _, result, error in map_ordered(
-                self.client, run_context_tasks, self.payload, work, name=f"adapt-{plate_id}",
-                on_done=on_done, poll=lambda: check_cancel(cancel, "Plate-context adaptation"),
-                per_task=1, resources=self.resources,
-            ):  # fmt: skip
-                if error is None:
-                    outputs += result
-                elif isinstance(error, FutureCancelledError) or any(
-                    f.status in ("lost", "cancelled") for f in futures
-                ):
-                    raise _LostInputs(error)
-                else:
-                    raise error
-        except (FutureCancelledError, FuturesCancelledError) as exc:
-            raise _LostInputs(exc) from None  # "lost dependencies": the inputs' worker died
-        finally:
-            self.client.cancel(futures)
 
     def unadapted(
         self,
@@ -336,25 +290,83 @@ class ClusterNetwork:
         cancel: CancelFn | None = None,
     ) -> np.ndarray:
         """Features of ``images[rows]`` under the first model's training statistics, as a task."""
-        (future,) = self.client.scatter(
-            [np.ascontiguousarray(np.asarray(images)[rows])], workers=self.gpus or None
-        )
         job = ContextJob(self.device, batch_size, None, input_size, None, None, False)
-        try:
-            for _, result, error in map_ordered(
-                self.client, run_unadapted_task, self.payload, [(future, job)],
-                name=f"unadapted-{plate_id}",
-                poll=lambda: check_cancel(cancel, "Prediction"), per_task=1,
-                resources=self.resources,
-            ):  # fmt: skip
-                if error is not None:
-                    raise error
-                (features,) = result
-        finally:
-            self.client.cancel([future])
+        (features,) = self._tasks(
+            run_unadapted_task, [np.ascontiguousarray(np.asarray(images)[rows])], job,
+            f"unadapted-{plate_id}", lambda done: None, lambda: check_cancel(cancel, "Prediction"),
+        )  # fmt: skip
         if progress is not None:
             progress("predict", 1, 1)
         return features
+
+    def _tasks(
+        self,
+        function: Callable[..., list[Any]],
+        inputs: list[Any],
+        job: ContextJob,
+        name: str,
+        report: Callable[[int], None],
+        poll: Callable[[], None],
+    ) -> list[Any]:
+        """``function(payload, [(input, job)])`` for each input, one task each, in order.
+
+        ``report(done)`` follows the tasks as they complete, ``poll()`` may raise
+        to cancel them.  Scattered inputs die with their worker and dask cannot
+        recompute them: the inputs not gathered yet are then sent again, at
+        most :data:`LOST_INPUT_RETRIES` times.
+        """
+        outputs: list[Any] = []
+        for attempt in range(LOST_INPUT_RETRIES + 1):
+            try:
+                self._submit(function, inputs[len(outputs) :], job, name, outputs, report, poll)
+                return outputs
+            except _LostInputs as lost:
+                if attempt == LOST_INPUT_RETRIES:
+                    raise lost.error from None
+        return outputs  # pragma: no cover - the loop returns or raises
+
+    def _submit(
+        self,
+        function: Callable[..., list[Any]],
+        inputs: list[Any],
+        job: ContextJob,
+        name: str,
+        outputs: list[Any],
+        report: Callable[[int], None],
+        poll: Callable[[], None],
+    ) -> None:
+        """One try of :meth:`_tasks`: appends each task's outputs to ``outputs`` in order."""
+        from distributed.client import FutureCancelledError, FuturesCancelledError
+
+        # To the GPU workers of now (one that died was replaced by a new address).
+        targets = (gpu_workers(self.client) or self.gpus) if self.gpus else None
+        # Scattered, not put in the task graph: a plate's crops are megabytes.
+        futures = self.client.scatter(inputs, workers=targets, hash=False)
+        # A future inside a tuple is resolved by dask (not one inside a dataclass).
+        work = [(f, job) for f in futures]
+        finished = [len(outputs)]  # tasks complete in any order; count them
+
+        def on_done(n: int) -> None:
+            finished[0] += n
+            report(finished[0])
+
+        try:
+            for _, result, error in map_ordered(
+                self.client, function, self.payload, work, name=name, on_done=on_done,
+                poll=poll, per_task=1, resources=self.resources,
+            ):  # fmt: skip
+                if error is None:
+                    outputs += result
+                elif isinstance(error, FutureCancelledError) or any(
+                    f.status in ("lost", "cancelled") for f in futures
+                ):
+                    raise _LostInputs(error)
+                else:
+                    raise error
+        except (FutureCancelledError, FuturesCancelledError) as exc:
+            raise _LostInputs(exc) from None  # "lost dependencies": the inputs' worker died
+        finally:
+            self.client.cancel(futures)
 
     def close(self) -> None:
         """Release the scattered weights."""
