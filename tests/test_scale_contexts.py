@@ -222,3 +222,22 @@ def test_contexts_whose_inputs_are_lost_are_sent_again(model, plates, monkeypatc
     assert len(calls) == 2 and calls[0] == len(contexts) and 1 <= calls[1] <= len(contexts)
     for a, b in zip(got, want, strict=True):
         assert np.array_equal(a.probabilities, b.probabilities)
+
+
+def test_benchmark_predict_report() -> None:
+    """benchmarks/bench_scale_out.py --part predict: the table it writes into the docs."""
+    import sys
+    from pathlib import Path
+
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        import bench_scale_out as bench
+    finally:
+        sys.path.remove(folder)
+    rows = [("sample", "contexts only: this process", 2.0, 0.0),
+            ("sample", "contexts only: tasks on 2 workers", 4.0, 20.0)]  # fmt: skip
+    text = bench.predict_report(rows, n_plates=2, n_cells=1000, load=1.0)
+    assert "| sample | contexts only: this process | 2.0 | 500 | - |" in text
+    assert "| sample | contexts only: tasks on 2 workers | 4.0 | 250 | 20.0 |" in text
+    assert "2 synthetic plates made as above (1,000 cells)" in text
