@@ -17,7 +17,16 @@ Every way must give the same per-cell tables (checked byte for byte).  It also
 times one 1080 x 1080 field (the size of an Opera Phenix field) in one process,
 which gives the arithmetic for a real 1,000-plate screen of 384 wells x 9 sites.
 
-Run ``python benchmarks/bench_scale_out.py`` (writes its section of
+``--part predict`` times prediction with the shipped demo classifier
+(:func:`phenoadapt.pipeline.run_plates`, CS-ARM-BN): the whole run (segment,
+crop, adapt and predict) and the network part alone (each plate's contexts on
+its gathered crops, :func:`phenoadapt.adapt.methods.predict_plate`), in this
+process and with the contexts as tasks on the 2-worker cluster
+(:mod:`phenoadapt.pipeline.context_tasks`), for the default sampled context
+and the paper's chunks (many contexts per plate); the tables must be the same.
+``min_controls`` is 8: the small plates have fewer than 32 control cells.
+
+Run ``python benchmarks/bench_scale_out.py`` (writes its sections of
 docs/scale-out.md); ``--quick`` measures a tiny screen and writes nothing.
 The machine's other load shows in the numbers: the docs say on what it ran.
 """
@@ -43,6 +52,8 @@ except ImportError:  # pragma: no cover - imported as benchmarks._common
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "scale-out.md"
 START, END = "<!-- benchmark:scale_out:start -->", "<!-- benchmark:scale_out:end -->"
+PREDICT_START = "<!-- benchmark:scale_out_predict:start -->"
+PREDICT_END = "<!-- benchmark:scale_out_predict:end -->"
 SEGMENTATION = SegmentationParams(nucleus_diameter=16)
 #: A real screen: 384 wells x 9 sites per plate, 1,000 plates.
 REAL_FIELDS_PER_PLATE = 384 * 9
@@ -92,9 +103,19 @@ def main() -> None:
     parser.add_argument("--plates", type=int, default=3, help="plates in the screen (default 3)")
     parser.add_argument("--wells", type=int, default=8, help="wells per plate (default 8)")
     parser.add_argument("--quick", action="store_true", help="2 plates of 4 wells; no docs")
+    parser.add_argument("--part", choices=("segment", "predict", "all"), default="all",
+                        help="what to time (default all)")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.plates, args.wells = 2, 4
+    if args.part in ("segment", "all"):
+        bench_segment(args)
+    if args.part in ("predict", "all"):
+        bench_predict(args)
+
+
+def bench_segment(args: argparse.Namespace) -> None:
+    """The segmentation table of docs/scale-out.md."""
     from distributed import Client, LocalCluster
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,6 +145,110 @@ def main() -> None:
     if not args.quick:
         write_doc_section(DOC, text, START, END)
         print(f"wrote {DOC}")
+
+
+def _cluster():
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                        dashboard_address=":0", silence_logs=logging.ERROR)  # fmt: skip
+
+
+def bench_predict(args: argparse.Namespace) -> None:
+    """The prediction table: contexts in this process, or as tasks on 2 workers."""
+    import torch
+    from distributed import Client
+
+    from phenoadapt.pipeline import RunConfig, run_plates
+    from phenoadapt.pipeline.context_tasks import ClusterNetwork
+    from phenoadapt.pipeline.run import load_models
+    from phenoadapt.pipeline.runner import plate_inputs
+
+    torch.set_num_threads(1)  # as each single-threaded worker
+    rows: list[tuple[str, str, float, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        screen = make_screen(Path(tmp) / "screen", args.plates, args.wells)
+        plates, maps = [p for p, _ in screen], [m for _, m in screen]
+        configs = {
+            "sample (default)": RunConfig(device="cpu", min_controls=8),
+            "chunks": RunConfig(device="cpu", context="chunks", min_controls=8),
+        }
+        checkpoints = load_models(configs["chunks"])
+        meta = checkpoints[0].metadata
+        with torch.inference_mode():
+            crops = [plate_inputs(p, meta.model_input, platemap=m) for p, m in screen]
+        n_cells = sum(len(c.table) for c in crops)
+        started = time.perf_counter()
+        with _cluster() as cluster, Client(cluster) as client:
+            network = ClusterNetwork(client, checkpoints, "cpu")
+            _contexts(crops[:1], checkpoints, configs["chunks"], network)  # workers warm up
+            startup = time.perf_counter() - started
+            for name, config in configs.items():
+                here, want = _contexts(crops, checkpoints, config, None)
+                there, got = _contexts(crops, checkpoints, config, network)
+                assert got == want, f"contexts as tasks changed a table ({name})"
+                rows += [(name, "contexts only: this process", here, 0.0),
+                         (name, "contexts only: tasks on 2 workers", there, startup)]  # fmt: skip
+            config = configs["sample (default)"]
+            started = time.perf_counter()
+            want = run_plates(plates, maps, config).cells.to_csv()
+            here = time.perf_counter() - started
+            started = time.perf_counter()
+            got = run_plates(plates, maps, config, scheduler=client).cells.to_csv()
+            there = time.perf_counter() - started
+            assert got == want, "predict on the cluster changed a table"
+            name = "sample (default)"
+            rows += [(name, "whole predict run: one process", here, 0.0),
+                     (name, "whole predict run: 2 workers", there, startup)]  # fmt: skip
+            network.close()
+    text = predict_report(rows, args.plates, n_cells, os.getloadavg()[0])
+    print(text)
+    if not args.quick:
+        write_doc_section(DOC, text, PREDICT_START, PREDICT_END)
+        print(f"wrote {DOC}")
+
+
+def _contexts(crops, checkpoints, config, network) -> tuple[float, list[str]]:
+    """Seconds to adapt and predict the plates' crops, and each plate's cell table."""
+    import torch
+
+    from phenoadapt.adapt.methods import predict_plate
+
+    meta = checkpoints[0].metadata
+    started = time.perf_counter()
+    tables = []
+    with torch.inference_mode():
+        for c in crops:
+            plate_id = str(c.table["Metadata_Plate"].iloc[0])
+            out = predict_plate(
+                [k.model for k in checkpoints], c.images, c.table, meta.classes, config.method,
+                contexts=config.contexts(), runtime=config.runtime(),
+                input_size=meta.model_input.input_size,
+                runner=None if network is None else network.runner(plate_id),
+            )  # fmt: skip
+            tables.append(out.cells.to_csv())
+    return time.perf_counter() - started, tables
+
+
+def predict_report(rows: list[tuple], n_plates: int, n_cells: int, load: float) -> str:
+    """The markdown section of the prediction benchmark."""
+    lines = [
+        f"Measured by `python benchmarks/bench_scale_out.py --part predict` on "
+        f"{platform.machine()} with {os.cpu_count()} CPU cores shared with other jobs (load "
+        f"average {load:.1f} at the end): a screen of {n_plates} synthetic plates made as above "
+        f"({n_cells:,} cells), the shipped demo classifier, CS-ARM-BN, on the CPU, torch on "
+        "one thread in this process and in each worker; contexts as tasks gave the same "
+        "tables, byte for byte.",
+        "",
+        "| contexts | what is timed, where | seconds | cells/s | cluster start-up (s, once) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for context, what, seconds, startup in rows:
+        lines.append(
+            f"| {context} | {what} | {seconds:.1f} | {n_cells / seconds:,.0f} | "
+            + (f"{startup:.1f} |" if startup else "- |")
+        )
+    return "\n".join(lines)
 
 
 def report(rows: list[tuple], n_plates: int, n_fields: int, per_field: float, load: float) -> str:

@@ -1003,6 +1003,10 @@ def predict_contexts(
     return outputs
 
 
+#: Runs a plate's planned contexts: the signature of :func:`predict_contexts`.
+ContextRunner = Callable[..., list[ContextOutput]]
+
+
 def normalized_entropy(probabilities: np.ndarray) -> np.ndarray:
     """Entropy of each row divided by ``log(K)``: 0 = certain, 1 = uniform."""
     p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1.0)
@@ -1100,6 +1104,7 @@ def predict_plate(
     return_embeddings: bool = False,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    runner: ContextRunner | None = None,
 ) -> PlatePredictions:
     """Predict every cell of one or more plates with plate-context batch-norm statistics.
 
@@ -1127,6 +1132,10 @@ def predict_plate(
         Centre-crop images to this size first (the checkpoint's ``input_size``).
     return_embeddings, progress, cancel
         See :func:`predict_contexts`.
+    runner
+        What runs the planned contexts: None, :func:`predict_contexts` in this
+        process; or a function with its signature that returns the same outputs
+        in the same order (e.g. as dask tasks, :mod:`phenoadapt.pipeline.context_tasks`).
 
     Raises
     ------
@@ -1147,7 +1156,7 @@ def predict_plate(
     runtime.place(members)
     check_images(images, table)
     planned = spec.plan(table, method, unit=unit)
-    outputs = predict_contexts(
+    outputs = (runner or predict_contexts)(
         members, images, planned, batch_size=runtime.batch_size,
         max_pass_size=runtime.max_pass_size, input_size=input_size,
         amp=runtime.amp, channels_last=runtime.channels_last,
@@ -1200,6 +1209,7 @@ __all__ = [
     "Context",
     "ContextChoice",
     "ContextOutput",
+    "ContextRunner",
     "ContextSpec",
     "MIN_CONTROLS",
     "Method",

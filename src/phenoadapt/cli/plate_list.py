@@ -1,6 +1,7 @@
 """``--scheduler`` and ``--plates``: how ``segment``, ``predict`` and ``embed`` scale out.
 
-- ``--scheduler ADDRESS`` runs the fields as dask tasks (``local``, ``local:N``
+- ``--scheduler ADDRESS`` runs the fields (and ``predict``'s plate contexts,
+  :mod:`phenoadapt.pipeline.context_tasks`) as dask tasks (``local``, ``local:N``
   or the address of a running scheduler, ``tcp://host:8786``); the command
   connects once, prints the scheduler and its dashboard on stderr, and every
   plate uses the same client.
@@ -77,9 +78,10 @@ def add_scale_out_arguments(parser: argparse.ArgumentParser, plate_dest: str = "
     group = parser.add_argument_group("scale out (docs/scale-out.md)")
     group.add_argument(
         "--scheduler", metavar="ADDRESS",
-        help="run fields as dask tasks: 'local' (a cluster of one worker process per core "
-        "here), 'local:N' (N workers), or a running scheduler's address (tcp://host:8786); "
-        "default: this machine, without dask",
+        help="run fields (and, for predict, each plate's contexts: on the workers started "
+        "with --resources GPU=1 when there are some) as dask tasks: 'local' (a cluster of one "
+        "worker process per core here), 'local:N' (N workers), or a running scheduler's "
+        "address (tcp://host:8786); default: this machine, without dask",
     )  # fmt: skip
     group.add_argument(
         "--plates", metavar="LIST|GLOB",

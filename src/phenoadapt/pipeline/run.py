@@ -52,6 +52,7 @@ from ..scale import open_scheduler
 from ..train.augment import center_crop
 from ..train.checkpoint import Checkpoint, check_classes
 from ..train.predict import load_ensemble
+from .context_tasks import ClusterNetwork
 from .crops import checkpoint_crop_params, field_count
 from .record import run_record
 from .runner import plate_inputs
@@ -385,8 +386,14 @@ def _predict_one(
     config: RunConfig,
     progress: ProgressFn | None,
     cancel: CancelFn | None,
+    network: ClusterNetwork | None = None,
+    plate_id: str = "",
 ) -> tuple[Any, np.ndarray | None]:
-    """Adapted predictions of one plate's crops, and the unadapted features when asked."""
+    """Adapted predictions of one plate's crops, and the unadapted features when asked.
+
+    With ``network`` (a scheduler), the contexts and the unadapted pass run as
+    tasks on its workers; without, here.
+    """
     meta = checkpoints[0].metadata
     single = len(checkpoints) == 1
     unit = meta.model_input.unit
@@ -395,15 +402,22 @@ def _predict_one(
         contexts=config.contexts(unit), runtime=config.runtime(), unit=unit,
         input_size=meta.model_input.input_size,
         return_embeddings=single and config.return_embeddings, progress=progress, cancel=cancel,
+        runner=None if network is None else network.runner(plate_id),
     )  # fmt: skip
     unadapted = None
     if single and config.compare_unadapted:
         done = np.isfinite(predictions.cells[f"{schema.PROB_PREFIX}{meta.classes[0]}"].to_numpy())
         rows = np.flatnonzero(done)
-        feats = _unadapted_features(
-            checkpoints[0].model, images, rows, meta.input_size, config.batch_size, progress,
-            cancel,
-        )  # fmt: skip
+        if network is None:
+            feats = _unadapted_features(
+                checkpoints[0].model, images, rows, meta.input_size, config.batch_size,
+                progress, cancel,
+            )  # fmt: skip
+        else:
+            feats = network.unadapted(
+                plate_id, images, rows, input_size=meta.input_size,
+                batch_size=config.batch_size, progress=progress, cancel=cancel,
+            )  # fmt: skip
         unadapted = np.full((len(table), feats.shape[1]), np.nan, dtype=np.float32)
         unadapted[rows] = feats
     elif progress is not None:
@@ -446,9 +460,11 @@ def run_plates(
         Otherwise a dask scheduler (``"local"``, ``"tcp://host:8786"``, a
         ``distributed.Client``... see :func:`phenoadapt.scale.open_scheduler`):
         fields are segmented and cropped as dask tasks, gathered in plate
-        order (the tables are the same as without one); contexts are adapted
-        and predicted here, on the gathered crops.  Site-unit checkpoints
-        read their tiles here whatever the scheduler.
+        order, then each plate's contexts are adapted and predicted as tasks
+        (on the workers with a ``GPU`` resource when there are some,
+        :mod:`.context_tasks`), gathered in context order: the tables are
+        the same as without one.  Site-unit checkpoints read their tiles
+        here whatever the scheduler (their contexts still run as tasks).
 
     Returns
     -------
@@ -513,7 +529,9 @@ def run_methods(
     ids = [p.plate_id for p in plates]
     if len(set(ids)) != len(ids):
         raise PhenoadaptError(f"Plate ids must differ to tell the plates apart, got {ids}.")
-    checkpoints = load_models(config)
+    # With a scheduler the workers run the network (on their own device): here the
+    # checkpoints are only checked and sent, from the CPU.
+    checkpoints = load_models(config if scheduler is None else replace(config, device="cpu"))
     meta = checkpoints[0].metadata
     unit = meta.model_input.unit
     if unit == "site" and any(t is not None for t in cell_tables):
@@ -532,6 +550,7 @@ def run_methods(
     failure_plates: list[str] = []
     fields_before = 0
     with torch.inference_mode(), open_scheduler(scheduler) as client:
+        network = None if client is None else ClusterNetwork(client, checkpoints, config.device)
         for plate, platemap, table in zip(plates, platemaps, cell_tables, strict=True):
 
             def report(_stage: str, done: int, _total: int, base: int = fields_before) -> None:
@@ -551,10 +570,12 @@ def run_methods(
                 parts[method].append(
                     _predict_guarded(
                         plate.plate_id, crops.images, crops.table, checkpoints, method_config,
-                        progress, cancel,
+                        progress, cancel, network,
                     )
                 )  # fmt: skip
             del crops
+        if network is not None:
+            network.close()
     results = {}
     for method in methods:
         result = _merge(parts[method], meta.classes, list(failures), list(failure_plates))
@@ -572,11 +593,12 @@ def _predict_guarded(
     config: RunConfig,
     progress: ProgressFn | None,
     cancel: CancelFn | None,
+    network: ClusterNetwork | None = None,
 ) -> tuple[Any, np.ndarray | None]:
     """:func:`_predict_one`, with an out-of-memory error that persists turned into a message."""
     hint = f"fewer controls per context (now {config.controls_per_context})"
     with config.runtime().out_of_memory_said(f"predicting plate {plate_id}", hint):
-        return _predict_one(images, table, checkpoints, config, progress, cancel)
+        return _predict_one(images, table, checkpoints, config, progress, cancel, network, plate_id)
 
 
 def _merge(

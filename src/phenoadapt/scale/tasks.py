@@ -21,9 +21,14 @@ MAX_ITEMS_PER_TASK = 8
 POLL_S = 0.25
 
 
-def chunk_items(items: Sequence[Item], threads: int) -> list[list[Item]]:
-    """Split ``items`` into consecutive chunks: about four per worker thread, at most 8 items."""
-    size = max(1, min(MAX_ITEMS_PER_TASK, math.ceil(len(items) / max(1, 4 * threads))))
+def chunk_items(
+    items: Sequence[Item], threads: int, per_task: int | None = None
+) -> list[list[Item]]:
+    """Split ``items`` into consecutive chunks: about four per worker thread, at most 8 items.
+
+    ``per_task`` fixes the chunk size instead (1: a task per item).
+    """
+    size = per_task or max(1, min(MAX_ITEMS_PER_TASK, math.ceil(len(items) / max(1, 4 * threads))))
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
@@ -40,6 +45,8 @@ def map_ordered(
     name: str = "phenoadapt",
     on_done: Callable[[int], None] | None = None,
     poll: Callable[[], None] | None = None,
+    per_task: int | None = None,
+    resources: dict[str, float] | None = None,
 ) -> Iterator[tuple[list[Item], Any, BaseException | None]]:
     """Run ``function(shared, chunk)`` on the cluster for chunks of ``items``, in order.
 
@@ -52,7 +59,9 @@ def map_ordered(
     shared
         What every chunk needs (the plate, parameters...): sent to the cluster
         once, as a task of its own, so a worker that dies with it loses
-        nothing (the scheduler recomputes it).
+        nothing (the scheduler recomputes it).  A :class:`distributed.Future`
+        (e.g. a model scattered to every worker) is used as it is, and left
+        to its owner.
     items
         The work (e.g. ``(well, site)`` fields).
     name
@@ -63,6 +72,12 @@ def map_ordered(
         Called while tasks run; whatever it raises (e.g.
         :class:`~phenoadapt.errors.Cancelled`) cancels the futures and propagates,
         as does a KeyboardInterrupt.
+    per_task
+        Items per task (None: about four chunks per worker thread, at most
+        :data:`MAX_ITEMS_PER_TASK`).
+    resources
+        Worker resources each task needs (e.g. ``{"GPU": 1}``: only workers
+        started with ``--resources GPU=1`` run it, one task per GPU at a time).
 
     Yields
     ------
@@ -70,17 +85,20 @@ def map_ordered(
         In the order of ``items``: ``error`` is None, or the exception of a task
         that failed even after :data:`RETRIES` retries (``result`` is then None).
     """
-    from distributed import wait
+    from distributed import Future, wait
 
     if not items:
         return
     token = f"{name}-{uuid.uuid4().hex[:8]}"
     threads = max(1, sum(client.nthreads().values()))
-    chunks = chunk_items(items, threads)
-    shared_future = client.submit(_identity, shared, pure=False, key=f"{token}-shared")
+    chunks = chunk_items(items, threads, per_task)
+    owned = not isinstance(shared, Future)
+    shared_future = (
+        client.submit(_identity, shared, pure=False, key=f"{token}-shared") if owned else shared
+    )
     futures = [
         client.submit(function, shared_future, chunk, pure=False, retries=RETRIES,
-                      key=f"{token}-{i}")
+                      key=f"{token}-{i}", resources=resources)
         for i, chunk in enumerate(chunks)
     ]  # fmt: skip
     sizes = {f.key: len(c) for f, c in zip(futures, chunks, strict=True)}
@@ -106,10 +124,11 @@ def map_ordered(
                 futures[next_out].release()
                 next_out += 1
     except BaseException:  # Cancelled, KeyboardInterrupt, a consumer that stopped early
-        client.cancel([*futures[next_out:], shared_future])
+        client.cancel([*futures[next_out:], *([shared_future] if owned else [])])
         raise
     finally:
-        shared_future.release()
+        if owned:
+            shared_future.release()
 
 
 def _outcome(future: Any) -> tuple[Any, BaseException | None]:

@@ -1,0 +1,243 @@
+"""A plate's contexts adapted and predicted as dask tasks (pipeline/context_tasks.py).
+
+The tasks must give the same predictions, bit for bit, as the single-process
+loop; the weights travel as safetensors bytes and are built once per worker;
+the tasks ask for a GPU when a worker offers one; Cancel removes them.  The
+clusters here are in-process (``processes=False``): cheap to start on a busy
+CI machine, and they let the test see the workers' model cache.  The
+end-to-end CLI check on worker processes is in test_scale_out.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from pipeline_fixtures import make_plate, trained_like_resnet
+
+from phenoadapt.adapt.methods import ContextSpec, Runtime, predict_contexts, predict_plate
+from phenoadapt.errors import Cancelled, OptionError
+from phenoadapt.pipeline import RunConfig, context_tasks, run_plates
+from phenoadapt.pipeline.context_tasks import (
+    ClusterNetwork,
+    context_inputs,
+    model_payload,
+    worker_models,
+)
+from phenoadapt.train.toy import make_toy_plates
+
+CLASSES = ("moa_a", "moa_b", "moa_c")
+
+# Tiny networks gain nothing from threads (conftest.py one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def plates() -> tuple[np.ndarray, pd.DataFrame]:
+    # 90 treated + 50 controls per plate.
+    return make_toy_plates(["P1", "P2"], treated_per_class=30, n_controls=50, size=12, seed=3)
+
+
+@pytest.fixture(scope="module")
+def model(plates) -> torch.nn.Module:
+    return trained_like_resnet(plates[0])
+
+
+def _checkpoint(model: torch.nn.Module) -> SimpleNamespace:
+    """What ClusterNetwork reads of a Checkpoint: the model and its network spec."""
+    return SimpleNamespace(model=model, metadata=SimpleNamespace(network=model.spec()))
+
+
+def _local_cluster(**kwargs):
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=kwargs.pop("n_workers", 2), threads_per_worker=1, processes=False,
+        dashboard_address=None, silence_logs=logging.ERROR, **kwargs,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- no cluster
+
+
+def test_a_context_on_its_own_rows_predicts_the_same_bits(model, plates) -> None:
+    images, table = plates
+    spec = ContextSpec(context="chunks", treated_per_context=32, controls_per_context=16)
+    contexts = spec.plan(table, "cs-arm-bn", unit="cell")
+    assert len(contexts) > 2
+    whole = predict_contexts(model, images, contexts, batch_size=16, return_embeddings=True)
+    for ctx, expected in zip(contexts, whole, strict=True):
+        inputs, rows = context_inputs(images, ctx)
+        assert len(rows) < len(images)  # only the context's rows travel
+        np.testing.assert_array_equal(rows[inputs.context.predict], ctx.predict)
+        np.testing.assert_array_equal(rows[inputs.context.statistics], ctx.statistics)
+        (alone,) = predict_contexts(
+            model, inputs.images, [inputs.context], batch_size=16, return_embeddings=True
+        )
+        assert np.array_equal(alone.probabilities, expected.probabilities)
+        assert np.array_equal(alone.embeddings, expected.embeddings)
+
+
+def test_weights_travel_as_safetensors_and_are_built_once(model, plates) -> None:
+    payload = model_payload([_checkpoint(model)])
+    # A safetensors blob: an 8-byte header length, then the JSON header (never a pickle).
+    assert all(blob[8:9] == b"{" for blob in payload.weights)
+    before = context_tasks.models_built()
+    first = worker_models(payload, "cpu")
+    assert worker_models(payload, "cpu") is first  # cached: built once per worker thread
+    assert context_tasks.models_built() == before + 1
+    images = torch.from_numpy(plates[0][:8])
+    with torch.no_grad():
+        assert torch.equal(first[0](images), model(images))
+    if not torch.cuda.is_available():  # a worker without a GPU asked for one: a user error
+        with pytest.raises(OptionError, match="--resources GPU=1"):
+            worker_models(payload, "cuda")
+    other = model_payload([_checkpoint(trained_like_resnet(plates[0][::-1].copy()))])
+    assert other.key != payload.key
+
+
+# ---------------------------------------------------------------- on a cluster
+
+
+@pytest.mark.slow
+def test_contexts_as_tasks_give_the_same_tables(model, plates) -> None:
+    from distributed import Client
+
+    images, table = plates
+    spec = ContextSpec(context="chunks", treated_per_context=32, controls_per_context=16)
+    runtime = Runtime(device=None, batch_size=16)
+    here = predict_plate(model, images, table, CLASSES, contexts=spec, runtime=runtime,
+                         return_embeddings=True)  # fmt: skip
+    built = context_tasks.models_built()
+    reports: list[tuple[str, int, int]] = []
+    with _local_cluster() as cluster, Client(cluster) as client:
+        network = ClusterNetwork(client, [_checkpoint(model)], device="cpu")
+        assert network.resources is None  # no worker offers a GPU: any worker runs them
+        there = predict_plate(
+            model, images, table, CLASSES, contexts=spec, runtime=runtime,
+            return_embeddings=True, runner=network.runner("P"),
+            progress=lambda *r: reports.append(r),
+        )  # fmt: skip
+        network.close()
+    # Each worker thread that ran contexts built the network once, whatever their number.
+    assert 1 <= context_tasks.models_built() - built <= 2
+    assert here.cells.to_csv() == there.cells.to_csv()
+    assert here.wells.to_csv() == there.wells.to_csv()
+    assert np.array_equal(here.embeddings, there.embeddings, equal_nan=True)
+    n = len(spec.plan(table, "cs-arm-bn"))
+    assert sorted(d for _, d, _ in reports) == list(range(1, n + 1))
+    assert {(s, t) for s, _, t in reports} == {("adapt", n)}
+
+
+@pytest.mark.slow
+def test_tasks_ask_for_a_gpu_when_a_worker_offers_one(model, plates) -> None:
+    from distributed import Client
+
+    images, table = plates
+    with (
+        _local_cluster(n_workers=1, resources={"GPU": 1}) as cluster,
+        Client(cluster) as client,
+    ):
+        network = ClusterNetwork(client, [_checkpoint(model)], device="auto")
+        assert network.resources == {"GPU": 1}
+        assert network.gpus == list(client.scheduler_info(n_workers=-1)["workers"])
+        runner = network.runner("P")
+        contexts = ContextSpec().plan(table, "adabn")
+        got = runner([model], images, contexts, batch_size=64)
+        # "auto" on a worker without CUDA: the CPU, with the same outputs.
+        want = predict_contexts(model, images, contexts, batch_size=64)
+        for a, b in zip(got, want, strict=True):
+            assert np.array_equal(a.probabilities, b.probabilities)
+            assert np.array_equal(a.context.predict, b.context.predict)
+        network.close()
+
+
+@pytest.mark.slow
+def test_cancel_removes_the_context_tasks(model, plates) -> None:
+    from distributed import Client
+
+    images, table = plates
+    with _local_cluster() as cluster, Client(cluster) as client:
+        network = ClusterNetwork(client, [_checkpoint(model)], device="cpu")
+        contexts = ContextSpec(context="chunks", treated_per_context=8).plan(table, "arm-bn")
+        with pytest.raises(Cancelled):
+            network.runner("P")([model], images, contexts, cancel=lambda: True)
+        network.close()
+        deadline = time.monotonic() + 20
+        while cluster.scheduler.tasks and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not cluster.scheduler.tasks
+
+
+@pytest.mark.slow
+def test_run_plates_on_a_cluster_equals_one_process(tmp_path) -> None:
+    from distributed import Client
+    from pipeline_fixtures import make_checkpoint
+
+    plate, platemap, _ = make_plate(tmp_path / "plates", "ctx1", seed=4)
+    config = RunConfig(checkpoint=make_checkpoint(tmp_path / "m.safetensors"), device="cpu",
+                       min_controls=4, controls_per_context=16, batch_size=32)  # fmt: skip
+    here = run_plates([plate], [platemap], config)
+    built = context_tasks.models_built()
+    with _local_cluster() as cluster, Client(cluster) as client:
+        there = run_plates([plate], [platemap], config, scheduler=client)
+    assert context_tasks.models_built() > built, "the contexts did not run on the workers"
+    assert here.cells.to_csv() == there.cells.to_csv()
+    assert here.wells.to_csv() == there.wells.to_csv()
+    assert np.array_equal(here.embeddings, there.embeddings, equal_nan=True)
+    assert np.array_equal(here.embeddings_unadapted, there.embeddings_unadapted, equal_nan=True)
+
+
+@pytest.mark.slow
+def test_contexts_whose_inputs_are_lost_are_sent_again(model, plates, monkeypatch) -> None:
+    """Scattered inputs die with their worker (dask cannot recompute them): sent again."""
+    from distributed import Client
+
+    images, table = plates
+    contexts = ContextSpec(context="chunks", treated_per_context=32).plan(table, "arm-bn")
+    want = predict_contexts(model, images, contexts, batch_size=64)
+    with _local_cluster() as cluster, Client(cluster) as client:
+        network = ClusterNetwork(client, [_checkpoint(model)], device="cpu")
+        scatter, lost = client.scatter, []
+
+        calls = []
+
+        def scatter_then_lose(data, **kwargs):
+            calls.append(len(data))
+            futures = scatter(data, **kwargs)
+            if not lost:  # the first plate's inputs vanish, as with a dead worker
+                lost.append(futures)
+                client.cancel(futures[1:])
+            return futures
+
+        monkeypatch.setattr(client, "scatter", scatter_then_lose)
+        got = network.runner("P")([model], images, contexts, batch_size=64)
+        network.close()
+    # Sent again once: the contexts not gathered before the loss (at most all of them).
+    assert len(calls) == 2 and calls[0] == len(contexts) and 1 <= calls[1] <= len(contexts)
+    for a, b in zip(got, want, strict=True):
+        assert np.array_equal(a.probabilities, b.probabilities)
+
+
+def test_benchmark_predict_report() -> None:
+    """benchmarks/bench_scale_out.py --part predict: the table it writes into the docs."""
+    import sys
+    from pathlib import Path
+
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        import bench_scale_out as bench
+    finally:
+        sys.path.remove(folder)
+    rows = [("sample", "contexts only: this process", 2.0, 0.0),
+            ("sample", "contexts only: tasks on 2 workers", 4.0, 20.0)]  # fmt: skip
+    text = bench.predict_report(rows, n_plates=2, n_cells=1000, load=1.0)
+    assert "| sample | contexts only: this process | 2.0 | 500 | - |" in text
+    assert "| sample | contexts only: tasks on 2 workers | 4.0 | 250 | 20.0 |" in text
+    assert "2 synthetic plates made as above (1,000 cells)" in text
