@@ -2,9 +2,9 @@
 
 ``measure_cells`` computes shape, intensity and texture per object in a few
 array operations (issue 14.3).  These tests recompute every column the way it
-was first computed — ``regionprops_table`` for AreaShape, ``np.quantile`` and
-friends for Intensity, ``graycomatrix`` + ``graycoprops``-style formulas for
-Texture — on a real crop of the Phenix field and on odd synthetic shapes, and
+was first computed (:mod:`phenoadapt.cells.reference`: ``regionprops_table``
+for AreaShape, ``np.quantile`` and friends for Intensity, ``graycomatrix`` for
+Texture) on a real crop of the Phenix field and on odd synthetic shapes, and
 require the same values: exactly for areas, perimeters, convex areas, Feret
 diameters, Euler numbers, minima, maxima and integrated intensities; to a
 relative 1e-12 (float rounding of another summation order) for moments,
@@ -19,12 +19,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import ndimage as ndi
-from skimage.feature import graycomatrix
 from skimage.measure import regionprops_table
+from skimage.segmentation import expand_labels
 
 from phenoadapt.cells import SegmentationParams, measure_cells, segment_field
-from phenoadapt.cells.measure import _ANGLES, _QUARTILES, _SHAPE, _TEXTURE, glcm_properties
+from phenoadapt.cells.classical import fill_holes
 from phenoadapt.cells.params import MeasureParams
+from phenoadapt.cells.reference import reference_measurements
 from phenoadapt.cells.shape import SHAPE_PROPERTIES, object_shape
 from phenoadapt.plate import open_plate
 
@@ -40,73 +41,6 @@ def real_crop():
     seg = segment_field(image, plate.channels, SegmentationParams(exclude_border=False))
     assert seg.n_cells >= 5
     return image, plate.channels, seg
-
-
-def reference_table(image, channels, seg, params: MeasureParams) -> pd.DataFrame:
-    """The measurement columns computed the reference way (regionprops, numpy, skimage)."""
-    names = ["DNA", "ER", "RNA", "AGP", "Mito"]
-    positions = [next(i for i, c in enumerate(channels) if c.role.value == n) for n in names]
-    intensity = image[positions].astype(np.float32)
-    ids = np.arange(1, seg.n_cells + 1)
-    out = {}
-    for compartment, labels in (
-        ("Nuclei", seg.nuclei),
-        ("Cells", seg.cells),
-        ("Cytoplasm", seg.cytoplasm),
-    ):
-        props = regionprops_table(labels, properties=("label", *_SHAPE))
-        index = pd.Index(props["label"])
-        for sk, cp in _SHAPE.items():
-            values = pd.Series(props[sk], index=index).reindex(ids).to_numpy(float)
-            out[f"{compartment}_AreaShape_{cp}"] = values
-        area = out[f"{compartment}_AreaShape_Area"]
-        perimeter = out[f"{compartment}_AreaShape_Perimeter"]
-        out[f"{compartment}_AreaShape_FormFactor"] = 4 * np.pi * area / perimeter**2
-        out[f"{compartment}_AreaShape_Orientation"] = np.degrees(
-            out[f"{compartment}_AreaShape_Orientation"]
-        )
-        slices = ndi.find_objects(labels, max_label=len(ids))
-        for c, name in enumerate(names):
-            stats = {k: np.full(len(ids), np.nan) for k in ("sum", "mean", "std", "min", "max")}
-            quart = np.full((3, len(ids)), np.nan)
-            texture = np.full((len(_TEXTURE), len(ids)), np.nan)
-            for k, sl in enumerate(slices):
-                if sl is None:
-                    continue
-                mask = labels[sl] == ids[k]
-                px = intensity[c][sl][mask].astype(np.float64)
-                stats["sum"][k], stats["mean"][k], stats["std"][k] = px.sum(), px.mean(), px.std()
-                stats["min"][k], stats["max"][k] = px.min(), px.max()
-                quart[:, k] = np.quantile(px, tuple(_QUARTILES.values()))
-                texture[:, k] = reference_haralick(intensity[c][sl], mask, params)
-            prefix = f"{compartment}_Intensity_"
-            out[f"{prefix}IntegratedIntensity_{name}"] = stats["sum"]
-            out[f"{prefix}MeanIntensity_{name}"] = stats["mean"]
-            out[f"{prefix}StdIntensity_{name}"] = stats["std"]
-            out[f"{prefix}MinIntensity_{name}"] = stats["min"]
-            out[f"{prefix}MaxIntensity_{name}"] = stats["max"]
-            for q, feature in enumerate(_QUARTILES):
-                out[f"{prefix}{feature}_{name}"] = quart[q]
-            for f, feature in enumerate(_TEXTURE.values()):
-                out[f"{compartment}_Texture_{feature}_{name}"] = texture[f]
-    return pd.DataFrame(out)
-
-
-def reference_haralick(patch: np.ndarray, mask: np.ndarray, params: MeasureParams) -> np.ndarray:
-    """Haralick features of one object and channel through skimage's graycomatrix."""
-    levels = params.texture_levels
-    inside = patch[mask]
-    lo, hi = float(inside.min()), float(inside.max())
-    scaled = (patch - lo) / (hi - lo) if hi > lo else np.zeros_like(patch)
-    q = 1 + np.minimum((scaled * levels).astype(np.int64), levels - 1)
-    q = np.where(mask, q, 0).astype(np.uint8)
-    glcm = graycomatrix(q, [params.texture_distance], _ANGLES, levels=levels + 1, symmetric=True)[
-        1:, 1:, 0
-    ]
-    has_pairs = glcm.sum(axis=(0, 1)) > 0
-    if not has_pairs.any():
-        return np.full(len(_TEXTURE), np.nan)
-    return glcm_properties(glcm[:, :, has_pairs]).mean(axis=1)
 
 
 def assert_matches(new: pd.DataFrame, ref: pd.DataFrame) -> None:
@@ -130,7 +64,7 @@ def test_real_crop_matches_reference(real_crop):
     image, channels, seg = real_crop
     params = MeasureParams()
     new = measure_cells(image, channels, seg, params)
-    ref = reference_table(image, channels, seg, params)
+    ref = reference_measurements(image, channels, seg, params)
     missing = set(ref.columns) - set(new.columns)
     assert not missing
     assert_matches(new, ref)
@@ -141,7 +75,7 @@ def test_texture_options_match_reference(real_crop):
     image, channels, seg = real_crop
     params = MeasureParams(texture_levels=5, texture_distance=1)
     new = measure_cells(image, channels, seg, params)
-    ref = reference_table(image, channels, seg, params)
+    ref = reference_measurements(image, channels, seg, params)
     texture = [c for c in ref.columns if "_Texture_" in c]
     assert_matches(new[texture], ref[texture])
     plain = measure_cells(image, channels, seg, MeasureParams(texture=False))
@@ -173,3 +107,23 @@ def test_odd_shapes_match_regionprops():
             np.testing.assert_allclose(
                 values[j], props[name][row], rtol=1e-12, atol=1e-12, err_msg=f"{name} {label}"
             )
+
+
+def test_fill_holes_is_binary_fill_holes():
+    rng = np.random.default_rng(1)
+    for density in (0.2, 0.5, 0.8):
+        mask = rng.random((90, 70)) < density
+        np.testing.assert_array_equal(fill_holes(mask), ndi.binary_fill_holes(mask))
+    assert fill_holes(np.ones((5, 5), bool)).all()
+    assert not fill_holes(np.zeros((5, 5), bool)).any()
+
+
+def test_segmentation_steps_match_their_reference(real_crop):
+    """The cell reach is expand_labels' and no cell keeps a hole."""
+    image, channels, seg = real_crop
+    radius = SegmentationParams().cell_radius
+    reach = ndi.distance_transform_edt(seg.nuclei == 0) <= radius
+    np.testing.assert_array_equal(reach, expand_labels(seg.nuclei, radius) > 0)
+    for i, sl in enumerate(ndi.find_objects(seg.cells), start=1):
+        own = seg.cells[sl] == i
+        assert not (ndi.binary_fill_holes(own) & (seg.cells[sl] == 0)).any()
