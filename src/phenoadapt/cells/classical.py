@@ -20,6 +20,8 @@ from skimage import filters, measure, morphology, segmentation
 from skimage.feature import peak_local_max
 
 from ..errors import CellsError
+from . import filters as image_filters
+from .filters import resolve_engine
 from .params import SegmentationParams
 
 _THRESHOLDS = {
@@ -77,7 +79,7 @@ def segment_nuclei(
         When nothing stands out of the background (an empty field).
     """
     d = params.nucleus_diameter
-    smooth = filters.gaussian(dna.astype(np.float32), sigma=max(d / 20, 1.0), preserve_range=True)
+    smooth = image_filters.gaussian(dna, max(d / 20, 1.0), resolve_engine(params.filters))
     threshold = _THRESHOLDS[params.threshold_method](smooth) * params.threshold_correction
     mask = smooth > threshold
     _check_contrast(dna, smooth, mask, params, field_name)
@@ -110,7 +112,8 @@ def segment_cells(cyto: np.ndarray, nuclei: np.ndarray, params: SegmentationPara
         int32 cell labels; cell ``i`` contains nucleus ``i``.
     """
     d = params.nucleus_diameter
-    smooth = filters.gaussian(cyto.astype(np.float32), sigma=max(d / 20, 1.0), preserve_range=True)
+    engine = resolve_engine(params.filters)
+    smooth = image_filters.gaussian(cyto, max(d / 20, 1.0), engine)
     log = np.log1p(np.maximum(smooth - smooth.min(), 0))
     threshold = _THRESHOLDS[params.cell_threshold_method](log) * params.cell_threshold_correction
     # Within reach of a nucleus: expand_labels(nuclei, cell_radius) > 0, without
@@ -118,7 +121,7 @@ def segment_cells(cyto: np.ndarray, nuclei: np.ndarray, params: SegmentationPara
     reach = ndi.distance_transform_edt(nuclei == 0) <= params.cell_radius
     mask = ((log > threshold) & reach) | (nuclei > 0)
     mask = fill_holes(mask)
-    gradient = filters.sobel(log)
+    gradient = image_filters.sobel(log, engine)
     gradient = gradient / max(float(gradient.max()), 1e-12)
     # A little compactness (on the [0, 1] gradient) keeps a cell from leaking around
     # its neighbour; on the real Phenix field any value in 0.003..0.3 scores the same.
