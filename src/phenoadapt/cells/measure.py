@@ -191,7 +191,8 @@ def _compartment_features(
         pixels = patch[:, ys, xs]  # (channel, n_pixels)
         values[:, :, k] = _object_intensity(pixels, ys + sl[0].start, xs + sl[1].start)
         if params.texture:
-            quantized = quantize(patch, mask, values[3, :, k], values[4, :, k], levels)
+            quantized = np.zeros(patch.shape, dtype=np.uint8)
+            quantized[:, ys, xs] = quantize(pixels, values[3, :, k], values[4, :, k], levels)
             glcms[k] = cooccurrence(quantized, levels, params.texture_distance)
     out = {f"AreaShape_{_SHAPE[p]}": shape[i] for i, p in enumerate(SHAPE_PROPERTIES)}
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -216,19 +217,26 @@ def _object_intensity(pixels: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.
     """The :data:`_INTENSITY` statistics of one object, as an array (feature, channel).
 
     ``pixels`` is ``(channel, n_pixels)``: reductions run along contiguous rows.
+    Mean and standard deviation are numpy's own formulas (sum / n, root of
+    the mean squared deviation), written out to skip their per-call overhead.
     """
+    ordered = np.sort(pixels, axis=1).astype(np.float64)
     pixels = pixels.astype(np.float64)
+    n = pixels.shape[1]
     total = pixels.sum(axis=1)
+    mean = total / n
+    deviation = pixels - mean[:, None]
+    std = np.sqrt((deviation * deviation).sum(axis=1) / n)
     with np.errstate(divide="ignore", invalid="ignore"):
         # Distance between the object's centre and its intensity-weighted centre.
-        wy, wx = (pixels @ ys) / total, (pixels @ xs) / total
+        wy = (pixels @ ys.astype(np.float64)) / total
+        wx = (pixels @ xs.astype(np.float64)) / total
         displacement = np.hypot(wy - ys.mean(), wx - xs.mean())
-    ordered = np.sort(pixels, axis=1)
     return np.vstack(
         [
             total,
-            pixels.mean(axis=1),
-            pixels.std(axis=1),
+            mean,
+            std,
             ordered[:, 0],
             ordered[:, -1],
             _sorted_quantiles(ordered, tuple(_QUARTILES.values())),
@@ -266,17 +274,13 @@ def texture_offsets(distance: int) -> list[tuple[int, int]]:
     return [(round(np.sin(a) * distance), round(np.cos(a) * distance)) for a in _ANGLES]
 
 
-def quantize(
-    patch: np.ndarray, mask: np.ndarray, lo: np.ndarray, hi: np.ndarray, levels: int
-) -> np.ndarray:
-    """Grey levels 1..levels of an object, between its own minimum and maximum; 0 outside.
+def quantize(pixels: np.ndarray, lo: np.ndarray, hi: np.ndarray, levels: int) -> np.ndarray:
+    """Grey levels 1..levels of an object's pixels, between its own minimum and maximum.
 
     Parameters
     ----------
-    patch
-        ``(channel, h, w)`` float32 intensities of the object's bounding box.
-    mask
-        The object in the box.
+    pixels
+        ``(channel, n_pixels)`` float32 intensities of the object.
     lo, hi
         Per channel, the object's minimum and maximum intensity.
     levels
@@ -285,18 +289,17 @@ def quantize(
     Returns
     -------
     numpy.ndarray
-        uint8 levels of ``patch``'s shape; a channel constant over the object
+        uint8 levels of ``pixels``' shape; a channel constant over the object
         is all level 1.  Quantizing per object makes texture describe the
         pattern of the signal, not its brightness (which the Intensity features
         carry), and hence less sensitive to plate-to-plate intensity shifts.
     """
-    lo = lo.astype(np.float32)[:, None, None]
-    span = hi.astype(np.float32)[:, None, None] - lo
+    lo = lo.astype(np.float32)[:, None]
+    span = hi.astype(np.float32)[:, None] - lo
     flat = span == 0
-    scaled = (patch - lo) / np.where(flat, np.float32(1), span)
+    scaled = (pixels - lo) / np.where(flat, np.float32(1), span)
     scaled = np.where(flat, np.float32(0), scaled)
-    quantized = 1 + np.minimum((scaled * levels).astype(np.int64), levels - 1)
-    return np.where(mask, quantized, 0).astype(np.uint8)
+    return (1 + np.minimum((scaled * levels).astype(np.int64), levels - 1)).astype(np.uint8)
 
 
 def cooccurrence(quantized: np.ndarray, levels: int, distance: int) -> np.ndarray:
