@@ -166,28 +166,144 @@ def build_plate(folder: Path, n_fields: int, synthetic: bool, field_dir: Path) -
     return folder
 
 
+def _best(fn, repeats: int) -> float:
+    """Least CPU seconds of ``repeats`` calls (robust to other jobs on the machine)."""
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
+    return min(times)
+
+
 def cpu_per_field(field_dir: Path, repeats: int = 3) -> list[str]:
-    """CPU seconds of each stage for one field, in this process (robust to other jobs)."""
-    from phenoadapt.cells import measure_cells
+    """CPU seconds of each stage for one field, now and by the reference path, in this process.
+
+    "Before" is measured in the same run: the measurements through
+    :mod:`phenoadapt.cells.reference` (``regionprops_table``, ``np.quantile``,
+    ``graycomatrix``, what ``measure_cells`` called until issue 14.3), and the
+    segmentation plus the extra time of the steps it replaced
+    (``binary_fill_holes``, ``expand_labels``, the per-cell hole pass).
+    """
+    from phenoadapt.cells import MeasureParams, measure_cells
+    from phenoadapt.cells.reference import reference_measurements
 
     plate = open_plate(field_dir)
     well, site = next(plate.fields())
-    stages = {"read 6 planes": [], "segment": [], "measure": []}
-    for _ in range(repeats):
-        start = time.process_time()
-        image = plate.read_field(well, site)
-        read = time.process_time()
-        seg = segment_field(image, plate.channels)
-        segmented = time.process_time()
-        measure_cells(image, plate.channels, seg)
-        stages["read 6 planes"].append(read - start)
-        stages["segment"].append(segmented - read)
-        stages["measure"].append(time.process_time() - segmented)
-    total = sum(min(v) for v in stages.values())
-    rows = ["| stage | CPU seconds per field (best of 3) |", "|---|---|"]
-    rows += [f"| {name} | {min(values):.2f} |" for name, values in stages.items()]
-    rows.append(f"| **total** | **{total:.2f}** ({seg.n_cells} cells) |")
+    image = plate.read_field(well, site)
+    seg = segment_field(image, plate.channels)
+    read = _best(lambda: plate.read_field(well, site), repeats)
+    segment = _best(lambda: segment_field(image, plate.channels), repeats)
+    replaced = _replaced_segmentation_steps(image, plate, seg, repeats)
+    measure = _best(lambda: measure_cells(image, plate.channels, seg), repeats)
+    no_texture = MeasureParams(texture=False)
+    plain = _best(lambda: measure_cells(image, plate.channels, seg, no_texture), repeats)
+    reference = _best(lambda: reference_measurements(image, plate.channels, seg), 1)
+    ref_plain = _best(lambda: reference_measurements(image, plate.channels, seg, no_texture), 1)
+    before_seg = segment + replaced
+    rows = [
+        "| stage | CPU s per field now | before (reference path, same run) | speed-up |",
+        "|---|---|---|---|",
+        f"| read 6 planes | {read:.3f} | {read:.3f} | |",
+        f"| segment | {segment:.3f} | {before_seg:.3f} | {before_seg / segment:.2f}x |",
+        f"| measure (shape, intensity, texture) | {measure:.3f} | {reference:.3f} "
+        f"| {reference / measure:.1f}x |",
+        f"| measure without texture (`--no-texture`) | {plain:.3f} | {ref_plain:.3f} "
+        f"| {ref_plain / plain:.1f}x |",
+        f"| **total** ({seg.n_cells} cells) | **{read + segment + measure:.3f}** "
+        f"| **{read + before_seg + reference:.3f}** | "
+        f"{(read + before_seg + reference) / (read + segment + measure):.2f}x |",
+        f"| **ideal fields/s on {default_workers()} cores** (cores / total) "
+        f"| **{default_workers() / (read + segment + measure):.2f}** "
+        f"| {default_workers() / (read + before_seg + reference):.2f} | |",
+    ]
+    return rows + ["", *_agreement(image, plate, seg)]
+
+
+def _replaced_segmentation_steps(image, plate, seg, repeats: int) -> float:
+    """Extra CPU seconds the segmentation's replaced steps cost, on this field's masks."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import expand_labels
+
+    from phenoadapt.cells import classical
+
+    params = SegmentationParams()
+    mask = seg.cells > 0  # a field-sized mask like the two that are hole-filled
+
+    def per_cell_holes() -> None:
+        for i, sl in enumerate(ndi.find_objects(seg.cells), start=1):
+            own = seg.cells[sl] == i
+            ndi.binary_fill_holes(own) & (seg.cells[sl] == 0)
+
+    old = 2 * _best(lambda: ndi.binary_fill_holes(mask), repeats)
+    old += _best(lambda: expand_labels(seg.nuclei, params.cell_radius), repeats)
+    old += _best(per_cell_holes, repeats)
+    new = 2 * _best(lambda: classical.fill_holes(mask), repeats)
+    new += _best(lambda: ndi.distance_transform_edt(seg.nuclei == 0), repeats)
+    new += _best(lambda: classical._fill_cell_holes(seg.cells), repeats)
+    return max(old - new, 0.0)
+
+
+def _agreement(image, plate, seg) -> list[str]:
+    """Largest difference of the fast measurements from the reference ones, on the real field."""
+    import pandas as pd
+
+    from phenoadapt.cells import measure_cells
+    from phenoadapt.cells.reference import reference_measurements
+
+    new = measure_cells(image, plate.channels, seg)
+    ref = reference_measurements(image, plate.channels, seg)
+    a, b = ref.to_numpy(float), new[ref.columns].to_numpy(float)
+    same_nan = bool((np.isnan(a) == np.isnan(b)).all())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.nan_to_num(np.abs(a - b) / np.maximum(np.abs(a), 1e-300))
+    worst = pd.Series(rel.max(axis=0), index=ref.columns)
+    exact = int((worst == 0).sum())
+    return [
+        f"Fast vs reference measurements on this field: {exact} of {len(worst)} columns "
+        f"identical, largest relative difference {worst.max():.1e} ({worst.idxmax()}); "
+        f"missing values {'in the same places' if same_nan else 'DIFFER'}.",
+    ]
+
+
+def filter_engines(field_dir: Path, repeats: int = 3) -> list[str]:
+    """CPU/GPU seconds of the segmentation's filters on scipy and on torch."""
+    import torch
+
+    from phenoadapt.cells import filters
+
+    plate = open_plate(field_dir)
+    plane = plate.read_field(*next(plate.fields()))[0]
+    rows = ["| engine | device | 2 gaussians + sobel, s per field |", "|---|---|---|"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one process per core, as segment_plate runs
+    try:
+        for engine in filters.FILTER_ENGINES:
+            device = "cpu" if engine == "scipy" else filters.torch_device()
+
+            def run(engine: str = engine) -> None:
+                for _ in range(2):
+                    filters.gaussian(plane, 2.0, engine)
+                filters.sobel(plane, engine)
+
+            run()  # warm-up (CUDA context, kernels)
+            if device == "cuda":
+                wall = _best_wall(run, repeats)
+                rows.append(f"| {engine} | {torch.cuda.get_device_name()} | {wall:.4f} (wall) |")
+            else:
+                rows.append(f"| {engine} | CPU, 1 thread | {_best(run, repeats):.4f} |")
+    finally:
+        torch.set_num_threads(threads)
     return rows
+
+
+def _best_wall(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def speed(n_fields: int, synthetic: bool, field_dir: Path) -> list[str]:
@@ -219,7 +335,14 @@ def main() -> None:
     parser.add_argument("--fields", type=int, default=16, help="fields in the timed plate")
     parser.add_argument("--seeds", type=int, default=3, help="synthetic fields per MoA")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--speed-only", action="store_true", help="print the speed tables only (no docs)"
+    )
     args = parser.parse_args()
+    if args.speed_only:
+        print("\n".join([*cpu_per_field(args.field_dir), "", *filter_engines(args.field_dir)]))
+        print("\n".join(speed(args.fields, args.synthetic, args.field_dir)))
+        return
 
     source = "synthetic 1080x1080 fields" if args.synthetic else f"copies of {args.field_dir.name}"
     lines = [
@@ -242,9 +365,17 @@ def main() -> None:
         *speed(args.fields, args.synthetic, args.field_dir),
         "",
         "CPU time per field of the real field, by stage (independent of other jobs on the "
-        "machine; one process per core ideally gives cores / total fields per second):",
+        "machine; one process per core ideally gives cores / total fields per second). "
+        "*Before* is the reference path measured in the same run: measurements through "
+        "`regionprops_table` / `np.quantile` / `graycomatrix` (`phenoadapt.cells.reference`), "
+        "segmentation with `binary_fill_holes`, `expand_labels` and the per-cell hole pass:",
         "",
         *cpu_per_field(args.field_dir),
+        "",
+        "Filters of the segmentation (`SegmentationParams(filters=...)`) on one 1080 x 1080 "
+        "plane; `torch` runs on the GPU when torch sees one and falls back to scipy otherwise:",
+        "",
+        *filter_engines(args.field_dir),
     ]
     text = "\n".join(lines)
     print(text)

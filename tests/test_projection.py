@@ -155,3 +155,42 @@ def test_exact_neighbours_match_brute_force_and_include_each_row() -> None:
     np.testing.assert_array_equal(indices, np.argsort(full, axis=1, kind="stable")[:, :4])
     np.testing.assert_allclose(distances, np.sort(full, axis=1)[:, :4], atol=1e-5)
     assert index is None and distances.dtype == np.float32
+
+
+@pytest.mark.slow
+def test_parallel_descent_is_reproducible_and_close_to_exact() -> None:
+    """Two threads, seeded: the same neighbours twice, nearly all the exact ones."""
+    from phenoadapt.evaluate.projection import descent_neighbours, exact_neighbours
+
+    X = blobs(n=6000, dim=20).astype(np.float32)
+    first = descent_neighbours(X, 10, "euclidean", seed=3, n_jobs=2)
+    second = descent_neighbours(X, 10, "euclidean", seed=3, n_jobs=2)
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[1], second[1])
+    exact = exact_neighbours(X, 10)[0]
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(first[0], exact, strict=True)])
+    assert recall > 0.9
+
+
+@pytest.mark.slow
+def test_large_maps_take_parallel_neighbours_and_pca_start(monkeypatch):
+    """Above EXACT_KNN_MAX_ROWS: pynndescent's neighbours, PCA initialisation; same map twice."""
+    import umap
+
+    monkeypatch.setitem(sys.modules, "cuml.manifold", None)
+    monkeypatch.setattr(projection, "EXACT_KNN_MAX_ROWS", 100)
+    seen: list[dict] = []
+    original = umap.UMAP.__init__
+
+    def spy(self, **options):
+        seen.append(options)
+        original(self, **options)
+
+    monkeypatch.setattr(umap.UMAP, "__init__", spy)
+    X = blobs(n=300, dim=30)
+    first = umap_coordinates(X, n_neighbors=8, seed=1)
+    second = umap_coordinates(X, n_neighbors=8, seed=1)
+    assert np.array_equal(first, second)
+    assert seen[0]["init"] == "pca" and seen[0]["n_epochs"] == projection.LARGE_MAP_EPOCHS
+    indices = seen[0]["precomputed_knn"][0]
+    assert indices.shape == (300, 8)

@@ -20,6 +20,8 @@ from skimage import filters, measure, morphology, segmentation
 from skimage.feature import peak_local_max
 
 from ..errors import CellsError
+from . import filters as image_filters
+from .filters import resolve_engine
 from .params import SegmentationParams
 
 _THRESHOLDS = {
@@ -77,11 +79,11 @@ def segment_nuclei(
         When nothing stands out of the background (an empty field).
     """
     d = params.nucleus_diameter
-    smooth = filters.gaussian(dna.astype(np.float32), sigma=max(d / 20, 1.0), preserve_range=True)
+    smooth = image_filters.gaussian(dna, max(d / 20, 1.0), resolve_engine(params.filters))
     threshold = _THRESHOLDS[params.threshold_method](smooth) * params.threshold_correction
     mask = smooth > threshold
     _check_contrast(dna, smooth, mask, params, field_name)
-    mask = ndi.binary_fill_holes(mask)
+    mask = fill_holes(mask)
     min_d, max_d = params.nucleus_size_range
     mask = morphology.remove_small_objects(mask, max_size=int(np.pi * (min_d / 2) ** 2))
     labels = _split_touching(mask, d) if params.split_touching else measure.label(mask)
@@ -110,13 +112,16 @@ def segment_cells(cyto: np.ndarray, nuclei: np.ndarray, params: SegmentationPara
         int32 cell labels; cell ``i`` contains nucleus ``i``.
     """
     d = params.nucleus_diameter
-    smooth = filters.gaussian(cyto.astype(np.float32), sigma=max(d / 20, 1.0), preserve_range=True)
+    engine = resolve_engine(params.filters)
+    smooth = image_filters.gaussian(cyto, max(d / 20, 1.0), engine)
     log = np.log1p(np.maximum(smooth - smooth.min(), 0))
     threshold = _THRESHOLDS[params.cell_threshold_method](log) * params.cell_threshold_correction
-    reach = segmentation.expand_labels(nuclei, distance=params.cell_radius) > 0
+    # Within reach of a nucleus: expand_labels(nuclei, cell_radius) > 0, without
+    # the nearest-label indices it also computes.
+    reach = ndi.distance_transform_edt(nuclei == 0) <= params.cell_radius
     mask = ((log > threshold) & reach) | (nuclei > 0)
-    mask = ndi.binary_fill_holes(mask)
-    gradient = filters.sobel(log)
+    mask = fill_holes(mask)
+    gradient = image_filters.sobel(log, engine)
     gradient = gradient / max(float(gradient.max()), 1e-12)
     # A little compactness (on the [0, 1] gradient) keeps a cell from leaking around
     # its neighbour; on the real Phenix field any value in 0.003..0.3 scores the same.
@@ -179,8 +184,29 @@ def _filter_by_size(labels: np.ndarray, min_d: float, max_d: float) -> np.ndarra
     return lookup[labels]
 
 
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes(mask)``, by labelling the background once.
+
+    A hole is a 4-connected background region that does not reach the image's
+    edge, which is what ``binary_fill_holes`` finds by propagating the outside
+    inwards, pixel layer by pixel layer (6x slower on a 1080 x 1080 field).
+    """
+    background, _ = ndi.label(~mask)
+    edge = np.unique(
+        np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
+    )
+    return mask | ~np.isin(background, edge)
+
+
 def _fill_cell_holes(cells: np.ndarray) -> np.ndarray:
-    """Fill holes inside each cell (dim vacuoles) with that cell's label."""
+    """Fill holes inside each cell (dim vacuoles) with that cell's label.
+
+    The watershed floods every pixel of a hole-free mask that is connected to a
+    nucleus, so this rarely finds anything: one look at the union of the cells
+    first spares the per-cell pass when no background is enclosed at all.
+    """
+    if not (fill_holes(cells > 0) & (cells == 0)).any():
+        return cells.astype(np.int32)
     filled = cells.copy()
     for i, sl in enumerate(ndi.find_objects(cells), start=1):
         if sl is None:

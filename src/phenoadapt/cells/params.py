@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import CellsError
+from .filters import FILTER_ENGINES
 
 THRESHOLD_METHODS = ("otsu", "li", "triangle", "yen", "mean")
 BACKENDS = ("classical", "cellpose")
@@ -81,6 +82,10 @@ class SegmentationParams:
         ``"quartile"`` (default), ``"minimum"``, ``"median"`` or ``"mean"``
         (CellProfiler's).  No statistic wins on every plate; the measured
         trade-offs are in docs/segmentation.md.
+    filters
+        Engine of the smoothing and edge filters: ``"scipy"`` (default) or
+        ``"torch"``, which runs them on the GPU when torch sees one and falls
+        back to scipy otherwise (see :mod:`phenoadapt.cells.filters`).
     """
 
     nucleus_diameter: float = 40.0
@@ -101,6 +106,7 @@ class SegmentationParams:
     cellpose_model: str = "cpsam"
     illumination_correction: bool = False
     illumination_statistic: str = "quartile"
+    filters: str = "scipy"
 
     def __post_init__(self) -> None:
         _positive("nucleus_diameter", self.nucleus_diameter, "of pixels")
@@ -142,6 +148,10 @@ class SegmentationParams:
             )
         if self.min_contrast < 0:
             raise CellsError(f"min_contrast={self.min_contrast:g} must be >= 0.")
+        if self.filters not in FILTER_ENGINES:
+            raise CellsError(
+                f"Unknown filters engine {self.filters!r}: use one of {', '.join(FILTER_ENGINES)}."
+            )
 
     @property
     def nucleus_size_range(self) -> tuple[float, float]:
