@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import platform
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -50,10 +51,7 @@ import torch
 
 from phenoadapt import schema
 from phenoadapt.adapt import plan_contexts, predict_contexts
-from phenoadapt.evaluate.ceiling import (
-    accuracy_by,
-    well_accuracy,
-)
+from phenoadapt.evaluate.ceiling import accuracy_by, trait_oracle, well_accuracy
 from phenoadapt.evaluate.label_shift import PlateLabelShiftSampler
 from phenoadapt.nn import ResNetConfig, build_resnet, fit_normalization
 from phenoadapt.train import (
@@ -70,6 +68,7 @@ try:  # run as a script: benchmarks/ is on sys.path
     from _synthetic_data import DataSettings, design, prepare_crops
     from bench_domain_shift import FULL_DESIGN, QUICK_DESIGN, Splits, make_splits
 except ImportError:  # pragma: no cover - imported as benchmarks.bench_protocol
+    from benchmarks._common import write_doc_section
     from benchmarks._synthetic_data import DataSettings, design, prepare_crops
     from benchmarks.bench_domain_shift import FULL_DESIGN, QUICK_DESIGN, Splits, make_splits
 
@@ -468,12 +467,494 @@ def main() -> None:
     tables = gather(cache, budget, splits, evals, runs, evaluate=True)
     if args.eval_only:
         return
-    report(args, tables, budget, evals, settings, cells, splits)
+    report(args, tables, budget, evals, splits, cache)
 
 
-def report(args, tables, budget, evals, settings, cells, splits) -> None:  # placeholder
-    for name, table in tables.items():
-        print(name, table.head(20).to_string())
+# --------------------------------------------------------------------------- reporting
+
+
+def ms(values: pd.Series | np.ndarray, digits: int = 3) -> str:
+    """Mean ± sample standard deviation (ddof=1); the mean alone for one value."""
+    v = pd.Series(values, dtype=float).dropna()
+    if v.empty:
+        return "n/a"
+    if len(v) == 1:
+        return f"{v.iloc[0]:.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+def paired(a: pd.Series, b: pd.Series, digits: int = 3) -> str:
+    """Mean ± sd over seeds of the per-seed difference a - b (both indexed by seed)."""
+    d = (a - b).dropna()
+    if d.empty:
+        return "n/a"
+    text = ms(d, digits)
+    sign = "+" if d.mean() >= 0 else ""
+    return f"{sign}{text} (n={len(d)})"
+
+
+def by_seed(table: pd.DataFrame, **where: object) -> pd.Series:
+    """The accuracy column of the rows matching ``where``, indexed by seed."""
+    mask = np.ones(len(table), dtype=bool)
+    for column, value in where.items():
+        mask &= (table[column] == value).to_numpy()
+    return table.loc[mask].set_index("seed")["accuracy"]
+
+
+def own(domains: pd.DataFrame, method: str, norm: str, domain: str) -> pd.Series:
+    """A training method's accuracy with its own test-time procedure, by seed."""
+    return by_seed(domains, method=method, norm=norm, test_method=method, domain=domain)
+
+
+def training_table(training: pd.DataFrame) -> list[str]:
+    """Epochs, early stopping and time of every (method, normalization)."""
+    lines = [
+        "| trained with | input | seeds | epochs run | best epoch | stopped early | minutes "
+        "per network | parameters |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (method, norm), g in training.groupby(["method", "norm"], sort=False):
+        lines.append(
+            f"| {LABELS[method]} | {LABELS[norm]} | {len(g)} | {ms(g['epochs_run'], 1)} | "
+            f"{ms(g['best_epoch'], 1)} | {int(g['stopped_early'].sum())} of {len(g)} | "
+            f"{ms(g['seconds'] / 60, 1)} | {int(g['parameters'].iloc[0]):,} |"
+        )
+    return lines
+
+
+def norm_table(domains: pd.DataFrame, methods: Sequence[str]) -> list[str]:
+    """Each method (own test-time procedure) with both inputs, per domain, paired difference."""
+    lines = [
+        "| trained with | domain | clip + log1p | per-image p99.99 | per-image minus log1p |",
+        "|---|---|---|---|---|",
+    ]
+    for method in methods:
+        for domain in DOMAINS:
+            a, b = own(domains, method, "log1p", domain), own(domains, method, "image", domain)
+            lines.append(f"| {LABELS[method]} | {domain} | {ms(a)} | {ms(b)} | {paired(b, a)} |")
+    return lines
+
+
+def matched_table(domains: pd.DataFrame, norm: str) -> list[str]:
+    """Each training method with its own test-time procedure across domains (paper's view)."""
+    lines = [
+        "| method (train = test) | " + " | ".join(DOMAINS) + " | drop to new lab |",
+        "|---" * (len(DOMAINS) + 2) + "|",
+    ]
+    for method in TRAIN_METHODS:
+        per = [own(domains, method, norm, d) for d in DOMAINS]
+        if per[0].empty:
+            continue
+        lines.append(
+            f"| {LABELS[method]} | "
+            + " | ".join(ms(p) for p in per)
+            + f" | {ms(per[0] - per[2])} |"
+        )
+    return lines
+
+
+def full_table(domains: pd.DataFrame, norm: str, domain: str) -> list[str]:
+    """Training method x test-time method in one domain."""
+    lines = [
+        "| trained with \\ test-time | " + " | ".join(LABELS[t] for t in TEST_METHODS) + " |",
+        "|---" * (len(TEST_METHODS) + 1) + "|",
+    ]
+    for method in TRAIN_METHODS:
+        cells = [
+            ms(by_seed(domains, method=method, norm=norm, domain=domain, test_method=t))
+            for t in TEST_METHODS
+        ]
+        if cells[0] != "n/a":
+            lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def shift_table(
+    ls: pd.DataFrame, norm: str, column: str, values: Sequence, fixed: dict
+) -> list[str]:
+    """(sampler, training, statistics) x ``column`` (alpha or treated per context)."""
+    head = "α" if column == "alpha" else "L"
+    lines = [
+        "| sampler | trained with | statistics | "
+        + " | ".join(f"{head} = {v:g}" for v in values)
+        + " |",
+        "|---" * (len(values) + 3) + "|",
+    ]
+    for sampler in SAMPLERS:
+        for method in TRAIN_METHODS:
+            for stats in STATS_METHODS:
+                cells = [
+                    ms(
+                        by_seed(
+                            ls,
+                            sampler=sampler,
+                            method=method,
+                            norm=norm,
+                            stats=stats,
+                            **{column: v},
+                            **fixed,
+                        )
+                    )
+                    for v in values
+                ]
+                if all(c == "n/a" for c in cells):
+                    continue
+                lines.append(
+                    f"| {sampler} | {LABELS[method]} | {LABELS[stats]} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
+    return lines
+
+
+def context_sizes(ls: pd.DataFrame, treated_values: Sequence[int], alpha: float) -> list[str]:
+    """Mean treated cells per context of each sampler (the official caps shrink them)."""
+    lines = [
+        "| sampler | " + " | ".join(f"L = {n}" for n in treated_values) + " |",
+        "|---" * (len(treated_values) + 1) + "|",
+    ]
+    for sampler in SAMPLERS:
+        mine = ls[(ls["sampler"] == sampler) & (ls["alpha"] == alpha)]
+        cells = [
+            f"{mine.loc[mine['treated'] == n, 'mean_treated'].mean():.1f}" for n in treated_values
+        ]
+        lines.append(f"| {sampler} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def oracle_rows(splits: Splits) -> tuple[list[str], dict[str, float]]:
+    """The trait oracle on the treated cells of each evaluation set."""
+    sets = {**splits.domains, "label-shift plates": splits.label_shift}
+    lines = [
+        "| cells of | oracle accuracy | responders only | dose 1 µM | dose 10 µM | per well |",
+        "|---|---|---|---|---|---|",
+    ]
+    ceiling = {}
+    for name, data in sets.items():
+        treated = data.table[data.labels >= 0]
+        r = trait_oracle(treated, seed=0)
+        ceiling[name] = r.accuracy
+        lines.append(
+            f"| {name} | {r.accuracy:.3f} | {r.responder_accuracy:.3f} | "
+            f"{r.by_dose.get(1.0, float('nan')):.3f} | {r.by_dose.get(10.0, float('nan')):.3f} "
+            f"| {r.well_accuracy:.3f} |"
+        )
+    return lines, ceiling
+
+
+def detail_table(detail: pd.DataFrame, norm: str) -> list[str]:
+    """The networks' accuracy by subgroup (own test-time procedure and ERM statistics)."""
+    doses = sorted(c for c in detail.columns if c.startswith("dose "))
+    lines = [
+        "| trained with | test-time | domain | responders only | "
+        + " | ".join(f"{d} µM" for d in doses)
+        + " | per well |",
+        "|---" * (len(doses) + 5) + "|",
+    ]
+    mine = detail[detail["norm"] == norm]
+    for (method, test, domain), g in mine.groupby(["method", "test_method", "domain"], sort=False):
+        lines.append(
+            f"| {LABELS[method]} | {LABELS[test]} | {domain} | {ms(g['responders'])} | "
+            + " | ".join(ms(g[d]) for d in doses)
+            + f" | {ms(g['wells'])} |"
+        )
+    return lines
+
+
+def targets(domains: pd.DataFrame, ls: pd.DataFrame, norm: str, ceiling: float) -> list[str]:
+    """The issue's three targets, each with the measured numbers and a verdict."""
+    cs_in = own(domains, "cs-arm-bn", norm, DOMAINS[0])
+    cs_new = own(domains, "cs-arm-bn", norm, DOMAINS[2])
+    erm_in, erm_new = own(domains, "erm", norm, DOMAINS[0]), own(domains, "erm", norm, DOMAINS[2])
+    shift = by_seed(
+        ls,
+        sampler="official",
+        method="cs-arm-bn",
+        norm=norm,
+        stats="cs-arm-bn",
+        alpha=0.01,
+        treated=64,
+    )
+    lines = []
+    if not cs_in.empty and not erm_in.empty:
+        cs_drop, erm_drop = (cs_in - cs_new), (erm_in - erm_new)
+        ok = cs_drop.mean() <= 0.01 and erm_drop.mean() >= 0.05
+        lines.append(
+            f"- **CS-ARM-BN within 1 point of in-domain in a new lab while ERM loses >= 5**: "
+            f"CS-ARM-BN loses {ms(cs_drop)}, ERM {ms(erm_drop)} — "
+            + ("reached." if ok else "**not reached**.")
+        )
+    if not cs_in.empty and not shift.empty:
+        ratio = shift / cs_in
+        lines.append(
+            f"- **At α = 0.01 CS-ARM-BN >= 0.95 x its in-domain accuracy** (official sampler, "
+            f"L = 64): {ms(shift)} against {ms(cs_in)} in domain, ratio {ms(ratio)} — "
+            + ("reached." if ratio.mean() >= 0.95 else "**not reached**.")
+        )
+    if not cs_in.empty:
+        share = cs_in / ceiling
+        lines.append(
+            f"- **In-domain accuracy >= 0.8 of the measured ceiling**: CS-ARM-BN {ms(cs_in)} "
+            f"against the trait oracle's {ceiling:.3f} on the same cells, {ms(share)} of it — "
+            + ("reached." if share.mean() >= 0.8 else "**not reached**.")
+        )
+    return lines
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+NORM_COLOURS = {"log1p": "#0072b2", "image": "#d55e00"}
+STATS_STYLE = {
+    "erm": ("#888888", ":"),
+    "arm-bn": ("#e69f00", "-"),
+    "ben": ("#009e73", "--"),
+    "cs-arm-bn": ("#0072b2", "-"),
+}
+
+
+def plot_curves(history: pd.DataFrame, path: Path) -> None:
+    """Validation (solid) and training (dotted) loss per epoch, one panel per training method."""
+    plt = _pyplot()
+    methods = [m for m in TRAIN_METHODS if m in set(history["method"])]
+    fig, axes = plt.subplots(
+        1, len(methods), figsize=(4.3 * len(methods), 3.4), sharey=True, squeeze=False
+    )
+    for ax, method in zip(axes[0], methods, strict=True):
+        for (norm, seed), g in history[history["method"] == method].groupby(["norm", "seed"]):
+            colour = NORM_COLOURS[norm]
+            label = LABELS[norm] if seed == history["seed"].min() else None
+            ax.plot(g["epoch"], g["val_loss"], color=colour, lw=1.2, label=label)
+            ax.plot(g["epoch"], g["train_loss"], color=colour, lw=0.8, ls=":")
+            best = g.loc[g["val_loss"].idxmin()]
+            ax.plot(best["epoch"], best["val_loss"], "o", color=colour, ms=4)
+        ax.set_title(f"trained {LABELS[method]}")
+        ax.set_xlabel("epoch (12 steps)")
+    axes[0][0].set_ylabel("loss (solid: validation plate, dotted: training)")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_shift(ls: pd.DataFrame, norm: str, column: str, fixed: dict, path: Path) -> None:
+    """Accuracy against alpha (or L), one panel per sampler x training method."""
+    plt = _pyplot()
+    mine = ls[(ls["norm"] == norm)]
+    for k, v in fixed.items():
+        mine = mine[mine[k] == v]
+    methods = [m for m in TRAIN_METHODS if m in set(mine["method"])]
+    fig, axes = plt.subplots(
+        len(SAMPLERS),
+        len(methods),
+        figsize=(4 * len(methods), 6.4),
+        sharey=True,
+        sharex=True,
+        squeeze=False,
+    )
+    for i, sampler in enumerate(SAMPLERS):
+        for j, method in enumerate(methods):
+            ax = axes[i][j]
+            here = mine[(mine["sampler"] == sampler) & (mine["method"] == method)]
+            for stats in STATS_METHODS:
+                g = here[here["stats"] == stats].groupby(column)["accuracy"]
+                if not len(g):
+                    continue
+                colour, style = STATS_STYLE[stats]
+                std = g.std(ddof=1).fillna(0)
+                ax.errorbar(
+                    g.mean().index,
+                    g.mean(),
+                    yerr=std,
+                    color=colour,
+                    ls=style,
+                    marker="o",
+                    ms=3,
+                    capsize=2,
+                    label=f"{LABELS[stats]} statistics",
+                )
+            ax.set_xscale("log", base=10 if column == "alpha" else 2)
+            ax.set_title(f"{sampler} sampler, trained {LABELS[method]}", fontsize=9)
+            ax.set_ylim(0, 0.8)
+            if i == len(SAMPLERS) - 1:
+                ax.set_xlabel("Dirichlet α" if column == "alpha" else "treated cells per context")
+        axes[i][0].set_ylabel("accuracy, held-out plates")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def choose_norm(domains: pd.DataFrame) -> tuple[str, list[str]]:
+    """The input for new checkpoints: per-image only if it loses no in-domain accuracy."""
+    verdicts, keep = [], True
+    for method in ("erm", "cs-arm-bn"):
+        a = own(domains, method, "log1p", DOMAINS[0])
+        b = own(domains, method, "image", DOMAINS[0])
+        d = (b - a).dropna()
+        if d.empty:
+            return "log1p", ["Per-image networks are missing: the default stays clip + log1p."]
+        keep &= d.mean() >= 0
+        verdicts.append(f"{LABELS[method]} {paired(b, a)}")
+    rule = "; ".join(verdicts)
+    if keep:
+        return "image", [
+            f"In-domain accuracy, per-image minus log1p (paired by seed): {rule}: "
+            "per-image does not lose, so it is the input of the tables below."
+        ]
+    return "log1p", [
+        f"In-domain accuracy, per-image minus log1p (paired by seed): {rule}: "
+        "per-image loses in-domain accuracy, so the default for new checkpoints "
+        "stays clip + log1p and the tables below use it."
+    ]
+
+
+def render(
+    tables: dict[str, pd.DataFrame],
+    budget: Budget,
+    evals: EvalSettings,
+    splits: Splits,
+    wide: dict[str, pd.DataFrame] | None,
+) -> str:
+    """The measured section of docs/protocol.md."""
+    domains, ls, training = tables["domains"], tables["label_shift"], tables["training"]
+    norm, decision = choose_norm(domains)
+    oracle, ceiling = oracle_rows(splits)
+    seeds = sorted(int(s) for s in training["seed"].unique())
+    lines = [
+        f"Measured by `benchmarks/bench_protocol.py` on CPU ({platform.machine()}, "
+        f"{torch.get_num_threads()} torch thread(s), torch {torch.__version__}), seeds {seeds}; "
+        "mean ± sample standard deviation (ddof=1) over seeds, differences paired by seed. "
+        f"Plates, crops and splits of [domain-shift.md](domain-shift.md) "
+        f"({len(splits.train)} training cells; {evals.max_test_treated} treated cells per test "
+        "plate with all its controls).",
+        "",
+        f"Networks: {budget.arch} width {budget.width} (small stem), Adam lr 1e-3, "
+        f"L = {budget.treated} (+ C = {budget.controls} for CS-ARM-BN) per episode, "
+        f"P = {budget.plates_per_step} episodes per step, epochs of {budget.steps_per_epoch} "
+        "steps, "
+        f"up to {budget.max_epochs} epochs, early stopping when the validation loss has not "
+        f"improved for {budget.patience} epochs (the best epoch's weights are kept).",
+        "",
+        "### Training to convergence",
+        "",
+        *training_table(training),
+        "",
+        "![Learning curves](images/protocol_curves.png)",
+        "",
+        "### Input normalization (issue 15.1)",
+        "",
+        *norm_table(domains, ("erm", "arm-bn", "cs-arm-bn")),
+        "",
+        *decision,
+        "",
+        f"### Domain shift ({LABELS[norm]} input)",
+        "",
+        *matched_table(domains, norm),
+        "",
+    ]
+    for domain in DOMAINS:
+        lines += [
+            f"**{domain.capitalize()}**, every training x test-time method:",
+            "",
+            *full_table(domains, norm, domain),
+            "",
+        ]
+    lines += [
+        f"### Label shift, both samplers (held-out plates, {LABELS[norm]} input)",
+        "",
+        "Official: one Dirichlet(α) draw of L treated per plate, 8 contexts rotated so each "
+        "class dominates once, each class capped at the cells the plate holds, 128 controls "
+        "(with replacement, as the official code). Ours: a draw per context, "
+        f"{evals.ours_contexts_per_plate} contexts per plate, L treated always (resampled when "
+        "a class runs short), 128 controls. The seed of the evaluation is the network's.",
+        "",
+        "L = 64 treated per context:",
+        "",
+        *shift_table(ls, norm, "alpha", evals.alphas, {"treated": 64}),
+        "",
+        "![Label shift](images/protocol_label_shift.png)",
+        "",
+        f"Treated cells per context at α = {evals.sweep_alpha:g} (128 controls):",
+        "",
+        *shift_table(ls, norm, "treated", evals.treated_sweep, {"alpha": evals.sweep_alpha}),
+        "",
+        "Mean treated cells actually in a context (the official caps):",
+        "",
+        *context_sizes(ls[ls["norm"] == norm], evals.treated_sweep, evals.sweep_alpha),
+        "",
+        "![Treated per context](images/protocol_treated_sweep.png)",
+        "",
+        "### The ceiling (issue 15.3)",
+        "",
+        "Trait oracle: a gradient-boosted classifier on the generator's ground-truth traits "
+        "(`phenoadapt.evaluate.ceiling.trait_oracle`), trained on two fresh draws of cells with "
+        "the same compounds and doses, scored on a third; no image, optics or batch effect. "
+        "15 % of treated cells are non-responders (DMSO-like).",
+        "",
+        *oracle,
+        "",
+        "The networks' own test-time procedure (and ERM statistics), by subgroup:",
+        "",
+        *detail_table(tables["detail"], norm),
+        "",
+        "### Targets of the issue",
+        "",
+        *targets(domains, ls, norm, ceiling[DOMAINS[0]]),
+    ]
+    if wide is not None and not wide["training"].empty:
+        lines += [
+            "",
+            f"### Wider network (width {WIDE_BUDGET.width}, {LABELS['log1p']} input)",
+            "",
+            *training_table(wide["training"]),
+            "",
+            *matched_table(wide["domains"], "log1p"),
+        ]
+    return "\n".join(lines)
+
+
+def report(
+    args: argparse.Namespace,
+    tables: dict[str, pd.DataFrame],
+    budget: Budget,
+    evals: EvalSettings,
+    splits: Splits,
+    cache: Path,
+) -> None:
+    """Print the tables and, unless a quick run, write docs/protocol.md and its figures."""
+    wide = None
+    if not args.quick and not args.gpu_budget and not args.wide:
+        runs = [(m, "log1p", s) for m in ("erm", "cs-arm-bn") for s in args.seeds]
+        wide = gather(cache, WIDE_BUDGET, splits, evals, runs, evaluate=True)
+    norm, _ = choose_norm(tables["domains"])
+    out = cache if args.quick else IMAGES
+    out.mkdir(parents=True, exist_ok=True)
+    plot_curves(tables["history"], out / "protocol_curves.png")
+    plot_shift(
+        tables["label_shift"], norm, "alpha", {"treated": 64}, out / "protocol_label_shift.png"
+    )
+    plot_shift(
+        tables["label_shift"],
+        norm,
+        "treated",
+        {"alpha": evals.sweep_alpha},
+        out / "protocol_treated_sweep.png",
+    )
+    text = render(tables, budget, evals, splits, wide)
+    print(text)
+    if args.quick:
+        print(f"quick run: figures in {out}, docs untouched")
+        return
+    doc = DOC.with_name("protocol-gpu.md") if args.gpu_budget else DOC
+    write_doc_section(doc, text, START, END, title="The paper's protocol on synthetic plates")
+    print(f"wrote {doc}")
 
 
 if __name__ == "__main__":
