@@ -349,6 +349,12 @@ def evaluate_label_shift(
     return rows
 
 
+def _load(path: Path, budget: Budget) -> torch.nn.Module:
+    """A cached network in eval mode, on the budget's device when it has one."""
+    device = budget.device if budget.device == "cpu" or torch.cuda.is_available() else "cpu"
+    return load_checkpoint(path).model.to(device).eval()
+
+
 def evaluate_network(
     path: Path,
     splits: Splits,
@@ -370,7 +376,7 @@ def evaluate_network(
     if all(f.exists() for f in files.values()):
         tables = {n: pd.read_csv(f) for n, f in files.items()}
     else:
-        model = load_checkpoint(path).model.eval()
+        model = _load(path, budget)
         started = time.perf_counter()
         domains, detail = evaluate_domains(model, splits, method, seed, budget)
         tables = {"domains": pd.DataFrame(domains), "detail": pd.DataFrame(detail)}
@@ -380,7 +386,7 @@ def evaluate_network(
     if want_shift and shift_file.exists():
         tables["label_shift"] = pd.read_csv(shift_file)
     elif want_shift:
-        model = model if model is not None else load_checkpoint(path).model.eval()
+        model = model if model is not None else _load(path, budget)
         started = time.perf_counter()
         tables["label_shift"] = pd.DataFrame(evaluate_label_shift(model, splits, settings, seed))
         tables["label_shift"].to_csv(shift_file, index=False)
