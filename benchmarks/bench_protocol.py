@@ -591,6 +591,8 @@ def norm_table(domains: pd.DataFrame, methods: Sequence[str]) -> list[str]:
     for method in methods:
         for domain in DOMAINS:
             a, b = own(domains, method, "log1p", domain), own(domains, method, "image", domain)
+            if a.empty and b.empty:
+                continue
             lines.append(f"| {LABELS[method]} | {domain} | {ms(a)} | {ms(b)} | {paired(b, a)} |")
     return lines
 
@@ -675,9 +677,8 @@ def context_sizes(ls: pd.DataFrame, treated_values: Sequence[int], alpha: float)
     ]
     for sampler in SAMPLERS:
         mine = ls[(ls["sampler"] == sampler) & (ls["alpha"] == alpha)]
-        cells = [
-            f"{mine.loc[mine['treated'] == n, 'mean_treated'].mean():.1f}" for n in treated_values
-        ]
+        sizes = [mine.loc[mine["treated"] == n, "mean_treated"].mean() for n in treated_values]
+        cells = ["n/a" if np.isnan(v) else f"{v:.1f}" for v in sizes]
         lines.append(f"| {sampler} | " + " | ".join(cells) + " |")
     return lines
 
