@@ -151,6 +151,9 @@ class EvalSettings:
     max_test_treated: int | None = 500
     #: Inputs whose networks are evaluated under label shift (the CPU budget).
     shift_norms: tuple[str, ...] = ("log1p", "image")
+    #: False: only label-shift tables already in the cache are read (a report that
+    #: must not start a long evaluation).
+    compute_shift: bool = True
 
     def grid(self, sampler: str) -> list[tuple[float, int]]:
         """(alpha, L) points evaluated with one sampler."""
@@ -383,7 +386,9 @@ def evaluate_network(
         for name, table in tables.items():
             table.to_csv(files[name], index=False)
         print(f"domains of {stem}: {time.perf_counter() - started:.0f} s", flush=True)
-    if want_shift and shift_file.exists():
+    if want_shift and not shift_file.exists() and not settings.compute_shift:
+        print(f"label shift of {stem} not in the cache: left out", flush=True)
+    elif want_shift and shift_file.exists():
         tables["label_shift"] = pd.read_csv(shift_file)
     elif want_shift:
         model = model if model is not None else _load(path, budget)
@@ -481,6 +486,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--report", action="store_true", help="write the docs from the cache; trains nothing"
     )
+    parser.add_argument(
+        "--cached-shift-only",
+        action="store_true",
+        help="report label shift only for networks whose tables are cached",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=2, help="processes rendering fields")
     return parser.parse_args()
@@ -504,7 +514,7 @@ def choose(args: argparse.Namespace) -> tuple[DataSettings, Budget, EvalSettings
         )
     settings = DataSettings(plates=tuple(design(FULL_DESIGN)))
     budget = GPU_BUDGET if args.gpu_budget else WIDE_BUDGET if args.wide else CPU_BUDGET
-    evals = EvalSettings(shift_norms=shift)
+    evals = EvalSettings(shift_norms=shift, compute_shift=not args.cached_shift_only)
     return settings, budget, evals, args.work_dir / "full", args.cache_dir / "full"
 
 
