@@ -298,8 +298,10 @@ def train_one(
     return result.model, row
 
 
-def evaluate_domains(model: torch.nn.Module, splits: Splits, config: BenchConfig) -> list[dict]:
-    """Accuracy of every test-time method in every domain."""
+def evaluate_domains(
+    model: torch.nn.Module, splits: Splits, config: BenchConfig, seed: int = 0
+) -> list[dict]:
+    """Accuracy of every test-time method in every domain (``seed`` chooses the contexts)."""
     rows = []
     for domain, data in splits.domains.items():
         for test_method in TEST_METHODS:
@@ -311,6 +313,7 @@ def evaluate_domains(model: torch.nn.Module, splits: Splits, config: BenchConfig
                 treated_per_context=None
                 if test_method in ("erm", "adabn", "ben")
                 else config.treated_per_context,
+                seed=seed,
             )
             rows.append(
                 {
@@ -444,7 +447,7 @@ def contexts_table(work: Path) -> tuple[list[str], pd.DataFrame]:
     for c in labels[1:]:
         other = table[table["context"] == c].set_index(["seed", "train_method", "set"])
         d = (other["accuracy"] - base["accuracy"]).groupby(level=[0, 1]).mean()
-        diff.append({"context": c, "mean": d.mean(), "std": d.std(ddof=0), "seeds": len(d)})
+        diff.append({"context": c, "mean": d.mean(), "std": d.std(ddof=1), "seeds": len(d)})
     return rows, pd.DataFrame(diff)
 
 
@@ -464,7 +467,7 @@ def run_benchmark(
         for method in config.methods:
             model, row = train_one(method, seed, splits, config)
             training.append(row)
-            for r in evaluate_domains(model, splits, config):
+            for r in evaluate_domains(model, splits, config, seed):
                 accuracy.append({"seed": seed, "train_method": method, **r})
             if method in config.label_shift_methods:
                 for r in evaluate_label_shift(model, splits, config, seed):
@@ -489,7 +492,7 @@ def run_benchmark(
 
 
 def _mean_std(values: pd.Series) -> str:
-    return f"{values.mean():.3f} ± {values.std(ddof=0):.3f}"
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
 
 
 def accuracy_table(results: Results, domain: str) -> list[str]:
@@ -549,7 +552,7 @@ def erm_drop(results: Results) -> dict[str, tuple[float, float]]:
     out = {}
     for domain in DOMAINS[1:]:
         drop = base - erm[erm["domain"] == domain].set_index("seed")["accuracy"]
-        out[domain] = (float(drop.mean()), float(drop.std(ddof=0)))
+        out[domain] = (float(drop.mean()), float(drop.std(ddof=1)))
     return out
 
 
@@ -570,7 +573,7 @@ def plot_domains(results: Results, path: Path) -> None:
             mine = acc[(acc["domain"] == domain) & (acc["train_method"] == method)]
             grouped = mine.groupby("test_method")["accuracy"]
             means = grouped.mean().reindex(TEST_METHODS)
-            stds = grouped.std(ddof=0).reindex(TEST_METHODS).fillna(0)
+            stds = grouped.std(ddof=1).reindex(TEST_METHODS).fillna(0)
             ax.bar(
                 x + (i - 1) * width,
                 means,
@@ -615,7 +618,7 @@ def plot_label_shift(results: Results, path: Path) -> None:
         if mine.empty:
             continue
         grouped = mine.groupby("alpha")["accuracy"]
-        means, stds = grouped.mean(), grouped.std(ddof=0).fillna(0)
+        means, stds = grouped.mean(), grouped.std(ddof=1).fillna(0)
         ax.errorbar(
             means.index,
             means,

@@ -16,7 +16,7 @@ from .abra import (
     FeatureStatPerturbation,
     build_abra,
 )
-from .normalize import ChannelNormalizer, Normalization, fit_normalization
+from .normalize import ChannelNormalizer, Normalization, fit_normalization, scale_per_image
 from .phenoprofiler import (
     PhenoProfiler,
     PhenoProfilerConfig,
@@ -64,5 +64,6 @@ __all__ = [
     "resnet34",
     "resnet50",
     "retry_on_oom",
+    "scale_per_image",
     "select_device",
 ]
