@@ -209,7 +209,8 @@ class RunWidget(QWidget):
         self.scheduler.setToolTip(
             "Optional dask scheduler whose workers segment the fields and adapt and predict "
             "each plate's contexts (on their GPUs when started with --resources GPU=1): "
-            "'local' (worker processes on this computer) or an address such as tcp://host:8786 (see docs/scale-out.md). "
+            "'local' (worker processes on this computer) or an address such as "
+            "tcp://host:8786 (see docs/scale-out.md). "
             "Empty: this computer, as usual."
         )
         self.plates = QListWidget()
