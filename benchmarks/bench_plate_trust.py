@@ -8,8 +8,8 @@ training method) the network of that benchmark is trained (or loaded from the
 work folder, where both benchmarks keep their weights), and
 
 - its plate-trust reference is fitted on the training plates' control cells
-  (:func:`phenoadapt.adapt.trust.reference_for_model`, with the validation plate);
-- every plate gets its distance (:func:`phenoadapt.adapt.trust.plate_trust`) from
+  (:func:`phenoadapt.pipeline.trust.reference_for_model`, with the validation plate);
+- every plate gets its distance (:func:`phenoadapt.pipeline.trust.plate_trust`) from
   its control cells;
 - every plate gets its accuracy: ERM-trained network with training statistics,
   CS-ARM-BN-trained network with CS-ARM-BN contexts (64 treated + 128 controls).
@@ -39,7 +39,7 @@ import torch
 from scipy.stats import spearmanr
 
 from phenoadapt import schema
-from phenoadapt.adapt.trust import control_features, plate_trust, reference_for_model
+from phenoadapt.pipeline.trust import control_features, plate_trust, reference_for_model
 from phenoadapt.train import CellData, evaluate_plates
 
 try:  # run as a script: benchmarks/ is on sys.path

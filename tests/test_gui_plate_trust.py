@@ -10,8 +10,8 @@ import pytest
 from pipeline_fixtures import CHANNELS, MOAS, make_plate
 
 from phenoadapt import schema
-from phenoadapt.adapt.trust import METADATA_KEY, fit_trust_reference
 from phenoadapt.nn import ResNetConfig, build_resnet
+from phenoadapt.pipeline.trust import METADATA_KEY, fit_trust_reference
 from phenoadapt.train import CheckpointMetadata, save_checkpoint
 
 pytest.importorskip("napari")

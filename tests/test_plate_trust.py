@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from phenoadapt import schema
-from phenoadapt.adapt.trust import (
+from phenoadapt.errors import ModelError, TableError
+from phenoadapt.pipeline.trust import (
     METADATA_KEY,
     TrustReference,
     fit_trust_reference,
@@ -19,7 +20,6 @@ from phenoadapt.adapt.trust import (
     reference_from_metadata,
     trust_of_run,
 )
-from phenoadapt.errors import ModelError, TableError
 
 
 def _plates(shifts: dict[str, float], n: int = 400, d: int = 8, seed: int = 0):

@@ -7,8 +7,8 @@ import json
 import pytest
 from pipeline_fixtures import make_plate
 
-from phenoadapt.adapt.trust import METADATA_KEY, TrustReference
 from phenoadapt.cli import main
+from phenoadapt.pipeline.trust import METADATA_KEY, TrustReference
 from phenoadapt.train import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")

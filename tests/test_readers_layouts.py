@@ -285,7 +285,7 @@ def test_peek_files_is_bounded(tmp_path):
 
 # -- the Plate dock fills in the suggestion ----------------------------------------
 @pytest.mark.gui
-def test_plate_dock_prefills_the_suggested_pattern(make_napari_viewer, tmp_path, monkeypatch):
+def test_plate_dock_offers_the_suggested_pattern(make_napari_viewer, tmp_path, monkeypatch):
     import phenoadapt.gui.plate_dock as plate_dock
 
     shown: list[tuple[str, str]] = []
@@ -293,8 +293,12 @@ def test_plate_dock_prefills_the_suggested_pattern(make_napari_viewer, tmp_path,
     write_tiffs(tmp_path, SUGGEST_CASES["wells of two widths"])
     dock = plate_dock.PlateDock(make_napari_viewer())
     assert dock.open_folder(tmp_path) is None
-    assert shown[-1][0] == "error" and "File pattern now holds a pattern" in shown[-1][1]
+    assert shown[-1][0] == "error" and "No plate layout recognised" in shown[-1][1]
+    # The error stays in the dock with a button that applies the suggested pattern.
+    assert dock.errors.shown and dock.errors.action.text() == "Use the suggested pattern and open"
+    dock.errors.action.click()
     assert dock.pattern.text() == suggest_pattern(SUGGEST_CASES["wells of two widths"])
-    plate = dock.open_folder(tmp_path)
-    assert plate is not None and plate.wells == ["B07", "B10", "C03"]
+    assert not dock.errors.shown
+    plate = dock.session.plates[next(iter(dock.session.plates))]
+    assert plate.wells == ["B07", "B10", "C03"]
     assert len(plate.channels) == 3 and plate.n_fields == 6

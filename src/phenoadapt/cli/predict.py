@@ -32,7 +32,6 @@ from ..adapt.methods import (
     ContextChoice,
     method_choices,
 )
-from ..adapt.trust import needs_unadapted, run_trust, trust_lines
 from ..errors import PhenoadaptError
 from ..export import (
     RESULT_FILES,
@@ -44,6 +43,7 @@ from ..export import (
     write_tables,
     write_text,
 )
+from ..pipeline.trust import needs_unadapted, run_trust, trust_lines
 from ..plate import open_plate
 from .cells import parse_wells
 from .open_args import add_open_options, open_options, open_platemap, warn_guessed_channels

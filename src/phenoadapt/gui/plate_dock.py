@@ -37,9 +37,9 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from .. import schema
-from ..adapt.trust import PlateTrust, run_trust
 from ..errors import PhenoadaptError
 from ..palette import ClassPalette, class_colours, role_colours
+from ..pipeline.trust import PlateTrust, run_trust
 from ..plate import ChannelRole, Plate
 from ..plate.platemap import PlateMap
 from .channel_table import ChannelTable

@@ -377,14 +377,14 @@ def run_unadapted_task(
     payload: ModelPayload, work: list[tuple[np.ndarray, ContextJob]]
 ) -> list[np.ndarray]:
     """Worker side: pooled features under the training statistics (the "before" view)."""
-    from .run import _unadapted_features  # run.py imports this module
+    from .runner import unadapted_features
 
     outputs = []
     for images, job in work:
         (model, *_) = worker_models(payload, job.device)
         with torch.inference_mode():
             outputs.append(
-                _unadapted_features(
+                unadapted_features(
                     model,
                     images,
                     np.arange(len(images)),

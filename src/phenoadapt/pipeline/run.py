@@ -43,19 +43,18 @@ from ..cells.process import FieldFailure
 from ..errors import ContextError, ModelError, OptionError, PhenoadaptError
 from ..evaluate.accuracy import accuracy_table
 from ..models import default_model_path
-from ..nn.runtime import forward_in_batches, iter_batches, select_device
+from ..nn.runtime import select_device
 from ..plate.model import Plate
 from ..plate.platemap.canonical import DEFAULT_CONTROLS
 from ..plate.wells import well_position
-from ..progress import CancelFn, ProgressFn, check_cancel
+from ..progress import CancelFn, ProgressFn
 from ..scale import open_scheduler
-from ..train.augment import center_crop
 from ..train.checkpoint import Checkpoint, check_classes
 from ..train.predict import load_ensemble
 from .context_tasks import ClusterNetwork
 from .crops import checkpoint_crop_params, field_count
 from .record import run_record
-from .runner import plate_inputs
+from .runner import plate_inputs, unadapted_features
 from .tiles import checkpoint_tiles
 
 #: Network families that classify MoA (ABRA is a ResNet with an angular-margin head).
@@ -352,33 +351,6 @@ def segmentation_for(config: RunConfig, checkpoint: Checkpoint) -> SegmentationP
 # --------------------------------------------------------------------------- prediction
 
 
-def _unadapted_features(
-    model: torch.nn.Module,
-    images: np.ndarray,
-    rows: np.ndarray,
-    input_size: int | None,
-    batch_size: int,
-    progress: ProgressFn | None,
-    cancel: CancelFn | None,
-) -> np.ndarray:
-    """Pooled features with the training running statistics, reported as stage ``predict``."""
-    device = next(iter(model.parameters())).device
-    model.eval()
-    parts = []
-    slices = list(iter_batches(len(rows), batch_size))
-    for i, sl in enumerate(slices):
-        check_cancel(cancel, "Prediction")
-        batch = torch.from_numpy(np.ascontiguousarray(images[rows[sl]], dtype=np.float32))
-        (out,) = forward_in_batches(
-            lambda x: model.embed(center_crop(x, input_size)), batch, batch_size=batch_size,
-            device=device, cancel=cancel,
-        )  # fmt: skip
-        parts.append(out.numpy())
-        if progress is not None:
-            progress("predict", i + 1, len(slices))
-    return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
-
-
 def _predict_one(
     images: np.ndarray,
     table: pd.DataFrame,
@@ -409,7 +381,7 @@ def _predict_one(
         done = np.isfinite(predictions.cells[f"{schema.PROB_PREFIX}{meta.classes[0]}"].to_numpy())
         rows = np.flatnonzero(done)
         if network is None:
-            feats = _unadapted_features(
+            feats = unadapted_features(
                 checkpoints[0].model, images, rows, meta.input_size, config.batch_size,
                 progress, cancel,
             )  # fmt: skip

@@ -16,12 +16,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import torch
 
 from ..cells.params import SegmentationParams
 from ..model_input import ModelInput
+from ..nn.runtime import forward_in_batches, iter_batches
 from ..plate.model import Plate
-from ..progress import CancelFn, ProgressFn
+from ..progress import CancelFn, ProgressFn, check_cancel
+from ..train.augment import center_crop
 from .crops import PlateCrops, checkpoint_crop_params, plate_crops
 from .tiles import checkpoint_tiles, plate_tiles
 
@@ -82,3 +86,30 @@ def plate_inputs(
         cells=cells, batch_size=batch_size, progress=progress, cancel=cancel,
         scheduler=scheduler,
     )  # fmt: skip
+
+
+def unadapted_features(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    rows: np.ndarray,
+    input_size: int | None,
+    batch_size: int,
+    progress: ProgressFn | None,
+    cancel: CancelFn | None,
+) -> np.ndarray:
+    """Pooled features with the training running statistics, reported as stage ``predict``."""
+    device = next(iter(model.parameters())).device
+    model.eval()
+    parts = []
+    slices = list(iter_batches(len(rows), batch_size))
+    for i, sl in enumerate(slices):
+        check_cancel(cancel, "Prediction")
+        batch = torch.from_numpy(np.ascontiguousarray(images[rows[sl]], dtype=np.float32))
+        (out,) = forward_in_batches(
+            lambda x: model.embed(center_crop(x, input_size)), batch, batch_size=batch_size,
+            device=device, cancel=cancel,
+        )  # fmt: skip
+        parts.append(out.numpy())
+        if progress is not None:
+            progress("predict", i + 1, len(slices))
+    return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)

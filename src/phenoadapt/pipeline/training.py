@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
-from ..adapt import trust
 from ..cells.crops import CropParams
 from ..cells.params import SegmentationParams
 from ..cells.process import FieldFailure
@@ -37,6 +36,7 @@ from ..train import CellData, TrainConfig, TrainResult, save_checkpoint, split_p
 from ..train import distributed as dist_utils
 from ..train.abra import AbraConfig
 from ..train.checkpoint import SUFFIX
+from . import trust
 from .crops import field_count, model_channels, plate_crops
 from .tiles import DEFAULT_TILE_SIZE, plate_tiles
 
