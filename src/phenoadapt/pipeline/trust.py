@@ -47,6 +47,7 @@ import pandas as pd
 
 from .. import schema
 from ..errors import ModelError, TableError
+from .runner import unadapted_features
 
 #: Key of the reference in a checkpoint's ``metadata.extra``.
 METADATA_KEY = "plate_trust"
@@ -374,21 +375,9 @@ def control_features(
     numpy.ndarray
         ``(n, d)`` float32 features.
     """
-    import torch
-
-    from ..nn.runtime import forward_in_batches
-    from ..train.augment import center_crop
-
     model = getattr(model, "module", model)  # a DistributedDataParallel wrapper
-    model.eval()
-    device = next(iter(model.parameters())).device
-    (out,) = forward_in_batches(
-        lambda x: model.embed(center_crop(x, input_size)),
-        torch.as_tensor(np.ascontiguousarray(images, dtype=np.float32)),
-        batch_size=batch_size,
-        device=device,
-    )
-    return out.numpy()
+    rows = np.arange(len(images))
+    return unadapted_features(model, images, rows, input_size, batch_size, None, None)
 
 
 def reference_for_model(
