@@ -119,7 +119,9 @@ def map_ordered(
                 running.discard(future)
                 if on_done is not None:
                     on_done(sizes[future.key])
-            while next_out < len(futures) and futures[next_out].done():
+            # Only futures already counted above: one that finished since would
+            # be yielded unreported, and the last report would go missing.
+            while next_out < len(futures) and futures[next_out] not in running:
                 yield chunks[next_out], *_outcome(futures[next_out])
                 futures[next_out].release()
                 next_out += 1
