@@ -15,6 +15,7 @@ from phenoadapt.cells import CELL_COUNT, SegmentationParams
 from phenoadapt.cli import main
 from phenoadapt.embed import (
     Correction,
+    ProfileOptions,
     aggregate_embeddings,
     embed_images,
     embed_plate,
@@ -247,31 +248,33 @@ def test_embed_plate_at_well_level(plate_files):
     checkpoint = load_embedder(ckpt)
     stages = []
     wells = embed_plate(
-        plate, checkpoint, platemap, cells=cells, level="well", correction="phenotype",
+        plate, checkpoint, platemap, cells=cells,
+        profile=ProfileOptions("well", correction="phenotype"),
         progress=lambda stage, done, total: stages.append(stage),
     )  # fmt: skip
     assert list(wells[schema.WELL]) == ["A01", "A02", "A03", "B01", "B02", "B03"]
     assert wells[CELL_COUNT].sum() == len(cells)
     assert (wells[schema.ROLE] == "control").sum() == 1 and "crops" in stages
     control = wells[schema.ROLE] == "control"
-    raw = embed_plate(plate, checkpoint, platemap, cells=cells, level="well")
+    raw = embed_plate(plate, checkpoint, platemap, cells=cells)  # default: well means
     # One control well: the corrected control is 0.3 of the raw one.
     assert np.allclose(_emb(wells[control]), 0.3 * _emb(raw[control]), atol=1e-5)
     adapted = embed_plate(
-        plate, checkpoint, platemap, cells=cells, level="site", correction="bn", contexts=FEW
-    )
+        plate, checkpoint, platemap, cells=cells, profile=ProfileOptions("site", correction="bn"),
+        contexts=FEW,
+    )  # fmt: skip
     assert len(adapted) == 12 and not np.allclose(_emb(adapted)[:2], _emb(raw)[:1], atol=1e-3)
     # Without a cell table the plate is segmented on the fly.
-    segmented = embed_plate(
-        plate, checkpoint, platemap, level="well", segmentation=SegmentationParams(16)
-    )
+    segmented = embed_plate(plate, checkpoint, platemap, segmentation=SegmentationParams(16))
     assert set(segmented[schema.WELL]) <= set(raw[schema.WELL]) and len(segmented) >= 5
 
 
 def test_embed_plate_refuses_corrections_without_a_platemap(plate_files):
     synthetic, _, ckpt, _ = plate_files
     with pytest.raises(ContextError, match="--platemap"):
-        embed_plate(open_plate(synthetic.path), ckpt, None, correction="tvn")
+        embed_plate(
+            open_plate(synthetic.path), ckpt, None, profile=ProfileOptions(correction="tvn")
+        )
 
 
 def _embed(synthetic, ckpt: Path, out: Path, *extra: str) -> int:
@@ -307,14 +310,15 @@ def test_plate_episode_checkpoints_warn_without_context_statistics(plate_files):
     checkpoint = load_embedder(ckpt)
     checkpoint.metadata.method = "cs-arm-bn"  # as if trained on plate episodes
     with pytest.warns(UserWarning, match="correction 'bn'"):
-        embed_plate(plate, checkpoint, platemap, cells=cells, level="well")
+        embed_plate(plate, checkpoint, platemap, cells=cells)
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         embed_plate(
-            plate, checkpoint, platemap, cells=cells, level="well", correction="bn", contexts=FEW
-        )
+            plate, checkpoint, platemap, cells=cells, profile=ProfileOptions(correction="bn"),
+            contexts=FEW,
+        )  # fmt: skip
 
 
 def test_cli_writes_anndata_for_scanpy(plate_files, tmp_path, capsys):

@@ -210,10 +210,14 @@ def test_embed_honours_unit_and_tile_size_as_predict(tiny, tmp_path, monkeypatch
         return tiles(plate, channels, size, *args, **kwargs)
 
     monkeypatch.setattr(pipeline_embed, "field_tiles", spy)
-    table = pipeline_embed.embed_plate(plate, ckpt, platemap, level="site")
+    table = pipeline_embed.embed_plate(
+        plate, ckpt, platemap, profile=pipeline_embed.ProfileOptions("site")
+    )
     assert sizes == [48] and len(table) == len(predicted.table)
     with pytest.raises(ModelError, match="unit 'site'"):
-        pipeline_embed.embed_plate(plate, ckpt, platemap, level="cell")
+        pipeline_embed.embed_plate(
+            plate, ckpt, platemap, profile=pipeline_embed.ProfileOptions("cell")
+        )
 
 
 def test_embed_segments_as_the_checkpoint_was_trained(tiny, tmp_path, monkeypatch) -> None:
@@ -230,10 +234,9 @@ def test_embed_segments_as_the_checkpoint_was_trained(tiny, tmp_path, monkeypatc
             super().__post_init__()
 
     monkeypatch.setattr(pipeline_embed, "CropStream", Stream)
-    pipeline_embed.embed_plate(plate, ckpt, platemap, level="well", wells=["A01", "A02"])
+    pipeline_embed.embed_plate(plate, ckpt, platemap, wells=["A01", "A02"])
     pipeline_embed.embed_plate(
-        plate, ckpt, platemap, level="well", wells=["A01"],
-        segmentation_overrides={"nucleus_diameter": 18},
+        plate, ckpt, platemap, wells=["A01"], segmentation={"nucleus_diameter": 18},
     )  # fmt: skip
     trained = SegmentationParams(nucleus_diameter=14, threshold_method="otsu")
     assert seen[0][0] == trained
@@ -249,9 +252,9 @@ def test_embed_segments_as_the_checkpoint_was_trained(tiny, tmp_path, monkeypatc
     )
     argv = ["embed", str(folder), "--checkpoint", str(path), "--out", str(tmp_path / "e.csv")]
     main(argv)
-    assert captured[-1]["segmentation_overrides"] == {}
+    assert captured[-1]["segmentation"] == {}
     main([*argv, "--nucleus-diameter", "12"])
-    assert captured[-1]["segmentation_overrides"] == {"nucleus_diameter": 12.0}
+    assert captured[-1]["segmentation"] == {"nucleus_diameter": 12.0}
 
 
 def _stop():

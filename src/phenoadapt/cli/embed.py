@@ -25,9 +25,9 @@ from ..pipeline.embed import (
     EMBED_RUNTIME,
     LEVELS,
     STATISTICS,
+    ProfileOptions,
     embed_plate,
     load_embedder,
-    parse_correction,
 )
 from ..plate import open_plate
 from ..profiles import read_table
@@ -118,7 +118,7 @@ def run_embed(args: argparse.Namespace) -> int:
     check_writable([out], args.overwrite)
     if args.batch_size < 1:
         raise OptionError(f"--batch-size {args.batch_size}: give at least 1.")
-    correction = parse_correction(args.correction)
+    profile = ProfileOptions(args.level, args.statistic, args.correction)
     checkpoint = load_embedder(args.checkpoint, device=args.device)
     plate = open_plate(args.plate, plate_id=args.plate_id, **open_options(args))
     warn_guessed_channels(plate)
@@ -129,7 +129,7 @@ def run_embed(args: argparse.Namespace) -> int:
         cells[schema.WELL] = cells[schema.WELL].astype(str)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        table = _embed_with_bar(args, plate, checkpoint, platemap, cells, correction)
+        table = _embed_with_bar(args, plate, checkpoint, platemap, cells, profile)
     for warning in caught:
         print(f"phenoadapt: warning: {warning.message}", file=sys.stderr)
     if args.umap:
@@ -140,12 +140,13 @@ def run_embed(args: argparse.Namespace) -> int:
         write_table(table, out, overwrite=args.overwrite)
     n_emb = sum(c.startswith(schema.EMBEDDING_PREFIX) for c in table.columns)
     print(
-        f"{len(table)} {args.level} embeddings of {n_emb} dimensions ({correction.name}) -> {out}"
+        f"{len(table)} {args.level} embeddings of {n_emb} dimensions "
+        f"({profile.parsed.name}) -> {out}"
     )
     return 0
 
 
-def _embed_with_bar(args, plate, checkpoint, platemap, cells, correction):
+def _embed_with_bar(args, plate, checkpoint, platemap, cells, profile):
     # The checkpoint's segmentation (what it was trained with), the options on top.
     overrides = channel_params(args)
     if args.nucleus_diameter:
@@ -153,9 +154,8 @@ def _embed_with_bar(args, plate, checkpoint, platemap, cells, correction):
     runtime = replace(EMBED_RUNTIME, device=args.device, batch_size=args.batch_size)
     with progress_bar("embed") as progress:
         return embed_plate(
-            plate, checkpoint, platemap, cells=cells, wells=parse_wells(args.wells),
-            level=args.level, statistic=args.statistic, correction=correction,
-            segmentation_overrides=overrides, contexts=ContextSpec(seed=args.seed),
-            runtime=runtime,
-            progress=progress, scheduler=getattr(args, "scheduler", None),
+            plate, checkpoint, platemap, profile=profile, cells=cells,
+            wells=parse_wells(args.wells), segmentation=overrides,
+            contexts=ContextSpec(seed=args.seed), runtime=runtime, progress=progress,
+            scheduler=getattr(args, "scheduler", None),
         )  # fmt: skip

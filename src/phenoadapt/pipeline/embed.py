@@ -156,6 +156,64 @@ def parse_correction(text: str | Correction) -> Correction:
 # --------------------------------------------------------------------------- checkpoints
 
 
+@dataclass(frozen=True)
+class ProfileOptions:
+    """What is made of a plate's image embeddings: level, aggregation, correction.
+
+    The options of :func:`embed_plate` that travel as one (as a
+    :class:`~phenoadapt.adapt.methods.ContextSpec` does for contexts and a
+    :class:`~phenoadapt.adapt.methods.Runtime` for the device); checked when made.
+
+    Attributes
+    ----------
+    level
+        ``"cell"``, ``"site"`` or ``"well"`` (:data:`LEVELS`).
+    statistic
+        Aggregation of the cell embeddings per site or well (:data:`STATISTICS`).
+    correction
+        A correction name (module docstring) or a :class:`Correction`; read into
+        a :class:`Correction`.
+    fraction
+        Phenotype correction's factor (0.7 in PhenoProfiler).
+
+    Raises
+    ------
+    OptionError
+        An unknown level, statistic or correction.
+    """
+
+    level: str = "well"
+    statistic: str = "mean"
+    correction: Correction | str = Correction()
+    fraction: float = 0.7
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise OptionError(f"Unknown level {self.level!r}: use one of {LEVELS}.")
+        if self.statistic not in STATISTICS:
+            raise OptionError(f"Unknown statistic {self.statistic!r}: use one of {STATISTICS}.")
+        object.__setattr__(self, "correction", parse_correction(self.correction))
+
+    @property
+    def bn_method(self) -> Method | None:
+        """The batch-norm procedure of the correction (None: running statistics)."""
+        return self.parsed.bn_method
+
+    @property
+    def parsed(self) -> Correction:
+        """The correction, typed (``correction`` is always one after construction)."""
+        assert isinstance(self.correction, Correction)
+        return self.correction
+
+    def table(self, cells: pd.DataFrame) -> pd.DataFrame:
+        """Aggregate a per-image embedding table to the level, then correct it."""
+        return correct_embeddings(
+            aggregate_embeddings(cells, self.level, self.statistic),
+            self.parsed.embedding,
+            self.fraction,
+        )
+
+
 def require_embedder(checkpoint: Checkpoint) -> Checkpoint:
     """Return ``checkpoint`` if it holds a PhenoProfiler, else raise :class:`ModelError`."""
     family = checkpoint.metadata.network.get("family")
@@ -449,12 +507,10 @@ def embed_images(
     images, table
         One image per table row (``Metadata_Plate``, ``Metadata_Well``,
         ``Metadata_Site``, ``Metadata_Role``...).
-    level, statistic
-        Output level and aggregation (see :func:`aggregate_embeddings`).
-    correction
-        See the module docstring (e.g. ``"none"``, ``"tvn"``, ``"cs-arm-bn+phenotype"``).
-    fraction
-        Phenotype correction's factor.
+    level, statistic, correction, fraction
+        The fields of :class:`ProfileOptions` (output level, aggregation,
+        correction such as ``"tvn"`` or ``"cs-arm-bn+phenotype"``, phenotype
+        correction's factor).
     input_size, contexts, runtime, unit
         See :func:`image_embeddings`.
     progress, cancel
@@ -465,20 +521,26 @@ def embed_images(
     pandas.DataFrame
         Metadata columns then ``emb_0..emb_{d-1}``.
     """
-    if level not in LEVELS:
-        raise ValueError(f"Unknown level {level!r}: use one of {LEVELS}.")
-    corr = parse_correction(correction)
-    if corr.needs_controls:
-        _require_roles(table, corr.name)
-    table = table.reset_index(drop=True)
-    values, rows = image_embeddings(
-        model, images, table, bn_method=corr.bn_method, input_size=input_size,
-        contexts=contexts, runtime=runtime, unit=unit, progress=progress, cancel=cancel,
+    profile = ProfileOptions(level, statistic, correction, fraction)
+    return _profile_images(
+        model, images, table, profile, input_size=input_size, contexts=contexts,
+        runtime=runtime, unit=unit, progress=progress, cancel=cancel,
     )  # fmt: skip
-    cells = cell_embedding_table(table.iloc[rows], values)
-    return correct_embeddings(
-        aggregate_embeddings(cells, level, statistic), corr.embedding, fraction
-    )
+
+
+def _profile_images(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    table: pd.DataFrame,
+    profile: ProfileOptions,
+    **embedding: Any,
+) -> pd.DataFrame:
+    """:func:`embed_images` with its options as one (``embedding``: :func:`image_embeddings`'s)."""
+    if profile.parsed.needs_controls:
+        _require_roles(table, profile.parsed.name)
+    table = table.reset_index(drop=True)
+    values, rows = image_embeddings(model, images, table, bn_method=profile.bn_method, **embedding)
+    return profile.table(cell_embedding_table(table.iloc[rows], values))
 
 
 # --------------------------------------------------------------------------- plates
@@ -500,14 +562,10 @@ def embed_plate(
     checkpoint: Checkpoint | str | os.PathLike,
     platemap: Any | None = None,
     *,
+    profile: ProfileOptions = ProfileOptions(),
     cells: pd.DataFrame | None = None,
     wells: Iterable[str] | None = None,
-    level: str = "well",
-    statistic: str = "mean",
-    correction: str | Correction = "none",
-    fraction: float = 0.7,
-    segmentation: SegmentationParams | None = None,
-    segmentation_overrides: Mapping[str, Any] | None = None,
+    segmentation: SegmentationParams | Mapping[str, Any] | None = None,
     contexts: ContextSpec | None = None,
     runtime: Runtime = EMBED_RUNTIME,
     progress: ProgressFn | None = None,
@@ -531,19 +589,20 @@ def embed_plate(
         or the CPU).
     platemap
         Plate map giving roles (needed by corrections that use controls), treatments, MoAs.
+    profile
+        Level, aggregation and correction of the table (:class:`ProfileOptions`;
+        default: well means, no correction).
     cells
         A per-cell table made earlier (``phenoadapt segment``, or a synthetic
         plate's ground truth): crops are cut at its centroids instead of
         segmenting the plate.
     wells
         Restrict to these wells.
-    level, statistic, correction, fraction
-        See :func:`embed_images`.
     segmentation
-        Segmentation parameters when ``cells`` is not given; default: the
-        contract's (what the model was trained with), else the defaults.
-    segmentation_overrides
-        Fields of those parameters to change, e.g. ``{"nucleus_diameter": 20}``
+        How cells are found when ``cells`` is not given: None, the contract's
+        (what the model was trained with), else the defaults;
+        :class:`~phenoadapt.cells.SegmentationParams` to replace them; or a
+        mapping of fields to change in them, e.g. ``{"nucleus_diameter": 20}``
         (the rule of :meth:`phenoadapt.model_input.ModelInput.segmentation_for`,
         as for predictions).
     contexts
@@ -574,58 +633,93 @@ def embed_plate(
     if not isinstance(checkpoint, Checkpoint):
         checkpoint = load_checkpoint(checkpoint, device=select_device(runtime.device or "cpu"))
     require_embedder(checkpoint)
-    corr = parse_correction(correction)
-    if level not in LEVELS:
-        raise ValueError(f"Unknown level {level!r}: use one of {LEVELS}.")
-    _warn_running_statistics(checkpoint, corr)
-    if (
-        corr.needs_controls
-        and platemap is None
-        and (cells is None or schema.ROLE not in cells.columns)
-    ):
+    _warn_running_statistics(checkpoint, profile.parsed)
+    _require_platemap(profile.parsed, platemap, cells)
+    contract = checkpoint.metadata.model_input
+    embedding = {
+        "input_size": contract.input_size, "contexts": contexts, "runtime": runtime,
+        "unit": contract.unit, "progress": progress, "cancel": cancel,
+    }  # fmt: skip
+    wells = None if wells is None else list(wells)
+    with runtime.out_of_memory_said(f"embedding plate {plate.plate_id}", "a smaller batch size"):
+        if contract.unit == "site":
+            images, table = _plate_tiles(plate, checkpoint, profile, wells, cancel)
+        else:
+            stream = _crop_stream(
+                plate, checkpoint, platemap, cells, wells, segmentation, embedding, scheduler
+            )
+            if profile.bn_method is None:
+                model = checkpoint.model
+                return _embed_streamed(model, stream, plate, platemap, profile, embedding)
+            images, table = _plate_crops(stream, plate)
+        return _profile_images(
+            checkpoint.model, images, _with_platemap(table, platemap), profile, **embedding
+        )
+
+
+def _require_platemap(corr: Correction, platemap: Any | None, cells: pd.DataFrame | None) -> None:
+    """A correction that uses controls needs the plate map (or a cell table with roles)."""
+    has_roles = cells is not None and schema.ROLE in cells.columns
+    if corr.needs_controls and platemap is None and not has_roles:
         raise ContextError(
             f"The {corr.name} correction uses the plate's negative controls: give the plate map "
             "(--platemap) that marks the control wells."
         )
+
+
+def _plate_tiles(
+    plate: Plate,
+    checkpoint: Checkpoint,
+    profile: ProfileOptions,
+    wells: list[str] | None,
+    cancel: CancelFn | None,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """One tile of the contract's tile size per field (a site checkpoint)."""
+    if profile.level == "cell":
+        raise ModelError(
+            "This checkpoint embeds whole fields (unit 'site'), so there are no per-cell "
+            "embeddings: use level 'site' or 'well'."
+        )
     contract = checkpoint.metadata.model_input
     picked = plate_channels(contract, plate)
-    wells = None if wells is None else list(wells)
-    options = {
-        "level": level, "statistic": statistic, "correction": corr, "fraction": fraction,
-        "input_size": contract.input_size, "contexts": contexts, "runtime": runtime,
-        "unit": contract.unit, "progress": progress, "cancel": cancel,
-    }  # fmt: skip
-    with runtime.out_of_memory_said(f"embedding plate {plate.plate_id}", "a smaller batch size"):
-        if contract.unit == "site":
-            if level == "cell":
-                raise ModelError(
-                    "This checkpoint embeds whole fields (unit 'site'), so there are no per-cell "
-                    "embeddings: use level 'site' or 'well'."
-                )
-            images, table = field_tiles(plate, picked, contract.image_size(), wells, cancel=cancel)
-            return embed_images(
-                checkpoint.model, images, _with_platemap(table, platemap), **options
-            )
-        # Crops as prediction cuts them: the contract's size and scale, its channels.
-        crop = CropParams(
-            size=contract.image_size(), scale=float(contract.crop_scale),
-            channels=tuple(plate.channels[i].name for i in picked),
-        )  # fmt: skip
-        stream = CropStream(
-            plate, wells=wells, batch_size=runtime.batch_size, crop=crop,
-            segmentation=contract.segmentation_for(segmentation, segmentation_overrides),
-            platemap=platemap,
-            cells=cells, progress=progress, cancel=cancel, scheduler=scheduler,
-        )  # fmt: skip
-        if corr.bn_method is None:
-            return _embed_streamed(checkpoint.model, stream, plate, platemap, options)
-        batches = list(stream)
-        _report_failures(stream, plate)
-        if not batches:
-            raise CellsError(f"No cell was found on plate {plate.plate_id}: nothing to embed.")
-        images = np.concatenate([b.crops for b in batches])
-        table = pd.concat([b.cells for b in batches], ignore_index=True)
-        return embed_images(checkpoint.model, images, _with_platemap(table, platemap), **options)
+    return field_tiles(plate, picked, contract.image_size(), wells, cancel=cancel)
+
+
+def _crop_stream(
+    plate: Plate,
+    checkpoint: Checkpoint,
+    platemap: Any | None,
+    cells: pd.DataFrame | None,
+    wells: list[str] | None,
+    segmentation: SegmentationParams | Mapping[str, Any] | None,
+    embedding: dict[str, Any],
+    scheduler: Any | None,
+) -> CropStream:
+    """Crops as prediction cuts them: the contract's size, scale, channels, segmentation."""
+    contract = checkpoint.metadata.model_input
+    picked = plate_channels(contract, plate)
+    crop = CropParams(
+        size=contract.image_size(), scale=float(contract.crop_scale),
+        channels=tuple(plate.channels[i].name for i in picked),
+    )  # fmt: skip
+    chosen = segmentation if isinstance(segmentation, SegmentationParams) else None
+    overrides = None if isinstance(segmentation, SegmentationParams) else segmentation
+    return CropStream(
+        plate, wells=wells, batch_size=embedding["runtime"].batch_size, crop=crop,
+        segmentation=contract.segmentation_for(chosen, overrides), platemap=platemap,
+        cells=cells, progress=embedding["progress"], cancel=embedding["cancel"],
+        scheduler=scheduler,
+    )  # fmt: skip
+
+
+def _plate_crops(stream: CropStream, plate: Plate) -> tuple[np.ndarray, pd.DataFrame]:
+    """Every crop of the plate in memory (contexts draw from the whole plate)."""
+    batches = list(stream)
+    _report_failures(stream, plate)
+    if not batches:
+        raise CellsError(f"No cell was found on plate {plate.plate_id}: nothing to embed.")
+    images = np.concatenate([b.crops for b in batches])
+    return images, pd.concat([b.cells for b in batches], ignore_index=True)
 
 
 def _warn_running_statistics(checkpoint: Checkpoint, corr: Correction) -> None:
@@ -646,25 +740,22 @@ def _embed_streamed(
     stream: CropStream,
     plate: Plate,
     platemap: Any | None,
-    options: dict[str, Any],
+    profile: ProfileOptions,
+    embedding: dict[str, Any],
 ) -> pd.DataFrame:
     """Running statistics: every batch is embedded on its own, crops are not kept."""
     parts = []
     for batch in stream:
         rows = _with_platemap(batch.cells, platemap)
         values, kept = image_embeddings(
-            model, batch.crops, rows, input_size=options["input_size"],
-            runtime=options["runtime"], cancel=options["cancel"],
+            model, batch.crops, rows, input_size=embedding["input_size"],
+            runtime=embedding["runtime"], cancel=embedding["cancel"],
         )  # fmt: skip
         parts.append(cell_embedding_table(rows.iloc[kept], values))
     _report_failures(stream, plate)
     if not parts:
         raise CellsError(f"No cell was found on plate {plate.plate_id}: nothing to embed.")
-    table = pd.concat(parts, ignore_index=True)
-    return correct_embeddings(
-        aggregate_embeddings(table, options["level"], options["statistic"]),
-        options["correction"].embedding, options["fraction"],
-    )  # fmt: skip
+    return profile.table(pd.concat(parts, ignore_index=True))
 
 
 def _report_failures(stream: CropStream, plate: Plate) -> None:
