@@ -20,7 +20,13 @@ import pytest
 import torch
 from pipeline_fixtures import make_plate, trained_like_resnet
 
-from phenoadapt.adapt.methods import ContextSpec, Runtime, predict_contexts, predict_plate
+from phenoadapt.adapt.methods import (
+    ContextSpec,
+    Runtime,
+    adapt_contexts,
+    predict_contexts,
+    predict_plate,
+)
 from phenoadapt.errors import Cancelled, OptionError
 from phenoadapt.pipeline import RunConfig, context_tasks, run_plates
 from phenoadapt.pipeline.context_tasks import (
@@ -63,6 +69,29 @@ def _local_cluster(**kwargs):
 
 
 # ---------------------------------------------------------------- no cluster
+
+
+def test_a_context_runner_is_handed_the_plate_runtime_as_one(model, plates) -> None:
+    """predict_plate gives its runner the Runtime itself, not its fields one by one."""
+    images, table = plates
+    seen = []
+
+    def runner(members, images, contexts, runtime, **options):
+        seen.append((runtime, options))
+        return adapt_contexts(members, images, contexts, runtime, **options)
+
+    runtime = Runtime(device=None, batch_size=16, max_pass_size=64, amp=False)
+    spec = ContextSpec(context="chunks", treated_per_context=32, controls_per_context=16)
+    got = predict_plate(model, images, table, CLASSES, contexts=spec, runtime=runtime,
+                        runner=runner)  # fmt: skip
+    want = predict_plate(model, images, table, CLASSES, contexts=spec, runtime=runtime)
+    assert seen[0][0] is runtime and set(seen[0][1]) == {
+        "input_size",
+        "return_embeddings",
+        "progress",
+        "cancel",
+    }
+    pd.testing.assert_frame_equal(got.cells, want.cells)
 
 
 def test_a_context_on_its_own_rows_predicts_the_same_bits(model, plates) -> None:
@@ -148,7 +177,7 @@ def test_tasks_ask_for_a_gpu_when_a_worker_offers_one(model, plates) -> None:
         assert network.gpus == list(client.scheduler_info(n_workers=-1)["workers"])
         runner = network.runner("P")
         contexts = ContextSpec().plan(table, "adabn")
-        got = runner([model], images, contexts, batch_size=64)
+        got = runner([model], images, contexts, Runtime(device=None, batch_size=64))
         # "auto" on a worker without CUDA: the CPU, with the same outputs.
         want = predict_contexts(model, images, contexts, batch_size=64)
         for a, b in zip(got, want, strict=True):
@@ -166,7 +195,7 @@ def test_cancel_removes_the_context_tasks(model, plates) -> None:
         network = ClusterNetwork(client, [_checkpoint(model)], device="cpu")
         contexts = ContextSpec(context="chunks", treated_per_context=8).plan(table, "arm-bn")
         with pytest.raises(Cancelled):
-            network.runner("P")([model], images, contexts, cancel=lambda: True)
+            network.runner("P")([model], images, contexts, Runtime(), cancel=lambda: True)
         network.close()
         deadline = time.monotonic() + 20
         while cluster.scheduler.tasks and time.monotonic() < deadline:
@@ -216,7 +245,7 @@ def test_contexts_whose_inputs_are_lost_are_sent_again(model, plates, monkeypatc
             return futures
 
         monkeypatch.setattr(client, "scatter", scatter_then_lose)
-        got = network.runner("P")([model], images, contexts, batch_size=64)
+        got = network.runner("P")([model], images, contexts, Runtime(device=None, batch_size=64))
         network.close()
     # Sent again once: the contexts not gathered before the loss (at most all of them).
     assert len(calls) == 2 and calls[0] == len(contexts) and 1 <= calls[1] <= len(contexts)

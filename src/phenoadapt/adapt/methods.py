@@ -34,6 +34,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -979,15 +980,37 @@ def predict_contexts(
         between contexts and batches.
     """
     members = [models] if isinstance(models, nn.Module) else list(models)
+    runtime = Runtime(
+        device=None, batch_size=batch_size, max_pass_size=max_pass_size, amp=amp,
+        channels_last=channels_last,
+    )  # fmt: skip
+    return adapt_contexts(
+        members, images, contexts, runtime, input_size=input_size,
+        return_embeddings=return_embeddings, progress=progress, cancel=cancel,
+    )  # fmt: skip
+
+
+def adapt_contexts(
+    members: Sequence[nn.Module],
+    images: np.ndarray | torch.Tensor,
+    contexts: Sequence[Context],
+    runtime: Runtime,
+    *,
+    input_size: int | None = None,
+    return_embeddings: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> list[ContextOutput]:
+    """:func:`predict_contexts` with its run settings as one :class:`Runtime`.
+
+    The in-process :class:`ContextRunner` of :func:`predict_plate`; the models
+    run where they are (``runtime.device`` is not applied here).
+    """
     if not members:
         raise ValueError("predict_contexts needs at least one model.")
     if return_embeddings and len(members) > 1:
         raise ValueError("Embeddings can be returned for a single model, not an ensemble.")
     head = _embed_and_classify if return_embeddings else _classify
-    runtime = Runtime(
-        device=None, batch_size=batch_size, max_pass_size=max_pass_size, amp=amp,
-        channels_last=channels_last,
-    )  # fmt: skip
     outputs: list[ContextOutput] = []
     for ctx, outs in run_contexts(
         members, images, contexts, head, runtime, input_size=input_size, progress=progress,
@@ -1003,8 +1026,27 @@ def predict_contexts(
     return outputs
 
 
-#: Runs a plate's planned contexts: the signature of :func:`predict_contexts`.
-ContextRunner = Callable[..., list[ContextOutput]]
+class ContextRunner(Protocol):
+    """Runs a plate's planned contexts: the signature of :func:`adapt_contexts`.
+
+    :func:`predict_plate` hands it the plate's :class:`Runtime` as one; a runner
+    returns one :class:`ContextOutput` per context, in context order (in this
+    process, :func:`adapt_contexts`; as dask tasks,
+    :meth:`phenoadapt.pipeline.context_tasks.ClusterNetwork.runner`).
+    """
+
+    def __call__(
+        self,
+        members: Sequence[nn.Module],
+        images: np.ndarray | torch.Tensor,
+        contexts: Sequence[Context],
+        runtime: Runtime,
+        *,
+        input_size: int | None = ...,
+        return_embeddings: bool = ...,
+        progress: ProgressFn | None = ...,
+        cancel: CancelFn | None = ...,
+    ) -> list[ContextOutput]: ...
 
 
 def normalized_entropy(probabilities: np.ndarray) -> np.ndarray:
@@ -1133,9 +1175,10 @@ def predict_plate(
     return_embeddings, progress, cancel
         See :func:`predict_contexts`.
     runner
-        What runs the planned contexts: None, :func:`predict_contexts` in this
-        process; or a function with its signature that returns the same outputs
-        in the same order (e.g. as dask tasks, :mod:`phenoadapt.pipeline.context_tasks`).
+        What runs the planned contexts (a :class:`ContextRunner`, given the
+        runtime as one): None, :func:`adapt_contexts` in this process; or one
+        that returns the same outputs in the same order (e.g. as dask tasks,
+        :mod:`phenoadapt.pipeline.context_tasks`).
 
     Raises
     ------
@@ -1156,10 +1199,8 @@ def predict_plate(
     runtime.place(members)
     check_images(images, table)
     planned = spec.plan(table, method, unit=unit)
-    outputs = (runner or predict_contexts)(
-        members, images, planned, batch_size=runtime.batch_size,
-        max_pass_size=runtime.max_pass_size, input_size=input_size,
-        amp=runtime.amp, channels_last=runtime.channels_last,
+    outputs = (runner or adapt_contexts)(
+        members, images, planned, runtime, input_size=input_size,
         return_embeddings=return_embeddings, progress=progress, cancel=cancel,
     )  # fmt: skip
     n = len(table)
@@ -1228,5 +1269,6 @@ __all__ = [
     "prob_columns",
     "run_contexts",
     "Runtime",
+    "adapt_contexts",
     "summarize_wells",
 ]

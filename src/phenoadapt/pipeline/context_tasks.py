@@ -4,7 +4,7 @@ With a scheduler, :func:`phenoadapt.pipeline.run_plates` hands each planned
 context of a plate (its crops or tiles and the positions of its statistics and
 predicted cells) to the cluster as a task of its own: the task computes the
 context's batch-norm statistics and predicts its cells with them
-(:func:`~phenoadapt.adapt.methods.predict_contexts`, the one loop of the
+(:func:`~phenoadapt.adapt.methods.adapt_contexts`, the one loop of the
 single-process run, on the context's rows only), and the outputs are gathered
 in context order, so the tables are the same as without a scheduler.
 
@@ -35,7 +35,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from ..adapt.methods import Context, ContextOutput, ContextRunner, predict_contexts
+from ..adapt.methods import Context, ContextOutput, ContextRunner, Runtime, adapt_contexts
 from ..errors import OptionError
 from ..nn.registry import build_network
 from ..nn.runtime import select_device
@@ -169,15 +169,20 @@ def context_inputs(images: np.ndarray, context: Context) -> tuple[ContextInputs,
 
 @dataclass(frozen=True)
 class ContextJob:
-    """How every context task of a plate runs (small: travels with each task)."""
+    """How every context task of a plate runs (small: travels with each task).
 
-    device: str
-    batch_size: int
-    max_pass_size: int | None
+    ``runtime.device`` is the run's device, resolved on the worker (``auto``:
+    CUDA where it has one); the rest of the runtime is the plate's own.
+    """
+
+    runtime: Runtime
     input_size: int | None
-    amp: bool | None
-    channels_last: bool | None
     return_embeddings: bool
+
+    @property
+    def device(self) -> str:
+        """The device the worker builds the networks on."""
+        return str(self.runtime.device)
 
 
 def run_context_tasks(
@@ -188,10 +193,9 @@ def run_context_tasks(
     for inputs, job in work:
         models = worker_models(payload, job.device)
         with torch.inference_mode():
-            (out,) = predict_contexts(
-                models, inputs.images, [inputs.context], batch_size=job.batch_size,
-                max_pass_size=job.max_pass_size, input_size=job.input_size, amp=job.amp,
-                channels_last=job.channels_last, return_embeddings=job.return_embeddings,
+            (out,) = adapt_contexts(
+                models, inputs.images, [inputs.context], job.runtime, input_size=job.input_size,
+                return_embeddings=job.return_embeddings,
             )  # fmt: skip
         outputs.append(out)
     return outputs
@@ -239,24 +243,19 @@ class ClusterNetwork:
 
         def run(
             members: Sequence[nn.Module],
-            images: np.ndarray,
+            images: np.ndarray | torch.Tensor,
             contexts: Sequence[Context],
+            runtime: Runtime,
             *,
-            batch_size: int = 256,
-            max_pass_size: int | None = 512,
             input_size: int | None = None,
-            amp: bool | None = None,
-            channels_last: bool | None = None,
             return_embeddings: bool = False,
             progress: ProgressFn | None = None,
             cancel: CancelFn | None = None,
         ) -> list[ContextOutput]:
             del members  # the workers hold their own copy (self.payload)
-            return self._run(
-                plate_id, images, contexts, progress, cancel, batch_size=batch_size,
-                max_pass_size=max_pass_size, input_size=input_size, amp=amp,
-                channels_last=channels_last, return_embeddings=return_embeddings,
-            )  # fmt: skip
+            # The plate's runtime, on the cluster's device (resolved on each worker).
+            job = ContextJob(replace(runtime, device=self.device), input_size, return_embeddings)
+            return self._run(plate_id, np.asarray(images), contexts, job, progress, cancel)
 
         return run
 
@@ -265,13 +264,13 @@ class ClusterNetwork:
         plate_id: str,
         images: np.ndarray,
         contexts: Sequence[Context],
+        job: ContextJob,
         progress: ProgressFn | None,
         cancel: CancelFn | None,
-        **options: Any,
     ) -> list[ContextOutput]:
         inputs = [context_inputs(images, ctx)[0] for ctx in contexts]
         outputs = self._tasks(
-            run_context_tasks, inputs, ContextJob(self.device, **options), f"adapt-{plate_id}",
+            run_context_tasks, inputs, job, f"adapt-{plate_id}",
             lambda done: progress("adapt", done, len(contexts)) if progress else None,
             lambda: check_cancel(cancel, "Plate-context adaptation"),
         )  # fmt: skip
@@ -290,7 +289,7 @@ class ClusterNetwork:
         cancel: CancelFn | None = None,
     ) -> np.ndarray:
         """Features of ``images[rows]`` under the first model's training statistics, as a task."""
-        job = ContextJob(self.device, batch_size, None, input_size, None, None, False)
+        job = ContextJob(Runtime(self.device, batch_size, max_pass_size=None), input_size, False)
         (features,) = self._tasks(
             run_unadapted_task, [np.ascontiguousarray(np.asarray(images)[rows])], job,
             f"unadapted-{plate_id}", lambda done: None, lambda: check_cancel(cancel, "Prediction"),
@@ -389,7 +388,7 @@ def run_unadapted_task(
                     images,
                     np.arange(len(images)),
                     job.input_size,
-                    job.batch_size,
+                    job.runtime.batch_size,
                     None,
                     None,
                 )  # fmt: skip
