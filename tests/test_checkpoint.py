@@ -81,6 +81,22 @@ def test_round_trip(tmp_path: Path) -> None:
     assert read_checkpoint_metadata(path).classes == CLASSES
 
 
+def test_a_checkpoint_gets_the_permissions_the_umask_gives(tmp_path: Path) -> None:
+    """Checkpoints are written by export.write_atomic like every output: not mkstemp's 0600."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "sub" / "model", _model(), _metadata())
+        assert path.stat().st_mode & 0o777 == 0o644
+        os.chmod(path, 0o640)  # a replaced checkpoint keeps the permissions it had
+        save_checkpoint(path, _model(seed=1), _metadata())
+        assert path.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+    assert not list(path.parent.glob("*.tmp")) and load_checkpoint(path).metadata.crop_size == 64
+
+
 def test_metadata_is_plain_json_in_the_safetensors_header(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "m.safetensors", _model(), _metadata())
     header_len = int.from_bytes(path.read_bytes()[:8], "little")

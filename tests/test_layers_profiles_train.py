@@ -69,3 +69,34 @@ def test_the_graph_sees_lazy_imports() -> None:
     # The checker itself must count an import inside a function.
     assert "train" in _imports(ROOT / "pipeline" / "tables.py")
     assert "pipeline" in _imports(ROOT / "cli" / "train.py")  # imported inside run_train
+
+
+def test_episode_and_context_sizes_come_from_the_one_default() -> None:
+    """The paper's 64 treated + 128 controls are written once, in adapt/methods.py."""
+    import inspect
+
+    from phenoadapt.adapt.methods import (
+        DEFAULT_CONTROLS_PER_CONTEXT,
+        DEFAULT_TREATED_PER_CONTEXT,
+        ContextSpec,
+    )
+    from phenoadapt.evaluate.label_shift import PlateLabelShiftSampler
+    from phenoadapt.pipeline import TrainRunConfig
+    from phenoadapt.train import TrainConfig
+    from phenoadapt.train.samplers import LabelShiftSampler, PlateEpisodeSampler
+
+    want = (DEFAULT_TREATED_PER_CONTEXT, DEFAULT_CONTROLS_PER_CONTEXT)
+    for config in (TrainConfig(), TrainRunConfig()):
+        assert (config.treated_per_episode, config.controls_per_episode) == want
+    episodes = inspect.signature(PlateEpisodeSampler).parameters
+    assert (
+        episodes["treated_per_episode"].default,
+        episodes["controls_per_episode"].default,
+    ) == want
+    for cls in (LabelShiftSampler, PlateLabelShiftSampler):
+        params = inspect.signature(cls).parameters
+        assert (
+            params["treated_per_context"].default,
+            params["controls_per_context"].default,
+        ) == want
+    assert ContextSpec().controls_per_context == DEFAULT_CONTROLS_PER_CONTEXT

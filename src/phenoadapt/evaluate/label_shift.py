@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
+from ..adapt.methods import DEFAULT_CONTROLS_PER_CONTEXT, DEFAULT_TREATED_PER_CONTEXT
 from ..errors import OptionError
 from ..train.samplers import LabelShiftContext
 
@@ -79,8 +80,8 @@ class PlateLabelShiftSampler:
         table: pd.DataFrame,
         labels: np.ndarray,
         alpha: float,
-        treated_per_context: int = 64,
-        controls_per_context: int = 128,
+        treated_per_context: int = DEFAULT_TREATED_PER_CONTEXT,
+        controls_per_context: int = DEFAULT_CONTROLS_PER_CONTEXT,
         *,
         n_classes: int | None = None,
         controls_replace: bool = True,

@@ -51,6 +51,7 @@ from .. import schema
 from ..adapt.embedding import phenotype_correction, tvn
 from ..adapt.methods import (
     METHODS,
+    TRAIN_METHODS,
     ContextSpec,
     Method,
     Runtime,
@@ -82,6 +83,11 @@ _LEVEL_KEYS = {
 _CELL_COLUMNS = (schema.CELL_ID, schema.CENTROID_Y, schema.CENTROID_X)
 #: How embeddings are computed unless told otherwise: the models stay on their device,
 #: float32 without channels-last, a context's statistics from one pass whatever its size.
+#: Methods whose training uses plate-context statistics (ARM-BN, CS-ARM-BN): read from
+#: the one method table, so a new method with plate episodes is covered.
+_CONTEXT_TRAINED = frozenset(
+    m.value for m in TRAIN_METHODS if METHODS[m].uses_treated or METHODS[m].uses_controls
+)
 EMBED_RUNTIME = Runtime(device=None, max_pass_size=None, amp=False, channels_last=False)
 
 
@@ -725,7 +731,7 @@ def _plate_crops(stream: CropStream, plate: Plate) -> tuple[np.ndarray, pd.DataF
 def _warn_running_statistics(checkpoint: Checkpoint, corr: Correction) -> None:
     """Warn when a plate-context-trained network is used with running statistics."""
     trained = str(getattr(checkpoint.metadata, "method", "") or "")
-    if corr.bn_method is None and trained in {"arm-bn", "cs-arm-bn"}:
+    if corr.bn_method is None and trained in _CONTEXT_TRAINED:
         # Such a network learnt with plate-context statistics, not running averages.
         warnings.warn(
             f"This checkpoint was trained with {trained} plate episodes but is used with "

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
+from ..adapt.methods import DEFAULT_CONTROLS_PER_CONTEXT, DEFAULT_TREATED_PER_CONTEXT
 from ..cells.crops import CropParams
 from ..cells.params import SegmentationParams
 from ..cells.process import FieldFailure
@@ -112,8 +113,9 @@ class TrainRunConfig:
     max_epochs: int = 30
     patience: int = 8
     lr: float = 1e-3
-    treated_per_episode: int = 64
-    controls_per_episode: int = 128
+    # Training episodes have the size of the test-time contexts (the paper's L and C).
+    treated_per_episode: int = DEFAULT_TREATED_PER_CONTEXT
+    controls_per_episode: int = DEFAULT_CONTROLS_PER_CONTEXT
     plates_per_step: int = 8
     max_steps_per_epoch: int | None = None
     validation_plates: list[str] | None = None

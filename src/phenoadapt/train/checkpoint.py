@@ -19,7 +19,6 @@ import math
 import os
 import platform
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -34,6 +33,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import ModelError
+from ..export import write_atomic
 from ..model_input import ModelInput, legacy_model_input
 from ..model_input import match_channels as match_channels  # re-exported: API of train/
 from ..nn.registry import build_network
@@ -303,17 +303,11 @@ def save_checkpoint(
     metadata.created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     header = {"format": FORMAT_NAME, METADATA_KEY: metadata.to_json()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write next to the target and rename: a crash never leaves half a checkpoint.
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    # The one atomic writer (a crash never leaves half a checkpoint; a new file's
+    # permissions from the umask, not mkstemp's 0600). Trainers replace their own file.
+    return write_atomic(
+        path, lambda tmp: save_file(tensors, str(tmp), metadata=header), overwrite=True
+    )
 
 
 def read_checkpoint_metadata(path: str | os.PathLike) -> CheckpointMetadata:

@@ -23,7 +23,12 @@ import pandas as pd
 from phenoadapt.errors import OptionError
 
 from .. import schema
-from ..adapt.methods import Context, context_from_cells
+from ..adapt.methods import (
+    DEFAULT_CONTROLS_PER_CONTEXT,
+    DEFAULT_TREATED_PER_CONTEXT,
+    Context,
+    context_from_cells,
+)
 
 _EMPTY = np.empty(0, dtype=np.int64)
 
@@ -87,8 +92,8 @@ class PlateEpisodeSampler:
     def __init__(
         self,
         table: pd.DataFrame,
-        treated_per_episode: int = 64,
-        controls_per_episode: int = 128,
+        treated_per_episode: int = DEFAULT_TREATED_PER_CONTEXT,
+        controls_per_episode: int = DEFAULT_CONTROLS_PER_CONTEXT,
         plates_per_step: int = 8,
         seed: int = 0,
     ) -> None:
@@ -239,8 +244,8 @@ class LabelShiftSampler:
         table: pd.DataFrame,
         labels: np.ndarray,
         alpha: float = 1.0,
-        treated_per_context: int = 64,
-        controls_per_context: int = 128,
+        treated_per_context: int = DEFAULT_TREATED_PER_CONTEXT,
+        controls_per_context: int = DEFAULT_CONTROLS_PER_CONTEXT,
         contexts_per_plate: int = 10,
         seed: int = 0,
     ) -> None:

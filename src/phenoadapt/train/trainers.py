@@ -40,6 +40,7 @@ from phenoadapt.errors import OptionError
 from ..adapt.methods import (
     DEFAULT_CONTEXT_SIZE,
     DEFAULT_CONTROLS_PER_CONTEXT,
+    DEFAULT_TREATED_PER_CONTEXT,
     TRAIN_METHODS,
     Context,
     Method,
@@ -111,7 +112,7 @@ class TrainConfig:
     patience: int = 20
     lr: float = 1e-3
     weight_decay: float = 0.0
-    treated_per_episode: int = 64
+    treated_per_episode: int = DEFAULT_TREATED_PER_CONTEXT
     controls_per_episode: int = DEFAULT_CONTROLS_PER_CONTEXT
     plates_per_step: int = 8
     input_size: int | None = None
