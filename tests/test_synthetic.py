@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import tifffile
 
-from phenoadapt import schema
+from phenoadapt import export, schema
 from phenoadapt.cli import main
 from phenoadapt.errors import Cancelled, PlateReadError
 from phenoadapt.plate import open_plate, read_platemap
@@ -267,6 +267,7 @@ def test_experiment_labs_batches_and_manifest(tmp_path):
 
 
 def test_refuses_to_overwrite_unless_asked(tmp_path, plate):
+    assert OutputExistsError is export.OutputExistsError  # one class, in export.py
     with pytest.raises(OutputExistsError, match="not empty"):
         generate_plate(plate.path.parent, SMALL, seed=3, plate_id="P1")
     other = tmp_path / "P1"

@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from ... import __version__, schema
-from ...errors import Cancelled, OptionError, PhenoadaptError
-from ...export import to_csv_safe
+from ...errors import Cancelled, OptionError
+from ...export import OutputExistsError, to_csv_safe
 from ...progress import CancelFn, ProgressFn
 from ..channel_map import CHANNEL_MAP_FILE, format_channel_map
 from ..channels import make_channels
@@ -60,10 +60,6 @@ from .phenotypes import COMPOUNDS
 _LAB, _BATCH, _PLATE, _DESIGN, _FIELD = 1, 2, 3, 4, 5
 # Below this many fields a process pool costs more than it saves.
 _MIN_FIELDS_FOR_POOL = 24
-
-
-class OutputExistsError(PhenoadaptError, FileExistsError):
-    """A plate folder or manifest that would be overwritten."""
 
 
 @dataclass(frozen=True)
