@@ -339,3 +339,11 @@ def test_cli_writes_anndata_for_scanpy(plate_files, tmp_path, capsys):
     assert list(adata.obs[schema.WELL].astype(str)) == list(table[schema.WELL].astype(str))
     assert _embed(synthetic, ckpt, out, *common, "--level", "cell") == 2  # never overwritten
     assert "already exists" in capsys.readouterr().err
+
+
+def test_embedding_columns_are_spelled_in_schema_only():
+    """One spelling of emb_0.. (schema.embedding_columns), re-exported by phenoadapt.embed."""
+    import phenoadapt.embed
+
+    assert phenoadapt.embed.embedding_columns is schema.embedding_columns
+    assert schema.embedding_columns(3) == ["emb_0", "emb_1", "emb_2"]

@@ -102,7 +102,7 @@ def make_anndata(
         obs=_obs(obs.reset_index(drop=True)[keep]),
         obsm=extra,
     )
-    adata.var_names = [f"{schema.EMBEDDING_PREFIX}{i}" for i in range(features.shape[1])]
+    adata.var_names = schema.embedding_columns(features.shape[1])
     adata.uns["n_rows_without_features"] = int((~keep).sum())
     if record is not None:
         adata.uns["phenoadapt_run"] = json.dumps(record, sort_keys=True)

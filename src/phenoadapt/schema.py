@@ -48,6 +48,11 @@ class Role(str, Enum):  # noqa: UP042 (str() spelling kept for saved files)
         return self.value
 
 
+def embedding_columns(n: int) -> list[str]:
+    """Names of ``n`` embedding columns: ``emb_0`` ... ``emb_{n-1}`` (the one spelling)."""
+    return [f"{EMBEDDING_PREFIX}{i}" for i in range(n)]
+
+
 def is_metadata(column: str) -> bool:
     """Return True when ``column`` is a metadata column (``Metadata_`` prefix)."""
     return column.startswith("Metadata_")

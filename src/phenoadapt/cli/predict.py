@@ -242,9 +242,7 @@ def embedding_table(cells: pd.DataFrame, values) -> pd.DataFrame:
     """Metadata, cell id and centroid of each cell, then ``emb_0..``."""
     keep = [c for c in cells.columns if schema.is_metadata(c)]
     keep += [c for c in (schema.CELL_ID, schema.CENTROID_Y, schema.CENTROID_X) if c in cells]
-    emb = pd.DataFrame(
-        values, columns=[f"{schema.EMBEDDING_PREFIX}{i}" for i in range(values.shape[1])]
-    )
+    emb = pd.DataFrame(values, columns=schema.embedding_columns(values.shape[1]))
     return pd.concat([cells[keep].reset_index(drop=True), emb], axis=1)
 
 

@@ -67,6 +67,7 @@ from ..model_input import plate_channels
 from ..nn.runtime import forward_in_batches, select_device
 from ..plate.model import Plate
 from ..progress import CancelFn, ProgressFn
+from ..schema import embedding_columns  # re-exported: phenoadapt.embed's API
 from ..train.augment import center_crop
 from ..train.checkpoint import Checkpoint, load_checkpoint
 from .tiles import field_tiles
@@ -367,11 +368,6 @@ def image_embeddings(
 
 
 # --------------------------------------------------------------------------- tables
-
-
-def embedding_columns(n: int) -> list[str]:
-    """``emb_0`` ... ``emb_{n-1}``."""
-    return [f"{schema.EMBEDDING_PREFIX}{i}" for i in range(n)]
 
 
 def _metadata_order(table: pd.DataFrame, keys: Iterable[str]) -> list[str]:

@@ -424,7 +424,7 @@ def embedding_table(predictions: PlatePredictions) -> pd.DataFrame:
     keep = np.isfinite(emb).all(axis=1)
     cells = predictions.cells
     meta = cells[[c for c in cells.columns if schema.is_metadata(c)]]
-    names = [f"{schema.EMBEDDING_PREFIX}{i}" for i in range(emb.shape[1])]
+    names = schema.embedding_columns(emb.shape[1])
     values = pd.DataFrame(emb[keep].astype(np.float64), columns=names)
     return pd.concat([meta[keep].reset_index(drop=True), values], axis=1)
 

@@ -190,5 +190,5 @@ def correct_batches(
         values, names = combat(X, batches, **options), features
     else:
         values = harmony(X, batches, **options)
-        names = [f"{schema.EMBEDDING_PREFIX}{i}" for i in range(values.shape[1])]
+        names = schema.embedding_columns(values.shape[1])
     return pd.concat([meta, pd.DataFrame(values, columns=names)], axis=1)

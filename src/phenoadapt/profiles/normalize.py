@@ -88,7 +88,7 @@ def normalize_profiles(
         corrected = embedding.phenotype_correction(X, plates, controls, **options)
     else:
         corrected = embedding.tvn(X, plates, controls, **options)
-        names = [f"{schema.EMBEDDING_PREFIX}{i}" for i in range(corrected.shape[1])]
+        names = schema.embedding_columns(corrected.shape[1])
         return _assemble(meta, corrected, names)
     return _assemble(meta, corrected, features)
 
