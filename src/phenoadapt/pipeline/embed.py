@@ -82,13 +82,13 @@ _LEVEL_KEYS = {
     "well": (schema.PLATE, schema.WELL),
 }
 _CELL_COLUMNS = (schema.CELL_ID, schema.CENTROID_Y, schema.CENTROID_X)
-#: How embeddings are computed unless told otherwise: the models stay on their device,
-#: float32 without channels-last, a context's statistics from one pass whatever its size.
 #: Methods whose training uses plate-context statistics (ARM-BN, CS-ARM-BN): read from
 #: the one method table, so a new method with plate episodes is covered.
 _CONTEXT_TRAINED = frozenset(
     m.value for m in TRAIN_METHODS if METHODS[m].uses_treated or METHODS[m].uses_controls
 )
+#: How embeddings are computed unless told otherwise: the models stay on their device,
+#: float32 without channels-last, a context's statistics from one pass whatever its size.
 EMBED_RUNTIME = Runtime(device=None, max_pass_size=None, amp=False, channels_last=False)
 
 
