@@ -323,11 +323,21 @@ class ResultsOverlay(QObject):
         read_only(layer)
         layer.mouse_drag_callbacks.append(self._on_click)
 
-    def _take_standby(self, shape: tuple[int, ...]) -> Any | None:
-        """The standby layer, renamed :data:`LAYER_NAME` and shown (None if unusable)."""
+    def _take_standby(
+        self, labels: np.ndarray, colormap: Any, features: pd.DataFrame, meta: dict
+    ) -> Any | None:
+        """The standby layer filled with a field's cells, renamed and shown (None if unusable).
+
+        It is filled while still hidden: napari redraws a hidden layer on none of
+        these changes, only once when it is shown.
+        """
         layer = self.layer(STANDBY_NAME)
-        if layer is None or layer.data.shape != shape:
+        if layer is None or layer.data.shape != labels.shape:
             return None
+        layer.colormap = colormap
+        layer.data = labels
+        layer.features = features
+        layer.metadata = meta
         layer.name = LAYER_NAME
         layer.visible = True
         # As a new layer would be: active, so that clicks on cells reach it.
@@ -429,28 +439,35 @@ class ResultsOverlay(QObject):
         colormap = label_colormap(ids, predicted, palette)
         meta = {META_KEY: {"plate_id": key.plate_id, "well": key.well, "site": key.site,
                            "kind": "predictions"}}  # fmt: skip
-        self._put_fill(labels, colormap, features, meta)
+        self._put_outlines(labels, colormap, features, meta)
+        self._put_fill(labels, colormap, features, meta)  # after: it goes under the outlines
+        self._show_selection()
+
+    def _put_outlines(
+        self, labels: np.ndarray, colormap: Any, features: pd.DataFrame, meta: dict
+    ) -> None:
+        """The outline layer with a field's cells: updated, taken from standby, or added."""
+        viewer = self.viewer
         layer = self.layer()
-        if layer is None:
-            layer = self._take_standby(labels.shape)
-        if layer is None or layer.data.shape != labels.shape:
-            if layer is not None:
-                viewer.layers.remove(layer)
-            # The colormap goes in the constructor: a layer made with napari's default
-            # (cyclic) colours first draws with a numba kernel that compiles on the
-            # main thread (a 0.3-0.9 s freeze when the first result arrived).
-            layer = viewer.add_labels(
-                labels, name=LAYER_NAME, opacity=1.0, features=features, metadata=meta,
-                colormap=colormap,
-            )  # fmt: skip
-            self._make_outline(layer)
-        else:
+        if layer is None and self._take_standby(labels, colormap, features, meta) is not None:
+            return
+        if layer is not None and layer.data.shape == labels.shape:
             # The colormap first: the new labels are drawn once, in their colours.
             layer.colormap = colormap
             layer.data = labels
             layer.features = features
             layer.metadata = meta
-        self._show_selection()
+            return
+        if layer is not None:
+            viewer.layers.remove(layer)
+        # The colormap goes in the constructor: a layer made with napari's default
+        # (cyclic) colours first draws with a numba kernel that compiles on the
+        # main thread (a 0.3-0.9 s freeze when the first result arrived).
+        layer = viewer.add_labels(
+            labels, name=LAYER_NAME, opacity=1.0, features=features, metadata=meta,
+            colormap=colormap,
+        )  # fmt: skip
+        self._make_outline(layer)
 
     def _put_fill(
         self, labels: np.ndarray, colormap: Any, features: pd.DataFrame, meta: dict
