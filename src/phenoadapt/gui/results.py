@@ -235,6 +235,7 @@ class ResultsOverlay(QObject):
         self.runner: JobRunner | None = None
         self.last_error = ""  # why the last field could not be outlined
         self._warm = False  # napari's label kernels compiled (see _warm_up_label_textures)
+        self._filled = 0  # counts fills of the outline layer: a later one cancels a pending show
         observe(self, session.result_changed, self._on_result_changed)
         observe(self, session.current_changed, self.refresh)
         observe(self, session.cells_selected, self._show_selection)
@@ -272,14 +273,15 @@ class ResultsOverlay(QObject):
         for name in (FILL_NAME, SELECTION_NAME):
             if viewer is not None and name in viewer.layers:
                 viewer.layers.remove(name)
-        layer = self.layer()
-        if layer is not None:
-            layer.visible = False
-            layer.data = np.zeros_like(layer.data)
-            layer.colormap = _empty_colormap()
-            layer.features = pd.DataFrame()
-            layer.metadata = {}
-            layer.name = STANDBY_NAME
+        self._filled += 1  # a standby layer filled but not shown yet stays hidden
+        for layer in (self.layer(), self.layer(STANDBY_NAME)):
+            if layer is not None and (layer.visible or layer.data.any()):
+                layer.visible = False
+                layer.data = np.zeros_like(layer.data)
+                layer.colormap = _empty_colormap()
+                layer.features = pd.DataFrame()
+                layer.metadata = {}
+                layer.name = STANDBY_NAME
         self._rows = pd.Series(dtype=np.int64)
         if self._warm:
             # A later turn: the field on screen is drawn first (opening a field costs).
@@ -323,26 +325,39 @@ class ResultsOverlay(QObject):
         read_only(layer)
         layer.mouse_drag_callbacks.append(self._on_click)
 
-    def _take_standby(
+    def _fill_standby(
         self, labels: np.ndarray, colormap: Any, features: pd.DataFrame, meta: dict
-    ) -> Any | None:
-        """The standby layer filled with a field's cells, renamed and shown (None if unusable).
+    ) -> bool:
+        """Fill the hidden standby layer with a field's cells; shown in a later turn.
 
-        It is filled while still hidden: napari redraws a hidden layer on none of
-        these changes, only once when it is shown.
+        Filling a hidden layer redraws nothing; showing it (renamed
+        :data:`LAYER_NAME`, made active) slices and draws it.  Each is about half of
+        the work, so the viewer gets an event-loop turn between the two.  False when
+        there is no usable standby layer.
         """
         layer = self.layer(STANDBY_NAME)
         if layer is None or layer.data.shape != labels.shape:
-            return None
+            return False
         layer.colormap = colormap
         layer.data = labels
         layer.features = features
         layer.metadata = meta
+        self._filled += 1
+        token = self._filled
+        QTimer.singleShot(0, lambda: self._show_standby(layer, token, labels))
+        return True
+
+    def _show_standby(self, layer: Any, token: int, labels: np.ndarray) -> None:
+        """Second half of :meth:`_fill_standby`, unless a newer field or no result came since."""
+        viewer = self.viewer
+        if token != self._filled or viewer is None or layer not in viewer.layers:
+            return
         layer.name = LAYER_NAME
         layer.visible = True
         # As a new layer would be: active, so that clicks on cells reach it.
-        self.viewer.layers.selection.active = layer
-        return layer
+        viewer.layers.selection.active = layer
+        self._put_fill(labels, layer.colormap, layer.features, layer.metadata)
+        self._show_selection()
 
     def _on_result_changed(self) -> None:
         self._labels.clear()  # a new run may have used other segmentation settings
@@ -439,6 +454,8 @@ class ResultsOverlay(QObject):
         colormap = label_colormap(ids, predicted, palette)
         meta = {META_KEY: {"plate_id": key.plate_id, "well": key.well, "site": key.site,
                            "kind": "predictions"}}  # fmt: skip
+        if self.layer() is None and self._fill_standby(labels, colormap, features, meta):
+            return  # shown in the next turn, with its fill and selection
         self._put_outlines(labels, colormap, features, meta)
         self._put_fill(labels, colormap, features, meta)  # after: it goes under the outlines
         self._show_selection()
@@ -446,11 +463,10 @@ class ResultsOverlay(QObject):
     def _put_outlines(
         self, labels: np.ndarray, colormap: Any, features: pd.DataFrame, meta: dict
     ) -> None:
-        """The outline layer with a field's cells: updated, taken from standby, or added."""
+        """The outline layer with a field's cells: updated, or added."""
         viewer = self.viewer
         layer = self.layer()
-        if layer is None and self._take_standby(labels, colormap, features, meta) is not None:
-            return
+        self._filled += 1  # a standby layer being shown is stale now
         if layer is not None and layer.data.shape == labels.shape:
             # The colormap first: the new labels are drawn once, in their colours.
             layer.colormap = colormap
