@@ -12,7 +12,13 @@ import pytest
 from gui_run_helpers import tiny_plate, tiny_result
 
 from phenoadapt.errors import PhenoadaptError
-from phenoadapt.gui.jobs import JobControls, JobKind, JobRunner, JobStyle
+from phenoadapt.gui.jobs import (
+    JobControls,
+    JobKind,
+    JobRunner,
+    JobStyle,
+    warm_up_activity_dock,
+)
 from phenoadapt.gui.session import get_session
 from phenoadapt.progress import check_cancel
 
@@ -53,6 +59,30 @@ def test_napari_progress_is_shown_updated_and_closed(make_napari_viewer, qtbot) 
     qtbot.waitUntil(lambda: ends == ["done"], timeout=WAIT_MS)
     assert bar not in progress._all_instances and runner.progress_bar is None
     assert session.job is None and not runner.running
+
+
+def test_first_job_bar_does_not_relay_the_window_out(make_napari_viewer, qtbot) -> None:
+    """After the warm-up, a job's napari bar leaves the window's layout (and canvas) alone.
+
+    The first bar of a window made its status bar taller, which laid the whole
+    window out and redrew the canvas when Run was pressed (a 0.1-0.4 s freeze).
+    """
+    from napari.utils import progress
+
+    viewer = make_napari_viewer(show=True)
+    status_bar = viewer.window._qt_window.statusBar()
+    canvas = viewer.window._qt_viewer.canvas.native
+    warm_up_activity_dock(viewer)
+    warm_up_activity_dock(viewer)  # once per viewer: a second call shows nothing
+    qtbot.wait(100)
+    assert not [bar for bar in progress._all_instances if "phenoadapt" in str(bar.desc)]
+    before = (status_bar.height(), canvas.size())
+    release = threading.Event()
+    runner = JobRunner(get_session(viewer), "Slow", slow_job, (release,)).start()
+    qtbot.waitUntil(lambda: runner.progress_bar.n == 1, timeout=WAIT_MS)
+    assert (status_bar.height(), canvas.size()) == before
+    release.set()
+    qtbot.waitUntil(lambda: not runner.running, timeout=WAIT_MS)
 
 
 def test_cancel_releases_the_slot_and_drops_the_result(make_napari_viewer, qtbot) -> None:

@@ -14,6 +14,7 @@ from phenoadapt.gui.results import (
     FILL_OPACITY,
     LAYER_NAME,
     SELECTION_NAME,
+    STANDBY_NAME,
     ResultsLegend,
     accuracy_summary,
     get_results_overlay,
@@ -124,6 +125,53 @@ def test_overlay_follows_result_field_and_selection(
     # No result: no overlay.
     session.set_result(None)
     assert LAYER_NAME not in viewer.layers and not legend.isVisibleTo(legend.parentWidget())
+    assert notices["error"] == []
+
+
+def test_overlay_layer_is_built_ahead_and_reused(
+    make_napari_viewer, qtbot, notices, tiny_plate, tiny_result
+):
+    """The outline layer exists (empty, hidden) before the first result, which only fills it.
+
+    Adding a Labels layer froze the viewer 0.2-0.9 s when the first result arrived
+    (docs/gui-responsiveness.md); a result must reuse the layer built ahead.
+    """
+    viewer = make_napari_viewer()
+    session = open_in_viewer(viewer, tiny_plate)
+    channel = viewer.layers[0]
+    viewer.layers.selection.active = channel
+    overlay = get_results_overlay(viewer)
+    overlay.segmentation = SEGMENTATION
+    qtbot.waitUntil(lambda: STANDBY_NAME in viewer.layers, timeout=60_000)
+    standby = viewer.layers[STANDBY_NAME]
+    assert LAYER_NAME not in viewer.layers
+    assert not standby.visible and not standby.data.any() and not standby.editable
+    assert standby.data.shape == channel.data.shape
+    assert viewer.layers.index(standby) == len(viewer.layers) - 1  # over the stains
+    assert viewer.layers.selection.active is channel  # the user's layer stays active
+    added = []
+    viewer.layers.events.inserted.connect(lambda event: added.append(event.value.name))
+    session.set_result(tiny_result)
+    qtbot.waitUntil(lambda: LAYER_NAME in viewer.layers, timeout=30_000)
+    layer = viewer.layers[LAYER_NAME]
+    assert layer is standby and added == [] and STANDBY_NAME not in viewer.layers
+    assert layer.visible and layer.data.any() and viewer.layers.selection.active is layer
+    assert {"class", "confidence"} <= set(layer.features.columns)
+    labels = layer.features["index"].to_numpy()
+    assert set(np.unique(layer.data)) - {0} <= set(labels)
+    # Hover still names the class and confidence of the cell under the cursor.
+    y, x = np.argwhere(layer.data == labels[0])[0]
+    status = layer.get_status((y, x), world=True)
+    text = status["coordinates"] if isinstance(status, dict) else str(status)
+    assert "class" in text and "confidence" in text
+    # No result: back to standby (same layer, hidden, empty), then reused again.
+    session.set_result(None)
+    assert LAYER_NAME not in viewer.layers and viewer.layers[STANDBY_NAME] is layer
+    assert not layer.visible and not layer.data.any() and not len(layer.features)
+    assert overlay.cell_rows_at((y, x)).size == 0
+    session.set_result(tiny_result)
+    qtbot.waitUntil(lambda: LAYER_NAME in viewer.layers, timeout=30_000)
+    assert viewer.layers[LAYER_NAME] is layer and added == []
     assert notices["error"] == []
 
 

@@ -24,6 +24,15 @@ and the legend shows the field's prediction.
 Clicking a cell selects it (``session.select_cells``; Shift adds to the
 selection); cells selected anywhere (the UMAP dock, a table) are outlined in
 white in a second Labels layer, :data:`SELECTION_NAME`.
+
+Adding a Labels layer to napari takes 0.15-0.3 s of the main thread (its vispy
+visual, the polygon and brush overlays every Labels layer gets, its layer
+controls), which froze the viewer when the first result arrived.  So the
+outline layer is built ahead of time, empty and hidden, under
+:data:`STANDBY_NAME`, as soon as a field is on screen (when the Run dock opens,
+or when the first field is shown): the result only fills it, shows it and
+renames it :data:`LAYER_NAME` (a few tens of milliseconds).  Without a result
+the layer goes back to standby rather than being removed, so later runs reuse it.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QCheckBox, QGridLayout, QLabel, QVBoxLayout, QWidget
 
@@ -50,6 +59,8 @@ from .layers import META_KEY
 from .session import FieldKey, PlateSession, get_session
 
 LAYER_NAME = "predicted MoA"
+#: The outline layer while no result is shown: built ahead of time, empty and hidden.
+STANDBY_NAME = "predicted MoA (after a run)"
 SELECTION_NAME = "selected cells"
 FILL_NAME = "predicted MoA (fill)"
 #: Outline width of the cells, in screen pixels (napari Labels ``contour``).
@@ -112,6 +123,13 @@ def label_colormap(labels: np.ndarray, classes: np.ndarray, palette: ClassPalett
     return DirectLabelColormap(color_dict=color_dict)
 
 
+def _empty_colormap() -> Any:
+    """A label colormap that draws nothing (the standby layer's)."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict={None: "transparent", 0: "transparent"})
+
+
 def read_only(layer: Any) -> None:
     """Make a Labels layer read-only: no brush, fill or eraser, now or after napari resets it.
 
@@ -170,6 +188,9 @@ def _warm_up_label_textures() -> None:
         # added (0.5-0.9 s, found by bench_gui_stall.py --trace-stalls).
         colormap.map(labels[::2, ::2])
         colormap.map(labels)
+        # The standby layer (built hidden) maps its texture values, uint8, through a
+        # colormap: another numba signature, 0.6 s of main-thread compile otherwise.
+        colormap.map(labels.astype(np.uint8))
         # The first line visual of a process (the overlay's, here) computes vispy's
         # dash patterns (cached after): 0.1-0.2 s more of main-thread work.
         from vispy.visuals.line.dash_atlas import DashAtlas
@@ -199,6 +220,8 @@ class ResultsOverlay(QObject):
 
     #: The outlines of a field could not be made (the message, worded for the docks).
     failed = Signal(str)
+    #: Emitted by the warm-up thread when napari's label kernels are compiled.
+    _warmed = Signal()
 
     def __init__(self, viewer: Any, session: PlateSession) -> None:
         super().__init__()
@@ -211,10 +234,26 @@ class ResultsOverlay(QObject):
         self.fill = False
         self.runner: JobRunner | None = None
         self.last_error = ""  # why the last field could not be outlined
+        self._warm = False  # napari's label kernels compiled (see _warm_up_label_textures)
+        self._filled = 0  # counts fills of the outline layer: a later one cancels a pending show
         observe(self, session.result_changed, self._on_result_changed)
         observe(self, session.current_changed, self.refresh)
-        threading.Thread(target=_warm_up_label_textures, daemon=True).start()
         observe(self, session.cells_selected, self._show_selection)
+        # The standby layer is built once the kernels are compiled: building it before
+        # would compile them on the main thread (seconds).  The signal crosses threads.
+        self._warmed.connect(self._on_warmed)
+        threading.Thread(target=self._warm_up, daemon=True).start()
+
+    def _warm_up(self) -> None:
+        _warm_up_label_textures()
+        try:
+            self._warmed.emit()
+        except RuntimeError:  # the overlay (a Qt object) was deleted meanwhile
+            pass
+
+    def _on_warmed(self) -> None:
+        self._warm = True
+        self._stand_by()  # a no-op when a result is already shown
 
     # -- layers -----------------------------------------------------------------
     @property
@@ -229,10 +268,96 @@ class ResultsOverlay(QObject):
         return viewer.layers[name]
 
     def _remove_layers(self) -> None:
+        """Nothing to show: fill and selection go, the outline layer goes back to standby."""
         viewer = self.viewer
-        for name in (LAYER_NAME, FILL_NAME, SELECTION_NAME):
+        for name in (FILL_NAME, SELECTION_NAME):
             if viewer is not None and name in viewer.layers:
                 viewer.layers.remove(name)
+        self._filled += 1  # a standby layer filled but not shown yet stays hidden
+        for layer in (self.layer(), self.layer(STANDBY_NAME)):
+            if layer is not None and (layer.visible or layer.data.any()):
+                layer.visible = False
+                layer.data = np.zeros_like(layer.data)
+                layer.colormap = _empty_colormap()
+                layer.features = pd.DataFrame()
+                layer.metadata = {}
+                layer.name = STANDBY_NAME
+        self._rows = pd.Series(dtype=np.int64)
+        if self._warm:
+            # A later turn: the field on screen is drawn first (opening a field costs).
+            QTimer.singleShot(0, self._stand_by)
+
+    def _field_shape(self) -> tuple[int, ...] | None:
+        key = self.session.current
+        plate = self.session.plates.get(key.plate_id) if key is not None else None
+        return None if plate is None else tuple(int(n) for n in plate.field_shape)
+
+    def _stand_by(self) -> None:
+        """Build the empty, hidden outline layer for the field on screen, if it is missing.
+
+        Done while nothing is shown, so that the first result does not pay for
+        napari's layer construction (see the module docstring).  The layer
+        selection is kept: building it does not change the layer the user works on.
+        """
+        viewer = self.viewer
+        shape = self._field_shape()
+        if viewer is None or shape is None or self.layer() is not None:
+            return
+        standby = self.layer(STANDBY_NAME)
+        if standby is not None and standby.data.shape == shape:
+            return
+        selection = viewer.layers.selection
+        active, selected = selection.active, set(selection)
+        if standby is not None:
+            viewer.layers.remove(standby)
+        layer = viewer.add_labels(
+            np.zeros(shape, dtype=np.int32), name=STANDBY_NAME, opacity=1.0,
+            colormap=_empty_colormap(), visible=False,
+        )  # fmt: skip
+        self._make_outline(layer)
+        if active is not None or selected:
+            selection.active = active
+            selection.update(selected)
+
+    def _make_outline(self, layer: Any) -> None:
+        """The outline layer's settings: contour, read-only, clicks select cells."""
+        layer.contour = CONTOUR
+        read_only(layer)
+        layer.mouse_drag_callbacks.append(self._on_click)
+
+    def _fill_standby(
+        self, labels: np.ndarray, colormap: Any, features: pd.DataFrame, meta: dict
+    ) -> bool:
+        """Fill the hidden standby layer with a field's cells; shown in a later turn.
+
+        Filling a hidden layer redraws nothing; showing it (renamed
+        :data:`LAYER_NAME`, made active) slices and draws it.  Each is about half of
+        the work, so the viewer gets an event-loop turn between the two.  False when
+        there is no usable standby layer.
+        """
+        layer = self.layer(STANDBY_NAME)
+        if layer is None or layer.data.shape != labels.shape:
+            return False
+        layer.colormap = colormap
+        layer.data = labels
+        layer.features = features
+        layer.metadata = meta
+        self._filled += 1
+        token = self._filled
+        QTimer.singleShot(0, lambda: self._show_standby(layer, token, labels))
+        return True
+
+    def _show_standby(self, layer: Any, token: int, labels: np.ndarray) -> None:
+        """Second half of :meth:`_fill_standby`, unless a newer field or no result came since."""
+        viewer = self.viewer
+        if token != self._filled or viewer is None or layer not in viewer.layers:
+            return
+        layer.name = LAYER_NAME
+        layer.visible = True
+        # As a new layer would be: active, so that clicks on cells reach it.
+        viewer.layers.selection.active = layer
+        self._put_fill(labels, layer.colormap, layer.features, layer.metadata)
+        self._show_selection()
 
     def _on_result_changed(self) -> None:
         self._labels.clear()  # a new run may have used other segmentation settings
@@ -329,27 +454,36 @@ class ResultsOverlay(QObject):
         colormap = label_colormap(ids, predicted, palette)
         meta = {META_KEY: {"plate_id": key.plate_id, "well": key.well, "site": key.site,
                            "kind": "predictions"}}  # fmt: skip
-        self._put_fill(labels, colormap, features, meta)
+        if self.layer() is None and self._fill_standby(labels, colormap, features, meta):
+            return  # shown in the next turn, with its fill and selection
+        self._put_outlines(labels, colormap, features, meta)
+        self._put_fill(labels, colormap, features, meta)  # after: it goes under the outlines
+        self._show_selection()
+
+    def _put_outlines(
+        self, labels: np.ndarray, colormap: Any, features: pd.DataFrame, meta: dict
+    ) -> None:
+        """The outline layer with a field's cells: updated, or added."""
+        viewer = self.viewer
         layer = self.layer()
-        if layer is None or layer.data.shape != labels.shape:
-            if layer is not None:
-                viewer.layers.remove(layer)
-            # The colormap goes in the constructor: a layer made with napari's default
-            # (cyclic) colours first draws with a numba kernel that compiles on the
-            # main thread (a 0.3-0.9 s freeze when the first result arrived).
-            layer = viewer.add_labels(
-                labels, name=LAYER_NAME, opacity=1.0, features=features, metadata=meta,
-                colormap=colormap,
-            )  # fmt: skip
-            layer.contour = CONTOUR
-            read_only(layer)
-            layer.mouse_drag_callbacks.append(self._on_click)
-        else:
+        self._filled += 1  # a standby layer being shown is stale now
+        if layer is not None and layer.data.shape == labels.shape:
+            # The colormap first: the new labels are drawn once, in their colours.
+            layer.colormap = colormap
             layer.data = labels
             layer.features = features
-            layer.colormap = colormap
             layer.metadata = meta
-        self._show_selection()
+            return
+        if layer is not None:
+            viewer.layers.remove(layer)
+        # The colormap goes in the constructor: a layer made with napari's default
+        # (cyclic) colours first draws with a numba kernel that compiles on the
+        # main thread (a 0.3-0.9 s freeze when the first result arrived).
+        layer = viewer.add_labels(
+            labels, name=LAYER_NAME, opacity=1.0, features=features, metadata=meta,
+            colormap=colormap,
+        )  # fmt: skip
+        self._make_outline(layer)
 
     def _put_fill(
         self, labels: np.ndarray, colormap: Any, features: pd.DataFrame, meta: dict

@@ -57,7 +57,7 @@ from .forms import (
     config_form,
     form_values,
 )
-from .jobs import Fix, JobControls, JobRunner, abandon_runners
+from .jobs import Fix, JobControls, JobRunner, abandon_runners, warm_up_activity_dock
 from .results import ResultsLegend, get_results_overlay
 from .session import get_session
 
@@ -152,6 +152,8 @@ class RunWidget(QWidget):
         from .. import pipeline  # noqa: F401
 
         warm_up_torch()
+        # The window's first napari progress bar relays it out: not when Run is pressed.
+        warm_up_activity_dock(napari_viewer)
 
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)

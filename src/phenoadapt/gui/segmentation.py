@@ -42,7 +42,7 @@ from ..plate.channels import Channel, ChannelRole, role_from_name
 from ..plate.wells import normalize_well
 from ..progress import Progress
 from .common import notify, observe, scrolling_layout
-from .jobs import JobControls, JobRunner, JobStyle, abandon_runners
+from .jobs import JobControls, JobRunner, JobStyle, abandon_runners, warm_up_activity_dock
 from .session import get_session
 
 if TYPE_CHECKING:
@@ -336,6 +336,7 @@ class SegmentationWidget(QWidget):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
+        warm_up_activity_dock(napari_viewer)  # the first job's bar relays the window out
         self.runner: JobRunner | None = None
         self._runners: list[JobRunner] = []
         self.results: list[FieldDone] = []

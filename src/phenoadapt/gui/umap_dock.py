@@ -50,7 +50,7 @@ from ..offload import ChildProcess
 from ..progress import Progress
 from .colours import column_palette
 from .common import notify, observe, scrolling_layout
-from .jobs import JobControls, JobRunner, JobStyle, abandon_runners
+from .jobs import JobControls, JobRunner, JobStyle, abandon_runners, warm_up_activity_dock
 from .profile_maps import PROFILES_SOURCE, profile_umap_events, segmented_cells, session_platemaps
 from .scatter import (
     DEFAULT_MAX_POINTS,
@@ -288,6 +288,7 @@ class UmapWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
+        warm_up_activity_dock(napari_viewer)  # the first job's bar relays the window out
         self.runner: JobRunner | None = None
         self._runners: list[JobRunner] = []
         self.maps: UmapMaps | None = None
