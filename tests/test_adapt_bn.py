@@ -21,7 +21,12 @@ from phenoadapt.adapt import (
     predict_plate,
     use_statistics,
 )
-from phenoadapt.adapt.batchnorm import _batch_moments, statistics_and_outputs
+from phenoadapt.adapt.batchnorm import (
+    _batch_moments,
+    _chunk_moments,
+    _pool_moments,
+    statistics_and_outputs,
+)
 from phenoadapt.adapt.methods import METHOD_COLUMN, Context, ContextSpec, Runtime
 from phenoadapt.errors import Cancelled, ContextError
 from phenoadapt.nn import build_resnet
@@ -142,6 +147,26 @@ def test_batch_moments_are_float64_exact_even_for_large_means(shape: tuple) -> N
     axes = tuple(d for d in range(exact.ndim) if d != 1)
     np.testing.assert_allclose(mean.numpy(), exact.mean(axis=axes), rtol=1e-6)
     np.testing.assert_allclose(var.numpy(), exact.var(axis=axes), rtol=1e-4)
+
+
+def test_pooled_chunk_moments_equal_float64_moments_of_the_whole() -> None:
+    # Layer-by-layer statistics pool per-chunk moments; a mean 1e3 times the spread must
+    # not cost precision (pooling sums of squares in float32 would).
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.normal(1000.0, 1.0, (70, 5, 6, 6)).astype(np.float32))
+    mean, var = _pool_moments([_chunk_moments(x[i : i + 16]) for i in range(0, 70, 16)])
+    exact = x.double().numpy()
+    np.testing.assert_allclose(mean.numpy(), exact.mean(axis=(0, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(var.numpy(), exact.var(axis=(0, 2, 3)), rtol=1e-4)
+
+
+def test_layer_by_layer_matches_train_mode_batch_norm(model: nn.Module, plates) -> None:
+    images = torch.from_numpy(plates[0][:90])
+    expected, _ = _train_mode_reference(model, images)
+    chunked = context_statistics(model, images, chunk_size=25)
+    for name, (mean, var) in expected.items():
+        torch.testing.assert_close(chunked[name][0], mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(chunked[name][1], var, rtol=1e-5, atol=1e-7)
 
 
 def test_model_is_restored_after_adaptation(model: nn.Module, plates) -> None:

@@ -17,7 +17,8 @@ size of batches:
   ``1..k-1``, so the layers are done one at a time in execution order: with
   layers ``1..k-1`` fixed to their (already exact) context statistics, every
   chunk is passed up to layer ``k`` (the pass stops there), its per-channel
-  sums are accumulated in float64, and layer ``k``'s statistics are fixed.
+  moments (float32 two-pass mean and squared deviations) are pooled in
+  float64, and layer ``k``'s statistics are fixed.
 
 Both give the same numbers up to float32 rounding.  The variance stored is the
 *biased* (population) variance, the one train-mode batch norm normalizes with,
@@ -68,19 +69,25 @@ def batchnorm_layers(model: nn.Module) -> dict[str, _BatchNorm]:
     return layers
 
 
-def _channel_sums(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Per-channel sum and sum of squares (float64) over all dims but 1, and the count."""
-    x64 = x.detach().to(torch.float64)
-    dims = [d for d in range(x.ndim) if d != 1]
-    return x64.sum(dims), (x64 * x64).sum(dims), x.numel() // x.shape[1]
+def _chunk_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per-channel mean and sum of squared deviations (float64) of one chunk, and its count."""
+    mean, var = _batch_moments(x)
+    count = x.numel() // x.shape[1]
+    return mean.double(), var.double() * count, count
 
 
-def _finish(
-    total: torch.Tensor, total_sq: torch.Tensor, count: int
+def _pool_moments(
+    parts: list[tuple[torch.Tensor, torch.Tensor, int]],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = total / count
-    var = torch.clamp(total_sq / count - mean * mean, min=0.0)
-    return mean.float(), var.float()
+    """Mean and biased variance of the union of chunks (Chan et al.'s pairwise formula).
+
+    Each chunk's moments are about its own mean, so pooling them loses nothing
+    to cancellation, unlike sums of squares.
+    """
+    count = sum(n for _, _, n in parts)
+    mean = sum(m * n for m, _, n in parts) / count
+    m2 = sum(m2 + n * (m - mean) ** 2 for m, m2, n in parts)
+    return mean.float(), (m2 / count).float()
 
 
 @dataclass
@@ -307,6 +314,9 @@ def _layer_by_layer(
     n = int(images.shape[0])
     order = _execution_order(model, to_device(_as_tensor(images[:1]), device), layers)
     stats: Statistics = {}
+    # On a CPU, channels-last chunks make each layer's moments column reductions (see
+    # _batch_moments); on an accelerator the layout is left as it is.
+    rows_layout = device.type == "cpu"
     with preserved_state(model), torch.no_grad():
         model.eval()
         for name in order:
@@ -314,7 +324,7 @@ def _layer_by_layer(
             acc: list[tuple[torch.Tensor, torch.Tensor, int]] = []
 
             def grab(_module: nn.Module, args: tuple[torch.Tensor, ...], acc=acc) -> None:
-                acc.append(_channel_sums(args[0]))
+                acc.append(_chunk_moments(args[0]))
                 raise _StopForward
 
             handle = layer.register_forward_pre_hook(grab)
@@ -323,15 +333,12 @@ def _layer_by_layer(
                     if cancel is not None and cancel():
                         raise Cancelled("Cancelled while computing batch-norm statistics.")
                     try:
-                        model(to_device(_as_tensor(images[sl]), device))
+                        model(to_device(_as_tensor(images[sl]), device, rows_layout))
                     except _StopForward:
                         pass
             finally:
                 handle.remove()
-            total = sum(a[0] for a in acc)
-            total_sq = sum(a[1] for a in acc)
-            count = sum(a[2] for a in acc)
-            mean, var = _finish(total, total_sq, count)
+            mean, var = _pool_moments(acc)
             stats[name] = (mean, var)
             # Later layers must see this layer normalized with the context statistics.
             layer.running_mean.copy_(mean)
