@@ -24,6 +24,7 @@ from phenoadapt.adapt import (
 from phenoadapt.adapt.batchnorm import (
     _batch_moments,
     _chunk_moments,
+    _narrow,
     _pool_moments,
     statistics_and_outputs,
 )
@@ -406,3 +407,15 @@ def test_input_size_centre_crops(model: nn.Module, plates) -> None:
     np.testing.assert_allclose(cropped, expected.numpy(), atol=1e-5)
     with pytest.raises(ValueError, match="smaller than the model's input size"):
         predict_contexts(model, images, ctx, input_size=20)
+
+
+def test_only_narrow_networks_go_channels_last_on_a_cpu() -> None:
+    narrow = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
+    wide = nn.Sequential(nn.Conv2d(3, 512, 1), nn.BatchNorm2d(512))
+    assert _narrow(batchnorm_layers(narrow)) and not _narrow(batchnorm_layers(wide))
+    images = torch.randn(20, 3, 6, 6)
+    for net in (narrow, wide):  # either layout: the statistics of the first layer's input
+        stats, _ = statistics_and_outputs(net, images)
+        conv_out = net[0](images).detach().double()
+        name = next(iter(stats))
+        torch.testing.assert_close(stats[name][1].double(), conv_out.var((0, 2, 3), False))
