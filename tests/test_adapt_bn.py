@@ -21,6 +21,13 @@ from phenoadapt.adapt import (
     predict_plate,
     use_statistics,
 )
+from phenoadapt.adapt.batchnorm import (
+    _batch_moments,
+    _chunk_moments,
+    _narrow,
+    _pool_moments,
+    statistics_and_outputs,
+)
 from phenoadapt.adapt.methods import METHOD_COLUMN, Context, ContextSpec, Runtime
 from phenoadapt.errors import Cancelled, ContextError
 from phenoadapt.nn import build_resnet
@@ -84,6 +91,83 @@ def test_eval_with_context_stats_equals_train_mode_on_the_context(model: nn.Modu
     with torch.no_grad():
         train_mode = net(images)  # batch norm normalizes with the batch = the context
     torch.testing.assert_close(adapted, train_mode, rtol=1e-4, atol=1e-4)
+
+
+def _train_mode_reference(model: nn.Module, images: torch.Tensor):
+    """Statistics and outputs of PyTorch's own train-mode batch norm (float64 sums on a CPU)."""
+    net = build_resnet(model.config, seed=0)
+    net.load_state_dict(_buffers(model))
+    net.eval()
+    counts: dict[str, int] = {}
+    layers = batchnorm_layers(net)
+    for name, layer in layers.items():
+        layer.train()
+        layer.momentum = 1.0
+        layer.register_forward_pre_hook(
+            lambda _m, args, name=name: counts.__setitem__(
+                name, args[0].numel() // args[0].shape[1]
+            )
+        )
+    with torch.no_grad():
+        out = net(images)
+    stats = {
+        name: (layer.running_mean.clone(), layer.running_var * (counts[name] - 1) / counts[name])
+        for name, layer in layers.items()
+    }
+    return stats, out
+
+
+def test_cpu_one_pass_matches_train_mode_batch_norm(model: nn.Module, plates) -> None:
+    # The CPU pass takes float32 two-pass moments instead of PyTorch's float64 train-mode
+    # kernel: the statistics and the context's own outputs must agree to float32 rounding.
+    images = torch.from_numpy(plates[0][:90])
+    expected_stats, expected_out = _train_mode_reference(model, images)
+    stats, out = statistics_and_outputs(model, images)
+    assert set(stats) == set(expected_stats)
+    for name, (mean, var) in expected_stats.items():
+        torch.testing.assert_close(stats[name][0], mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(stats[name][1], var, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(out, expected_out, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "shape", [(40, 6, 9, 9), (40, 6, 9, 9, "channels_last"), (50, 7), (30, 4, 11), (6, 3, 4, 5, 5)]
+)
+def test_batch_moments_are_float64_exact_even_for_large_means(shape: tuple) -> None:
+    # A mean 1e3 times the spread: a one-pass float32 sum of squares would lose the variance.
+    dims = tuple(d for d in shape if isinstance(d, int))
+    rng = np.random.default_rng(0)
+    data = rng.normal(1000.0, 1.0, dims) * rng.uniform(
+        0.5, 2.0, (1, dims[1], *[1] * (len(dims) - 2))
+    )
+    x = torch.from_numpy(data.astype(np.float32))
+    if "channels_last" in shape:
+        x = x.contiguous(memory_format=torch.channels_last)
+    mean, var = _batch_moments(x)
+    exact = x.double().numpy()
+    axes = tuple(d for d in range(exact.ndim) if d != 1)
+    np.testing.assert_allclose(mean.numpy(), exact.mean(axis=axes), rtol=1e-6)
+    np.testing.assert_allclose(var.numpy(), exact.var(axis=axes), rtol=1e-4)
+
+
+def test_pooled_chunk_moments_equal_float64_moments_of_the_whole() -> None:
+    # Layer-by-layer statistics pool per-chunk moments; a mean 1e3 times the spread must
+    # not cost precision (pooling sums of squares in float32 would).
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.normal(1000.0, 1.0, (70, 5, 6, 6)).astype(np.float32))
+    mean, var = _pool_moments([_chunk_moments(x[i : i + 16]) for i in range(0, 70, 16)])
+    exact = x.double().numpy()
+    np.testing.assert_allclose(mean.numpy(), exact.mean(axis=(0, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(var.numpy(), exact.var(axis=(0, 2, 3)), rtol=1e-4)
+
+
+def test_layer_by_layer_matches_train_mode_batch_norm(model: nn.Module, plates) -> None:
+    images = torch.from_numpy(plates[0][:90])
+    expected, _ = _train_mode_reference(model, images)
+    chunked = context_statistics(model, images, chunk_size=25)
+    for name, (mean, var) in expected.items():
+        torch.testing.assert_close(chunked[name][0], mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(chunked[name][1], var, rtol=1e-5, atol=1e-7)
 
 
 def test_model_is_restored_after_adaptation(model: nn.Module, plates) -> None:
@@ -323,3 +407,15 @@ def test_input_size_centre_crops(model: nn.Module, plates) -> None:
     np.testing.assert_allclose(cropped, expected.numpy(), atol=1e-5)
     with pytest.raises(ValueError, match="smaller than the model's input size"):
         predict_contexts(model, images, ctx, input_size=20)
+
+
+def test_only_narrow_networks_go_channels_last_on_a_cpu() -> None:
+    narrow = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
+    wide = nn.Sequential(nn.Conv2d(3, 512, 1), nn.BatchNorm2d(512))
+    assert _narrow(batchnorm_layers(narrow)) and not _narrow(batchnorm_layers(wide))
+    images = torch.randn(20, 3, 6, 6)
+    for net in (narrow, wide):  # either layout: the statistics of the first layer's input
+        stats, _ = statistics_and_outputs(net, images)
+        conv_out = net[0](images).detach().double()
+        name = next(iter(stats))
+        torch.testing.assert_close(stats[name][1].double(), conv_out.var((0, 2, 3), False))

@@ -111,11 +111,15 @@ def test_throughput_core(tiny: tuple[Path, data.DataSettings]) -> None:
         plates=settings.plates[:1], wells=WELLS, field_size=128, crop_size=16, crop_scale=0.5
     )
     case = throughput.Case("resnet10", 4, "small", 16, 0.5)
+    big = throughput.Case("resnet10", 4, "small", 16, 0.5, tile=3, default_only=True)
     table, e2e = throughput.run_benchmark(
-        work, (case,), (32,), torch.device("cpu"), 1, one, None, log=lambda _: None
+        work, (case, big), (32,), torch.device("cpu"), 1, one, None, log=lambda _: None
     )
-    # One row per plate context, raw measured side by side with each.
-    assert list(table["context"]) == ["chunks", "plate", "sample 512"]
+    # One row per plate context, raw measured side by side with each; the tiled plate
+    # (3 times the cells) measures the default context only.
+    assert list(table["context"]) == ["chunks", "plate", "sample 512", "sample 512"]
+    assert table["cells"].iloc[-1] == 3 * table["cells"].iloc[0]
+    assert big.name.endswith("plate x3")
     for row in table.itertuples():
         assert row.raw_cells_per_s > 0 and row.adapted_cells_per_s > 0
         assert row.ratio == pytest.approx(row.raw_cells_per_s / row.adapted_cells_per_s)
@@ -123,6 +127,7 @@ def test_throughput_core(tiny: tuple[Path, data.DataSettings]) -> None:
     assert e2e is None
     text = throughput.render_section(table, e2e, torch.device("cpu"), 1)
     assert case.name in text and "Throughput ratio" in text and "sample 512" in text
+    assert f"| {big.name} |" in text and "| - | - |" in text  # unmeasured contexts
     doc = work / "throughput.md"
     doc.write_text(f"# T\n\nintro\n\n{throughput.START}\nSTALE\n{throughput.END}\n\nGPU\n")
     throughput.write_doc_section(doc, text, throughput.START, throughput.END)

@@ -6,14 +6,19 @@ layer's running statistics with the mean and variance of its input over a
 of the context, not an exponential moving average that depends on the order and
 size of batches:
 
-- when the whole context fits in one forward pass, a pass with the batch-norm
-  layers in training mode normalizes every layer with exactly the context's
-  statistics; hooks record them (:func:`context_statistics` with no chunking);
+- when the whole context fits in one forward pass, one pass normalizes every
+  layer with exactly the context's statistics and records them
+  (:func:`context_statistics` with no chunking): on an accelerator the
+  batch-norm layers run in training mode; on a CPU a hook computes each
+  layer's float32 two-pass moments and the layer, in eval mode, normalizes
+  with them (PyTorch's own CPU kernel accumulates in unvectorized float64 and
+  cost as much as the convolutions of a cheap network);
 - when it does not fit, layer ``k``'s input depends on the statistics of layers
   ``1..k-1``, so the layers are done one at a time in execution order: with
   layers ``1..k-1`` fixed to their (already exact) context statistics, every
   chunk is passed up to layer ``k`` (the pass stops there), its per-channel
-  sums are accumulated in float64, and layer ``k``'s statistics are fixed.
+  moments (float32 two-pass mean and squared deviations) are pooled in
+  float64, and layer ``k``'s statistics are fixed.
 
 Both give the same numbers up to float32 rounding.  The variance stored is the
 *biased* (population) variance, the one train-mode batch norm normalizes with,
@@ -64,19 +69,25 @@ def batchnorm_layers(model: nn.Module) -> dict[str, _BatchNorm]:
     return layers
 
 
-def _channel_sums(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Per-channel sum and sum of squares (float64) over all dims but 1, and the count."""
-    x64 = x.detach().to(torch.float64)
-    dims = [d for d in range(x.ndim) if d != 1]
-    return x64.sum(dims), (x64 * x64).sum(dims), x.numel() // x.shape[1]
+def _chunk_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per-channel mean and sum of squared deviations (float64) of one chunk, and its count."""
+    mean, var = _batch_moments(x)
+    count = x.numel() // x.shape[1]
+    return mean.double(), var.double() * count, count
 
 
-def _finish(
-    total: torch.Tensor, total_sq: torch.Tensor, count: int
+def _pool_moments(
+    parts: list[tuple[torch.Tensor, torch.Tensor, int]],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = total / count
-    var = torch.clamp(total_sq / count - mean * mean, min=0.0)
-    return mean.float(), var.float()
+    """Mean and biased variance of the union of chunks (Chan et al.'s pairwise formula).
+
+    Each chunk's moments are about its own mean, so pooling them loses nothing
+    to cancellation, unlike sums of squares.
+    """
+    count = sum(n for _, _, n in parts)
+    mean = sum(m * n for m, _, n in parts) / count
+    m2 = sum(m2 + n * (m - mean) ** 2 for m, m2, n in parts)
+    return mean.float(), (m2 / count).float()
 
 
 @dataclass
@@ -163,25 +174,118 @@ def _execution_order(
     return order
 
 
+def _batch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and biased variance of ``x`` over all dims but 1, in float32.
+
+    Two passes (the mean, then the mean squared deviation from it) keep the
+    variance accurate to float32 rounding even where a channel's mean is large
+    against its spread, which a one-pass sum of squares in float32 is not.  A
+    channels-last 4-D tensor is reduced as its ``(n * h * w, C)`` view, a
+    column reduction that needs no copy and vectorizes over the channels.
+    """
+    x = x.detach().float()
+    if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # a view, no copy
+        mean = rows.mean(0)
+        return mean, (rows - mean).square_().mean(0)
+    dims = [d for d in range(x.ndim) if d != 1]
+    mean = x.mean(dims)
+    centred = x - mean.view(1, -1, *([1] * (x.ndim - 2)))
+    return mean, centred.square_().mean(dims)
+
+
 def _one_pass(
     model: nn.Module,
     images: torch.Tensor,
     layers: dict[str, _BatchNorm],
     fn: Callable[[nn.Module, torch.Tensor], Any] | None = None,
 ) -> tuple[Statistics, Any]:
-    """Context statistics from one train-mode pass over the whole context, and its outputs.
+    """Context statistics from one pass over the whole context, and its outputs.
+
+    Every batch-norm layer normalizes with the statistics of its own input over
+    the whole context, as train-mode batch norm does, and records them: the
+    outputs (``fn(model, images)``, default ``model(images)``) equal eval-mode
+    outputs with the returned statistics installed (up to float32 rounding),
+    so the context's own cells need no second pass.  The buffers are restored
+    on return.  How the statistics are taken depends on the device
+    (:func:`_cpu_pass`, :func:`_train_mode_pass`).
+    """
+    with preserved_state(model), torch.no_grad():
+        model.eval()  # dropout and the like off
+        if images.device.type == "cpu":
+            return _cpu_pass(model, images, layers, fn)
+        return _train_mode_pass(model, images, layers, fn)
+
+
+#: Widest batch-norm layer (channels) for which CPU statistics passes go channels-last.
+NARROW_CHANNELS = 256
+
+
+def _narrow(layers: dict[str, _BatchNorm]) -> bool:
+    """Whether a network is narrow enough for channels-last statistics passes on a CPU.
+
+    Measured on 512-cell contexts, one thread (docs/throughput.md): ResNet-10 width 16
+    (16-128 channels) passes 10-25% faster channels-last, ResNet-50 width 64 (64-2048
+    channels) about 15% slower, its wide convolutions preferring the default layout.
+    The choice depends on the network only, so results stay deterministic.
+    """
+    return max((layer.num_features for layer in layers.values()), default=0) <= NARROW_CHANNELS
+
+
+def _cpu_pass(
+    model: nn.Module,
+    images: torch.Tensor,
+    layers: dict[str, _BatchNorm],
+    fn: Callable[[nn.Module, torch.Tensor], Any] | None,
+) -> tuple[Statistics, Any]:
+    """The one pass on a CPU: float32 two-pass moments in a hook, eval-mode batch norm.
+
+    PyTorch's train-mode batch norm on a CPU accumulates the statistics in
+    float64 without vectorizing: over a 512-cell context it cost about as much
+    as the convolutions of a cheap network.  Here a pre-hook computes each
+    layer's mean and biased variance with :func:`_batch_moments` (float32, two
+    passes: within ~1e-6 of the float64 figures) and writes them into the
+    layer's running buffers, and the layer, in eval mode, normalizes with them:
+    the same arithmetic as train mode.  The batches of narrow networks go
+    channels-last (:func:`_narrow`), where those reductions are column sums
+    over ``(n * h * w, C)``; the convolutions give the same numbers in either
+    layout (to float32 rounding).
+    """
+    stats: Statistics = {}
+
+    def record(name: str) -> Callable:
+        def hook(module: _BatchNorm, args: tuple[torch.Tensor, ...]) -> None:
+            mean, var = _batch_moments(args[0])
+            module.running_mean.copy_(mean)
+            module.running_var.copy_(var)
+            stats[name] = (mean, var)
+
+        return hook
+
+    if images.ndim == 4 and _narrow(layers):
+        images = images.contiguous(memory_format=torch.channels_last)
+    handles = [layer.register_forward_pre_hook(record(name)) for name, layer in layers.items()]
+    try:
+        outputs = model(images) if fn is None else fn(model, images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return stats, outputs
+
+
+def _train_mode_pass(
+    model: nn.Module,
+    images: torch.Tensor,
+    layers: dict[str, _BatchNorm],
+    fn: Callable[[nn.Module, torch.Tensor], Any] | None,
+) -> tuple[Statistics, Any]:
+    """The one pass on an accelerator: train-mode batch norm (fused kernels) records them.
 
     Each layer records the statistics it normalizes with in its own running
     buffers: with ``momentum=1`` the update ``(1 - m) * running + m * batch``
-    leaves exactly the batch's mean and unbiased variance (PyTorch accumulates
-    them in double precision on the CPU), so no hook has to re-read every
-    activation.  The unbiased variance is turned back into the biased one the
-    layer normalized with.  The buffers are restored on return.
-
-    The outputs (``fn(model, images)``, default ``model(images)``) are those of
-    train-mode batch norm on the context, which equal eval-mode outputs with the
-    returned statistics installed (up to float32 rounding): the context's own
-    cells need no second pass.
+    leaves exactly the batch's mean and unbiased variance, so no hook has to
+    re-read every activation.  The unbiased variance is turned back into the
+    biased one the layer normalized with.  Called inside :func:`preserved_state`.
     """
     counts: dict[str, int] = {}
 
@@ -194,25 +298,23 @@ def _one_pass(
 
     handles = [layer.register_forward_pre_hook(record(name)) for name, layer in layers.items()]
     try:
-        with preserved_state(model), torch.no_grad():
-            model.eval()  # dropout and the like off; only batch norm in training mode
-            for layer in layers.values():
-                layer.train()
-                layer.momentum = 1.0
-            outputs = model(images) if fn is None else fn(model, images)
-            stats: Statistics = {}
-            for name, layer in layers.items():
-                if name not in counts:
-                    continue  # never reached by the forward pass
-                n = counts[name]
-                unbiased_to_biased = (n - 1) / n if n > 1 else 1.0
-                stats[name] = (
-                    layer.running_mean.detach().clone().float(),
-                    (layer.running_var.detach() * unbiased_to_biased).float(),
-                )
+        for layer in layers.values():
+            layer.train()
+            layer.momentum = 1.0
+        outputs = model(images) if fn is None else fn(model, images)
     finally:
         for handle in handles:
             handle.remove()
+    stats: Statistics = {}
+    for name, layer in layers.items():
+        if name not in counts:
+            continue  # never reached by the forward pass
+        n = counts[name]
+        unbiased_to_biased = (n - 1) / n if n > 1 else 1.0
+        stats[name] = (
+            layer.running_mean.detach().clone().float(),
+            (layer.running_var.detach() * unbiased_to_biased).float(),
+        )
     return stats, outputs
 
 
@@ -228,6 +330,9 @@ def _layer_by_layer(
     n = int(images.shape[0])
     order = _execution_order(model, to_device(_as_tensor(images[:1]), device), layers)
     stats: Statistics = {}
+    # On a CPU, channels-last chunks of a narrow network make each layer's moments column
+    # reductions (see _batch_moments, _narrow); otherwise the layout is left as it is.
+    rows_layout = device.type == "cpu" and _narrow(layers)
     with preserved_state(model), torch.no_grad():
         model.eval()
         for name in order:
@@ -235,7 +340,7 @@ def _layer_by_layer(
             acc: list[tuple[torch.Tensor, torch.Tensor, int]] = []
 
             def grab(_module: nn.Module, args: tuple[torch.Tensor, ...], acc=acc) -> None:
-                acc.append(_channel_sums(args[0]))
+                acc.append(_chunk_moments(args[0]))
                 raise _StopForward
 
             handle = layer.register_forward_pre_hook(grab)
@@ -244,15 +349,12 @@ def _layer_by_layer(
                     if cancel is not None and cancel():
                         raise Cancelled("Cancelled while computing batch-norm statistics.")
                     try:
-                        model(to_device(_as_tensor(images[sl]), device))
+                        model(to_device(_as_tensor(images[sl]), device, rows_layout))
                     except _StopForward:
                         pass
             finally:
                 handle.remove()
-            total = sum(a[0] for a in acc)
-            total_sq = sum(a[1] for a in acc)
-            count = sum(a[2] for a in acc)
-            mean, var = _finish(total, total_sq, count)
+            mean, var = _pool_moments(acc)
             stats[name] = (mean, var)
             # Later layers must see this layer normalized with the context statistics.
             layer.running_mean.copy_(mean)
