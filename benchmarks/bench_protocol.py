@@ -53,7 +53,7 @@ from phenoadapt import schema
 from phenoadapt.adapt import plan_contexts, predict_contexts
 from phenoadapt.evaluate.ceiling import accuracy_by, trait_oracle, well_accuracy
 from phenoadapt.evaluate.label_shift import PlateLabelShiftSampler
-from phenoadapt.nn import ResNetConfig, build_resnet, fit_normalization
+from phenoadapt.nn import ResNetConfig, build_resnet, fit_input_scaling
 from phenoadapt.train import (
     CellData,
     LabelShiftSampler,
@@ -123,6 +123,10 @@ class Budget:
 
 CPU_BUDGET = Budget()
 WIDE_BUDGET = Budget(width=32)
+#: Training to convergence (issue 15.4): the CPU budget with up to 90 epochs and a
+#: patience window of 10, so the validation loss must stay flat for 10 epochs; one
+#: CS-ARM-BN network stays under ~10 min on one idle thread.
+LONG_BUDGET = Budget(max_epochs=90, patience=10)
 QUICK_BUDGET = Budget(width=8, max_epochs=3, patience=2, steps_per_epoch=4)
 #: The paper's budget: ResNet-50, P = 8 plates per step, up to 200 full epochs,
 #: patience 20 (CS-ARM-BN's run script); for a GPU.
@@ -167,12 +171,8 @@ class EvalSettings:
 
 def network_config(splits: Splits, budget: Budget, norm: str, seed: int) -> ResNetConfig:
     """The untrained network: normalization fitted on the training crops."""
-    if norm == "image":
-        normalization = fit_normalization(
-            splits.train.images, transform="linear", image_percentile=99.99, seed=seed
-        )
-    else:
-        normalization = fit_normalization(splits.train.images, seed=seed)
+    # The same named scalings as ``phenoadapt train --input-scaling``.
+    normalization = fit_input_scaling(splits.train.images, norm, seed=seed)
     return ResNetConfig(
         budget.arch,
         int(splits.train.images.shape[1]),
@@ -451,6 +451,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--wide", action="store_true", help="train/evaluate the width-32 network")
     parser.add_argument(
+        "--long",
+        action="store_true",
+        help="train/evaluate with up to 90 epochs and patience 10 (convergence, issue 15.4)",
+    )
+    parser.add_argument(
         "--work-dir",
         type=Path,
         default=Path("/tmp/phenoadapt-bench-domain-shift"),
@@ -513,7 +518,15 @@ def choose(args: argparse.Namespace) -> tuple[DataSettings, Budget, EvalSettings
             args.cache_dir / "quick",
         )
     settings = DataSettings(plates=tuple(design(FULL_DESIGN)))
-    budget = GPU_BUDGET if args.gpu_budget else WIDE_BUDGET if args.wide else CPU_BUDGET
+    budget = (
+        GPU_BUDGET
+        if args.gpu_budget
+        else WIDE_BUDGET
+        if args.wide
+        else LONG_BUDGET
+        if args.long
+        else CPU_BUDGET
+    )
     evals = EvalSettings(shift_norms=shift, compute_shift=not args.cached_shift_only)
     return settings, budget, evals, args.work_dir / "full", args.cache_dir / "full"
 
@@ -732,6 +745,112 @@ def detail_table(detail: pd.DataFrame, norm: str) -> list[str]:
     return lines
 
 
+def shift_point(ls: pd.DataFrame, method: str, norm: str, stats: str, alpha: float) -> pd.Series:
+    """Official sampler, L = 64: one training x statistics accuracy at ``alpha``, by seed."""
+    return by_seed(
+        ls, sampler="official", method=method, norm=norm, stats=stats, alpha=alpha, treated=64
+    )
+
+
+def _per_seed(d: pd.Series) -> str:
+    """Each seed's value, signed: ``s0 +0.012, s1 -0.003``."""
+    d = d.dropna().sort_index()
+    return ", ".join(f"s{int(k)} {v:+.3f}" for k, v in d.items()) or "n/a"
+
+
+def paired_table(domains: pd.DataFrame, ls: pd.DataFrame, norm: str) -> list[str]:
+    """Per-seed differences of the main comparison (a seed fixes the initialization,
+    the episodes and the evaluation contexts of both networks it pairs)."""
+    cs = {d: own(domains, "cs-arm-bn", norm, d) for d in DOMAINS}
+    erm = {d: own(domains, "erm", norm, d) for d in DOMAINS}
+    rows = [
+        (f"CS-ARM-BN minus ERM, {d} (each its own test-time procedure)", cs[d] - erm[d])
+        for d in DOMAINS
+    ]
+    rows.append(
+        (
+            "drop to the new lab, ERM's minus CS-ARM-BN's",
+            (erm[DOMAINS[0]] - erm[DOMAINS[2]]) - (cs[DOMAINS[0]] - cs[DOMAINS[2]]),
+        )
+    )
+    if not ls.empty:
+        point = {s: shift_point(ls, "cs-arm-bn", norm, s, 0.01) for s in STATS_METHODS}
+        rows += [
+            (
+                "CS-ARM-BN network at α = 0.01 (official, L = 64): CS-ARM-BN minus BEN statistics",
+                point["cs-arm-bn"] - point["ben"],
+            ),
+            (
+                "CS-ARM-BN network, CS-ARM-BN statistics: α = 0.01 (official, L = 64) minus "
+                "training domain",
+                point["cs-arm-bn"] - cs[DOMAINS[0]],
+            ),
+        ]
+    lines = ["| difference | per seed | mean ± sd over seeds |", "|---|---|---|"]
+    for name, d in rows:
+        lines.append(f"| {name} | {_per_seed(d)} | {paired(d, 0 * d)} |")
+    return lines
+
+
+def plateau_table(history: pd.DataFrame, window: int) -> list[str]:
+    """Whether each network's validation loss is flat over the last ``window`` epochs.
+
+    Flat: the run stopped early (no better epoch in the window) and the
+    least-squares change of the loss across the window is no steeper than
+    -1 % of the best loss (not still falling between noisy epochs).
+    """
+    lines = [
+        f"| trained with | input | seed | epochs run | best epoch | best validation loss | "
+        f"fitted change over the last {window} epochs | flat |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (method, norm, seed), g in history.groupby(["method", "norm", "seed"], sort=False):
+        g = g.sort_values("epoch")
+        best = g.loc[g["val_loss"].idxmin()]
+        tail = g.tail(window)
+        slope = np.polyfit(tail["epoch"], tail["val_loss"], 1)[0] if len(tail) > 1 else 0.0
+        change = slope * (len(tail) - 1) / best["val_loss"]
+        stopped = len(g) - int(best["epoch"]) >= window
+        flat = stopped and change >= -0.01
+        percent = round(100 * change, 1) + 0.0  # + 0.0: no "-0.0 %"
+        lines.append(
+            f"| {LABELS[method]} | {LABELS[norm]} | {seed} | {len(g)} | {int(best['epoch'])} | "
+            f"{best['val_loss']:.3f} | {percent:+.1f} % | {'yes' if flat else 'no'} |"
+        )
+    return lines
+
+
+def long_table(short: dict[str, pd.DataFrame], long: dict[str, pd.DataFrame]) -> list[str]:
+    """CS-ARM-BN (log1p) trained long against the 40-epoch budget, paired by seed."""
+    lines = [
+        f"| CS-ARM-BN, own test-time | {CPU_BUDGET.max_epochs} epochs | up to "
+        f"{LONG_BUDGET.max_epochs}, patience {LONG_BUDGET.patience} | long minus short |",
+        "|---|---|---|---|",
+    ]
+    pairs = [
+        (
+            d,
+            own(short["domains"], "cs-arm-bn", "log1p", d),
+            own(long["domains"], "cs-arm-bn", "log1p", d),
+        )
+        for d in DOMAINS
+    ]
+    for alpha in (0.01, 10.0):
+        pairs.append(
+            (
+                f"label shift α = {alpha:g} (official, L = 64)",
+                shift_point(short["label_shift"], "cs-arm-bn", "log1p", "cs-arm-bn", alpha),
+                shift_point(long["label_shift"], "cs-arm-bn", "log1p", "cs-arm-bn", alpha)
+                if not long["label_shift"].empty
+                else pd.Series(dtype=float),
+            )
+        )
+    for name, a, b in pairs:
+        a = a[a.index.isin(b.index)]  # the seeds trained both ways
+        lines.append(f"| {name} | {ms(a)} | {ms(b)} | {paired(b, a)} |")
+    return lines
+
+
 def targets(domains: pd.DataFrame, ls: pd.DataFrame, norm: str, ceiling: float) -> list[str]:
     """The issue's three targets, each with the measured numbers and a verdict."""
     cs_in = own(domains, "cs-arm-bn", norm, DOMAINS[0])
@@ -892,6 +1011,7 @@ def render(
     evals: EvalSettings,
     splits: Splits,
     wide: dict[str, pd.DataFrame] | None,
+    long: dict[str, pd.DataFrame] | None = None,
 ) -> str:
     """The measured section of docs/protocol.md."""
     domains, ls, training = tables["domains"], tables["label_shift"], tables["training"]
@@ -981,10 +1101,36 @@ def render(
         "",
         *detail_table(tables["detail"], norm),
         "",
+        "### Paired per-seed differences",
+        "",
+        *paired_table(domains, ls, norm),
+        "",
         "### Targets of the issue",
         "",
         *targets(domains, ls, norm, ceiling[DOMAINS[0]]),
     ]
+    if long is not None and not long["training"].empty:
+        lines += [
+            "",
+            f"### Longer training (issue 15.4): up to {LONG_BUDGET.max_epochs} epochs, patience "
+            f"{LONG_BUDGET.patience}",
+            "",
+            *plateau_table(long["history"], LONG_BUDGET.patience),
+            "",
+            "The 40-epoch networks of the tables above, same test:",
+            "",
+            *plateau_table(
+                tables["history"][
+                    (tables["history"]["method"] == "cs-arm-bn")
+                    & (tables["history"]["norm"] == "log1p")
+                ],
+                LONG_BUDGET.patience,
+            ),
+            "",
+            *long_table(tables, long),
+            "",
+            "![Learning curves, long training](images/protocol_curves_long.png)",
+        ]
     if wide is not None and not wide["training"].empty:
         lines += [
             "",
@@ -1006,15 +1152,18 @@ def report(
     cache: Path,
 ) -> None:
     """Print the tables and, unless a quick run, write docs/protocol.md and its figures."""
-    wide = None
-    if not args.quick and not args.gpu_budget and not args.wide:
+    wide = long = None
+    out = cache if args.quick else IMAGES
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.quick and not args.gpu_budget and not args.wide and not args.long:
         runs = [(m, "log1p", s) for m in ("erm", "cs-arm-bn") for s in args.seeds]
         wide = gather(cache, WIDE_BUDGET, splits, evals, runs, evaluate=True)
+        long = gather(cache, LONG_BUDGET, splits, evals, runs, evaluate=True)
+        if not long["history"].empty:
+            plot_curves(long["history"], out / "protocol_curves_long.png")
     norm, _ = choose_norm(tables["domains"])
     if norm not in set(tables["label_shift"]["norm"]):
         norm = str(tables["label_shift"]["norm"].iloc[0])
-    out = cache if args.quick else IMAGES
-    out.mkdir(parents=True, exist_ok=True)
     plot_curves(tables["history"], out / "protocol_curves.png")
     plot_shift(
         tables["label_shift"], norm, "alpha", {"treated": 64}, out / "protocol_label_shift.png"
@@ -1026,7 +1175,7 @@ def report(
         {"alpha": evals.sweep_alpha},
         out / "protocol_treated_sweep.png",
     )
-    text = render(tables, budget, evals, splits, wide)
+    text = render(tables, budget, evals, splits, wide, long)
     print(text)
     if args.quick:
         print(f"quick run: figures in {out}, docs untouched")

@@ -72,3 +72,33 @@ def test_mean_std_is_the_sample_std_and_paired_by_seed() -> None:
     a = pd.Series([0.5, 0.6], index=[0, 1])
     b = pd.Series([0.4, 0.4], index=[0, 1])
     assert bp.paired(a, b) == f"+0.150 ± {np.std([0.1, 0.2], ddof=1):.3f} (n=2)"
+
+
+def test_plateau_table_calls_a_falling_curve_not_flat() -> None:
+    epochs = np.arange(1, 31)
+    falling = pd.DataFrame({"epoch": epochs, "val_loss": 2.0 - 0.02 * epochs})
+    plateau = pd.DataFrame(
+        {"epoch": epochs, "val_loss": np.r_[2.0 - 0.05 * epochs[:15], [1.3] * 15]}
+    )
+    history = pd.concat(
+        [
+            falling.assign(method="cs-arm-bn", norm="log1p", seed=0),
+            plateau.assign(method="cs-arm-bn", norm="log1p", seed=1),
+        ]
+    )
+    rows = bp.plateau_table(history, window=10)[2:]
+    assert rows[0].endswith("| no |") and "| 30 | 30 |" in rows[0]  # best = last epoch
+    assert rows[1].endswith("| yes |") and "+0.0 %" in rows[1]
+
+
+def test_paired_table_pairs_networks_by_seed() -> None:
+    rows = []
+    for seed, (erm, cs) in enumerate([(0.50, 0.60), (0.48, 0.62)]):
+        for method, acc in (("erm", erm), ("cs-arm-bn", cs)):
+            for domain in DOMAINS:
+                rows.append({"method": method, "norm": "log1p", "seed": seed,
+                             "test_method": method, "domain": domain, "accuracy": acc})  # fmt: skip
+    lines = bp.paired_table(pd.DataFrame(rows), pd.DataFrame(), "log1p")
+    first = lines[2]
+    assert "s0 +0.100, s1 +0.140" in first
+    assert f"+0.120 ± {np.std([0.1, 0.14], ddof=1):.3f} (n=2)" in first

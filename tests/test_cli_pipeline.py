@@ -10,10 +10,12 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
 from pipeline_fixtures import make_checkpoint, make_plate
 
 from phenoadapt import schema
 from phenoadapt.cli import main
+from phenoadapt.pipeline.record import file_sha256
 from phenoadapt.train import load_checkpoint
 
 # Tiny networks gain nothing from threads (conftest.py one_thread).
@@ -130,10 +132,36 @@ def test_train_writes_checkpoint_and_never_replaces_it(inputs, tmp_path, capsys)
     assert f"wrote {out}" in capsys.readouterr().out
     meta = load_checkpoint(out).metadata
     assert meta.method == "cs-arm-bn" and meta.crop_size == 24
+    # The default input stays the global clip + log1p: no per-image keys in the spec.
+    assert meta.model_input.normalization["transform"] == "log1p"
+    assert "image_percentile" not in meta.model_input.normalization
     stamp = out.stat().st_mtime_ns
     assert main(_train(inputs, out)) == 2
     assert "already exists" in capsys.readouterr().err
     assert out.stat().st_mtime_ns == stamp
+
+
+def test_train_with_per_image_scaling_predicts_with_it(inputs, tmp_path, capsys) -> None:
+    out = tmp_path / "image.safetensors"
+    assert main(_train(inputs, out, "--input-scaling", "image")) == 0
+    checkpoint = load_checkpoint(out)
+    recorded = checkpoint.metadata.model_input.normalization
+    assert recorded["image_percentile"] == 99.99 and recorded["image_levels"] == 255
+    assert recorded["transform"] == "linear" and recorded["clip"] is None
+    # The loaded network scales each crop by its own percentile: a crop twice as
+    # bright (an exact power of two) gives the same logits, which log1p would not.
+    model = checkpoint.model.eval()
+    crops = torch.rand(6, len(checkpoint.metadata.channel_names), 20, 20) * 3000.0
+    with torch.no_grad():
+        torch.testing.assert_close(model(crops * 2.0), model(crops))
+    tables = tmp_path / "pred"
+    assert main(_predict({**inputs, "ckpt": str(out)}, tables)) == 0
+    cells = pd.read_csv(tables / "cells.csv")
+    assert len(cells) > 0 and cells[schema.PREDICTION].notna().all()
+    record = json.loads((tables / "run.json").read_text())
+    assert record["models"][0]["sha256"] == file_sha256(out)  # predicted with this checkpoint
+    with pytest.raises(SystemExit):  # argparse: only the known scalings
+        main(_train(inputs, tmp_path / "m", "--input-scaling", "p99"))
 
 
 def test_train_rejects_bad_method_and_missing_map(inputs, tmp_path, capsys) -> None:

@@ -208,6 +208,7 @@ def test_train_panel(make_napari_viewer, qtbot, notices, tiny_plate, tmp_path):
     widget.train_method.setCurrentText("ERM")
     widget.train_epochs.setValue(1)
     widget.train_diameter.setValue(SEGMENTATION.nucleus_diameter)
+    widget.train_advanced.input_scaling.value = "image"  # generated from TrainRunConfig
     seen = _spy_progress(widget, widget.train_controls)
     widget.train()
     assert widget.session.job == "Training"
@@ -216,7 +217,8 @@ def test_train_panel(make_napari_viewer, qtbot, notices, tiny_plate, tmp_path):
     assert out.is_file() and widget.checkpoint.text() == str(out)
     stages = {e.stage for e in seen}  # quick reports may be merged into the latest one
     assert "segment" in stages and stages & {"train", "epoch"}
-    assert load_checkpoint(out).metadata.method == "erm"
+    meta = load_checkpoint(out).metadata
+    assert meta.method == "erm" and meta.model_input.normalization["image_percentile"] == 99.99
     # An existing file is replaced only when the user says so.
     before = out.stat().st_mtime_ns
     widget.train()

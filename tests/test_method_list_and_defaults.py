@@ -52,7 +52,8 @@ def test_cli_training_defaults_are_the_api_dataclass() -> None:
     defaults, train = TrainRunConfig(), _subparser("train")
     pairs = {"--epochs": "max_epochs", "--patience": "patience", "--lr": "lr",
              "--method": "method", "--seed": "seed", "--device": "device",
-             "--controls-per-episode": "controls_per_episode"}  # fmt: skip
+             "--controls-per-episode": "controls_per_episode",
+             "--input-scaling": "input_scaling"}  # fmt: skip
     for flag, field in pairs.items():
         assert _option(train, flag).default == getattr(defaults, field), flag
     assert defaults.train_config().max_epochs == defaults.max_epochs

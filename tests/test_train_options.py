@@ -21,6 +21,7 @@ from phenoadapt.train.abra import AbraConfig
         ({"crop_size": 4}, "crop_size 4"),
         ({"controls_per_episode": -1}, "controls_per_episode -1"),
         ({"crop_scale": 0.0}, "crop_scale"),
+        ({"input_scaling": "p99"}, "input_scaling 'p99'"),
     ],
 )
 def test_the_run_config_refuses_bad_options(kwargs, words) -> None:

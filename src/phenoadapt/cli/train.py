@@ -16,6 +16,7 @@ import sys
 from ..adapt.methods import method_choices
 from ..cells import SegmentationParams
 from ..model_input import UNITS
+from ..nn.normalize import INPUT_SCALINGS
 from ..nn.resnet import ARCHITECTURES
 from ..pipeline.training import TrainRunConfig, checkpoint_target
 from ..train.abra import AbraConfig
@@ -66,6 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default=DEFAULTS.arch)
     parser.add_argument("--width", type=int, default=DEFAULTS.width, help="first-stage channels")
+    parser.add_argument(
+        "--input-scaling", choices=INPUT_SCALINGS, default=DEFAULTS.input_scaling,
+        help="log1p: clip at the training pixels' 99.99th percentile, then log1p (default); "
+        "image: each crop or tile by its own 99.99th percentile, 8 bits (the official "
+        "CS-ARM-BN input). Recorded in the checkpoint; predict applies it",
+    )  # fmt: skip
     parser.add_argument("--crop-size", type=int, default=DEFAULTS.crop_size, metavar="PX")
     parser.add_argument(
         "--crop-scale", type=float, default=DEFAULTS.crop_scale,
@@ -119,7 +126,8 @@ def run_train(args: argparse.Namespace) -> int:
     input_size = DEFAULTS.input_size if args.input_size is None else given
     config = TrainRunConfig(
         method=args.method, unit=args.unit, tile_size=args.tile_size, tile_input_size=given,
-        arch=args.arch, width=args.width, crop_size=args.crop_size,
+        arch=args.arch, width=args.width, input_scaling=args.input_scaling,
+        crop_size=args.crop_size,
         crop_scale=args.crop_scale, input_size=input_size,
         max_epochs=args.epochs, patience=args.patience, lr=args.lr,
         treated_per_episode=args.treated_per_episode,

@@ -98,7 +98,19 @@ RUN_FIELDS: tuple[FormField, ...] = (
 TRAIN_FIELDS: tuple[FormField, ...] = (
     FormField("max_epochs", "Epochs", "Training length.", options={"min": 1, "max": 1000}),
 )
+#: (value, label) of the input scalings (phenoadapt.nn.INPUT_SCALINGS).
+INPUT_SCALING_CHOICES: tuple[tuple[str, str], ...] = (
+    ("log1p", "clip + log1p (default)"),
+    ("image", "per image, 99.99th percentile (official CS-ARM-BN)"),
+)
 TRAIN_ADVANCED_FIELDS: tuple[FormField, ...] = (
+    FormField(
+        "input_scaling", "Input scaling",
+        "How raw intensities are scaled before the network; saved in the model, so "
+        "prediction uses the same. Per image divides each crop's channel by its own "
+        "brightest pixels (loses the cell's own brightness).",
+        choices=INPUT_SCALING_CHOICES,
+    ),
     FormField("patience", "Patience", "Epochs without improvement before stopping early.",
               options={"min": 1, "max": 1000}),
     FormField("lr", "Learning rate", "Adam learning rate.",

@@ -16,7 +16,14 @@ from .abra import (
     FeatureStatPerturbation,
     build_abra,
 )
-from .normalize import ChannelNormalizer, Normalization, fit_normalization, scale_per_image
+from .normalize import (
+    INPUT_SCALINGS,
+    ChannelNormalizer,
+    Normalization,
+    fit_input_scaling,
+    fit_normalization,
+    scale_per_image,
+)
 from .phenoprofiler import (
     PhenoProfiler,
     PhenoProfilerConfig,
@@ -39,6 +46,7 @@ from .runtime import forward_in_batches, retry_on_oom, select_device
 
 __all__ = [
     "ARCHITECTURES",
+    "INPUT_SCALINGS",
     "AbraClassifier",
     "AbraNetConfig",
     "AngularHead",
@@ -54,6 +62,7 @@ __all__ = [
     "build_network",
     "build_phenoprofiler",
     "build_resnet",
+    "fit_input_scaling",
     "fit_normalization",
     "forward_in_batches",
     "known_families",

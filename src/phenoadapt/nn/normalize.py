@@ -33,6 +33,13 @@ import torch
 from torch import nn
 
 TRANSFORMS = ("log1p", "linear")
+#: Input scalings a training run chooses by name (:func:`fit_input_scaling`):
+#: ``log1p`` = global clip + log1p (default), ``image`` = the official CS-ARM-BN
+#: per-image, per-channel 99.99th-percentile scaling to 8 bits.
+INPUT_SCALINGS = ("log1p", "image")
+#: Percentile and levels of the ``image`` scaling (the official code's values).
+OFFICIAL_IMAGE_PERCENTILE = 99.99
+OFFICIAL_IMAGE_LEVELS = 255
 
 # A channel whose training pixels are (nearly) constant has no scale to learn;
 # dividing by a tiny std would blow up noise, so such channels are only centred.
@@ -287,6 +294,41 @@ def _clip_from_sample(
 
 def _sync_transform(module: ChannelNormalizer, _incompatible: object) -> None:
     module.transform = "log1p" if bool(module.log_transform) else "linear"
+
+
+def fit_input_scaling(
+    crops: np.ndarray | torch.Tensor, scaling: str = "log1p", *, seed: int = 0
+) -> Normalization:
+    """Fit the normalization of a named input scaling on training crops.
+
+    Parameters
+    ----------
+    crops
+        ``(n, channels, height, width)`` raw intensities of the training images.
+    scaling
+        ``"log1p"``: global clip at the 99.99th percentile of the training
+        pixels, ``log1p``, standardize (the default of new checkpoints).
+        ``"image"``: each image's channel divided by its own 99.99th percentile,
+        8 bits, linear, standardize (the official CS-ARM-BN input).
+    seed
+        Seed of the pixel sample of the percentile estimate.
+
+    Returns
+    -------
+    Normalization
+        Recorded in the network spec, so a checkpoint predicts with it.
+    """
+    if scaling == "image":
+        return fit_normalization(
+            crops,
+            transform="linear",
+            image_percentile=OFFICIAL_IMAGE_PERCENTILE,
+            image_levels=OFFICIAL_IMAGE_LEVELS,
+            seed=seed,
+        )
+    if scaling == "log1p":
+        return fit_normalization(crops, seed=seed)
+    raise ValueError(f"Unknown input scaling {scaling!r}: use one of {INPUT_SCALINGS}.")
 
 
 class ChannelNormalizer(nn.Module):

@@ -29,7 +29,7 @@ from ..cells.params import SegmentationParams
 from ..cells.process import FieldFailure
 from ..errors import OptionError, PhenoadaptError, PlateMapError
 from ..model_input import UNITS, ModelInput
-from ..nn import ResNetConfig, build_resnet, fit_normalization
+from ..nn import INPUT_SCALINGS, ResNetConfig, build_resnet, fit_input_scaling
 from ..nn.abra import AbraNetConfig, build_abra
 from ..plate.model import Plate
 from ..progress import CancelFn, ProgressFn
@@ -66,6 +66,13 @@ class TrainRunConfig:
         ``crop_scale``, ``input_size`` and ``segmentation`` are for cells only.
     arch, width, stem
         ResNet architecture (``resnet10``...), first-stage width and stem.
+    input_scaling
+        ``log1p`` (default): clip each channel at the 99.99th percentile of the
+        training pixels, then ``log1p``; ``image``: divide each crop's (or
+        tile's) channel by its own 99.99th percentile, 8 bits, as the official
+        CS-ARM-BN code (see :func:`phenoadapt.nn.fit_input_scaling`; on cell
+        crops it lost in-domain accuracy, docs/protocol.md).  Recorded in the
+        checkpoint: prediction applies the same scaling.
     crop_size, crop_scale
         Crops cut around each cell (pixels) and the resampling before cutting.
     input_size
@@ -107,6 +114,7 @@ class TrainRunConfig:
     arch: str = "resnet10"
     width: int = 16
     stem: str = "small"
+    input_scaling: str = "log1p"
     crop_size: int = 48
     crop_scale: float = 1.0
     input_size: int | None = 40
@@ -143,6 +151,11 @@ class TrainRunConfig:
                     f"tile_input_size {self.tile_input_size} must be between 1 and the tile "
                     f"size {self.tile_size} (None: whole tiles)."
                 )
+        if self.input_scaling not in INPUT_SCALINGS:
+            raise OptionError(
+                f"Unknown input_scaling {self.input_scaling!r}: use 'log1p' (global clip + "
+                "log1p, the default) or 'image' (each image by its own 99.99th percentile)."
+            )
         self._check_counts()
         # Build the trainer's config now so that a bad method, epoch count or learning
         # rate is refused before any plate is read or segmented.
@@ -358,7 +371,7 @@ def train_plates(
     train, val = data.subset(train_ids), (data.subset(val_ids) if val_ids else None)
     network = ResNetConfig(
         config.arch, len(names), len(data.classes), width=config.width, stem=config.stem,
-        normalization=fit_normalization(train.images, seed=config.seed),
+        normalization=fit_input_scaling(train.images, config.input_scaling, seed=config.seed),
     )  # fmt: skip
     if config.abra is not None:
         # ABRA needs its own head (angular margin) and perturbation points in the backbone.
