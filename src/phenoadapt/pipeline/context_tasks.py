@@ -7,6 +7,9 @@ context's batch-norm statistics and predicts its cells with them
 (:func:`~phenoadapt.adapt.methods.predict_contexts`, the one loop of the
 single-process run, on the context's rows only), and the outputs are gathered
 in context order, so the tables are the same as without a scheduler.
+:func:`phenoadapt.pipeline.embed_plate` embeds its contexts the same way
+(:meth:`ClusterNetwork.embedder`, the loop of
+:func:`~phenoadapt.pipeline.embed.embed_contexts` on each context's rows).
 
 - The weights are sent once per worker: safetensors bytes of each member's
   state dict (never a pickle), scattered with ``broadcast=True``; a worker
@@ -35,13 +38,20 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from ..adapt.methods import Context, ContextOutput, ContextRunner, predict_contexts
+from ..adapt.methods import (
+    Context,
+    ContextOutput,
+    ContextRunner,
+    Runtime,
+    predict_contexts,
+)
 from ..errors import OptionError
 from ..nn.registry import build_network
 from ..nn.runtime import select_device
 from ..progress import CancelFn, ProgressFn, check_cancel
 from ..scale.tasks import map_ordered
 from ..train.checkpoint import Checkpoint
+from .runner import embed_contexts
 
 #: The worker resource that marks a GPU (``dask worker --resources GPU=1``).
 GPU_RESOURCE = "GPU"
@@ -197,6 +207,25 @@ def run_context_tasks(
     return outputs
 
 
+def run_embed_tasks(
+    payload: ModelPayload, work: list[tuple[ContextInputs, ContextJob]]
+) -> list[np.ndarray]:
+    """Worker side: adapt and embed each context of ``work`` (one per task in practice)."""
+    outputs = []
+    for inputs, job in work:
+        (model, *_) = worker_models(payload, job.device)
+        runtime = Runtime(
+            device=None, batch_size=job.batch_size, max_pass_size=job.max_pass_size,
+            amp=job.amp, channels_last=job.channels_last,
+        )  # fmt: skip
+        # No inference_mode, as embed_plate has none (the passes run under no_grad):
+        # under it the statistics pass's own outputs differ in their last bits.
+        outputs += embed_contexts(
+            model, inputs.images, [inputs.context], input_size=job.input_size, runtime=runtime
+        )
+    return outputs
+
+
 def gpu_workers(client: Any) -> list[str]:
     """Addresses of the workers that advertise a ``GPU`` resource."""
     workers = client.scheduler_info(n_workers=-1).get("workers", {})
@@ -256,6 +285,34 @@ class ClusterNetwork:
                 plate_id, images, contexts, progress, cancel, batch_size=batch_size,
                 max_pass_size=max_pass_size, input_size=input_size, amp=amp,
                 channels_last=channels_last, return_embeddings=return_embeddings,
+            )  # fmt: skip
+
+        return run
+
+    def embedder(self, plate_id: str) -> Callable[..., list[np.ndarray]]:
+        """An :data:`~phenoadapt.pipeline.embed.EmbedRunner` that embeds a plate's contexts
+        as tasks, in context order (the first model of the run is the embedder)."""
+
+        def run(
+            model: nn.Module,
+            images: np.ndarray,
+            contexts: Sequence[Context],
+            *,
+            input_size: int | None = None,
+            runtime: Runtime,
+            progress: ProgressFn | None = None,
+            cancel: CancelFn | None = None,
+        ) -> list[np.ndarray]:
+            del model  # the workers hold their own copy (self.payload)
+            job = ContextJob(
+                self.device, runtime.batch_size, runtime.max_pass_size, input_size, runtime.amp,
+                runtime.channels_last, False,
+            )  # fmt: skip
+            return self._tasks(
+                run_embed_tasks, [context_inputs(images, ctx)[0] for ctx in contexts], job,
+                f"embed-{plate_id}",
+                lambda done: progress("embed", done, len(contexts)) if progress else None,
+                lambda: check_cancel(cancel, "Plate-context embedding"),
             )  # fmt: skip
 
         return run

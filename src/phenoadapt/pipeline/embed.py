@@ -36,9 +36,10 @@ excluded wells are left out.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +56,6 @@ from ..adapt.methods import (
     Method,
     Runtime,
     parse_method,
-    run_contexts,
 )
 from ..cells.crops import CropParams, CropStream
 from ..cells.params import SegmentationParams
@@ -66,8 +66,11 @@ from ..model_input import plate_channels
 from ..nn.runtime import forward_in_batches, select_device
 from ..plate.model import Plate
 from ..progress import CancelFn, ProgressFn
+from ..scale import open_scheduler
 from ..train.augment import center_crop
 from ..train.checkpoint import Checkpoint, load_checkpoint
+from .context_tasks import ClusterNetwork
+from .runner import embed_contexts
 from .tiles import field_tiles
 
 LEVELS = ("cell", "site", "well")
@@ -183,6 +186,11 @@ def load_embedder(path: str | os.PathLike, device: str | torch.device = "cpu") -
 # --------------------------------------------------------------------------- per-image embeddings
 
 
+#: Embeds a plate's planned contexts: the signature of :func:`.runner.embed_contexts`
+#: (e.g. as dask tasks, :meth:`phenoadapt.pipeline.context_tasks.ClusterNetwork.embedder`).
+EmbedRunner = Callable[..., list[np.ndarray]]
+
+
 def _as_tensor(images: np.ndarray | torch.Tensor, idx: np.ndarray | None = None) -> torch.Tensor:
     if isinstance(images, torch.Tensor):
         return (images if idx is None else images[torch.as_tensor(idx)]).float()
@@ -228,6 +236,7 @@ def image_embeddings(
     unit: str = "cell",
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    runner: EmbedRunner | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings of the images of a table (no aggregation, no embedding correction).
 
@@ -253,6 +262,10 @@ def image_embeddings(
         plate needs (32 cells, 8 sites) unless ``contexts.min_controls`` does.
     progress, cancel
         ``progress("embed", done, total)``; ``cancel()`` raises ``Cancelled``.
+    runner
+        What embeds the planned contexts: None, :func:`embed_contexts` here; or
+        a function with its signature returning the same arrays in the same
+        order (dask tasks: :meth:`.context_tasks.ClusterNetwork.embedder`).
 
     Returns
     -------
@@ -288,13 +301,14 @@ def image_embeddings(
     done = np.zeros(len(table), dtype=bool)
     # Statistics once per context (one pass, whatever its size); the context's own
     # cells come out of that pass, the others are embedded in eval mode with them.
-    for ctx, ((out,),) in run_contexts(
-        [model], images, planned, lambda m, x: (m.embed(center_crop(x, input_size)),),
-        runtime, stage="embed", progress=progress, cancel=cancel,
-    ):  # fmt: skip
+    outputs = (runner or embed_contexts)(
+        model, images, planned, input_size=input_size, runtime=runtime, progress=progress,
+        cancel=cancel,
+    )  # fmt: skip
+    for ctx, out in zip(planned, outputs, strict=True):
         if result is None:
             result = np.zeros((len(table), n_dim or out.shape[1]), dtype=np.float32)
-        result[ctx.predict] = out.numpy()
+        result[ctx.predict] = out
         done[ctx.predict] = True
     rows = np.flatnonzero(done)
     if result is None:
@@ -439,6 +453,7 @@ def embed_images(
     unit: str = "cell",
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    runner: EmbedRunner | None = None,
 ) -> pd.DataFrame:
     """Embedding table of images (crops or tiles) at cell, site or well level.
 
@@ -455,7 +470,7 @@ def embed_images(
         See the module docstring (e.g. ``"none"``, ``"tvn"``, ``"cs-arm-bn+phenotype"``).
     fraction
         Phenotype correction's factor.
-    input_size, contexts, runtime, unit
+    input_size, contexts, runtime, unit, runner
         See :func:`image_embeddings`.
     progress, cancel
         Progress and cancellation hooks.
@@ -474,6 +489,7 @@ def embed_images(
     values, rows = image_embeddings(
         model, images, table, bn_method=corr.bn_method, input_size=input_size,
         contexts=contexts, runtime=runtime, unit=unit, progress=progress, cancel=cancel,
+        runner=runner,
     )  # fmt: skip
     cells = cell_embedding_table(table.iloc[rows], values)
     return correct_embeddings(
@@ -558,8 +574,13 @@ def embed_plate(
     scheduler
         None: fields are segmented and cropped in this process.  Otherwise a
         dask scheduler or client (:func:`phenoadapt.scale.open_scheduler`):
-        fields run as dask tasks and come back in plate order; the network
-        runs here.  Site-unit checkpoints read their tiles here regardless.
+        fields run as dask tasks and come back in plate order, and with a
+        batch-norm correction each plate context is adapted and embedded as a
+        task (on the workers with a ``GPU`` resource when there are some,
+        :mod:`.context_tasks`), gathered in context order: the tables are the
+        same as without one.  Running statistics embed here, batch by batch;
+        site-unit checkpoints read their tiles here (their contexts still run
+        as tasks).
 
     Raises
     ------
@@ -595,13 +616,18 @@ def embed_plate(
         "input_size": contract.input_size, "contexts": contexts, "runtime": runtime,
         "unit": contract.unit, "progress": progress, "cancel": cancel,
     }  # fmt: skip
-    with runtime.out_of_memory_said(f"embedding plate {plate.plate_id}", "a smaller batch size"):
+    if contract.unit == "site" and level == "cell":
+        raise ModelError(
+            "This checkpoint embeds whole fields (unit 'site'), so there are no per-cell "
+            "embeddings: use level 'site' or 'well'."
+        )
+    with (
+        open_scheduler(scheduler) as client,
+        _cluster_embedder(client, checkpoint, corr, runtime, plate.plate_id) as runner,
+        runtime.out_of_memory_said(f"embedding plate {plate.plate_id}", "a smaller batch size"),
+    ):
+        options["runner"] = runner
         if contract.unit == "site":
-            if level == "cell":
-                raise ModelError(
-                    "This checkpoint embeds whole fields (unit 'site'), so there are no per-cell "
-                    "embeddings: use level 'site' or 'well'."
-                )
             images, table = field_tiles(plate, picked, contract.image_size(), wells, cancel=cancel)
             return embed_images(
                 checkpoint.model, images, _with_platemap(table, platemap), **options
@@ -615,7 +641,7 @@ def embed_plate(
             plate, wells=wells, batch_size=runtime.batch_size, crop=crop,
             segmentation=contract.segmentation_for(segmentation, segmentation_overrides),
             platemap=platemap,
-            cells=cells, progress=progress, cancel=cancel, scheduler=scheduler,
+            cells=cells, progress=progress, cancel=cancel, scheduler=client,
         )  # fmt: skip
         if corr.bn_method is None:
             return _embed_streamed(checkpoint.model, stream, plate, platemap, options)
@@ -626,6 +652,28 @@ def embed_plate(
         images = np.concatenate([b.crops for b in batches])
         table = pd.concat([b.cells for b in batches], ignore_index=True)
         return embed_images(checkpoint.model, images, _with_platemap(table, platemap), **options)
+
+
+@contextlib.contextmanager
+def _cluster_embedder(
+    client: Any | None,
+    checkpoint: Checkpoint,
+    corr: Correction,
+    runtime: Runtime,
+    plate_id: str,
+) -> Iterator[EmbedRunner | None]:
+    """Plate contexts as dask tasks when there is a client and a batch-norm correction."""
+    if client is None or corr.bn_method is None:
+        yield None
+        return
+    # The workers run what this process would: the runtime's device, else the model's
+    # (its type only: a worker's cuda:0 is its own device).
+    device = runtime.device or _model_device(checkpoint.model).type
+    network = ClusterNetwork(client, [checkpoint], str(device))
+    try:
+        yield network.embedder(plate_id)
+    finally:
+        network.close()
 
 
 def _warn_running_statistics(checkpoint: Checkpoint, corr: Correction) -> None:
