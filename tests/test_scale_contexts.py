@@ -319,3 +319,22 @@ def test_benchmark_predict_report() -> None:
     assert "| sample | contexts only: this process | 2.0 | 500 | - |" in text
     assert "| sample | contexts only: tasks on 2 workers | 4.0 | 250 | 20.0 |" in text
     assert "2 synthetic plates made as above (1,000 cells)" in text
+
+
+def test_benchmark_crops_report() -> None:
+    """benchmarks/bench_scale_out.py --part crops: the round-trip table and its arithmetic."""
+    import sys
+    from pathlib import Path
+
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        import bench_scale_out as bench
+    finally:
+        sys.path.remove(folder)
+    row = {"cells": 1000, "crop_bytes": 11.52e6, "context_bytes": 11.52e6, "contexts": 1,
+           "cut": 2.0, "gather": 0.05, "concat": 0.01, "scatter": 0.04, "tasks": 0.9}  # fmt: skip
+    text = bench.crops_report([row], size=24, channels=5, bandwidth=1e8, load=1.0)
+    assert "| 1 | 1,000 | 11.5 | 11.5 | 2.00 | 0.050 | 0.010 | 0.040 | 0.90 | 3.3% |" in text
+    # 3,456 fields x 200 cells x 11.52 kB = 7.96 GB, twice: 13 s at 10 Gb/s, 159 s at 0.1 GB/s.
+    assert "8.0 GB" in text and "13 s on a 10 Gb/s link" in text and "159 s" in text
