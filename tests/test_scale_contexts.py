@@ -26,6 +26,7 @@ from phenoadapt.errors import Cancelled, OptionError
 from phenoadapt.pipeline import RunConfig, context_tasks, run_plates
 from phenoadapt.pipeline.context_tasks import (
     ClusterNetwork,
+    cluster_network,
     context_inputs,
     model_payload,
     worker_models,
@@ -206,6 +207,25 @@ def test_cancel_removes_the_context_tasks(model, plates) -> None:
         while cluster.scheduler.tasks and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not cluster.scheduler.tasks
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_run_releases_the_weights(model) -> None:
+    from distributed import Client
+
+    with _local_cluster() as cluster, Client(cluster) as client:
+        with (
+            pytest.raises(KeyboardInterrupt),
+            cluster_network(client, [_checkpoint(model)], "cpu") as network,
+        ):
+            assert network is not None and cluster.scheduler.tasks  # the scattered weights
+            raise KeyboardInterrupt
+        deadline = time.monotonic() + 20
+        while cluster.scheduler.tasks and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not cluster.scheduler.tasks
+    with cluster_network(None, [_checkpoint(model)]) as nothing:
+        assert nothing is None  # no scheduler: the run's own process
 
 
 @pytest.mark.slow

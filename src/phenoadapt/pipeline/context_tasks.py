@@ -25,10 +25,11 @@ in context order, so the tables are the same as without a scheduler.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -428,6 +429,25 @@ class ClusterNetwork:
     def close(self) -> None:
         """Release the scattered weights."""
         self.client.cancel([self.payload])
+
+
+@contextlib.contextmanager
+def cluster_network(
+    client: Any | None, checkpoints: Sequence[Checkpoint], device: str = "auto"
+) -> Iterator[ClusterNetwork | None]:
+    """A :class:`ClusterNetwork` for the block (None without a client), closed however it ends.
+
+    Cancel, Ctrl-C or an error inside the block release the scattered weights
+    too, so a long-lived scheduler is left with nothing of the run.
+    """
+    if client is None:
+        yield None
+        return
+    network = ClusterNetwork(client, checkpoints, device)
+    try:
+        yield network
+    finally:
+        network.close()
 
 
 def run_unadapted_task(

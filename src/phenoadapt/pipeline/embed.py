@@ -69,7 +69,7 @@ from ..progress import CancelFn, ProgressFn
 from ..scale import open_scheduler
 from ..train.augment import center_crop
 from ..train.checkpoint import Checkpoint, load_checkpoint
-from .context_tasks import ClusterNetwork
+from .context_tasks import cluster_network
 from .runner import embed_contexts
 from .tiles import field_tiles
 
@@ -663,17 +663,13 @@ def _cluster_embedder(
     plate_id: str,
 ) -> Iterator[EmbedRunner | None]:
     """Plate contexts as dask tasks when there is a client and a batch-norm correction."""
-    if client is None or corr.bn_method is None:
-        yield None
-        return
+    if corr.bn_method is None:
+        client = None  # running statistics: no context, nothing to send
     # The workers run what this process would: the runtime's device, else the model's
     # (its type only: a worker's cuda:0 is its own device).
     device = runtime.device or _model_device(checkpoint.model).type
-    network = ClusterNetwork(client, [checkpoint], str(device))
-    try:
-        yield network.embedder(plate_id)
-    finally:
-        network.close()
+    with cluster_network(client, [checkpoint], str(device)) as network:
+        yield None if network is None else network.embedder(plate_id)
 
 
 def _warn_running_statistics(checkpoint: Checkpoint, corr: Correction) -> None:
