@@ -179,6 +179,45 @@ def test_cancel_removes_the_tasks_from_the_cluster(screen, cluster) -> None:
     assert not local.scheduler.tasks
 
 
+@pytest.mark.slow
+def test_a_worker_killed_with_a_plates_contexts_and_predict_is_complete(
+    screen, cluster, monkeypatch
+) -> None:
+    """The worker holding a context's crops dies: they are sent again, the table is whole."""
+    from distributed import wait
+
+    from phenoadapt.pipeline import RunConfig, run_plates
+    from phenoadapt.pipeline.context_tasks import ContextInputs
+
+    local, client = cluster
+    plate = open_plate(screen["dirs"][0])
+    platemap = read_platemap(screen["dirs"][0] / "platemap.csv", plate_id=plate.plate_id)
+    config = RunConfig(checkpoint=screen["ckpt"], device="cpu", min_controls=4,
+                       controls_per_context=16, batch_size=32, context="chunks")  # fmt: skip
+    expected = run_plates([plate], [platemap], config)
+    scatter, killed = client.scatter, []
+
+    def scatter_then_kill(data, **kwargs):
+        futures = scatter(data, **kwargs)
+        if not killed and isinstance(data, list) and isinstance(data[0], ContextInputs):
+            wait(futures)
+            (holder,) = client.who_has([futures[0]])[futures[0].key]
+            killed.append(holder)
+            try:  # the worker process dies as on a lost node, without answering
+                client.run(os._exit, 1, workers=[holder])
+            except Exception:  # noqa: BLE001 - the lost connection is the point
+                pass
+        return futures
+
+    monkeypatch.setattr(client, "scatter", scatter_then_kill)
+    result = run_plates([plate], [platemap], config, scheduler=client)
+    monkeypatch.undo()
+    assert killed, "no worker was killed: the test proves nothing"
+    assert result.cells.to_csv() == expected.cells.to_csv()
+    assert result.wells.to_csv() == expected.wells.to_csv()
+    client.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next test
+
+
 # The last test of the cluster: it leaves one worker restarting.
 class KillOnce:
     """A pixel source that kills the dask worker reading ``well`` the first time."""

@@ -253,11 +253,14 @@ class ClusterNetwork:
 
     def __post_init__(self) -> None:
         self.gpus = gpu_workers(self.client)
-        # Only the workers that run the network need the weights.
-        self.payload = self.client.scatter(
-            model_payload(self.checkpoints), broadcast=True, hash=False,
-            workers=self.gpus or None,
-        )  # fmt: skip
+        # Kept here: scattered data dies with a worker, and dask cannot recompute it.
+        self._weights = model_payload(self.checkpoints)
+        self.payload = self._scatter_weights()
+
+    def _scatter_weights(self) -> Any:
+        """The weights on every worker that runs the network (the GPU workers of now)."""
+        targets = (gpu_workers(self.client) or self.gpus) if self.gpus else None
+        return self.client.scatter(self._weights, broadcast=True, hash=False, workers=targets)
 
     @property
     def resources(self) -> dict[str, float] | None:
@@ -371,7 +374,7 @@ class ClusterNetwork:
         ``report(done)`` follows the tasks as they complete, ``poll()`` may raise
         to cancel them.  Scattered inputs die with their worker and dask cannot
         recompute them: the inputs not gathered yet are then sent again, at
-        most :data:`LOST_INPUT_RETRIES` times.
+        most :data:`LOST_INPUT_RETRIES` times (and the weights, when they went too).
         """
         outputs: list[Any] = []
         for attempt in range(LOST_INPUT_RETRIES + 1):
@@ -381,6 +384,9 @@ class ClusterNetwork:
             except _LostInputs as lost:
                 if attempt == LOST_INPUT_RETRIES:
                     raise lost.error from None
+                # A dead worker can take the weights with it (seen even with broadcast=True).
+                if self.payload.status != "finished":
+                    self.payload = self._scatter_weights()
         return outputs  # pragma: no cover - the loop returns or raises
 
     def _submit(
