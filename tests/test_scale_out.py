@@ -160,6 +160,30 @@ def test_embed_on_a_cluster_writes_the_same_files(screen, cluster, tmp_path) -> 
 
 
 @pytest.mark.slow
+def test_embed_plate_contexts_on_worker_processes_give_the_same_table(screen, cluster) -> None:
+    """A batch-norm correction: each context embedded by a worker process, the same bytes."""
+    from phenoadapt.adapt.methods import ContextSpec
+    from phenoadapt.embed import embed_plate
+    from phenoadapt.pipeline import context_tasks
+
+    _, client = cluster
+    plate = open_plate(screen["dirs"][1])
+    platemap = read_platemap(screen["dirs"][1] / "platemap.csv", plate_id=plate.plate_id)
+    spec = ContextSpec(context="chunks", treated_per_context=16, controls_per_context=8,
+                       min_controls=4)  # fmt: skip
+    options = {"level": "cell", "correction": "cs-arm-bn", "contexts": spec,
+               "segmentation": SEGMENTATION}  # fmt: skip
+    here = embed_plate(plate, screen["embedder"], platemap, **options)
+    built = sum(client.run(context_tasks.models_built).values())
+    stages = []
+    there = embed_plate(plate, screen["embedder"], platemap, scheduler=client,
+                        progress=lambda stage, *_: stages.append(stage), **options)  # fmt: skip
+    assert sum(client.run(context_tasks.models_built).values()) > built, "not on the workers"
+    assert "embed" in stages and len(here) > 20
+    assert here.to_csv() == there.to_csv()
+
+
+@pytest.mark.slow
 def test_cancel_removes_the_tasks_from_the_cluster(screen, cluster) -> None:
     local, client = cluster
     plate = open_plate(screen["dirs"][1])
