@@ -2,8 +2,10 @@
 
 A 2-worker ``LocalCluster`` (worker processes, one thread each) segments and
 predicts two tiny plates through the CLI and must write the same files, byte
-for byte, as the single-process run; a worker that dies mid-plate has its
-tasks run again and the table is still complete; Cancel removes the tasks from
+for byte, as the single-process run (and embed_plate's context tasks the same
+table); a worker that dies mid-plate has its tasks run again, one that dies
+holding a context's crops has them sent again, and the tables are still
+complete; Cancel removes the tasks from
 the cluster.  Plate lists skip finished plates, resume, redo with
 ``--overwrite`` and go on past a plate that fails.
 """
