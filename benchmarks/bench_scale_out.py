@@ -26,6 +26,12 @@ process and with the contexts as tasks on the 2-worker cluster
 and the paper's chunks (many contexts per plate); the tables must be the same.
 ``min_controls`` is 8: the small plates have fewer than 32 control cells.
 
+``--part crops`` measures what a plate's crops cost on their way from the
+workers that cut them to the context tasks (the client gathers them, then
+scatters each context's rows again): bytes and seconds per plate on the
+2-worker cluster, beside the plate's segmentation and context tasks, and the
+arithmetic for a real plate.
+
 Run ``python benchmarks/bench_scale_out.py`` (writes its sections of
 docs/scale-out.md); ``--quick`` measures a tiny screen and writes nothing.
 The machine's other load shows in the numbers: the docs say on what it ran.
@@ -54,6 +60,12 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "scale-out.md"
 START, END = "<!-- benchmark:scale_out:start -->", "<!-- benchmark:scale_out:end -->"
 PREDICT_START = "<!-- benchmark:scale_out_predict:start -->"
 PREDICT_END = "<!-- benchmark:scale_out_predict:end -->"
+CROPS_START = "<!-- benchmark:scale_out_crops:start -->"
+CROPS_END = "<!-- benchmark:scale_out_crops:end -->"
+#: Cells per real field assumed for the arithmetic (a 20x Phenix field holds 100-300).
+REAL_CELLS_PER_FIELD = 200
+#: A cluster's network for the arithmetic: 10 Gb/s, in bytes per second.
+LINK_BYTES_S = 1.25e9
 SEGMENTATION = SegmentationParams(nucleus_diameter=16)
 #: A real screen: 384 wells x 9 sites per plate, 1,000 plates.
 REAL_FIELDS_PER_PLATE = 384 * 9
@@ -103,7 +115,7 @@ def main() -> None:
     parser.add_argument("--plates", type=int, default=3, help="plates in the screen (default 3)")
     parser.add_argument("--wells", type=int, default=8, help="wells per plate (default 8)")
     parser.add_argument("--quick", action="store_true", help="2 plates of 4 wells; no docs")
-    parser.add_argument("--part", choices=("segment", "predict", "all"), default="all",
+    parser.add_argument("--part", choices=("segment", "predict", "crops", "all"), default="all",
                         help="what to time (default all)")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
@@ -112,6 +124,8 @@ def main() -> None:
         bench_segment(args)
     if args.part in ("predict", "all"):
         bench_predict(args)
+    if args.part in ("crops", "all"):
+        bench_crops(args)
 
 
 def bench_segment(args: argparse.Namespace) -> None:
@@ -206,6 +220,163 @@ def bench_predict(args: argparse.Namespace) -> None:
     if not args.quick:
         write_doc_section(DOC, text, PREDICT_START, PREDICT_END)
         print(f"wrote {DOC}")
+
+
+def bench_crops(args: argparse.Namespace) -> None:
+    """The crops round-trip table: per plate, gathered to the client, then scattered again."""
+    import torch
+    from distributed import Client
+
+    from phenoadapt.pipeline import RunConfig
+    from phenoadapt.pipeline.context_tasks import ClusterNetwork
+    from phenoadapt.pipeline.run import load_models
+
+    torch.set_num_threads(1)  # as each single-threaded worker
+    config = RunConfig(device="cpu", min_controls=8)
+    checkpoints = load_models(config)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        screen = make_screen(Path(tmp) / "screen", args.plates, args.wells)
+        with _cluster() as cluster, Client(cluster) as client:
+            network = ClusterNetwork(client, checkpoints, "cpu")
+            _round_trip(client, network, checkpoints, config, *screen[0])  # workers warm up
+            rows = [_round_trip(client, network, checkpoints, config, p, m) for p, m in screen]
+            network.close()
+            bandwidth = _bandwidth(client)
+    meta = checkpoints[0].metadata
+    text = crops_report(rows, meta.model_input.image_size(), len(meta.channel_names),
+                        bandwidth, os.getloadavg()[0])  # fmt: skip
+    print(text)
+    if not args.quick:
+        write_doc_section(DOC, text, CROPS_START, CROPS_END)
+        print(f"wrote {DOC}")
+
+
+def _round_trip(client, network, checkpoints, config, plate, platemap) -> dict[str, float]:
+    """One plate: crops cut as tasks, gathered here, each context's rows scattered again.
+
+    The steps of ``run_plates(..., scheduler=client)``, timed one by one: the
+    crop tasks (kept on the workers until gathered), the gather, the
+    concatenation into the plate's array, the scatter of the context inputs,
+    and the context tasks themselves (which scatter their inputs once more).
+    """
+    import numpy as np
+    import pandas as pd
+    from distributed import wait
+
+    from phenoadapt.adapt.methods import predict_plate
+    from phenoadapt.cells.crops import CropStream, _crop_chunk
+    from phenoadapt.pipeline.context_tasks import context_inputs
+    from phenoadapt.pipeline.crops import attach_platemap, checkpoint_crop_params
+    from phenoadapt.scale.tasks import chunk_items
+
+    meta = checkpoints[0].metadata
+    stream = CropStream(plate, crop=checkpoint_crop_params(meta.model_input, plate),
+                        segmentation=meta.model_input.segmentation_or_default(),
+                        platemap=platemap)  # fmt: skip
+    chunks = chunk_items(stream.field_list(), sum(client.nthreads().values()))
+    started = time.perf_counter()
+    futures = [client.submit(_crop_chunk, stream, c, pure=False) for c in chunks]
+    wait(futures)
+    cut = time.perf_counter() - started
+    started = time.perf_counter()
+    outcomes = [o for chunk in client.gather(futures) for o in chunk if isinstance(o, tuple)]
+    gather = time.perf_counter() - started
+    started = time.perf_counter()
+    images = np.concatenate([c for c, _ in outcomes])
+    table = attach_platemap(pd.concat([r for _, r in outcomes], ignore_index=True), platemap)
+    concat = time.perf_counter() - started
+    client.cancel(futures)
+    contexts = config.contexts().plan(table, config.method)
+    inputs = [context_inputs(images, ctx)[0] for ctx in contexts]
+    started = time.perf_counter()
+    scattered = client.scatter(inputs, hash=False)
+    wait(scattered)
+    scatter = time.perf_counter() - started
+    client.cancel(scattered)
+    started = time.perf_counter()
+    with torch_inference():
+        predict_plate([k.model for k in checkpoints], images, table, meta.classes, config.method,
+                      contexts=config.contexts(), runtime=config.runtime(),
+                      input_size=meta.model_input.input_size,
+                      runner=network.runner(plate.plate_id))  # fmt: skip
+    tasks = time.perf_counter() - started
+    return {
+        "cells": len(table), "crop_bytes": images.nbytes,
+        "context_bytes": sum(i.images.nbytes for i in inputs), "contexts": len(contexts),
+        "cut": cut, "gather": gather, "concat": concat, "scatter": scatter, "tasks": tasks,
+    }  # fmt: skip
+
+
+def _bandwidth(client, megabytes: int = 256) -> float:
+    """Bytes per second of one large scatter and gather between the client and a worker.
+
+    A plate's crops are megabytes here, where each transfer's fixed cost
+    dominates; a real plate's are gigabytes, moved at this rate.
+    """
+    import numpy as np
+    from distributed import wait
+
+    blob = np.ones(megabytes * 2**20, dtype=np.uint8)
+    started = time.perf_counter()
+    (future,) = client.scatter([blob], hash=False)
+    wait([future])
+    back = future.result()
+    seconds = time.perf_counter() - started
+    assert back.nbytes == blob.nbytes
+    client.cancel([future])
+    return 2 * blob.nbytes / seconds
+
+
+def torch_inference():
+    """``torch.inference_mode()``, as run_plates runs."""
+    import torch
+
+    return torch.inference_mode()
+
+
+def crops_report(
+    rows: list[dict[str, float]], size: int, channels: int, bandwidth: float, load: float
+) -> str:
+    """The markdown section of the crops round-trip measurement, and a real plate's arithmetic."""
+    lines = [
+        f"Measured by `python benchmarks/bench_scale_out.py --part crops` on {platform.machine()} "
+        f"with {os.cpu_count()} CPU cores shared with other jobs (load average {load:.1f} at the "
+        f"end), on the 2-worker LocalCluster above, with the demo classifier's crops ({channels} "
+        f"channels x {size} x {size} float32) and CS-ARM-BN (one sampled context per plate): per "
+        "plate, the crop tasks, the crops gathered to the client, joined into the plate's array, "
+        "scattered again as the context's inputs, and the context tasks (their own scatter "
+        "included).",
+        "",
+        "| plate | cells | crops (MB) | context inputs (MB) | crop tasks (s) | gather (s) | "
+        "join (s) | scatter (s) | context tasks (s) | round trip / plate time |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for i, r in enumerate(rows, 1):
+        trip = r["gather"] + r["concat"] + r["scatter"]
+        total = r["cut"] + trip + r["tasks"]
+        lines.append(
+            f"| {i} | {r['cells']:,} | {r['crop_bytes'] / 1e6:.1f} | "
+            f"{r['context_bytes'] / 1e6:.1f} | {r['cut']:.2f} | {r['gather']:.3f} | "
+            f"{r['concat']:.3f} | {r['scatter']:.3f} | {r['tasks']:.2f} | {trip / total:.1%} |"
+        )  # fmt: skip
+    per_cell = channels * size * size * 4
+    real_cells = REAL_FIELDS_PER_PLATE * REAL_CELLS_PER_FIELD
+    real_bytes = real_cells * per_cell
+    lines += [
+        "",
+        "These plates' crops are a few MB, so each transfer's fixed cost dominates; one "
+        f"256 MiB array went to a worker and back at {bandwidth / 1e6:,.0f} MB/s (loopback: "
+        f"the client and the workers on one machine). A real plate of {REAL_FIELDS_PER_PLATE:,} "
+        f"fields x about {REAL_CELLS_PER_FIELD} cells is {real_cells / 1e6:.2f} million cells, "
+        f"{real_bytes / 1e9:.1f} GB of such crops ({per_cell / 1e3:.1f} kB a cell; the size "
+        "grows with the square of the crop size): the round trip moves it twice, "
+        f"{2 * real_bytes / LINK_BYTES_S:.0f} s on a 10 Gb/s link (at the loopback speed "
+        f"measured here, {2 * real_bytes / bandwidth:.0f} s), against "
+        "the plate's segmentation on the cluster (its 7.5 CPU-s fields on 200 cores: "
+        f"{REAL_FIELDS_PER_PLATE * 7.5 / 200:.0f} s).",
+    ]
+    return "\n".join(lines)
 
 
 def _contexts(crops, checkpoints, config, network) -> tuple[float, list[str]]:

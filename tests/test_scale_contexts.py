@@ -1,7 +1,7 @@
-"""A plate's contexts adapted and predicted as dask tasks (pipeline/context_tasks.py).
+"""A plate's contexts adapted and predicted (or embedded) as dask tasks (pipeline/context_tasks.py).
 
-The tasks must give the same predictions, bit for bit, as the single-process
-loop; the weights travel as safetensors bytes and are built once per worker;
+The tasks must give the same predictions and embeddings, bit for bit, as the
+single-process loop; the weights travel as safetensors bytes and are built once per worker;
 the tasks ask for a GPU when a worker offers one; Cancel removes them.  The
 clusters here are in-process (``processes=False``): cheap to start on a busy
 CI machine, and they let the test see the workers' model cache.  The
@@ -27,14 +27,17 @@ from phenoadapt.adapt.methods import (
     predict_contexts,
     predict_plate,
 )
+from phenoadapt.embed import ProfileOptions, embed_plate
 from phenoadapt.errors import Cancelled, OptionError
 from phenoadapt.pipeline import RunConfig, context_tasks, run_plates
 from phenoadapt.pipeline.context_tasks import (
     ClusterNetwork,
+    cluster_network,
     context_inputs,
     model_payload,
     worker_models,
 )
+from phenoadapt.pipeline.runner import embed_contexts
 from phenoadapt.train.toy import make_toy_plates
 
 CLASSES = ("moa_a", "moa_b", "moa_c")
@@ -110,6 +113,38 @@ def test_a_context_on_its_own_rows_predicts_the_same_bits(model, plates) -> None
         )
         assert np.array_equal(alone.probabilities, expected.probabilities)
         assert np.array_equal(alone.embeddings, expected.embeddings)
+
+
+def _embedder(n_channels: int = 3) -> torch.nn.Module:
+    """A tiny PhenoProfiler whose batch norms hold statistics as after training."""
+    from phenoadapt.nn import Normalization, phenoprofiler
+
+    norm = Normalization("log1p", (5.5,) * n_channels, (1.0,) * n_channels, None)
+    model = phenoprofiler(n_channels, 3, 16, arch="resnet10", width=4, stem="small", heads=2,
+                          normalization=norm, seed=0)  # fmt: skip
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2)
+    return model.eval()
+
+
+def test_a_context_on_its_own_rows_embeds_the_same_bits(plates) -> None:
+    images, table = plates
+    model = _embedder()
+    contexts = ContextSpec(context="chunks", treated_per_context=32, controls_per_context=16).plan(
+        table, "cs-arm-bn", unit="cell"
+    )
+    runtime = Runtime(device=None, batch_size=16, max_pass_size=None, amp=False)
+    whole = embed_contexts(model, images, contexts, input_size=10, runtime=runtime)
+    assert len(whole) == len(contexts) > 2
+    for ctx, expected in zip(contexts, whole, strict=True):
+        inputs, _ = context_inputs(images, ctx)
+        (alone,) = embed_contexts(model, inputs.images, [inputs.context], input_size=10,
+                                  runtime=runtime)  # fmt: skip
+        assert alone.shape == (len(ctx.predict), 16)
+        assert np.array_equal(alone, expected)
 
 
 def test_weights_travel_as_safetensors_and_are_built_once(model, plates) -> None:
@@ -204,6 +239,25 @@ def test_cancel_removes_the_context_tasks(model, plates) -> None:
 
 
 @pytest.mark.slow
+def test_ctrl_c_during_a_run_releases_the_weights(model) -> None:
+    from distributed import Client
+
+    with _local_cluster() as cluster, Client(cluster) as client:
+        with (
+            pytest.raises(KeyboardInterrupt),
+            cluster_network(client, [_checkpoint(model)], "cpu") as network,
+        ):
+            assert network is not None and cluster.scheduler.tasks  # the scattered weights
+            raise KeyboardInterrupt
+        deadline = time.monotonic() + 20
+        while cluster.scheduler.tasks and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not cluster.scheduler.tasks
+    with cluster_network(None, [_checkpoint(model)]) as nothing:
+        assert nothing is None  # no scheduler: the run's own process
+
+
+@pytest.mark.slow
 def test_run_plates_on_a_cluster_equals_one_process(tmp_path) -> None:
     from distributed import Client
     from pipeline_fixtures import make_checkpoint
@@ -220,6 +274,50 @@ def test_run_plates_on_a_cluster_equals_one_process(tmp_path) -> None:
     assert here.wells.to_csv() == there.wells.to_csv()
     assert np.array_equal(here.embeddings, there.embeddings, equal_nan=True)
     assert np.array_equal(here.embeddings_unadapted, there.embeddings_unadapted, equal_nan=True)
+
+
+def _embedder_checkpoint(path):
+    """A PhenoProfiler checkpoint fit for the tiny plates of pipeline_fixtures."""
+    from pipeline_fixtures import CHANNELS
+
+    from phenoadapt.train import CheckpointMetadata, save_checkpoint
+
+    meta = CheckpointMetadata(
+        network={}, classes=("DMSO", "a", "b"), channel_names=CHANNELS, method="erm",
+        crop_size=24, extra={"kind": "embedder", "unit": "cell", "crop_scale": 0.5,
+                             "segmentation": {"nucleus_diameter": 16}},
+    )  # fmt: skip
+    return save_checkpoint(path, _embedder(len(CHANNELS)), meta)
+
+
+@pytest.mark.slow
+def test_embed_plate_on_a_cluster_equals_one_process(tmp_path) -> None:
+    """embed_plate's contexts run as tasks on the workers: the same table, byte for byte."""
+    from distributed import Client
+
+    plate, platemap, _ = make_plate(tmp_path / "plates", "emb1", seed=5)
+    ckpt = _embedder_checkpoint(tmp_path / "pp.safetensors")
+    spec = ContextSpec(context="chunks", treated_per_context=16, controls_per_context=8,
+                       min_controls=4)  # fmt: skip
+    runtime = Runtime(device="cpu", batch_size=32, max_pass_size=None, amp=False)
+    profile = ProfileOptions(level="cell", correction="cs-arm-bn+phenotype")
+    options = {"profile": profile, "contexts": spec, "runtime": runtime}
+    here = embed_plate(plate, ckpt, platemap, **options)
+    built = context_tasks.models_built()
+    stages: list[tuple[str, int, int]] = []
+    with _local_cluster() as cluster, Client(cluster) as client:
+        there = embed_plate(plate, ckpt, platemap, scheduler=client,
+                            progress=lambda *r: stages.append(r), **options)  # fmt: skip
+        # The weights are released with the plate: nothing is left on the cluster.
+        deadline = time.monotonic() + 20
+        while cluster.scheduler.tasks and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not cluster.scheduler.tasks
+    assert context_tasks.models_built() > built, "the contexts did not run on the workers"
+    assert len(here) > 50 and here.to_csv() == there.to_csv()
+    embedded = [(d, t) for s, d, t in stages if s == "embed"]
+    n = embedded[0][1] if embedded else 0
+    assert n > 2 and sorted(d for d, _ in embedded) == list(range(1, n + 1))
 
 
 @pytest.mark.slow
@@ -270,3 +368,22 @@ def test_benchmark_predict_report() -> None:
     assert "| sample | contexts only: this process | 2.0 | 500 | - |" in text
     assert "| sample | contexts only: tasks on 2 workers | 4.0 | 250 | 20.0 |" in text
     assert "2 synthetic plates made as above (1,000 cells)" in text
+
+
+def test_benchmark_crops_report() -> None:
+    """benchmarks/bench_scale_out.py --part crops: the round-trip table and its arithmetic."""
+    import sys
+    from pathlib import Path
+
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        import bench_scale_out as bench
+    finally:
+        sys.path.remove(folder)
+    row = {"cells": 1000, "crop_bytes": 11.52e6, "context_bytes": 11.52e6, "contexts": 1,
+           "cut": 2.0, "gather": 0.05, "concat": 0.01, "scatter": 0.04, "tasks": 0.9}  # fmt: skip
+    text = bench.crops_report([row], size=24, channels=5, bandwidth=1e8, load=1.0)
+    assert "| 1 | 1,000 | 11.5 | 11.5 | 2.00 | 0.050 | 0.010 | 0.040 | 0.90 | 3.3% |" in text
+    # 3,456 fields x 200 cells x 11.52 kB = 7.96 GB, twice: 13 s at 10 Gb/s, 159 s at 0.1 GB/s.
+    assert "8.0 GB" in text and "13 s on a 10 Gb/s link" in text and "159 s" in text

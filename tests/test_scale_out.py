@@ -2,8 +2,10 @@
 
 A 2-worker ``LocalCluster`` (worker processes, one thread each) segments and
 predicts two tiny plates through the CLI and must write the same files, byte
-for byte, as the single-process run; a worker that dies mid-plate has its
-tasks run again and the table is still complete; Cancel removes the tasks from
+for byte, as the single-process run (and embed_plate's context tasks the same
+table); a worker that dies mid-plate has its tasks run again, one that dies
+holding a context's crops has them sent again, and the tables are still
+complete; Cancel removes the tasks from
 the cluster.  Plate lists skip finished plates, resume, redo with
 ``--overwrite`` and go on past a plate that fails.
 """
@@ -160,6 +162,30 @@ def test_embed_on_a_cluster_writes_the_same_files(screen, cluster, tmp_path) -> 
 
 
 @pytest.mark.slow
+def test_embed_plate_contexts_on_worker_processes_give_the_same_table(screen, cluster) -> None:
+    """A batch-norm correction: each context embedded by a worker process, the same bytes."""
+    from phenoadapt.adapt.methods import ContextSpec
+    from phenoadapt.embed import ProfileOptions, embed_plate
+    from phenoadapt.pipeline import context_tasks
+
+    _, client = cluster
+    plate = open_plate(screen["dirs"][1])
+    platemap = read_platemap(screen["dirs"][1] / "platemap.csv", plate_id=plate.plate_id)
+    spec = ContextSpec(context="chunks", treated_per_context=16, controls_per_context=8,
+                       min_controls=4)  # fmt: skip
+    options = {"profile": ProfileOptions(level="cell", correction="cs-arm-bn"),
+               "contexts": spec, "segmentation": SEGMENTATION}  # fmt: skip
+    here = embed_plate(plate, screen["embedder"], platemap, **options)
+    built = sum(client.run(context_tasks.models_built).values())
+    stages = []
+    there = embed_plate(plate, screen["embedder"], platemap, scheduler=client,
+                        progress=lambda stage, *_: stages.append(stage), **options)  # fmt: skip
+    assert sum(client.run(context_tasks.models_built).values()) > built, "not on the workers"
+    assert "embed" in stages and len(here) > 20
+    assert here.to_csv() == there.to_csv()
+
+
+@pytest.mark.slow
 def test_cancel_removes_the_tasks_from_the_cluster(screen, cluster) -> None:
     local, client = cluster
     plate = open_plate(screen["dirs"][1])
@@ -177,6 +203,45 @@ def test_cancel_removes_the_tasks_from_the_cluster(screen, cluster) -> None:
     while local.scheduler.tasks and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not local.scheduler.tasks
+
+
+@pytest.mark.slow
+def test_a_worker_killed_with_a_plates_contexts_and_predict_is_complete(
+    screen, cluster, monkeypatch
+) -> None:
+    """The worker holding a context's crops dies: they are sent again, the table is whole."""
+    from distributed import wait
+
+    from phenoadapt.pipeline import RunConfig, run_plates
+    from phenoadapt.pipeline.context_tasks import ContextInputs
+
+    local, client = cluster
+    plate = open_plate(screen["dirs"][0])
+    platemap = read_platemap(screen["dirs"][0] / "platemap.csv", plate_id=plate.plate_id)
+    config = RunConfig(checkpoint=screen["ckpt"], device="cpu", min_controls=4,
+                       controls_per_context=16, batch_size=32, context="chunks")  # fmt: skip
+    expected = run_plates([plate], [platemap], config)
+    scatter, killed = client.scatter, []
+
+    def scatter_then_kill(data, **kwargs):
+        futures = scatter(data, **kwargs)
+        if not killed and isinstance(data, list) and isinstance(data[0], ContextInputs):
+            wait(futures)
+            (holder,) = client.who_has([futures[0]])[futures[0].key]
+            killed.append(holder)
+            try:  # the worker process dies as on a lost node, without answering
+                client.run(os._exit, 1, workers=[holder])
+            except Exception:  # noqa: BLE001 - the lost connection is the point
+                pass
+        return futures
+
+    monkeypatch.setattr(client, "scatter", scatter_then_kill)
+    result = run_plates([plate], [platemap], config, scheduler=client)
+    monkeypatch.undo()
+    assert killed, "no worker was killed: the test proves nothing"
+    assert result.cells.to_csv() == expected.cells.to_csv()
+    assert result.wells.to_csv() == expected.wells.to_csv()
+    client.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next test
 
 
 # The last test of the cluster: it leaves one worker restarting.

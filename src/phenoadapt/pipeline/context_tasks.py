@@ -7,6 +7,9 @@ context's batch-norm statistics and predicts its cells with them
 (:func:`~phenoadapt.adapt.methods.adapt_contexts`, the one loop of the
 single-process run, on the context's rows only), and the outputs are gathered
 in context order, so the tables are the same as without a scheduler.
+:func:`phenoadapt.pipeline.embed_plate` embeds its contexts the same way
+(:meth:`ClusterNetwork.embedder`, the loop of
+:func:`~phenoadapt.pipeline.embed.embed_contexts` on each context's rows).
 
 - The weights are sent once per worker: safetensors bytes of each member's
   state dict (never a pickle), scattered with ``broadcast=True``; a worker
@@ -22,10 +25,11 @@ in context order, so the tables are the same as without a scheduler.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -42,6 +46,7 @@ from ..nn.runtime import select_device
 from ..progress import CancelFn, ProgressFn, check_cancel
 from ..scale.tasks import map_ordered
 from ..train.checkpoint import Checkpoint
+from .runner import embed_contexts
 
 #: The worker resource that marks a GPU (``dask worker --resources GPU=1``).
 GPU_RESOURCE = "GPU"
@@ -201,6 +206,21 @@ def run_context_tasks(
     return outputs
 
 
+def run_embed_tasks(
+    payload: ModelPayload, work: list[tuple[ContextInputs, ContextJob]]
+) -> list[np.ndarray]:
+    """Worker side: adapt and embed each context of ``work`` (one per task in practice)."""
+    outputs = []
+    for inputs, job in work:
+        (model, *_) = worker_models(payload, job.device)
+        # No inference_mode, as embed_plate has none (the passes run under no_grad):
+        # under it the statistics pass's own outputs differ in their last bits.
+        outputs += embed_contexts(
+            model, inputs.images, [inputs.context], input_size=job.input_size, runtime=job.runtime
+        )
+    return outputs
+
+
 def gpu_workers(client: Any) -> list[str]:
     """Addresses of the workers that advertise a ``GPU`` resource."""
     workers = client.scheduler_info(n_workers=-1).get("workers", {})
@@ -227,11 +247,14 @@ class ClusterNetwork:
 
     def __post_init__(self) -> None:
         self.gpus = gpu_workers(self.client)
-        # Only the workers that run the network need the weights.
-        self.payload = self.client.scatter(
-            model_payload(self.checkpoints), broadcast=True, hash=False,
-            workers=self.gpus or None,
-        )  # fmt: skip
+        # Kept here: scattered data dies with a worker, and dask cannot recompute it.
+        self._weights = model_payload(self.checkpoints)
+        self.payload = self._scatter_weights()
+
+    def _scatter_weights(self) -> Any:
+        """The weights on every worker that runs the network (the GPU workers of now)."""
+        targets = (gpu_workers(self.client) or self.gpus) if self.gpus else None
+        return self.client.scatter(self._weights, broadcast=True, hash=False, workers=targets)
 
     @property
     def resources(self) -> dict[str, float] | None:
@@ -256,6 +279,31 @@ class ClusterNetwork:
             # The plate's runtime, on the cluster's device (resolved on each worker).
             job = ContextJob(replace(runtime, device=self.device), input_size, return_embeddings)
             return self._run(plate_id, np.asarray(images), contexts, job, progress, cancel)
+
+        return run
+
+    def embedder(self, plate_id: str) -> Callable[..., list[np.ndarray]]:
+        """An :data:`~phenoadapt.pipeline.embed.EmbedRunner` that embeds a plate's contexts
+        as tasks, in context order (the first model of the run is the embedder)."""
+
+        def run(
+            model: nn.Module,
+            images: np.ndarray,
+            contexts: Sequence[Context],
+            *,
+            input_size: int | None = None,
+            runtime: Runtime,
+            progress: ProgressFn | None = None,
+            cancel: CancelFn | None = None,
+        ) -> list[np.ndarray]:
+            del model  # the workers hold their own copy (self.payload)
+            job = ContextJob(replace(runtime, device=self.device), input_size, False)
+            return self._tasks(
+                run_embed_tasks, [context_inputs(images, ctx)[0] for ctx in contexts], job,
+                f"embed-{plate_id}",
+                lambda done: progress("embed", done, len(contexts)) if progress else None,
+                lambda: check_cancel(cancel, "Plate-context embedding"),
+            )  # fmt: skip
 
         return run
 
@@ -312,7 +360,7 @@ class ClusterNetwork:
         ``report(done)`` follows the tasks as they complete, ``poll()`` may raise
         to cancel them.  Scattered inputs die with their worker and dask cannot
         recompute them: the inputs not gathered yet are then sent again, at
-        most :data:`LOST_INPUT_RETRIES` times.
+        most :data:`LOST_INPUT_RETRIES` times (and the weights, when they went too).
         """
         outputs: list[Any] = []
         for attempt in range(LOST_INPUT_RETRIES + 1):
@@ -322,6 +370,9 @@ class ClusterNetwork:
             except _LostInputs as lost:
                 if attempt == LOST_INPUT_RETRIES:
                     raise lost.error from None
+                # A dead worker can take the weights with it (seen even with broadcast=True).
+                if self.payload.status != "finished":
+                    self.payload = self._scatter_weights()
         return outputs  # pragma: no cover - the loop returns or raises
 
     def _submit(
@@ -370,6 +421,25 @@ class ClusterNetwork:
     def close(self) -> None:
         """Release the scattered weights."""
         self.client.cancel([self.payload])
+
+
+@contextlib.contextmanager
+def cluster_network(
+    client: Any | None, checkpoints: Sequence[Checkpoint], device: str = "auto"
+) -> Iterator[ClusterNetwork | None]:
+    """A :class:`ClusterNetwork` for the block (None without a client), closed however it ends.
+
+    Cancel, Ctrl-C or an error inside the block release the scattered weights
+    too, so a long-lived scheduler is left with nothing of the run.
+    """
+    if client is None:
+        yield None
+        return
+    network = ClusterNetwork(client, checkpoints, device)
+    try:
+        yield network
+    finally:
+        network.close()
 
 
 def run_unadapted_task(

@@ -36,9 +36,10 @@ excluded wells are left out.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +57,6 @@ from ..adapt.methods import (
     Method,
     Runtime,
     parse_method,
-    run_contexts,
 )
 from ..cells.crops import CropParams, CropStream
 from ..cells.params import SegmentationParams
@@ -67,9 +67,12 @@ from ..model_input import plate_channels
 from ..nn.runtime import forward_in_batches, select_device
 from ..plate.model import Plate
 from ..progress import CancelFn, ProgressFn
+from ..scale import open_scheduler
 from ..schema import embedding_columns  # re-exported: phenoadapt.embed's API
 from ..train.augment import center_crop
 from ..train.checkpoint import Checkpoint, load_checkpoint
+from .context_tasks import cluster_network
+from .runner import embed_contexts
 from .tiles import field_tiles
 
 LEVELS = ("cell", "site", "well")
@@ -248,6 +251,11 @@ def load_embedder(path: str | os.PathLike, device: str | torch.device = "cpu") -
 # --------------------------------------------------------------------------- per-image embeddings
 
 
+#: Embeds a plate's planned contexts: the signature of :func:`.runner.embed_contexts`
+#: (e.g. as dask tasks, :meth:`phenoadapt.pipeline.context_tasks.ClusterNetwork.embedder`).
+EmbedRunner = Callable[..., list[np.ndarray]]
+
+
 def _as_tensor(images: np.ndarray | torch.Tensor, idx: np.ndarray | None = None) -> torch.Tensor:
     if isinstance(images, torch.Tensor):
         return (images if idx is None else images[torch.as_tensor(idx)]).float()
@@ -293,6 +301,7 @@ def image_embeddings(
     unit: str = "cell",
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    runner: EmbedRunner | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings of the images of a table (no aggregation, no embedding correction).
 
@@ -318,6 +327,10 @@ def image_embeddings(
         plate needs (32 cells, 8 sites) unless ``contexts.min_controls`` does.
     progress, cancel
         ``progress("embed", done, total)``; ``cancel()`` raises ``Cancelled``.
+    runner
+        What embeds the planned contexts: None, :func:`embed_contexts` here; or
+        a function with its signature returning the same arrays in the same
+        order (dask tasks: :meth:`.context_tasks.ClusterNetwork.embedder`).
 
     Returns
     -------
@@ -353,13 +366,14 @@ def image_embeddings(
     done = np.zeros(len(table), dtype=bool)
     # Statistics once per context (one pass, whatever its size); the context's own
     # cells come out of that pass, the others are embedded in eval mode with them.
-    for ctx, ((out,),) in run_contexts(
-        [model], images, planned, lambda m, x: (m.embed(center_crop(x, input_size)),),
-        runtime, stage="embed", progress=progress, cancel=cancel,
-    ):  # fmt: skip
+    outputs = (runner or embed_contexts)(
+        model, images, planned, input_size=input_size, runtime=runtime, progress=progress,
+        cancel=cancel,
+    )  # fmt: skip
+    for ctx, out in zip(planned, outputs, strict=True):
         if result is None:
             result = np.zeros((len(table), n_dim or out.shape[1]), dtype=np.float32)
-        result[ctx.predict] = out.numpy()
+        result[ctx.predict] = out
         done[ctx.predict] = True
     rows = np.flatnonzero(done)
     if result is None:
@@ -499,6 +513,7 @@ def embed_images(
     unit: str = "cell",
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    runner: EmbedRunner | None = None,
 ) -> pd.DataFrame:
     """Embedding table of images (crops or tiles) at cell, site or well level.
 
@@ -513,7 +528,7 @@ def embed_images(
         The fields of :class:`ProfileOptions` (output level, aggregation,
         correction such as ``"tvn"`` or ``"cs-arm-bn+phenotype"``, phenotype
         correction's factor).
-    input_size, contexts, runtime, unit
+    input_size, contexts, runtime, unit, runner
         See :func:`image_embeddings`.
     progress, cancel
         Progress and cancellation hooks.
@@ -526,7 +541,7 @@ def embed_images(
     profile = ProfileOptions(level, statistic, correction, fraction)
     return _profile_images(
         model, images, table, profile, input_size=input_size, contexts=contexts,
-        runtime=runtime, unit=unit, progress=progress, cancel=cancel,
+        runtime=runtime, unit=unit, progress=progress, cancel=cancel, runner=runner,
     )  # fmt: skip
 
 
@@ -619,8 +634,13 @@ def embed_plate(
     scheduler
         None: fields are segmented and cropped in this process.  Otherwise a
         dask scheduler or client (:func:`phenoadapt.scale.open_scheduler`):
-        fields run as dask tasks and come back in plate order; the network
-        runs here.  Site-unit checkpoints read their tiles here regardless.
+        fields run as dask tasks and come back in plate order, and with a
+        batch-norm correction each plate context is adapted and embedded as a
+        task (on the workers with a ``GPU`` resource when there are some,
+        :mod:`.context_tasks`), gathered in context order: the tables are the
+        same as without one.  Running statistics embed here, batch by batch;
+        site-unit checkpoints read their tiles here (their contexts still run
+        as tasks).
 
     Raises
     ------
@@ -643,12 +663,17 @@ def embed_plate(
         "unit": contract.unit, "progress": progress, "cancel": cancel,
     }  # fmt: skip
     wells = None if wells is None else list(wells)
-    with runtime.out_of_memory_said(f"embedding plate {plate.plate_id}", "a smaller batch size"):
+    with (
+        open_scheduler(scheduler) as client,
+        _cluster_embedder(client, checkpoint, profile.parsed, runtime, plate.plate_id) as runner,
+        runtime.out_of_memory_said(f"embedding plate {plate.plate_id}", "a smaller batch size"),
+    ):
+        embedding["runner"] = runner
         if contract.unit == "site":
             images, table = _plate_tiles(plate, checkpoint, profile, wells, cancel)
         else:
             stream = _crop_stream(
-                plate, checkpoint, platemap, cells, wells, segmentation, embedding, scheduler
+                plate, checkpoint, platemap, cells, wells, segmentation, embedding, client
             )
             if profile.bn_method is None:
                 model = checkpoint.model
@@ -722,6 +747,24 @@ def _plate_crops(stream: CropStream, plate: Plate) -> tuple[np.ndarray, pd.DataF
         raise CellsError(f"No cell was found on plate {plate.plate_id}: nothing to embed.")
     images = np.concatenate([b.crops for b in batches])
     return images, pd.concat([b.cells for b in batches], ignore_index=True)
+
+
+@contextlib.contextmanager
+def _cluster_embedder(
+    client: Any | None,
+    checkpoint: Checkpoint,
+    corr: Correction,
+    runtime: Runtime,
+    plate_id: str,
+) -> Iterator[EmbedRunner | None]:
+    """Plate contexts as dask tasks when there is a client and a batch-norm correction."""
+    if corr.bn_method is None:
+        client = None  # running statistics: no context, nothing to send
+    # The workers run what this process would: the runtime's device, else the model's
+    # (its type only: a worker's cuda:0 is its own device).
+    device = runtime.device or _model_device(checkpoint.model).type
+    with cluster_network(client, [checkpoint], str(device)) as network:
+        yield None if network is None else network.embedder(plate_id)
 
 
 def _warn_running_statistics(checkpoint: Checkpoint, corr: Correction) -> None:

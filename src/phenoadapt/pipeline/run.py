@@ -51,7 +51,7 @@ from ..progress import CancelFn, ProgressFn
 from ..scale import open_scheduler
 from ..train.checkpoint import Checkpoint, check_classes
 from ..train.predict import load_ensemble
-from .context_tasks import ClusterNetwork
+from .context_tasks import ClusterNetwork, cluster_network
 from .crops import checkpoint_crop_params, field_count
 from .record import run_record
 from .runner import plate_inputs, unadapted_features
@@ -521,8 +521,11 @@ def run_methods(
     failures: list[FieldFailure] = []
     failure_plates: list[str] = []
     fields_before = 0
-    with torch.inference_mode(), open_scheduler(scheduler) as client:
-        network = None if client is None else ClusterNetwork(client, checkpoints, config.device)
+    with (
+        torch.inference_mode(),
+        open_scheduler(scheduler) as client,
+        cluster_network(client, checkpoints, config.device) as network,
+    ):
         for plate, platemap, table in zip(plates, platemaps, cell_tables, strict=True):
 
             def report(_stage: str, done: int, _total: int, base: int = fields_before) -> None:
@@ -546,8 +549,6 @@ def run_methods(
                     )
                 )  # fmt: skip
             del crops
-        if network is not None:
-            network.close()
     results = {}
     for method in methods:
         result = _merge(parts[method], meta.classes, list(failures), list(failure_plates))

@@ -8,7 +8,9 @@ handling of the network passes that follow live in
 :mod:`phenoadapt.adapt.methods` (:class:`~phenoadapt.adapt.methods.ContextSpec`,
 :class:`~phenoadapt.adapt.methods.Runtime`,
 :func:`~phenoadapt.adapt.methods.run_contexts`): training validates with them
-too, and it sits below this package.
+too, and it sits below this package.  :func:`unadapted_features` and
+:func:`embed_contexts` are the network passes that prediction, embedding and
+their dask tasks (:mod:`.context_tasks`) share.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
+from ..adapt.methods import Context, Runtime, run_contexts
 from ..cells.params import SegmentationParams
 from ..model_input import ModelInput
 from ..nn.runtime import forward_in_batches, iter_batches
@@ -113,3 +117,58 @@ def unadapted_features(
         if progress is not None:
             progress("predict", i + 1, len(slices))
     return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
+
+
+def embed_contexts(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    contexts: Sequence[Context],
+    *,
+    input_size: int | None = None,
+    runtime: Runtime,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> list[np.ndarray]:
+    """Embeddings of each context's ``predict`` cells under that context's statistics.
+
+    The one loop behind plate-context embeddings (:func:`.embed.image_embeddings`),
+    in this process and on dask workers (:mod:`.context_tasks` runs it on each
+    context's own rows).
+
+    Parameters
+    ----------
+    model
+        A PhenoProfiler, run on the device it is on and left as it was.
+    images
+        ``(n, C, h, w)`` raw intensities; context positions index its first axis.
+    contexts
+        Planned contexts (:meth:`~phenoadapt.adapt.methods.ContextSpec.plan`).
+    input_size
+        Centre crop applied to every image first.
+    runtime
+        Batch size, pass size, AMP and channels-last (its device is ignored).
+    progress, cancel
+        ``progress("embed", done, total)`` after each context; ``cancel()`` polled.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        Per context, ``(len(context.predict), d)`` float32 embeddings.
+    """
+
+    def head(m: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor]:
+        return (m.embed(center_crop(x, input_size)),)
+
+    return [
+        out.numpy()
+        for _ctx, ((out,),) in run_contexts(
+            [model],
+            images,
+            contexts,
+            head,
+            runtime,
+            stage="embed",
+            progress=progress,
+            cancel=cancel,
+        )  # fmt: skip
+    ]

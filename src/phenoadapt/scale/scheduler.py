@@ -152,7 +152,10 @@ def describe_client(client: Any) -> str:
     workers = info.get("workers", {})
     threads = sum(int(w.get("nthreads", 1)) for w in workers.values())
     link = dashboard_link(client)
-    where = f"dashboard {link}" if link else "no dashboard"
+    # distributed serves its dashboard only where bokeh is installed.
+    where = (
+        f"dashboard {link}" if link else "no dashboard (pip install bokeh on the scheduler for one)"
+    )
     return (
         f"dask scheduler {info.get('address', '?')}: {len(workers)} worker(s), "
         f"{threads} thread(s); {where}"
