@@ -39,6 +39,7 @@ from ..errors import PhenoadaptError
 from .common import notify, observe, scrolling_layout
 from .jobs import ErrorPanel
 from .session import get_session
+from .tab_groups import join_tab_group
 
 if TYPE_CHECKING:
     import napari
@@ -59,6 +60,7 @@ class ExportWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
+        join_tab_group(self)  # with the other docks of its group once napari docks it
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
         self.written: dict[str, Path] = {}

@@ -50,6 +50,7 @@ from .layers import META_KEY
 from .plate_grid import ColorBar, ColorLegend, PlateGrid, category_colors, value_colors
 from .profile_maps import activity_key, cells_layers, well_activity
 from .session import FieldKey, PlateSession, get_session, load_plate
+from .tab_groups import join_tab_group
 
 if TYPE_CHECKING:
     import napari
@@ -244,6 +245,7 @@ class PlateDock(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
+        join_tab_group(self)  # with the other docks of its group once napari docks it
         self.viewer = napari_viewer
         self.session: PlateSession = get_session(napari_viewer)
         self.ask: Asker = lambda title, text: confirm(self, title, text)

@@ -54,6 +54,7 @@ from .plate_dock import (
 )
 from .plate_grid import ColorLegend, PlateGrid
 from .session import PlateSession, get_session
+from .tab_groups import join_tab_group
 
 if TYPE_CHECKING:
     import napari
@@ -91,6 +92,7 @@ class PlateMapDock(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
+        join_tab_group(self)  # with the other docks of its group once napari docks it
         self.viewer = napari_viewer
         self.session: PlateSession = get_session(napari_viewer)
         self.ask: Asker = lambda title, text: confirm(self, title, text)

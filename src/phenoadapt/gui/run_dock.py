@@ -60,6 +60,7 @@ from .forms import (
 from .jobs import Fix, JobControls, JobRunner, abandon_runners, warm_up_activity_dock
 from .results import ResultsLegend, get_results_overlay
 from .session import get_session
+from .tab_groups import join_tab_group
 
 if TYPE_CHECKING:
     import napari
@@ -146,6 +147,7 @@ class RunWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, confirm: Asker | None = None) -> None:
         super().__init__()
+        join_tab_group(self)  # with the other docks of its group once napari docks it
         # Load torch now, while the dock opens: imported from the worker when Run is
         # pressed, loading its libraries would hold the GIL and freeze napari for
         # seconds in the middle of the run (see docs/gui-responsiveness.md).

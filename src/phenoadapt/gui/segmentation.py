@@ -44,6 +44,7 @@ from ..progress import Progress
 from .common import notify, observe, scrolling_layout
 from .jobs import JobControls, JobRunner, JobStyle, abandon_runners, warm_up_activity_dock
 from .session import get_session
+from .tab_groups import join_tab_group
 
 if TYPE_CHECKING:
     import napari
@@ -335,6 +336,7 @@ class SegmentationWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
+        join_tab_group(self)  # with the other docks of its group once napari docks it
         self.viewer = napari_viewer
         warm_up_activity_dock(napari_viewer)  # the first job's bar relays the window out
         self.runner: JobRunner | None = None

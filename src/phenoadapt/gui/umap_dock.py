@@ -60,6 +60,7 @@ from .scatter import (
     stratified_subsample,
 )
 from .session import get_session
+from .tab_groups import join_tab_group
 from .umap_maps import UmapMaps, map_events, plate_mixing
 
 if TYPE_CHECKING:
@@ -286,6 +287,7 @@ class UmapWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, max_points: int = DEFAULT_MAX_POINTS) -> None:
         super().__init__()
+        join_tab_group(self)  # with the other docks of its group once napari docks it
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
         warm_up_activity_dock(napari_viewer)  # the first job's bar relays the window out
