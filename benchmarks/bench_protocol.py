@@ -1129,6 +1129,10 @@ def render(
             "",
             *long_table(tables, long),
             "",
+            "The issue's targets with the longer-trained networks:",
+            "",
+            *targets(long["domains"], long["label_shift"], "log1p", ceiling[DOMAINS[0]]),
+            "",
             "![Learning curves, long training](images/protocol_curves_long.png)",
         ]
     if wide is not None and not wide["training"].empty:
