@@ -392,6 +392,35 @@ def test_core_dependencies_hold_no_gui_package() -> None:
     assert {"distributed", "dask"} <= names(project["dependencies"])
 
 
+@pytest.mark.slow
+def test_a_fresh_core_install_resolves_no_gui_package(tmp_path) -> None:
+    """What ``pip install phenoadapt`` puts into an empty environment holds no GUI package.
+
+    pip's own resolution (``--dry-run --ignore-installed``: as into a bare venv,
+    transitive dependencies included), so a core dependency that pulls Qt in is
+    caught, not only a GUI package named in pyproject.toml.  Needs the package
+    index, as the CI's install does.
+    """
+    report = tmp_path / "report.json"
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+         "--no-input", "--report", str(report), str(ROOT)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    if out.returncode != 0 and any(
+        word in out.stderr for word in ("NewConnectionError", "No matching distribution")
+    ):
+        pytest.skip(f"the package index cannot be reached: {out.stderr.strip()[-300:]}")
+    assert out.returncode == 0, out.stderr
+    names = {
+        item["metadata"]["name"].lower().replace("_", "-")
+        for item in json.loads(report.read_text())["install"]
+    }
+    assert {"phenoadapt", "torch", "distributed", "tifffile"} <= names
+    gui = {n for n in names if n in GUI_PACKAGES or "qt" in n or n.startswith("napari")}
+    assert not gui, f"a core install would bring GUI packages: {sorted(gui)}"
+
+
 BLOCK_GUI = """
 import sys
 class _NoGui:
