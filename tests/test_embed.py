@@ -17,6 +17,7 @@ from phenoadapt.embed import (
     Correction,
     ProfileOptions,
     aggregate_embeddings,
+    cell_embedding_table,
     embed_images,
     embed_plate,
     embedding_columns,
@@ -106,6 +107,29 @@ def test_tables_have_the_schema(toy, level):
     else:
         assert out[CELL_COUNT].sum() == len(table)
     assert np.isfinite(_emb(out)).all()
+
+
+def test_cell_embedding_table_pins_the_column_order():
+    """Plate, well, site, the other metadata in table order, cell id and centroid, emb_*."""
+    table = pd.DataFrame(
+        {
+            "centroid_x": [1.0, 2.0], schema.ROLE: ["control", "treated"],
+            "predicted_moa": ["a", "b"], schema.SITE: [1, 2], schema.CELL_ID: [7, 8],
+            schema.WELL: ["A01", "A02"],
+            "Metadata_Lab": ["x", "x"], schema.PLATE: ["P", "P"], "centroid_y": [3.0, 4.0],
+        },
+        index=[5, 9],
+    )  # fmt: skip
+    values = np.array([[0.5, np.nan], [1.5, 2.5]])
+    out = cell_embedding_table(table, values)
+    assert list(out.columns) == [
+        schema.PLATE, schema.WELL, schema.SITE, schema.ROLE, "Metadata_Lab",
+        schema.CELL_ID, schema.CENTROID_Y, schema.CENTROID_X, "emb_0", "emb_1",
+    ]  # fmt: skip
+    assert list(out.index) == [0, 1] and out["emb_0"].dtype == np.float32
+    assert np.isnan(out.loc[0, "emb_1"]) and out.loc[1, schema.CELL_ID] == 8
+    with pytest.raises(ValueError, match="3 embeddings for 2 rows"):
+        cell_embedding_table(table, np.zeros((3, 2)))
 
 
 @pytest.mark.parametrize("statistic", ["mean", "median"])

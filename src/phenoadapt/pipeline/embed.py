@@ -391,7 +391,34 @@ def _metadata_order(table: pd.DataFrame, keys: Iterable[str]) -> list[str]:
 
 
 def cell_embedding_table(table: pd.DataFrame, embeddings: np.ndarray) -> pd.DataFrame:
-    """Per-image table: metadata columns, cell id and centroid (when present), embeddings."""
+    """Per-image embedding table: the one column order of every cell embedding table.
+
+    ``phenoadapt embed --level cell``, ``phenoadapt predict --embeddings`` (both
+    ``embeddings.csv`` and ``embeddings_unadapted.csv``), the API and the GUI's
+    UMAP all make their per-cell tables here.  Following pycytominer, metadata
+    comes first: ``Metadata_Plate``, ``Metadata_Well``, ``Metadata_Site`` (those
+    present), then the table's other ``Metadata_*`` columns in their order; then
+    ``cell_id``, ``centroid_y``, ``centroid_x`` (those present); then ``emb_0`` ...
+    ``emb_{d-1}`` as float32.  Other columns (predictions, probabilities...) are
+    left out.
+
+    Parameters
+    ----------
+    table
+        One row per image (cell or field), in the order of ``embeddings``.
+    embeddings
+        ``(len(table), d)`` array; NaN rows (images not embedded) are kept.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A new table with a fresh index.
+
+    Raises
+    ------
+    ValueError
+        When ``embeddings`` has another number of rows than ``table``.
+    """
     if len(table) != len(embeddings):
         raise ValueError(f"{len(embeddings)} embeddings for {len(table)} rows.")
     meta = _metadata_order(table, _LEVEL_KEYS["cell"])
