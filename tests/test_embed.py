@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 import torch
 
 from phenoadapt import schema
-from phenoadapt.adapt import ContextSpec, context_statistics, use_statistics
+from phenoadapt.adapt import ContextSpec, Method, context_statistics, use_statistics
 from phenoadapt.cells import CELL_COUNT, SegmentationParams
 from phenoadapt.cli import main
 from phenoadapt.embed import (
@@ -21,11 +23,13 @@ from phenoadapt.embed import (
     embed_images,
     embed_plate,
     embedding_columns,
+    image_embeddings,
     load_embedder,
     parse_correction,
 )
 from phenoadapt.errors import ContextError, ModelError
 from phenoadapt.nn import Normalization, ResNetConfig, build_resnet, phenoprofiler
+from phenoadapt.pipeline.embed import EmbedPass
 from phenoadapt.plate import open_plate, read_platemap
 from phenoadapt.plate.synthetic import SyntheticPlateConfig, generate_plate, read_cells
 from phenoadapt.train import CheckpointMetadata, make_toy_plates, save_checkpoint
@@ -130,6 +134,25 @@ def test_cell_embedding_table_pins_the_column_order():
     assert np.isnan(out.loc[0, "emb_1"]) and out.loc[1, schema.CELL_ID] == 8
     with pytest.raises(ValueError, match="3 embeddings for 2 rows"):
         cell_embedding_table(table, np.zeros((3, 2)))
+
+
+def test_embed_pass_is_image_embeddings_keywords_as_one(toy):
+    """embed_plate's helpers get one typed, frozen EmbedPass (not a dict of options)."""
+    images, table, model = toy
+    keywords = {
+        name
+        for name, p in inspect.signature(image_embeddings).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "bn_method"
+    }
+    assert {f.name for f in dataclasses.fields(EmbedPass)} == keywords
+    how = EmbedPass(input_size=12, contexts=FEW)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        how.unit = "site"  # type: ignore[misc]
+    values, rows = how.embeddings(model, images, table, Method.ADABN)
+    expected, _ = image_embeddings(
+        model, images, table, bn_method="adabn", input_size=12, contexts=FEW
+    )
+    assert np.array_equal(values, expected) and len(rows) == len(table)
 
 
 @pytest.mark.parametrize("statistic", ["mean", "median"])
