@@ -191,7 +191,9 @@ def render(
         f"| 1,000 cells selected elsewhere -> outline | {dense['selected_elsewhere']:.2f} s "
         f"| {every['selected_elsewhere']:.2f} s |",
         "",
-        f"With the density path the dock says: *{dense['note']}*",
+        f"With the density path the dock says: *{dense['note']}*"
+        if dense["note"]
+        else f"All {n} cells fit under 20,000 dots: the density path is not taken.",
         "",
         "A lasso takes every cell inside the outline in both cases "
         f"({int(dense['lasso_cells']):,} = {int(every['lasso_cells']):,}).",

@@ -108,4 +108,6 @@ def test_adaptation_and_umap_dock_sections_render() -> None:
     )
     text = bench_umap_dock.render(5_000, 1_000, 1, timings, timings, fit)
     assert "| draw the maps | 0.10 s | 0.10 s |" in text and "on 1,000 cells" in text
-    assert not text.startswith("#")
+    assert not text.startswith("#") and "the dock says: *Showing all*" in text
+    quiet = bench_umap_dock.render(5_000, 1_000, 1, {**timings, "note": ""}, timings, fit)
+    assert "density path is not taken" in quiet
