@@ -394,3 +394,7 @@ def test_embedding_columns_are_spelled_in_schema_only():
 
     assert phenoadapt.embed.embedding_columns is schema.embedding_columns
     assert schema.embedding_columns(3) == ["emb_0", "emb_1", "emb_2"]
+    # No module builds the names itself (f"emb_{i}"): a new spelling would split the tables.
+    root = Path(phenoadapt.__file__).parent
+    spelt = [p.name for p in root.rglob("*.py") if 'f"emb_{' in p.read_text(encoding="utf-8")]
+    assert spelt == []
