@@ -17,15 +17,18 @@ Models (each with every seed):
 Each is evaluated on the held-out lab with the test-time methods ERM (training
 statistics, no target data), AdaBN, BEN and CS-ARM-BN (the target plate's cells).
 
-Run: ``python benchmarks/bench_abra.py [--quick] [--seeds 0 1 2] [--cache DIR]`` (CPU, one
-torch thread each).  Generating and cropping the plates takes about 1 CPU-minute; training one
-seed of the four models about 8 CPU-minutes (ABRA about 3x ERM).  On a shared machine, runs of
-single seeds / models go in parallel and are merged::
+Run: ``python benchmarks/bench_abra.py [--quick] [--seeds 0 1 2] [--cache DIR] [--out PAGE]``
+(CPU, one torch thread each).  Generating and cropping the plates takes about 1 CPU-minute;
+training one seed of the four models about 8 CPU-minutes (ABRA about 3x ERM).  On a shared
+machine, runs of single seeds / models go in parallel and are merged::
 
     python benchmarks/bench_abra.py --cache /tmp/abra --seeds 1 --kinds abra --out s1.md
     python benchmarks/bench_abra.py --cache /tmp/abra --combine s0.md s1.md ...
 
-Writes ``docs/abra-benchmark.md`` (the table is also copied into ``docs/abra.md`` by hand).
+Writes its section of ``docs/abra-benchmark.md`` (between the ``bench:abra`` markers, with
+:func:`_common.write_doc_section`; the notes around it are hand-written and kept), or of the
+page ``--out`` names (created when missing); ``--quick`` writes only with ``--out``.  The table
+is also copied into ``docs/abra.md`` by hand.
 """
 
 from __future__ import annotations
@@ -47,7 +50,14 @@ from phenoadapt.plate import open_plate
 from phenoadapt.plate.synthetic import SyntheticPlateConfig, generate_experiment, read_cells
 from phenoadapt.train import AbraConfig, CellData, TrainConfig, evaluate_plates, train_model
 
+try:  # run as a script: benchmarks/ is on sys.path
+    from _common import write_doc_section
+except ImportError:  # pragma: no cover - imported as benchmarks._common
+    from benchmarks._common import write_doc_section
+
 OUT = Path(__file__).resolve().parents[1] / "docs" / "abra-benchmark.md"
+START, END = "<!-- bench:abra:start -->", "<!-- bench:abra:end -->"
+TITLE = "ABRA benchmark: held-out lab on synthetic Cell Painting plates"
 TEST_METHODS = ("erm", "adabn", "ben", "cs-arm-bn")
 CROP = CropParams(size=24, scale=0.5)  # a 48-pixel window: one cell (radius ~20 px) and a rim
 TRAIN = ["lab1_batch1_plate1", "lab1_batch1_plate2", "lab2_batch1_plate1"]
@@ -174,8 +184,6 @@ def report_text(
     seeds = sorted(results["seed"].unique().tolist())
     return "\n".join(
         [
-            "# ABRA benchmark: held-out lab on synthetic Cell Painting plates",
-            "",
             f"Written by `benchmarks/bench_abra.py` on CPU ({machine}).",
             f"{len(data)} ground-truth cells in {len(counts)} plates ({counts.min()}-"
             f"{counts.max()} per plate), {len(data.classes)} MoA classes, crops "
@@ -192,9 +200,17 @@ def report_text(
             "Per-seed rows:",
             "",
             *markdown(results),
-            "",
         ]
     )
+
+
+def write_report(page: Path, text: str) -> Path:
+    """Put ``text`` (:func:`report_text`) into the page's ``bench:abra`` section.
+
+    The rest of the page is kept; a missing page (a partial run's ``--out``) is
+    created with the benchmark's title.
+    """
+    return write_doc_section(page, text, START, END, title=TITLE)
 
 
 def read_rows(path: Path) -> pd.DataFrame:
@@ -223,12 +239,16 @@ def main() -> None:
     parser.add_argument("--epsilon", type=float, default=1.0, help="ABRA bound")
     parser.add_argument("--kinds", nargs="+", default=None, help="models to train (all)")
     parser.add_argument("--cache", type=Path, default=None, help="keep generated crops here")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help=f"page whose section is written (default: {OUT.name}; with --quick: none)",
+    )  # fmt: skip
     parser.add_argument(
         "--combine", type=Path, nargs="+", default=None,
         help="write one report from reports of runs with other seeds (run in parallel)",
     )  # fmt: skip
     args = parser.parse_args()
+    page = args.out or (None if args.quick else OUT)  # quick figures never replace the docs'
     torch.set_num_threads(1)  # a shared machine; also makes timings comparable
     seeds = [args.seeds[0]] if args.quick else args.seeds
     epochs, steps = (3, 20) if args.quick else (args.epochs, args.steps)
@@ -241,16 +261,20 @@ def main() -> None:
         data = load_crops(cache, seed=0)
         if args.combine:
             results = pd.concat([read_rows(path) for path in args.combine], ignore_index=True)
-            args.out.write_text(report_text(data, results, epochs, steps, args.epsilon))
-            print(args.out.read_text())
+            text = report_text(data, results, epochs, steps, args.epsilon)
+            print(text)
+            if page is not None:
+                print(f"wrote {write_report(page, text)}")
             return
 
         def report(results: pd.DataFrame) -> None:  # after every model: partial runs count
-            args.out.write_text(report_text(data, results, epochs, steps, args.epsilon))
+            if page is not None:
+                write_report(page, report_text(data, results, epochs, steps, args.epsilon))
 
         results = run(data, kinds, seeds, epochs, steps, args.epsilon, report)
     print(report_text(data, results, epochs, steps, args.epsilon))
-    print(f"wrote {args.out}")
+    if page is not None:
+        print(f"wrote {page}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Benchmark of plate-context adaptation on toy crops; writes docs/adaptation-benchmark.md.
+"""Benchmark of plate-context adaptation on toy crops; writes its section of a docs page.
 
 1. Exact batch-norm statistics: one train-mode pass vs layer-by-layer accumulation
    over chunks (time and largest difference), for ResNet-18 and ResNet-50.
@@ -7,10 +7,14 @@
 3. Label shift: contexts of nearly one class (Dirichlet alpha = 0.01) vs balanced
    contexts, ARM-BN vs CS-ARM-BN statistics.
 
-Run: ``python benchmarks/bench_adaptation.py [--quick]`` (CPU, a few minutes).
-``--contexts`` instead compares CS-ARM-BN's plate contexts (the paper's chunks,
-the whole plate, sampled plate contexts) on the shifted plates and under
-plate-level label shift, and writes its table into docs/adaptation.md.
+Run: ``python benchmarks/bench_adaptation.py [--quick] [--out PAGE]`` (CPU, a few
+minutes); it writes its section of docs/adaptation-benchmark.md (between the
+``bench:adaptation`` markers, with :func:`_common.write_doc_section`; the title
+and any notes around it are hand-written and kept), or of ``--out`` (created
+when missing).  ``--contexts`` instead compares CS-ARM-BN's plate contexts (the
+paper's chunks, the whole plate, sampled plate contexts) on the shifted plates
+and under plate-level label shift, and writes its table into docs/adaptation.md.
+With ``--quick`` nothing is written into docs/ (only into ``--out``).
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ except ImportError:  # pragma: no cover - imported as benchmarks._common
     from benchmarks._common import timed, write_doc_section
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "adaptation-benchmark.md"
+START, END = "<!-- bench:adaptation:start -->", "<!-- bench:adaptation:end -->"
+TITLE = "Plate-context adaptation: benchmark on toy crops"
 SHIFT = {"T1": ([2.5, 0.4, 1.8], [10.0, 0.0, 30.0]), "T2": ([0.5, 2.0, 1.0], [0.0, 40.0, 0.0])}
 TEST_METHODS = ("erm", "adabn", "arm-bn", "ben", "cs-arm-bn")
 PLATES = ["P1", "P2", "P3", "P4", "V1", "T1", "T2"]
@@ -195,8 +201,8 @@ def bench_contexts(seeds: list[int], epochs: int) -> tuple[list[str], dict[str, 
     return rows, diffs
 
 
-def main_contexts(seeds: list[int], epochs: int, quick: bool) -> None:
-    """``--contexts``: print the context table and write it into docs/adaptation.md."""
+def main_contexts(seeds: list[int], epochs: int, page: Path | None) -> None:
+    """``--contexts``: print the context table and write it into ``page`` (docs/adaptation.md)."""
     rows, diffs = bench_contexts(seeds, epochs)
     summary = [
         f"| {c} | {np.mean(d):+.4f} ± {np.std(d):.4f} | {len(d)} |" for c, d in diffs.items()
@@ -220,30 +226,17 @@ def main_contexts(seeds: list[int], epochs: int, quick: bool) -> None:
         ]
     )
     print(text)
-    if not quick:
-        write_doc_section(CONTEXTS_DOC, text, CONTEXTS_START, CONTEXTS_END)
-        print(f"wrote {CONTEXTS_DOC}")
+    if page is not None:
+        write_doc_section(page, text, CONTEXTS_START, CONTEXTS_END)
+        print(f"wrote {page}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer images, seeds and epochs")
-    parser.add_argument(
-        "--contexts", action="store_true", help="compare plate contexts; writes docs/adaptation.md"
-    )
-    args = parser.parse_args()
-    seeds = [0] if args.quick else [0, 1, 2]
-    if args.contexts:
-        main_contexts(seeds, 4 if args.quick else 8, args.quick)
-        return
-    stats_rows = bench_statistics(128 if args.quick else 256, 64)
-    shift_rows, ls_rows = bench_shift(seeds, 4 if args.quick else 8)
+def render(stats_rows: list[str], shift_rows: list[str], ls_rows: list[str], n_seeds: int) -> str:
+    """The ``bench:adaptation`` section: setup, then the three measured tables."""
     threads = torch.get_num_threads()
     machine = f"{platform.machine()}, {threads} torch threads, torch {torch.__version__}"
-    text = "\n".join(
+    return "\n".join(
         [
-            "# Plate-context adaptation: benchmark on toy crops",
-            "",
             f"Written by `benchmarks/bench_adaptation.py` on CPU ({machine}).",
             "Toy crops (`phenoadapt.train.toy`): 3 channels, 16 x 16 pixels, 3 classes "
             "(class k brightens channel k), 4 training plates with gains within exp(+-0.2), "
@@ -257,7 +250,7 @@ def main() -> None:
             "agree with the one-pass statistics to float32 rounding. Timings on a shared CPU vary",
             "between runs; the ratio between the two columns is the informative number.",
             "",
-            f"## Accuracy on shifted held-out plates ({len(seeds)} seeds, mean +- std)",
+            f"## Accuracy on shifted held-out plates ({n_seeds} seeds, mean +- std)",
             "",
             *shift_rows,
             "",
@@ -273,11 +266,38 @@ def main() -> None:
             "Statistics of treated cells alone follow the class mix of the context; pooling the",
             "plate's controls keeps them close to the plate's, as the paper reports (ARM-BN",
             "collapses, CS-ARM-BN holds).",
-            "",
         ]
     )
-    OUT.write_text(text)
-    print(f"wrote {OUT}")
+
+
+def write_section(page: Path, text: str) -> Path:
+    """Put ``text`` (:func:`render`) into the page's ``bench:adaptation`` section."""
+    return write_doc_section(page, text, START, END, title=TITLE)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer images, seeds and epochs")
+    parser.add_argument(
+        "--contexts", action="store_true", help="compare plate contexts; writes docs/adaptation.md"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help="page whose section is written (default: the docs page; with --quick: none)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    seeds = [0] if args.quick else [0, 1, 2]
+    default = CONTEXTS_DOC if args.contexts else OUT
+    page = args.out or (None if args.quick else default)  # quick figures never replace the docs'
+    if args.contexts:
+        main_contexts(seeds, 4 if args.quick else 8, page)
+        return
+    stats_rows = bench_statistics(128 if args.quick else 256, 64)
+    shift_rows, ls_rows = bench_shift(seeds, 4 if args.quick else 8)
+    text = render(stats_rows, shift_rows, ls_rows, len(seeds))
+    print(text)
+    if page is not None:
+        print(f"wrote {write_section(page, text)}")
 
 
 if __name__ == "__main__":

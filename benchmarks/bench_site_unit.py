@@ -13,7 +13,12 @@ demo layout has 8 MoAs, 5 wells each).
 Usage::
 
     python benchmarks/bench_site_unit.py [--folder /tmp/site_bench] [--tile-size 64]
-        [--epochs 20] [--out docs/site_unit_benchmark.md]
+        [--epochs 20] [--quick] [--out docs/site_unit_benchmark.md]
+
+With ``--out`` the figures go into the page's ``bench:site`` section (with
+:func:`_common.write_doc_section`: the notes around it, and the ``--labs``
+section, are hand-written or another run's and kept; a missing page is
+created).  ``--quick``: one training plate, one site per well, 2 epochs.
 
 ``--labs`` (issue 15.5) instead takes the whole fields of the plates of
 ``bench_domain_shift.py`` (same labs, batches and splits as the crop benchmarks),
@@ -37,6 +42,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+try:  # run as a script: benchmarks/ is on sys.path
+    from _common import write_doc_section
+except ImportError:  # pragma: no cover - imported as benchmarks._common
+    from benchmarks._common import write_doc_section
+
 from phenoadapt import schema
 from phenoadapt.cells.table import well_metadata
 from phenoadapt.demo import DEMO_CONFIG, NEW_LAB, TRAIN_LAB, batch_effects, lab_effects
@@ -45,7 +55,9 @@ from phenoadapt.plate import open_plate, read_platemap
 from phenoadapt.plate.synthetic import generate_plate
 
 CHANNELS = ("DNA", "ER", "RNA", "AGP", "Mito")
+SITE_START, SITE_END = "<!-- bench:site:start -->", "<!-- bench:site:end -->"
 LABS_START, LABS_END = "<!-- bench:labs:start -->", "<!-- bench:labs:end -->"
+TITLE = "Site-unit classifier benchmark"
 WELL_COLUMNS = (
     schema.PLATE,
     schema.WELL,
@@ -116,7 +128,6 @@ def field_data(work: Path, size: int) -> tuple[np.ndarray, pd.DataFrame]:
 def main_labs(args: argparse.Namespace) -> None:
     """``--labs``: the whole-field unit on the domain-shift labs, with label shift."""
     import bench_protocol as bp
-    from _common import write_doc_section
     from bench_domain_shift import make_splits
 
     work = args.work_dir / ("quick" if args.quick else "full")
@@ -200,7 +211,10 @@ def main() -> None:
         action="store_true",
         help="whole fields of the domain-shift labs, with label shift (issue 15.5)",
     )
-    parser.add_argument("--quick", action="store_true", help="with --labs: the quick plates")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="1 training plate, 1 site, 2 epochs; with --labs: the quick plates",
+    )  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/phenoadapt-bench-domain-shift"))
     parser.add_argument(
@@ -211,7 +225,9 @@ def main() -> None:
     if args.labs:
         main_labs(args)
         return
-    folder = args.folder / "plates"
+    if args.quick:
+        args.train, args.sites, args.epochs = 1, 1, 2
+    folder = args.folder / ("quick" if args.quick else "plates")  # quick plates are smaller
 
     t0 = time.perf_counter()
     train = [
@@ -273,7 +289,12 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        args.out.write_text("# Site-unit classifier benchmark\n\n" + text + "\n")
+        print(f"wrote {write_section(args.out, text)}")
+
+
+def write_section(page: Path, text: str) -> Path:
+    """Put the site-unit figures into the page's ``bench:site`` section (the rest is kept)."""
+    return write_doc_section(page, text, SITE_START, SITE_END, title=TITLE)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,13 @@ on ``--fit-cells`` cells, and the batch-mixing scores the dock shows on their
 
 Run under a display::
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/bench_umap_dock.py
+    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/bench_umap_dock.py [--quick]
 
-Figures are printed and written to ``docs/umap-dock.md``.
+Figures are printed and written into the ``bench:umap-dock`` section of
+``docs/umap-dock.md`` (with :func:`_common.write_doc_section`: the title and
+any notes around the section are hand-written and kept), or of the page
+``--out`` names (created when missing); ``--quick`` (5,000 cells, one repeat)
+writes only with ``--out``.
 """
 
 from __future__ import annotations
@@ -24,13 +28,21 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from phenoadapt import schema
 
+try:  # run as a script: benchmarks/ is on sys.path
+    from _common import write_doc_section
+except ImportError:  # pragma: no cover - imported as benchmarks._common
+    from benchmarks._common import write_doc_section
+
 DOC = Path(__file__).parents[1] / "docs" / "umap-dock.md"
+START, END = "<!-- bench:umap-dock:start -->", "<!-- bench:umap-dock:end -->"
+TITLE = "UMAP dock: speed with many cells"
 MOAS = ["control", "tubulin", "Eg5 inhibitor", "proteasome", "actin", "DNA damage"]
 
 
@@ -152,28 +164,22 @@ def fit_timings(result, n_fit: int) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cells", type=int, default=100_000)
-    parser.add_argument("--fit-cells", type=int, default=10_000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=DOC)
-    args = parser.parse_args()
-
-    result = stand_in_result(args.cells)
-    dense = dock_timings(result, 20_000, args.repeats)
-    every = dock_timings(result, args.cells, args.repeats)
-    fit = fit_timings(result, args.fit_cells)
-
-    n = f"{args.cells:,}"
+def render(
+    n_cells: int,
+    fit_cells: int,
+    repeats: int,
+    dense: dict[str, Any],
+    every: dict[str, Any],
+    fit: dict[str, float],
+) -> str:
+    """The ``bench:umap-dock`` section from :func:`dock_timings` and :func:`fit_timings`."""
+    n = f"{n_cells:,}"
     lines = [
-        "# UMAP dock: speed with many cells",
-        "",
         "Measured by `benchmarks/bench_umap_dock.py` on "
         f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPU cores, shared with "
         f"other jobs: load average {os.getloadavg()[0]:.0f} at the end, so an idle machine is "
         "faster), matplotlib qtagg canvas, best of "
-        f"{args.repeats}. Stand-in result: {n} cells on 4 plates of 96 wells, 64-dimensional "
+        f"{repeats}. Stand-in result: {n} cells on 4 plates of 96 wells, 64-dimensional "
         "features. Each time includes the full redraw of both maps (before and after).",
         "",
         f"| action ({n} cells, both maps) | density + 20,000 dots | all {n} dots |",
@@ -185,7 +191,9 @@ def main() -> None:
         f"| 1,000 cells selected elsewhere -> outline | {dense['selected_elsewhere']:.2f} s "
         f"| {every['selected_elsewhere']:.2f} s |",
         "",
-        f"With the density path the dock says: *{dense['note']}*",
+        f"With the density path the dock says: *{dense['note']}*"
+        if dense["note"]
+        else f"All {n} cells fit under 20,000 dots: the density path is not taken.",
         "",
         "A lasso takes every cell inside the outline in both cases "
         f"({int(dense['lasso_cells']):,} = {int(every['lasso_cells']):,}).",
@@ -193,7 +201,7 @@ def main() -> None:
         "## Fitting",
         "",
         f"- UMAP fit of one feature space (umap-learn, 15 neighbours, seed 0; seeded umap-learn "
-        f"runs single-threaded) on {args.fit_cells:,} cells: {fit['fit']:.1f} s, numba "
+        f"runs single-threaded) on {fit_cells:,} cells: {fit['fit']:.1f} s, numba "
         "compilation excluded (the first fit of a session adds 10-60 s). The dock fits both "
         "spaces, before and after, one after the other in a worker thread, so napari stays "
         "responsive; UMAP time grows somewhat faster than the number of cells. For quick looks "
@@ -204,11 +212,40 @@ def main() -> None:
         f"On this stand-in: kNN plate accuracy {fit['knn_before']:.2f} before, "
         f"{fit['knn_after']:.2f} after (chance {fit['chance']:.2f}); LISI "
         f"{fit['lisi_before']:.2f} before, {fit['lisi_after']:.2f} after (of 4 plates).",
-        "",
     ]
-    text = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def write_section(page: Path, text: str) -> Path:
+    """Put ``text`` (:func:`render`) into the page's ``bench:umap-dock`` section."""
+    return write_doc_section(page, text, START, END, title=TITLE)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cells", type=int, default=100_000)
+    parser.add_argument("--fit-cells", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--quick", action="store_true", help="5,000 cells, 1,000 fitted, one repeat"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help=f"page whose section is written (default: {DOC.name}; with --quick: none)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    if args.quick:
+        args.cells, args.fit_cells, args.repeats = 5_000, 1_000, 1
+    page = args.out or (None if args.quick else DOC)  # quick figures never replace the docs'
+
+    result = stand_in_result(args.cells)
+    dense = dock_timings(result, 20_000, args.repeats)
+    every = dock_timings(result, args.cells, args.repeats)
+    fit = fit_timings(result, args.fit_cells)
+    text = render(args.cells, args.fit_cells, args.repeats, dense, every, fit)
     print(text)
-    args.out.write_text(text)
+    if page is not None:
+        print(f"wrote {write_section(page, text)}")
 
 
 if __name__ == "__main__":

@@ -48,3 +48,10 @@ def test_no_benchmark_writes_doc_sections_itself() -> None:
     own = re.compile(r"split\((START|BEGIN)|re\.escape\((START|BEGIN)\)")
     copies = [p.name for p in BENCHMARKS.glob("*.py") if own.search(p.read_text())]
     assert copies == []  # they call _common.write_doc_section
+
+
+def test_no_benchmark_overwrites_a_whole_docs_page() -> None:
+    """Pages are written through write_doc_section, never with write_text (prose kept)."""
+    whole = re.compile(r"\b(OUT|[A-Z_]*DOC|args\.out)\.(write_text|open)\(")
+    found = [p.name for p in BENCHMARKS.glob("*.py") if whole.search(p.read_text())]
+    assert found == []

@@ -60,6 +60,15 @@ def test_predict_writes_tables_and_refuses_to_overwrite(inputs, tmp_path, capsys
     assert (cells["adapt_method"] == "cs-arm-bn").all()
     emb = pd.read_csv(out / "embeddings.csv")
     assert len(emb) == len(cells) and "emb_0" in emb.columns
+    # The column order of every cell embedding table (pipeline/embed.py cell_embedding_table):
+    # the cells' metadata, cell id and centroid, emb_*, and the run id last (export.with_run_id).
+    meta = [c for c in cells.columns if c.startswith("Metadata_") and c != schema.RUN_ID]
+    ids = [schema.CELL_ID, schema.CENTROID_Y, schema.CENTROID_X]
+    embedded = [c for c in emb.columns if c.startswith("emb_")]
+    assert list(emb.columns) == meta + ids + embedded + [schema.RUN_ID]
+    assert meta[:3] == [schema.PLATE, schema.WELL, schema.SITE]
+    unadapted = pd.read_csv(out / "embeddings_unadapted.csv")
+    assert list(unadapted.columns) == list(emb.columns)
     before = (out / "cells.csv").read_bytes()
     assert main(_predict(inputs, out)) == 2
     assert "already exists" in capsys.readouterr().err

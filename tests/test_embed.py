@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -10,21 +12,24 @@ import pytest
 import torch
 
 from phenoadapt import schema
-from phenoadapt.adapt import ContextSpec, context_statistics, use_statistics
+from phenoadapt.adapt import ContextSpec, Method, context_statistics, use_statistics
 from phenoadapt.cells import CELL_COUNT, SegmentationParams
 from phenoadapt.cli import main
 from phenoadapt.embed import (
     Correction,
     ProfileOptions,
     aggregate_embeddings,
+    cell_embedding_table,
     embed_images,
     embed_plate,
     embedding_columns,
+    image_embeddings,
     load_embedder,
     parse_correction,
 )
 from phenoadapt.errors import ContextError, ModelError
 from phenoadapt.nn import Normalization, ResNetConfig, build_resnet, phenoprofiler
+from phenoadapt.pipeline.embed import EmbedPass
 from phenoadapt.plate import open_plate, read_platemap
 from phenoadapt.plate.synthetic import SyntheticPlateConfig, generate_plate, read_cells
 from phenoadapt.train import CheckpointMetadata, make_toy_plates, save_checkpoint
@@ -106,6 +111,48 @@ def test_tables_have_the_schema(toy, level):
     else:
         assert out[CELL_COUNT].sum() == len(table)
     assert np.isfinite(_emb(out)).all()
+
+
+def test_cell_embedding_table_pins_the_column_order():
+    """Plate, well, site, the other metadata in table order, cell id and centroid, emb_*."""
+    table = pd.DataFrame(
+        {
+            "centroid_x": [1.0, 2.0], schema.ROLE: ["control", "treated"],
+            "predicted_moa": ["a", "b"], schema.SITE: [1, 2], schema.CELL_ID: [7, 8],
+            schema.WELL: ["A01", "A02"],
+            "Metadata_Lab": ["x", "x"], schema.PLATE: ["P", "P"], "centroid_y": [3.0, 4.0],
+        },
+        index=[5, 9],
+    )  # fmt: skip
+    values = np.array([[0.5, np.nan], [1.5, 2.5]])
+    out = cell_embedding_table(table, values)
+    assert list(out.columns) == [
+        schema.PLATE, schema.WELL, schema.SITE, schema.ROLE, "Metadata_Lab",
+        schema.CELL_ID, schema.CENTROID_Y, schema.CENTROID_X, "emb_0", "emb_1",
+    ]  # fmt: skip
+    assert list(out.index) == [0, 1] and out["emb_0"].dtype == np.float32
+    assert np.isnan(out.loc[0, "emb_1"]) and out.loc[1, schema.CELL_ID] == 8
+    with pytest.raises(ValueError, match="3 embeddings for 2 rows"):
+        cell_embedding_table(table, np.zeros((3, 2)))
+
+
+def test_embed_pass_is_image_embeddings_keywords_as_one(toy):
+    """embed_plate's helpers get one typed, frozen EmbedPass (not a dict of options)."""
+    images, table, model = toy
+    keywords = {
+        name
+        for name, p in inspect.signature(image_embeddings).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "bn_method"
+    }
+    assert {f.name for f in dataclasses.fields(EmbedPass)} == keywords
+    how = EmbedPass(input_size=12, contexts=FEW)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        how.unit = "site"  # type: ignore[misc]
+    values, rows = how.embeddings(model, images, table, Method.ADABN)
+    expected, _ = image_embeddings(
+        model, images, table, bn_method="adabn", input_size=12, contexts=FEW
+    )
+    assert np.array_equal(values, expected) and len(rows) == len(table)
 
 
 @pytest.mark.parametrize("statistic", ["mean", "median"])
@@ -347,3 +394,7 @@ def test_embedding_columns_are_spelled_in_schema_only():
 
     assert phenoadapt.embed.embedding_columns is schema.embedding_columns
     assert schema.embedding_columns(3) == ["emb_0", "emb_1", "emb_2"]
+    # No module builds the names itself (f"emb_{i}"): a new spelling would split the tables.
+    root = Path(phenoadapt.__file__).parent
+    spelt = [p.name for p in root.rglob("*.py") if 'f"emb_{' in p.read_text(encoding="utf-8")]
+    assert spelt == []

@@ -20,8 +20,6 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
-
 from .. import schema
 from ..adapt.methods import (
     CONTEXT_CHOICES,
@@ -43,6 +41,7 @@ from ..export import (
     write_tables,
     write_text,
 )
+from ..pipeline.embed import cell_embedding_table
 from ..pipeline.trust import needs_unadapted, run_trust, trust_lines
 from ..plate import open_plate
 from .cells import parse_wells
@@ -238,14 +237,6 @@ def open_inputs(args: argparse.Namespace) -> tuple[list, list, list | None]:
     return plates, platemaps, cells
 
 
-def embedding_table(cells: pd.DataFrame, values) -> pd.DataFrame:
-    """Metadata, cell id and centroid of each cell, then ``emb_0..``."""
-    keep = [c for c in cells.columns if schema.is_metadata(c)]
-    keep += [c for c in (schema.CELL_ID, schema.CENTROID_Y, schema.CENTROID_X) if c in cells]
-    emb = pd.DataFrame(values, columns=schema.embedding_columns(values.shape[1]))
-    return pd.concat([cells[keep].reset_index(drop=True), emb], axis=1)
-
-
 def _targets(args: argparse.Namespace) -> dict[str, Path]:
     """Every table ``predict`` may write (accuracy only when the plate map gives MoAs)."""
     names = ["cells", "wells", "accuracy"] + (
@@ -292,9 +283,10 @@ def run_predict(args: argparse.Namespace) -> int:
     tables = result_tables(result)
     run_id = result.record["run_id"]
     if args.embeddings and result.embeddings is not None:
-        tables["embeddings"] = embedding_table(result.cells, result.embeddings)
+        # The one per-cell embedding table (embed writes the same columns in the same order).
+        tables["embeddings"] = cell_embedding_table(result.cells, result.embeddings)
         if result.embeddings_unadapted is not None:
-            tables["embeddings_unadapted"] = embedding_table(
+            tables["embeddings_unadapted"] = cell_embedding_table(
                 result.cells, result.embeddings_unadapted
             )
         for name in ("embeddings", "embeddings_unadapted"):

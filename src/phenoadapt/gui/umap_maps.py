@@ -122,7 +122,7 @@ def plate_mixing(points: pd.DataFrame, features: np.ndarray, seed: int = 0) -> B
     values = features[rows]
     # Dead ReLU units give constant columns, which the mixing scores refuse: they carry nothing.
     values = values[:, np.ptp(values, axis=0) > 0]
-    table = pd.DataFrame(values, columns=[f"emb_{i}" for i in range(values.shape[1])])
+    table = pd.DataFrame(values, columns=schema.embedding_columns(values.shape[1]))
     table[schema.PLATE] = plates[rows]
     try:
         return batch_mixing(

@@ -63,7 +63,7 @@ from ..cells.params import SegmentationParams
 from ..cells.profiles import CELL_COUNT
 from ..cells.table import MAP_COLUMNS, well_metadata
 from ..errors import CellsError, ContextError, ModelError, OptionError
-from ..model_input import plate_channels
+from ..model_input import ModelInput, plate_channels
 from ..nn.runtime import forward_in_batches, select_device
 from ..plate.model import Plate
 from ..progress import CancelFn, ProgressFn
@@ -381,6 +381,54 @@ def image_embeddings(
     return result[rows], rows
 
 
+@dataclass(frozen=True)
+class EmbedPass:
+    """How the images of one table are embedded: :func:`image_embeddings`' settings as one.
+
+    What :func:`embed_images` and :func:`embed_plate` hand on to the step that
+    embeds a table's images, so that step's signature names them (they were an
+    untyped dict); the fields are :func:`image_embeddings`' keywords.
+
+    Attributes
+    ----------
+    input_size
+        Centre crop applied first (the contract's ``input_size``).
+    contexts
+        How plate contexts are drawn (None: :class:`~phenoadapt.adapt.methods.ContextSpec`'s
+        defaults).
+    runtime
+        Device, batch size, AMP...
+    unit
+        ``cell`` or ``site``: what an image is (the fewest controls a plate needs).
+    progress, cancel
+        Progress and cancellation hooks.
+    runner
+        What embeds the planned contexts (None: :func:`.runner.embed_contexts`).
+    """
+
+    input_size: int | None = None
+    contexts: ContextSpec | None = None
+    runtime: Runtime = EMBED_RUNTIME
+    unit: str = "cell"
+    progress: ProgressFn | None = None
+    cancel: CancelFn | None = None
+    runner: EmbedRunner | None = None
+
+    def embeddings(
+        self,
+        model: nn.Module,
+        images: np.ndarray | torch.Tensor,
+        table: pd.DataFrame,
+        bn_method: Method | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`image_embeddings` of ``images`` with these settings."""
+        return image_embeddings(
+            model, images, table, bn_method=bn_method, input_size=self.input_size,
+            contexts=self.contexts, runtime=self.runtime, unit=self.unit,
+            progress=self.progress, cancel=self.cancel, runner=self.runner,
+        )  # fmt: skip
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -391,7 +439,34 @@ def _metadata_order(table: pd.DataFrame, keys: Iterable[str]) -> list[str]:
 
 
 def cell_embedding_table(table: pd.DataFrame, embeddings: np.ndarray) -> pd.DataFrame:
-    """Per-image table: metadata columns, cell id and centroid (when present), embeddings."""
+    """Per-image embedding table: the one column order of every cell embedding table.
+
+    ``phenoadapt embed --level cell``, ``phenoadapt predict --embeddings`` (both
+    ``embeddings.csv`` and ``embeddings_unadapted.csv``), the API and the GUI's
+    UMAP all make their per-cell tables here.  Following pycytominer, metadata
+    comes first: ``Metadata_Plate``, ``Metadata_Well``, ``Metadata_Site`` (those
+    present), then the table's other ``Metadata_*`` columns in their order; then
+    ``cell_id``, ``centroid_y``, ``centroid_x`` (those present); then ``emb_0`` ...
+    ``emb_{d-1}`` as float32.  Other columns (predictions, probabilities...) are
+    left out.
+
+    Parameters
+    ----------
+    table
+        One row per image (cell or field), in the order of ``embeddings``.
+    embeddings
+        ``(len(table), d)`` array; NaN rows (images not embedded) are kept.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A new table with a fresh index.
+
+    Raises
+    ------
+    ValueError
+        When ``embeddings`` has another number of rows than ``table``.
+    """
     if len(table) != len(embeddings):
         raise ValueError(f"{len(embeddings)} embeddings for {len(table)} rows.")
     meta = _metadata_order(table, _LEVEL_KEYS["cell"])
@@ -539,10 +614,11 @@ def embed_images(
         Metadata columns then ``emb_0..emb_{d-1}``.
     """
     profile = ProfileOptions(level, statistic, correction, fraction)
-    return _profile_images(
-        model, images, table, profile, input_size=input_size, contexts=contexts,
-        runtime=runtime, unit=unit, progress=progress, cancel=cancel, runner=runner,
+    how = EmbedPass(
+        input_size=input_size, contexts=contexts, runtime=runtime, unit=unit,
+        progress=progress, cancel=cancel, runner=runner,
     )  # fmt: skip
+    return _profile_images(model, images, table, profile, how)
 
 
 def _profile_images(
@@ -550,13 +626,13 @@ def _profile_images(
     images: np.ndarray | torch.Tensor,
     table: pd.DataFrame,
     profile: ProfileOptions,
-    **embedding: Any,
+    how: EmbedPass,
 ) -> pd.DataFrame:
-    """:func:`embed_images` with its options as one (``embedding``: :func:`image_embeddings`'s)."""
+    """:func:`embed_images` with its options as two: what the table is, how it is embedded."""
     if profile.parsed.needs_controls:
         _require_roles(table, profile.parsed.name)
     table = table.reset_index(drop=True)
-    values, rows = image_embeddings(model, images, table, bn_method=profile.bn_method, **embedding)
+    values, rows = how.embeddings(model, images, table, profile.bn_method)
     return profile.table(cell_embedding_table(table.iloc[rows], values))
 
 
@@ -658,29 +734,31 @@ def embed_plate(
     _warn_running_statistics(checkpoint, profile.parsed)
     _require_platemap(profile.parsed, platemap, cells)
     contract = checkpoint.metadata.model_input
-    embedding = {
-        "input_size": contract.input_size, "contexts": contexts, "runtime": runtime,
-        "unit": contract.unit, "progress": progress, "cancel": cancel,
-    }  # fmt: skip
     wells = None if wells is None else list(wells)
     with (
         open_scheduler(scheduler) as client,
         _cluster_embedder(client, checkpoint, profile.parsed, runtime, plate.plate_id) as runner,
         runtime.out_of_memory_said(f"embedding plate {plate.plate_id}", "a smaller batch size"),
     ):
-        embedding["runner"] = runner
         if contract.unit == "site":
-            images, table = _plate_tiles(plate, checkpoint, profile, wells, cancel)
+            images, table = _plate_tiles(plate, contract, profile, wells, cancel)
         else:
             stream = _crop_stream(
-                plate, checkpoint, platemap, cells, wells, segmentation, embedding, client
-            )
+                plate, contract, platemap, cells, wells, segmentation, client,
+                batch_size=runtime.batch_size, progress=progress, cancel=cancel,
+            )  # fmt: skip
             if profile.bn_method is None:
-                model = checkpoint.model
-                return _embed_streamed(model, stream, plate, platemap, profile, embedding)
+                return _embed_streamed(
+                    checkpoint.model, stream, plate, platemap, profile,
+                    input_size=contract.input_size, runtime=runtime, cancel=cancel,
+                )  # fmt: skip
             images, table = _plate_crops(stream, plate)
+        how = EmbedPass(
+            input_size=contract.input_size, contexts=contexts, runtime=runtime,
+            unit=contract.unit, progress=progress, cancel=cancel, runner=runner,
+        )  # fmt: skip
         return _profile_images(
-            checkpoint.model, images, _with_platemap(table, platemap), profile, **embedding
+            checkpoint.model, images, _with_platemap(table, platemap), profile, how
         )
 
 
@@ -696,7 +774,7 @@ def _require_platemap(corr: Correction, platemap: Any | None, cells: pd.DataFram
 
 def _plate_tiles(
     plate: Plate,
-    checkpoint: Checkpoint,
+    contract: ModelInput,
     profile: ProfileOptions,
     wells: list[str] | None,
     cancel: CancelFn | None,
@@ -707,23 +785,24 @@ def _plate_tiles(
             "This checkpoint embeds whole fields (unit 'site'), so there are no per-cell "
             "embeddings: use level 'site' or 'well'."
         )
-    contract = checkpoint.metadata.model_input
     picked = plate_channels(contract, plate)
     return field_tiles(plate, picked, contract.image_size(), wells, cancel=cancel)
 
 
 def _crop_stream(
     plate: Plate,
-    checkpoint: Checkpoint,
+    contract: ModelInput,
     platemap: Any | None,
     cells: pd.DataFrame | None,
     wells: list[str] | None,
     segmentation: SegmentationParams | Mapping[str, Any] | None,
-    embedding: dict[str, Any],
     scheduler: Any | None,
+    *,
+    batch_size: int,
+    progress: ProgressFn | None,
+    cancel: CancelFn | None,
 ) -> CropStream:
     """Crops as prediction cuts them: the contract's size, scale, channels, segmentation."""
-    contract = checkpoint.metadata.model_input
     picked = plate_channels(contract, plate)
     crop = CropParams(
         size=contract.image_size(), scale=float(contract.crop_scale),
@@ -732,10 +811,9 @@ def _crop_stream(
     chosen = segmentation if isinstance(segmentation, SegmentationParams) else None
     overrides = None if isinstance(segmentation, SegmentationParams) else segmentation
     return CropStream(
-        plate, wells=wells, batch_size=embedding["runtime"].batch_size, crop=crop,
+        plate, wells=wells, batch_size=batch_size, crop=crop,
         segmentation=contract.segmentation_for(chosen, overrides), platemap=platemap,
-        cells=cells, progress=embedding["progress"], cancel=embedding["cancel"],
-        scheduler=scheduler,
+        cells=cells, progress=progress, cancel=cancel, scheduler=scheduler,
     )  # fmt: skip
 
 
@@ -786,15 +864,20 @@ def _embed_streamed(
     plate: Plate,
     platemap: Any | None,
     profile: ProfileOptions,
-    embedding: dict[str, Any],
+    *,
+    input_size: int | None,
+    runtime: Runtime,
+    cancel: CancelFn | None,
 ) -> pd.DataFrame:
-    """Running statistics: every batch is embedded on its own, crops are not kept."""
+    """Running statistics: every batch is embedded on its own, crops are not kept.
+
+    No context, so no contexts, unit or runner; progress is the stream's (``crops``).
+    """
     parts = []
     for batch in stream:
         rows = _with_platemap(batch.cells, platemap)
         values, kept = image_embeddings(
-            model, batch.crops, rows, input_size=embedding["input_size"],
-            runtime=embedding["runtime"], cancel=embedding["cancel"],
+            model, batch.crops, rows, input_size=input_size, runtime=runtime, cancel=cancel,
         )  # fmt: skip
         parts.append(cell_embedding_table(rows.iloc[kept], values))
     _report_failures(stream, plate)
