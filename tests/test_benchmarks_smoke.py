@@ -124,12 +124,19 @@ def test_throughput_core(tiny: tuple[Path, data.DataSettings]) -> None:
         assert row.raw_cells_per_s > 0 and row.adapted_cells_per_s > 0
         assert row.ratio == pytest.approx(row.raw_cells_per_s / row.adapted_cells_per_s)
         assert row.throughput_ratio == pytest.approx(1 / row.ratio)
+        assert 0 < row.cpu_throughput_ratio < 100  # from the running thread's CPU time
     assert e2e is None
     text = throughput.render_section(table, e2e, torch.device("cpu"), 1)
     assert case.name in text and "Throughput ratio" in text and "sample 512" in text
+    assert "from CPU time" in text
     assert f"| {big.name} |" in text and "| - | - |" in text  # unmeasured contexts
     doc = work / "throughput.md"
     doc.write_text(f"# T\n\nintro\n\n{throughput.START}\nSTALE\n{throughput.END}\n\nGPU\n")
     throughput.write_doc_section(doc, text, throughput.START, throughput.END)
     page = doc.read_text()
     assert "intro" in page and "GPU" in page and "STALE" not in page and case.name in page
+
+
+def test_throughput_keeps_the_least_wall_and_cpu_time_each() -> None:
+    runs = [throughput.Seconds(2.0, 1.5), throughput.Seconds(3.0, 1.0)]
+    assert throughput.fastest(runs) == throughput.Seconds(2.0, 1.0)
