@@ -74,6 +74,11 @@ def per_field(result: Any) -> bool:
     return getattr(result, "unit", "cell") == "site"
 
 
+#: Delay (ms) between the steps of showing the first result (and of the warm-ups): a
+#: zero-delay timer can run in the same event-loop pass as the step before, before the
+#: window repainted, so that both steps and the repaint froze the viewer together.
+STEP_MS = 10
+
 #: Fields whose labels are kept, so going back to a field is instant.
 _CACHE_SIZE = 8
 
@@ -236,6 +241,7 @@ class ResultsOverlay(QObject):
         self.last_error = ""  # why the last field could not be outlined
         self._warm = False  # napari's label kernels compiled (see _warm_up_label_textures)
         self._filled = 0  # counts fills of the outline layer: a later one cancels a pending show
+        self.controls_warmed = False  # the standby layer's controls were shown once
         observe(self, session.result_changed, self._on_result_changed)
         observe(self, session.current_changed, self.refresh)
         observe(self, session.cells_selected, self._show_selection)
@@ -318,6 +324,39 @@ class ResultsOverlay(QObject):
         if active is not None or selected:
             selection.active = active
             selection.update(selected)
+        # Its layer controls are first shown when a result makes it active: do that
+        # once now, in later turns, while nothing depends on it.
+        QTimer.singleShot(STEP_MS, lambda: self._warm_controls(layer))
+
+    def _warm_controls(self, layer: Any) -> None:
+        """Make the standby layer active for one event-loop turn, then give the selection back.
+
+        napari shows a layer's controls (a stack of Qt widgets: polished, laid
+        out and painted the first time) when the layer becomes active; for the
+        outline layer that happened with the first result, 25-30 ms of the
+        50-65 ms of main-thread CPU of that step (docs/gui-responsiveness.md).
+        The user's selection comes back in the next turn, unless they picked a
+        layer meanwhile or a result made the layer active for good.
+        """
+        viewer = self.viewer
+        if viewer is None or layer not in viewer.layers or layer.name != STANDBY_NAME:
+            return
+        selection = viewer.layers.selection
+        active, selected = selection.active, set(selection)
+        selection.active = layer
+        self.controls_warmed = True
+
+        def give_back() -> None:
+            if viewer.layers.selection.active is not layer or layer.name != STANDBY_NAME:
+                return
+            kept = {other for other in selected if other in viewer.layers}
+            if active in viewer.layers:
+                selection.active = active
+            else:
+                selection.clear()
+            selection.update(kept)
+
+        QTimer.singleShot(STEP_MS, give_back)
 
     def _make_outline(self, layer: Any) -> None:
         """The outline layer's settings: contour, read-only, clicks select cells."""
@@ -344,18 +383,39 @@ class ResultsOverlay(QObject):
         layer.metadata = meta
         self._filled += 1
         token = self._filled
-        QTimer.singleShot(0, lambda: self._show_standby(layer, token, labels))
+        QTimer.singleShot(STEP_MS, lambda: self._show_standby(layer, token, labels))
         return True
 
     def _show_standby(self, layer: Any, token: int, labels: np.ndarray) -> None:
-        """Second half of :meth:`_fill_standby`, unless a newer field or no result came since."""
+        """Second step of :meth:`_fill_standby`, unless a newer field or no result came since.
+
+        Renamed and made visible here (napari slices and draws it); made active, with
+        its fill and the selection, in the next turn (:meth:`_activate_shown`): the
+        two halves cost 40-50 ms of main-thread CPU each, with the repaint of the
+        window that follows each (docs/gui-responsiveness.md), so the viewer gets a
+        turn between them.
+        """
         viewer = self.viewer
         if token != self._filled or viewer is None or layer not in viewer.layers:
             return
         layer.name = LAYER_NAME
         layer.visible = True
-        # As a new layer would be: active, so that clicks on cells reach it.
+        QTimer.singleShot(STEP_MS, lambda: self._activate_shown(layer, token, labels))
+
+    def _activate_shown(self, layer: Any, token: int, labels: np.ndarray) -> None:
+        """Last step of :meth:`_fill_standby`: the shown layer active, its fill and selection.
+
+        Made active as a new layer would be, so that clicks on cells reach it.
+        When a newer field was put in the layer meanwhile (:meth:`_put_outlines`,
+        which adds fill and selection itself), only the activation is left to do;
+        when the result went away, nothing.
+        """
+        viewer = self.viewer
+        if viewer is None or layer not in viewer.layers or layer is not self.layer():
+            return
         viewer.layers.selection.active = layer
+        if token != self._filled:
+            return
         self._put_fill(labels, layer.colormap, layer.features, layer.metadata)
         self._show_selection()
 
