@@ -206,6 +206,33 @@ def test_overlay_layer_is_built_ahead_and_reused(
     assert notices["error"] == []
 
 
+def test_legend_draws_a_new_result_in_a_later_turn(
+    make_napari_viewer, qtbot, notices, tiny_plate, tiny_result
+):
+    """The legend's swatches are built after the result's own turn, once for result and field.
+
+    Building them lays the dock out; in the result's turn that added to the run's end
+    in one freeze (docs/gui-responsiveness.md).  No result hides it at once.
+    """
+    viewer = make_napari_viewer()
+    session = open_in_viewer(viewer, tiny_plate)
+    legend = ResultsLegend(session)
+    refreshes = []
+    legend.refresh = lambda real=legend.refresh: (refreshes.append(1), real())[1]
+    legend._refresh_timer.timeout.disconnect()
+    legend._refresh_timer.timeout.connect(legend.refresh)
+    session.set_result(tiny_result)
+    assert legend.refresh_pending and refreshes == [] and legend.title.text() == ""
+    well = next(w for w in tiny_result.cells[schema.WELL].unique() if w != session.current.well)
+    session.show_field("TINY1", well)  # a second change in the same turn: one redraw
+    qtbot.waitUntil(lambda: not legend.refresh_pending, timeout=5_000)
+    assert refreshes == [1]
+    assert f"cells in well {well}" in legend.title.text() and legend.swatches.count() > 0
+    session.set_result(None)
+    assert not legend.isVisibleTo(legend.parentWidget()) and not legend.refresh_pending
+    assert notices["error"] == []
+
+
 def test_accuracy_summary_never_scores_an_excluded_well():
     """The GUI used to drop only controls: an excluded well lowered its accuracy."""
     from phenoadapt.evaluate import accuracy_table

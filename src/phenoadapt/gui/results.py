@@ -689,12 +689,33 @@ class ResultsLegend(QWidget):
         layout.addWidget(self.fill)
         layout.addWidget(self.accuracy)
         layout.addWidget(self.errors)
-        observe(self, session.result_changed, self.refresh)
-        observe(self, session.current_changed, self.refresh)
+        # A new result (or field) is drawn in a later turn, once for both signals:
+        # building the swatches lays the dock out (30-60 ms of main-thread CPU the
+        # first time), which added to the run's own end in one freeze.
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setInterval(STEP_MS)
+        self._refresh_timer.timeout.connect(self.refresh)
+        observe(self, session.result_changed, self.schedule_refresh)
+        observe(self, session.current_changed, self.schedule_refresh)
         self.refresh()
+
+    def schedule_refresh(self) -> None:
+        """Redraw in a later event-loop turn; at once when there is no result (it hides)."""
+        if self.session.result is None:
+            self._refresh_timer.stop()
+            self.refresh()
+            return
+        self._refresh_timer.start()
+
+    @property
+    def refresh_pending(self) -> bool:
+        """Whether a redraw is scheduled (:meth:`schedule_refresh`) and not done yet."""
+        return self._refresh_timer.isActive()
 
     def refresh(self) -> None:
         """Redraw from the session's result."""
+        self._refresh_timer.stop()  # a scheduled redraw would only repeat this one
         while self.swatches.count():
             item = self.swatches.takeAt(0)
             if item.widget() is not None:
