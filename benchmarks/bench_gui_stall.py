@@ -427,8 +427,10 @@ napari progress bar: {_total(bars)}.
 {_fit_rows(fits)}
 
 Longest gaps of the run: wall time, the main thread's own CPU time in that gap (its
-work; the rest is waiting for a core or for the GIL), when they ended (seconds after
-Run was pressed) and what the progress bar showed ("-": after the run): {worst_text}.
+work), the whole process's CPU time in it (the main thread's, the job's worker's and
+Mesa's software-rasteriser threads'; the rest of the wall time is waiting for a core,
+for the GIL or for the X server), when they ended (seconds after Run was pressed) and
+what the progress bar showed ("-": after the run): {worst_text}.
 
 Machine: {machine}{load} (shared with other jobs when measured, so gaps include
 time the whole process waited for a core). Xvfb display."""
