@@ -132,6 +132,20 @@ class GapRecorder:
         return sorted(rows, reverse=True)[:n]
 
 
+def _open_docks(viewer: Any) -> None:
+    """The Plate, Plate map and Export docks, as a user with every dock open has them."""
+    from phenoadapt.gui.export_dock import ExportWidget
+    from phenoadapt.gui.plate_dock import PlateDock
+    from phenoadapt.gui.platemap_dock import PlateMapDock
+
+    for name, dock in (
+        ("Plate", PlateDock(viewer)),
+        ("Plate map", PlateMapDock(viewer)),
+        ("Export", ExportWidget(viewer)),
+    ):
+        viewer.window.add_dock_widget(dock, name=name)
+
+
 def _profile_after_result(widget: Any, recorder: GapRecorder) -> None:
     """Start profiling the main thread's turns when the run's result reaches the Run dock."""
     on_result = widget._on_run_result
@@ -269,6 +283,11 @@ def main() -> None:
     parser.add_argument("--no-doc", action="store_true", help="print only")
     parser.add_argument("--no-umap", action="store_true", help="skip the UMAP fits")
     parser.add_argument(
+        "--docks", action="store_true",
+        help="open the Plate, Plate map and Export docks too during the run (their "
+        "handlers of the result run in the measured turns)",
+    )  # fmt: skip
+    parser.add_argument(
         "--trace-stalls", type=Path, default=None,
         help="write every thread's stack at each main-thread stall over 60 ms to this file "
         "(diagnosis only: faulthandler reads frames without the GIL and may crash the run)",
@@ -327,6 +346,8 @@ def main() -> None:
         widget = RunWidget(viewer)  # imports the pipeline (torch)
         open_s = time.perf_counter() - t_open
         viewer.window.add_dock_widget(widget, name="Run")
+        if args.docks:
+            _open_docks(viewer)
         widget.checkpoint.setText(str(model))
         widget.diameter.setValue(DEMO_SEGMENTATION.nucleus_diameter)
         widget.method.setCurrentIndex(widget.method.findData(args.method))

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from qtpy.QtCore import QObject, QSize, Qt
+from qtpy.QtCore import QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QFrame,
@@ -49,6 +49,27 @@ def gui_wording(message: str) -> str:
     'Mark the DMSO wells, or allow the fallback.'
     """
     return _PASS_FLAG.sub("", _CLI_ADVICE.sub("", message))
+
+
+#: Delay (ms) of work moved out of a busy event-loop turn (a new result's redraws, the
+#: steps of showing it): a zero-delay timer can run in the same pass as the work before
+#: it, before the window repainted, and so froze the viewer together with it
+#: (docs/gui-responsiveness.md).
+STEP_MS = 10
+
+
+def later_timer(owner: QObject, slot: Callable[[], Any]) -> QTimer:
+    """A single-shot timer calling ``slot`` :data:`STEP_MS` after each ``start()``.
+
+    Starting it again before it fired calls ``slot`` once (for several signals of
+    one turn); it belongs to ``owner`` and is deleted with it, so it never calls
+    into a closed dock.
+    """
+    timer = QTimer(owner)
+    timer.setSingleShot(True)
+    timer.setInterval(STEP_MS)
+    timer.timeout.connect(slot)
+    return timer
 
 
 def observe(owner: QObject, signal: Any, slot: Callable[..., Any]) -> None:

@@ -53,7 +53,7 @@ from ..cells import SegmentationParams, segment_field
 from ..evaluate.accuracy import accuracy_table
 from ..palette import ClassPalette
 from .colours import session_class_palette
-from .common import observe
+from .common import STEP_MS, later_timer, observe
 from .jobs import ErrorPanel, JobKind, JobRunner, JobStyle, error_text
 from .layers import META_KEY
 from .session import FieldKey, PlateSession, get_session
@@ -73,11 +73,6 @@ def per_field(result: Any) -> bool:
     """True for a result of a site-unit model: one prediction per field, no cell labels."""
     return getattr(result, "unit", "cell") == "site"
 
-
-#: Delay (ms) between the steps of showing the first result (and of the warm-ups): a
-#: zero-delay timer can run in the same event-loop pass as the step before, before the
-#: window repainted, so that both steps and the repaint froze the viewer together.
-STEP_MS = 10
 
 #: Fields whose labels are kept, so going back to a field is instant.
 _CACHE_SIZE = 8
@@ -692,10 +687,7 @@ class ResultsLegend(QWidget):
         # A new result (or field) is drawn in a later turn, once for both signals:
         # building the swatches lays the dock out (30-60 ms of main-thread CPU the
         # first time), which added to the run's own end in one freeze.
-        self._refresh_timer = QTimer(self)
-        self._refresh_timer.setSingleShot(True)
-        self._refresh_timer.setInterval(STEP_MS)
-        self._refresh_timer.timeout.connect(self.refresh)
+        self._refresh_timer = later_timer(self, self.refresh)
         observe(self, session.result_changed, self.schedule_refresh)
         observe(self, session.current_changed, self.schedule_refresh)
         self.refresh()
