@@ -219,8 +219,6 @@ def test_legend_draws_a_new_result_in_a_later_turn(
     legend = ResultsLegend(session)
     refreshes = []
     legend.refresh = lambda real=legend.refresh: (refreshes.append(1), real())[1]
-    legend._refresh_timer.timeout.disconnect()
-    legend._refresh_timer.timeout.connect(legend.refresh)
     session.set_result(tiny_result)
     assert legend.refresh_pending and refreshes == [] and legend.title.text() == ""
     well = next(w for w in tiny_result.cells[schema.WELL].unique() if w != session.current.well)

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtCore import QObject, Signal
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QCheckBox, QGridLayout, QLabel, QVBoxLayout, QWidget
 
@@ -53,7 +53,7 @@ from ..cells import SegmentationParams, segment_field
 from ..evaluate.accuracy import accuracy_table
 from ..palette import ClassPalette
 from .colours import session_class_palette
-from .common import STEP_MS, later_timer, observe
+from .common import call_later, later_timer, observe
 from .jobs import ErrorPanel, JobKind, JobRunner, JobStyle, error_text
 from .layers import META_KEY
 from .session import FieldKey, PlateSession, get_session
@@ -286,7 +286,7 @@ class ResultsOverlay(QObject):
         self._rows = pd.Series(dtype=np.int64)
         if self._warm:
             # A later turn: the field on screen is drawn first (opening a field costs).
-            QTimer.singleShot(0, self._stand_by)
+            call_later(self._stand_by)
 
     def _field_shape(self) -> tuple[int, ...] | None:
         key = self.session.current
@@ -321,7 +321,7 @@ class ResultsOverlay(QObject):
             selection.update(selected)
         # Its layer controls are first shown when a result makes it active: do that
         # once now, in later turns, while nothing depends on it.
-        QTimer.singleShot(STEP_MS, lambda: self._warm_controls(layer))
+        call_later(lambda: self._warm_controls(layer))
 
     def _warm_controls(self, layer: Any) -> None:
         """Make the standby layer active for one event-loop turn, then give the selection back.
@@ -351,7 +351,7 @@ class ResultsOverlay(QObject):
                 selection.clear()
             selection.update(kept)
 
-        QTimer.singleShot(STEP_MS, give_back)
+        call_later(give_back)
 
     def _make_outline(self, layer: Any) -> None:
         """The outline layer's settings: contour, read-only, clicks select cells."""
@@ -378,7 +378,7 @@ class ResultsOverlay(QObject):
         layer.metadata = meta
         self._filled += 1
         token = self._filled
-        QTimer.singleShot(STEP_MS, lambda: self._show_standby(layer, token, labels))
+        call_later(lambda: self._show_standby(layer, token, labels))
         return True
 
     def _show_standby(self, layer: Any, token: int, labels: np.ndarray) -> None:
@@ -395,7 +395,7 @@ class ResultsOverlay(QObject):
             return
         layer.name = LAYER_NAME
         layer.visible = True
-        QTimer.singleShot(STEP_MS, lambda: self._activate_shown(layer, token, labels))
+        call_later(lambda: self._activate_shown(layer, token, labels))
 
     def _activate_shown(self, layer: Any, token: int, labels: np.ndarray) -> None:
         """Last step of :meth:`_fill_standby`: the shown layer active, its fill and selection.
@@ -687,7 +687,7 @@ class ResultsLegend(QWidget):
         # A new result (or field) is drawn in a later turn, once for both signals:
         # building the swatches lays the dock out (30-60 ms of main-thread CPU the
         # first time), which added to the run's own end in one freeze.
-        self._refresh_timer = later_timer(self, self.refresh)
+        self._refresh_timer = later_timer(self, lambda: self.refresh())
         observe(self, session.result_changed, self.schedule_refresh)
         observe(self, session.current_changed, self.schedule_refresh)
         self.refresh()
