@@ -430,9 +430,10 @@ def main() -> None:
         load = f", load average {os.getloadavg()[0]:.1f} at the end"
     except OSError:
         load = ""
+    docks_text = "; the Plate, Plate map and Export docks are open too" if args.docks else ""
     section = f"""Run dock: {args.method} on a synthetic plate ({len(wells)} wells x {args.sites}
 sites of 256 x 256 pixels, {n_cells} cells) with the model `{model.name}` on the CPU, then the
-results overlay outlines the field on screen. Opening the Run dock (torch and its
+results overlay outlines the field on screen{docks_text}. Opening the Run dock (torch and its
 lazy imports): {open_s:.1f} s. Main-thread work of the overlay's layer: built ahead
 (empty and hidden), {standby_after_s:.1f} s after the dock began to open, once napari's label
 kernels were compiled in a thread: {_total(standby)}; filled with the first result:
