@@ -287,7 +287,16 @@ def test_result_colours_wells(make_napari_viewer, qtbot, plates, notes):
         cells=pd.DataFrame(),
         classes=("DMSO", "HDAC_inhibitor", "tubulin_inhibitor"),
     )
+    # A new result is drawn in a later event-loop turn (apart from the run's end),
+    # and once, not once more for the switch to "Predicted MoA".
+    redraws = []
+    refresh = dock.refresh
+    dock.refresh = lambda: (redraws.append(1), refresh())[1]
     session.set_result(result)
+    assert dock.refresh_pending and redraws == []
+    qtbot.waitUntil(lambda: not dock.refresh_pending, timeout=5_000)
+    assert redraws == [1]
+    dock.refresh = refresh
     assert dock.color_by.currentText() == PREDICTED
     grid = dock.grid
     assert grid.color_of("A01") == grid.color_of("B01") == grid.color_of("C03")
@@ -315,6 +324,7 @@ def test_result_colours_wells(make_napari_viewer, qtbot, plates, notes):
     assert grid.color_of("D05") is None  # not imaged, no value
     # A result without this plate leaves the plate in plate-map colours.
     session.set_result(SimpleNamespace(wells=other, cells=pd.DataFrame(), classes=()))
+    qtbot.waitUntil(lambda: not dock.refresh_pending, timeout=5_000)
     assert dock.color_by.currentText() == ROLE
     session.set_result(None)
     assert dock.color_by.currentText() == ROLE and not dock.color_by.model().item(4).isEnabled()

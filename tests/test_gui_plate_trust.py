@@ -29,7 +29,7 @@ def _checkpoint(path, reference: dict):
     return save_checkpoint(path, model, meta)
 
 
-def test_plate_dock_shows_the_trust_of_the_plate(make_napari_viewer, tmp_path) -> None:
+def test_plate_dock_shows_the_trust_of_the_plate(make_napari_viewer, qtbot, tmp_path) -> None:
     plate, _, folder = make_plate(tmp_path / "plates", "far1", seed=1)
     rng = np.random.default_rng(0)
     train = rng.normal(size=(300, 4))
@@ -48,6 +48,7 @@ def test_plate_dock_shows_the_trust_of_the_plate(make_napari_viewer, tmp_path) -
     dock.open_folder(folder)
     assert dock.trust.text() == ""  # no run yet
     get_session(viewer).set_result(result)
+    qtbot.waitUntil(lambda: not dock.refresh_pending, timeout=5_000)  # drawn a turn later
     assert "further from the training data than any training plate" in dock.trust.text()
     get_session(viewer).set_result(None)
     assert dock.trust.text() == ""

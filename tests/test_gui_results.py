@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from gui_run_helpers import SEGMENTATION, notices, open_in_viewer, tiny_plate, tiny_result
+from qtpy.QtCore import QTimer
 
 from phenoadapt import schema
 from phenoadapt.gui.colours import session_class_palette
@@ -136,10 +137,14 @@ def test_overlay_layer_is_built_ahead_and_reused(
     Adding a Labels layer froze the viewer 0.2-0.9 s when the first result arrived
     (docs/gui-responsiveness.md); a result must reuse the layer built ahead.
     """
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)  # shown: the canvas draws
     session = open_in_viewer(viewer, tiny_plate)
     channel = viewer.layers[0]
     viewer.layers.selection.active = channel
+    actives: list[str] = []  # names of the active layers, in turn
+    viewer.layers.selection.events.active.connect(
+        lambda event: actives.append(getattr(event.value, "name", None))
+    )
     overlay = get_results_overlay(viewer)
     overlay.segmentation = SEGMENTATION
     qtbot.waitUntil(lambda: STANDBY_NAME in viewer.layers, timeout=60_000)
@@ -148,14 +153,40 @@ def test_overlay_layer_is_built_ahead_and_reused(
     assert not standby.visible and not standby.data.any() and not standby.editable
     assert standby.data.shape == channel.data.shape
     assert viewer.layers.index(standby) == len(viewer.layers) - 1  # over the stains
-    assert viewer.layers.selection.active is channel  # the user's layer stays active
+    # Its layer controls were shown once (made active for a turn), then the user's
+    # layer is active again.
+    qtbot.waitUntil(lambda: overlay.controls_warmed, timeout=10_000)
+    qtbot.waitUntil(lambda: viewer.layers.selection.active is channel, timeout=10_000)
+    assert set(viewer.layers.selection) == {channel}
+    # (napari emits each change twice, through None): built, warmed, given back.
+    turns = [n for i, n in enumerate(actives) if n is not None and actives[i - 1] != n]
+    assert turns == [STANDBY_NAME, channel.name] * 2, actives
     added = []
     viewer.layers.events.inserted.connect(lambda event: added.append(event.value.name))
+    # The first result is shown in steps, the viewer free between them (a timer fires)
+    # and repainting after the layer is shown: filled hidden, then shown, then made
+    # active (each step cost 40-65 ms of main-thread CPU with the repaint after it).
+    steps: list[str] = []
+    standby.events.visible.connect(lambda event: steps.append("shown"))
+    standby.events.data.connect(lambda event: steps.append("filled"))
+    viewer.layers.selection.events.active.connect(lambda event: steps.append("active"))
+    canvas = viewer.window._qt_viewer.canvas._scene_canvas
+    canvas.events.draw.connect(lambda event: steps.append("draw"))
+    ticks = QTimer()
+    ticks.setInterval(1)
+    ticks.timeout.connect(lambda: steps.append("tick"))
+    ticks.start()
     session.set_result(tiny_result)
     qtbot.waitUntil(lambda: LAYER_NAME in viewer.layers, timeout=30_000)
     layer = viewer.layers[LAYER_NAME]
     assert layer is standby and added == [] and STANDBY_NAME not in viewer.layers
-    assert layer.visible and layer.data.any() and viewer.layers.selection.active is layer
+    qtbot.waitUntil(lambda: viewer.layers.selection.active is layer, timeout=10_000)
+    ticks.stop()
+    assert layer.visible and layer.data.any()
+    filled, shown, active = (steps.index(step) for step in ("filled", "shown", "active"))
+    assert filled < shown < active, steps
+    assert "tick" in steps[filled:shown] and "tick" in steps[shown:active], steps
+    assert "draw" in steps[shown:active], steps
     assert {"class", "confidence"} <= set(layer.features.columns)
     labels = layer.features["index"].to_numpy()
     assert set(np.unique(layer.data)) - {0} <= set(labels)
@@ -172,6 +203,31 @@ def test_overlay_layer_is_built_ahead_and_reused(
     session.set_result(tiny_result)
     qtbot.waitUntil(lambda: LAYER_NAME in viewer.layers, timeout=30_000)
     assert viewer.layers[LAYER_NAME] is layer and added == []
+    assert notices["error"] == []
+
+
+def test_legend_draws_a_new_result_in_a_later_turn(
+    make_napari_viewer, qtbot, notices, tiny_plate, tiny_result
+):
+    """The legend's swatches are built after the result's own turn, once for result and field.
+
+    Building them lays the dock out; in the result's turn that added to the run's end
+    in one freeze (docs/gui-responsiveness.md).  No result hides it at once.
+    """
+    viewer = make_napari_viewer()
+    session = open_in_viewer(viewer, tiny_plate)
+    legend = ResultsLegend(session)
+    refreshes = []
+    legend.refresh = lambda real=legend.refresh: (refreshes.append(1), real())[1]
+    session.set_result(tiny_result)
+    assert legend.refresh_pending and refreshes == [] and legend.title.text() == ""
+    well = next(w for w in tiny_result.cells[schema.WELL].unique() if w != session.current.well)
+    session.show_field("TINY1", well)  # a second change in the same turn: one redraw
+    qtbot.waitUntil(lambda: not legend.refresh_pending, timeout=5_000)
+    assert refreshes == [1]
+    assert f"cells in well {well}" in legend.title.text() and legend.swatches.count() > 0
+    session.set_result(None)
+    assert not legend.isVisibleTo(legend.parentWidget()) and not legend.refresh_pending
     assert notices["error"] == []
 
 

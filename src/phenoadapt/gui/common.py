@@ -10,10 +10,11 @@ functions are looked up when called, so tests can capture them by patching
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from qtpy.QtCore import QObject, QSize, Qt
+from qtpy.QtCore import QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QFrame,
@@ -49,6 +50,89 @@ def gui_wording(message: str) -> str:
     'Mark the DMSO wells, or allow the fallback.'
     """
     return _PASS_FLAG.sub("", _CLI_ADVICE.sub("", message))
+
+
+#: Delay (ms) between pieces of work moved out of a busy event-loop turn (a new result's
+#: redraws in each dock, the steps of showing it): a zero-delay timer, or several timers
+#: due together, run in the same pass of the event loop, before the window repainted,
+#: and froze the viewer as one (docs/gui-responsiveness.md).
+STEP_MS = 10
+
+_QUEUE: deque[Callable[[], Any]] = deque()
+_TIMER: list[QTimer] = []  # the queue's timer, made on first use (it needs the app)
+
+
+def call_later(function: Callable[[], Any]) -> None:
+    """Call ``function`` on the main thread in a later event-loop turn, after the others queued.
+
+    One queued call runs per firing of a timer, :data:`STEP_MS` apart, so each
+    gets its own turn and the window repaints (and answers input) between them.
+    """
+    _QUEUE.append(function)
+    if not _TIMER:
+        timer = QTimer()
+        timer.setSingleShot(True)
+        timer.setInterval(STEP_MS)
+        timer.timeout.connect(_call_next)
+        _TIMER.append(timer)
+    if not _TIMER[0].isActive():
+        _TIMER[0].start()
+
+
+def _call_next() -> None:
+    try:
+        if _QUEUE:
+            _QUEUE.popleft()()
+    finally:
+        if _QUEUE:
+            _TIMER[0].start()
+
+
+class LaterCall:
+    """``slot`` called in a later turn (:func:`call_later`), once however often it is started.
+
+    Parameters
+    ----------
+    owner
+        The dock (or other Qt object) the call belongs to: once it is deleted, a
+        queued call does nothing, so a closed dock is never called back.
+    slot
+        What to call.
+    """
+
+    def __init__(self, owner: QObject, slot: Callable[[], Any]) -> None:
+        self._slot = slot
+        self._pending = False
+        self._alive = True
+        owner.destroyed.connect(self._owner_gone)
+
+    def _owner_gone(self, *_: Any) -> None:
+        self._alive = False
+
+    def start(self) -> None:
+        """Queue the call, unless it is queued already."""
+        if not self._pending:
+            self._pending = True
+            call_later(self._fire)
+
+    def stop(self) -> None:
+        """Cancel the queued call (its turn passes without it)."""
+        self._pending = False
+
+    def isActive(self) -> bool:  # noqa: N802 (QTimer's name: it replaced one)
+        """Whether the call is queued and not done yet."""
+        return self._pending
+
+    def _fire(self) -> None:
+        if not self._pending or not self._alive:
+            return
+        self._pending = False
+        self._slot()
+
+
+def later_timer(owner: QObject, slot: Callable[[], Any]) -> LaterCall:
+    """A :class:`LaterCall` of ``slot`` belonging to ``owner``."""
+    return LaterCall(owner, slot)
 
 
 def observe(owner: QObject, signal: Any, slot: Callable[..., Any]) -> None:

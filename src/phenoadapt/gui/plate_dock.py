@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QSignalBlocker, Qt, QTimer
 from qtpy.QtGui import QColor, QKeySequence, QShortcut
 from qtpy.QtWidgets import (
     QComboBox,
@@ -44,7 +44,16 @@ from ..plate import ChannelRole, Plate
 from ..plate.platemap import PlateMap
 from .channel_table import ChannelTable
 from .colours import session_class_palette, session_treatment_palette
-from .common import Asker, confirm, fill_plate_combo, notify, observe, scrolling_layout, select_item
+from .common import (
+    Asker,
+    confirm,
+    fill_plate_combo,
+    later_timer,
+    notify,
+    observe,
+    scrolling_layout,
+    select_item,
+)
 from .jobs import ErrorPanel
 from .layers import META_KEY
 from .plate_grid import ColorBar, ColorLegend, PlateGrid, category_colors, value_colors
@@ -366,6 +375,9 @@ class PlateDock(QWidget):
         observe(self, self.session.plates_changed, self._refresh_plates)
         observe(self, self.session.current_changed, self._on_current_changed)
         observe(self, self.session.platemap_changed, self._on_platemap_changed)
+        # A new result is drawn in a later turn: with the run's end, the overlay and the
+        # other docks it made one freeze of the viewer (docs/gui-responsiveness.md).
+        self._result_timer = later_timer(self, self._show_result)
         observe(self, self.session.result_changed, self._on_result_changed)
         observe(self, self.session.channels_changed, lambda _plate_id: self.refresh())
         self.viewer.layers.events.inserted.connect(lambda event: self._adopt_layers([event.value]))
@@ -725,12 +737,27 @@ class PlateDock(QWidget):
             self.refresh()
 
     def _on_result_changed(self) -> None:
+        if self.session.result is None:  # at once: no stale predictions on the grid
+            self._result_timer.stop()
+            self._show_result()
+        else:
+            self._result_timer.start()
+
+    @property
+    def refresh_pending(self) -> bool:
+        """Whether a new result is still to be drawn (in a later event-loop turn)."""
+        return self._result_timer.isActive()
+
+    def _show_result(self) -> None:
+        """Draw the session's result: a fresh one in "Predicted MoA", redrawn once."""
         plate_id = self.plate_id
         has_rows = plate_id is not None and not result_wells(self.session.result, plate_id).empty
         if has_rows:
             self._enable_result_modes(True)
-            # A fresh result is what the user wants to see.
-            self.color_by.setCurrentText(PREDICTED)
+            # A fresh result is what the user wants to see.  Signals blocked: the combo
+            # would redraw the grid, then this method again (two redraws per result).
+            with QSignalBlocker(self.color_by):
+                self.color_by.setCurrentText(PREDICTED)
         self.refresh()
 
 

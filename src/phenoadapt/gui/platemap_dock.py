@@ -42,7 +42,16 @@ from ..plate.platemap import PlateMap, platemap_for_plate, write_platemap
 from ..plate.platemap.canonical import listing
 from ..plate.platemap.columns import EMPTY_TREATMENTS
 from ..schema import Role
-from .common import Asker, confirm, fill_plate_combo, notify, observe, scrolling_layout, select_item
+from .common import (
+    Asker,
+    confirm,
+    fill_plate_combo,
+    later_timer,
+    notify,
+    observe,
+    scrolling_layout,
+    select_item,
+)
 from .plate_dock import (
     MOA,
     ROLE,
@@ -202,7 +211,9 @@ class PlateMapDock(QWidget):
     def _connect(self) -> None:
         observe(self, self.session.plates_changed, self._refresh_plates)
         observe(self, self.session.platemap_changed, self._on_platemap_changed)
-        observe(self, self.session.result_changed, self.refresh)
+        # A new result (its wells' MoAs) is drawn in a later turn, apart from the run's end.
+        self._result_timer = later_timer(self, self.refresh)
+        observe(self, self.session.result_changed, lambda: self._result_timer.start())
         observe(self, self.session.current_changed, self._on_current_changed)
 
     # -- state ------------------------------------------------------------------

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtCore import QObject, Signal
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QCheckBox, QGridLayout, QLabel, QVBoxLayout, QWidget
 
@@ -53,7 +53,7 @@ from ..cells import SegmentationParams, segment_field
 from ..evaluate.accuracy import accuracy_table
 from ..palette import ClassPalette
 from .colours import session_class_palette
-from .common import observe
+from .common import call_later, later_timer, observe
 from .jobs import ErrorPanel, JobKind, JobRunner, JobStyle, error_text
 from .layers import META_KEY
 from .session import FieldKey, PlateSession, get_session
@@ -236,6 +236,7 @@ class ResultsOverlay(QObject):
         self.last_error = ""  # why the last field could not be outlined
         self._warm = False  # napari's label kernels compiled (see _warm_up_label_textures)
         self._filled = 0  # counts fills of the outline layer: a later one cancels a pending show
+        self.controls_warmed = False  # the standby layer's controls were shown once
         observe(self, session.result_changed, self._on_result_changed)
         observe(self, session.current_changed, self.refresh)
         observe(self, session.cells_selected, self._show_selection)
@@ -285,7 +286,7 @@ class ResultsOverlay(QObject):
         self._rows = pd.Series(dtype=np.int64)
         if self._warm:
             # A later turn: the field on screen is drawn first (opening a field costs).
-            QTimer.singleShot(0, self._stand_by)
+            call_later(self._stand_by)
 
     def _field_shape(self) -> tuple[int, ...] | None:
         key = self.session.current
@@ -318,6 +319,39 @@ class ResultsOverlay(QObject):
         if active is not None or selected:
             selection.active = active
             selection.update(selected)
+        # Its layer controls are first shown when a result makes it active: do that
+        # once now, in later turns, while nothing depends on it.
+        call_later(lambda: self._warm_controls(layer))
+
+    def _warm_controls(self, layer: Any) -> None:
+        """Make the standby layer active for one event-loop turn, then give the selection back.
+
+        napari shows a layer's controls (a stack of Qt widgets: polished, laid
+        out and painted the first time) when the layer becomes active; for the
+        outline layer that happened with the first result, 25-30 ms of the
+        50-65 ms of main-thread CPU of that step (docs/gui-responsiveness.md).
+        The user's selection comes back in the next turn, unless they picked a
+        layer meanwhile or a result made the layer active for good.
+        """
+        viewer = self.viewer
+        if viewer is None or layer not in viewer.layers or layer.name != STANDBY_NAME:
+            return
+        selection = viewer.layers.selection
+        active, selected = selection.active, set(selection)
+        selection.active = layer
+        self.controls_warmed = True
+
+        def give_back() -> None:
+            if viewer.layers.selection.active is not layer or layer.name != STANDBY_NAME:
+                return
+            kept = {other for other in selected if other in viewer.layers}
+            if active in viewer.layers:
+                selection.active = active
+            else:
+                selection.clear()
+            selection.update(kept)
+
+        call_later(give_back)
 
     def _make_outline(self, layer: Any) -> None:
         """The outline layer's settings: contour, read-only, clicks select cells."""
@@ -344,18 +378,39 @@ class ResultsOverlay(QObject):
         layer.metadata = meta
         self._filled += 1
         token = self._filled
-        QTimer.singleShot(0, lambda: self._show_standby(layer, token, labels))
+        call_later(lambda: self._show_standby(layer, token, labels))
         return True
 
     def _show_standby(self, layer: Any, token: int, labels: np.ndarray) -> None:
-        """Second half of :meth:`_fill_standby`, unless a newer field or no result came since."""
+        """Second step of :meth:`_fill_standby`, unless a newer field or no result came since.
+
+        Renamed and made visible here (napari slices and draws it); made active, with
+        its fill and the selection, in the next turn (:meth:`_activate_shown`): the
+        two halves cost 40-50 ms of main-thread CPU each, with the repaint of the
+        window that follows each (docs/gui-responsiveness.md), so the viewer gets a
+        turn between them.
+        """
         viewer = self.viewer
         if token != self._filled or viewer is None or layer not in viewer.layers:
             return
         layer.name = LAYER_NAME
         layer.visible = True
-        # As a new layer would be: active, so that clicks on cells reach it.
+        call_later(lambda: self._activate_shown(layer, token, labels))
+
+    def _activate_shown(self, layer: Any, token: int, labels: np.ndarray) -> None:
+        """Last step of :meth:`_fill_standby`: the shown layer active, its fill and selection.
+
+        Made active as a new layer would be, so that clicks on cells reach it.
+        When a newer field was put in the layer meanwhile (:meth:`_put_outlines`,
+        which adds fill and selection itself), only the activation is left to do;
+        when the result went away, nothing.
+        """
+        viewer = self.viewer
+        if viewer is None or layer not in viewer.layers or layer is not self.layer():
+            return
         viewer.layers.selection.active = layer
+        if token != self._filled:
+            return
         self._put_fill(labels, layer.colormap, layer.features, layer.metadata)
         self._show_selection()
 
@@ -629,12 +684,30 @@ class ResultsLegend(QWidget):
         layout.addWidget(self.fill)
         layout.addWidget(self.accuracy)
         layout.addWidget(self.errors)
-        observe(self, session.result_changed, self.refresh)
-        observe(self, session.current_changed, self.refresh)
+        # A new result (or field) is drawn in a later turn, once for both signals:
+        # building the swatches lays the dock out (30-60 ms of main-thread CPU the
+        # first time), which added to the run's own end in one freeze.
+        self._refresh_timer = later_timer(self, lambda: self.refresh())
+        observe(self, session.result_changed, self.schedule_refresh)
+        observe(self, session.current_changed, self.schedule_refresh)
         self.refresh()
+
+    def schedule_refresh(self) -> None:
+        """Redraw in a later event-loop turn; at once when there is no result (it hides)."""
+        if self.session.result is None:
+            self._refresh_timer.stop()
+            self.refresh()
+            return
+        self._refresh_timer.start()
+
+    @property
+    def refresh_pending(self) -> bool:
+        """Whether a redraw is scheduled (:meth:`schedule_refresh`) and not done yet."""
+        return self._refresh_timer.isActive()
 
     def refresh(self) -> None:
         """Redraw from the session's result."""
+        self._refresh_timer.stop()  # a scheduled redraw would only repeat this one
         while self.swatches.count():
             item = self.swatches.takeAt(0)
             if item.widget() is not None:
