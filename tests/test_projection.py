@@ -212,9 +212,15 @@ def test_map_options_by_size_and_metric(monkeypatch):
     assert projection._map_options(large, euclidean, 0) == {
         "precomputed_knn": "knn",
         "init": "pca",
-        "n_epochs": projection.LARGE_MAP_EPOCHS,
+        "n_epochs": projection.layout_epochs(len(large)),
     }
     cosine = dict(metric="cosine", n_neighbors=5)
     assert projection._map_options(small, cosine, 0) == {}  # umap-learn's own search
     assert projection._map_options(large, cosine, 0)["precomputed_knn"] == "nn"
     assert calls == ["blockwise", "blockwise", "cosine"]
+
+
+def test_layout_epochs_shrink_above_fifty_thousand_rows():
+    assert projection.layout_epochs(5_000) == projection.layout_epochs(50_000) == 100
+    assert projection.layout_epochs(100_000) == 50
+    assert projection.layout_epochs(10_000_000) == projection.MIN_EPOCHS

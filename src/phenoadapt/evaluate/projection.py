@@ -16,7 +16,7 @@ Speed (see ``docs/umap-speed.md``):
   descent on every core (:func:`descent_neighbours`; umap-learn runs it on one
   thread when seeded);
 - above :data:`LARGE_MAP_MIN_ROWS` rows the layout starts from the PCA of the
-  rows and runs :data:`LARGE_MAP_EPOCHS` epochs.
+  rows and runs :func:`layout_epochs` epochs (100, fewer above 50,000 rows).
 
 What is deterministic: with umap-learn, the same input, options and ``seed``
 give the same map bit for bit on the same machine and library versions.  The
@@ -275,10 +275,27 @@ LARGE_MAP_MIN_ROWS = 4_096
 #: Epochs of the layout above :data:`LARGE_MAP_MIN_ROWS` rows, instead of
 #: umap-learn's 500 (up to 10,000 rows) or 200: on 10,000 stand-in cells 100
 #: epochs from the PCA took 2.2 CPU s instead of 11.4 (500 epochs, spectral
-#: start) for a trustworthiness of 0.9859 vs 0.9864; on 100,000 cells the
-#: spectral start cost ~17 % more time for the same trustworthiness, 0.986
-#: (docs/umap-speed.md).
+#: start) for a trustworthiness of 0.9859 vs 0.9864; on 30,000 cells 100 epochs
+#: against 200 gave 0.9858 vs 0.9860; on 100,000 cells the spectral start cost
+#: ~17 % more time for the same trustworthiness (docs/umap-speed.md).
 LARGE_MAP_EPOCHS = 100
+
+#: Above ``EPOCH_BUDGET / LARGE_MAP_EPOCHS`` rows (50,000) the epochs shrink so
+#: that rows x epochs stays at this budget, down to :data:`MIN_EPOCHS`: the
+#: single-threaded layout is most of a large map's time (on 100,000 stand-in cells
+#: 100 epochs took 20.7 CPU s, 60 epochs 13.1, 40 epochs 8.5, with a
+#: trustworthiness of 0.986 for each).
+EPOCH_BUDGET = 5_000_000
+MIN_EPOCHS = 40
+
+
+def layout_epochs(n_rows: int) -> int:
+    """Layout epochs for a map of ``n_rows`` rows above :data:`LARGE_MAP_MIN_ROWS`.
+
+    :data:`LARGE_MAP_EPOCHS` up to 50,000 rows, then ``EPOCH_BUDGET // n_rows``,
+    at least :data:`MIN_EPOCHS` (100,000 rows: 50 epochs).
+    """
+    return int(np.clip(EPOCH_BUDGET // max(n_rows, 1), MIN_EPOCHS, LARGE_MAP_EPOCHS))
 
 
 def descent_neighbours(
@@ -345,7 +362,7 @@ def _map_options(X: np.ndarray, options: dict, seed: int) -> dict:
             X, options["n_neighbors"], options["metric"], seed
         )
     if len(X) > LARGE_MAP_MIN_ROWS:
-        extra.update(init="pca", n_epochs=LARGE_MAP_EPOCHS)
+        extra.update(init="pca", n_epochs=layout_epochs(len(X)))
     return extra
 
 
