@@ -4,8 +4,10 @@ What it measures (stand-in embeddings: MoA centres plus a plate offset, see
 ``bench_umap_dock.stand_in_result``, ``--dim`` features):
 
 - *fit time by cell count* of :func:`phenoadapt.evaluate.umap_coordinates`
-  as it is now (seeded PCA to 50 dimensions, numba cache warm) and, on the
-  smallest count, the old configuration (umap-learn on every feature);
+  as it is now (seeded PCA to 50 dimensions, exact blockwise neighbours, numba
+  cache warm), wall and CPU seconds, and the CPU seconds of each stage (PCA,
+  neighbours, the rest: fuzzy graph and layout); on the smallest count, the map
+  without the PCA (umap-learn on every feature);
 - *first vs second fit of a session*: two fresh Python processes, one after
   the other, each fitting twice; the first process starts with an empty numba
   cache (the first fit ever on a machine), the second with the cache the first
@@ -21,6 +23,7 @@ Run ``python benchmarks/bench_umap.py`` (writes ``docs/umap-speed.md``) or
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -33,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.manifold import trustworthiness
 
-from phenoadapt.evaluate import umap_coordinates
+from phenoadapt.evaluate import projection, umap_coordinates
 
 try:  # run as a script: benchmarks/ is on sys.path
     from _common import write_doc_section
@@ -51,7 +54,7 @@ SESSION = """
 import json, sys, time
 sys.path.insert(0, {bench!r})
 from bench_umap_dock import stand_in_result
-from phenoadapt.evaluate import umap_coordinates
+from phenoadapt.evaluate import projection, umap_coordinates
 X = stand_in_result({n}, dim={dim}).embeddings_unadapted
 times = []
 for _ in range(2):
@@ -68,14 +71,39 @@ def features(n_cells: int, dim: int) -> np.ndarray:
 
 
 def fit_seconds(X: np.ndarray, **options: object) -> tuple[float, np.ndarray]:
-    """Seconds of one seeded fit, and the map (CPU seconds in :data:`LAST_CPU`)."""
+    """Seconds of one seeded fit, and the map (CPU seconds in :data:`LAST_CPU`).
+
+    :data:`LAST_STAGES` gets the CPU seconds of the PCA and of the neighbour search.
+    """
+    LAST_STAGES.clear()
     started, cpu = time.perf_counter(), time.process_time()
-    coordinates = umap_coordinates(X, seed=0, **options)
+    with _timed("pca", "reduce_dimensions"), _timed("neighbours", "blockwise_neighbours"):
+        coordinates = umap_coordinates(X, seed=0, **options)
     LAST_CPU[0] = time.process_time() - cpu  # all threads: the stable figure on a busy machine
     return time.perf_counter() - started, coordinates
 
 
 LAST_CPU = [0.0]
+LAST_STAGES: dict[str, float] = {}
+
+
+@contextlib.contextmanager
+def _timed(stage: str, name: str):
+    """Wrap ``projection.<name>`` so that its CPU seconds land in ``LAST_STAGES[stage]``."""
+    original = getattr(projection, name)
+
+    def timed(*args, **kwargs):
+        cpu = time.process_time()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            LAST_STAGES[stage] = LAST_STAGES.get(stage, 0.0) + time.process_time() - cpu
+
+    setattr(projection, name, timed)
+    try:
+        yield
+    finally:
+        setattr(projection, name, original)
 
 
 def session_times(n_cells: int, dim: int, cache: Path) -> list[float]:
@@ -103,18 +131,22 @@ def run(counts: list[int], dim: int, session_cells: int, log=print, sessions: bo
     fits = []
     for n in counts:
         seconds, coordinates = fit_seconds(features(n, dim))
-        fits.append((n, seconds, LAST_CPU[0], trust(features(n, dim), coordinates)))
+        pca, neighbours = LAST_STAGES.get("pca", 0.0), LAST_STAGES.get("neighbours", 0.0)
+        rest = LAST_CPU[0] - pca - neighbours
+        trusted = trust(features(n, dim), coordinates)
+        fits.append((n, seconds, LAST_CPU[0], pca, neighbours, rest, trusted))
         log(
-            f"fast fit, {n:,} cells: {seconds:.1f} s ({LAST_CPU[0]:.1f} CPU s), "
-            f"trustworthiness {fits[-1][3]:.3f}"
+            f"fast fit, {n:,} cells: {seconds:.1f} s ({LAST_CPU[0]:.1f} CPU s: PCA {pca:.1f}, "
+            f"neighbours {neighbours:.1f}, graph and layout {rest:.1f}), "
+            f"trustworthiness {trusted:.4f}"
         )
     n_old = min(counts[0], 10_000)  # the old configuration is slow on large maps
     X = features(n_old, dim)
     old_seconds, old_map = fit_seconds(X, pca_dimensions=None)
     old = (n_old, old_seconds, trust(X, old_map))
     log(
-        f"old fit (all {dim} features), {n_old:,} cells: {old_seconds:.1f} s, "
-        f"trustworthiness {old[2]:.3f}"
+        f"fit without the PCA (all {dim} features), {n_old:,} cells: {old_seconds:.1f} s, "
+        f"trustworthiness {old[2]:.4f}"
     )
     return dict(first=first, second=second, session_cells=session_cells, fits=fits, old=old)
 
@@ -141,15 +173,23 @@ def render(result: dict, dim: int) -> str:
         f"cores, load average {load:.1f} at the end), umap-learn, 15 neighbours, seed 0; "
         f"stand-in embeddings with {dim} features (4 plates apart, 6 MoAs).",
         "",
-        "| cells | fit (wall) | CPU s (all threads) | trustworthiness |",
-        "|---:|---:|---:|---:|",
+        "| cells | fit (wall) | CPU s (all threads) | PCA | neighbours | graph + layout "
+        "| layout epochs | trustworthiness |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += [f"| {n:,} | {s:.1f} s | {c:.1f} | {t:.3f} |" for n, s, c, t in result["fits"]]
+    lines += [
+        f"| {n:,} | {s:.1f} s | {c:.1f} | {p:.1f} | {k:.1f} | {r:.1f} | "
+        f"{projection.layout_epochs(n)} | {t:.4f} |"
+        for n, s, c, p, k, r, t in result["fits"]
+    ]
     lines += [
         "",
-        f"The old configuration (umap-learn on all {dim} features) on {n_old:,} cells: "
-        f"{old_seconds:.1f} s, trustworthiness {old_trust:.3f} (2,000-cell subsample, "
-        "15 neighbours, against the original features).",
+        "CPU seconds per stage (all threads; the stable figure on a shared machine, where the "
+        "wall time depends on the other jobs). Trustworthiness: 2,000-cell subsample, "
+        "15 neighbours, against the original features.",
+        "",
+        f"Without the PCA (umap-learn on all {dim} features) on {n_old:,} cells: "
+        f"{old_seconds:.1f} s, trustworthiness {old_trust:.4f}.",
     ]
     if first is None:
         lines += ["", "Session timings not measured in this run (`--no-sessions`)."]

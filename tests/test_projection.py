@@ -173,12 +173,12 @@ def test_parallel_descent_is_reproducible_and_close_to_exact() -> None:
 
 
 @pytest.mark.slow
-def test_large_maps_take_parallel_neighbours_and_pca_start(monkeypatch):
-    """Above EXACT_KNN_MAX_ROWS: pynndescent's neighbours, PCA initialisation; same map twice."""
+def test_large_maps_take_exact_neighbours_and_pca_start(monkeypatch):
+    """Above LARGE_MAP_MIN_ROWS: blockwise exact neighbours, PCA start; same map twice."""
     import umap
 
     monkeypatch.setitem(sys.modules, "cuml.manifold", None)
-    monkeypatch.setattr(projection, "EXACT_KNN_MAX_ROWS", 100)
+    monkeypatch.setattr(projection, "LARGE_MAP_MIN_ROWS", 100)
     seen: list[dict] = []
     original = umap.UMAP.__init__
 
@@ -193,4 +193,34 @@ def test_large_maps_take_parallel_neighbours_and_pca_start(monkeypatch):
     assert np.array_equal(first, second)
     assert seen[0]["init"] == "pca" and seen[0]["n_epochs"] == projection.LARGE_MAP_EPOCHS
     indices = seen[0]["precomputed_knn"][0]
-    assert indices.shape == (300, 8)
+    # The neighbours handed over are the exact ones of the 30 features (no PCA: < 50).
+    np.testing.assert_array_equal(indices, projection.exact_neighbours(X, 8)[0])
+
+
+def test_map_options_by_size_and_metric(monkeypatch):
+    """Euclidean: exact neighbours at every size; other metrics: descent above its limit."""
+    calls: list[str] = []
+    monkeypatch.setattr(
+        projection, "blockwise_neighbours", lambda X, k: calls.append("blockwise") or "knn"
+    )
+    monkeypatch.setattr(
+        projection, "descent_neighbours", lambda X, k, metric, seed: calls.append(metric) or "nn"
+    )
+    small, large = np.zeros((50, 3)), np.zeros((projection.DESCENT_MIN_ROWS + 1, 3))
+    euclidean = dict(metric="euclidean", n_neighbors=5)
+    assert projection._map_options(small, euclidean, 0) == {"precomputed_knn": "knn"}
+    assert projection._map_options(large, euclidean, 0) == {
+        "precomputed_knn": "knn",
+        "init": "pca",
+        "n_epochs": projection.layout_epochs(len(large)),
+    }
+    cosine = dict(metric="cosine", n_neighbors=5)
+    assert projection._map_options(small, cosine, 0) == {}  # umap-learn's own search
+    assert projection._map_options(large, cosine, 0)["precomputed_knn"] == "nn"
+    assert calls == ["blockwise", "blockwise", "cosine"]
+
+
+def test_layout_epochs_shrink_above_fifty_thousand_rows():
+    assert projection.layout_epochs(5_000) == projection.layout_epochs(50_000) == 100
+    assert projection.layout_epochs(100_000) == 50
+    assert projection.layout_epochs(10_000_000) == projection.MIN_EPOCHS

@@ -10,18 +10,23 @@ Speed (see ``docs/umap-speed.md``):
   compilation, not the first fit of every session;
 - on a CUDA machine with RAPIDS cuML installed, cuML's UMAP is used.
 
-- up to :data:`EXACT_KNN_MAX_ROWS` rows the neighbours are exact
-  (scikit-learn); above, pynndescent's descent runs on every core
-  (:func:`descent_neighbours`; umap-learn runs it on one thread when seeded)
-  and the layout starts from the PCA of the rows (:data:`LARGE_MAP_EPOCHS`).
+- Euclidean neighbours are exact for every size (:func:`blockwise_neighbours`:
+  tiles of BLAS products on every core, a numba kernel cached on disk, a float64
+  check); other metrics above :data:`DESCENT_MIN_ROWS` rows use pynndescent's
+  descent on every core (:func:`descent_neighbours`; umap-learn runs it on one
+  thread when seeded);
+- above :data:`LARGE_MAP_MIN_ROWS` rows the layout starts from the PCA of the
+  rows and runs :func:`layout_epochs` epochs (100, fewer above 50,000 rows).
 
 What is deterministic: with umap-learn, the same input, options and ``seed``
-give the same map bit for bit on the same machine and library versions; above
-:data:`EXACT_KNN_MAX_ROWS` rows, for the same number of cores too (the
-parallel descent is seeded, but its result depends on the thread count).  The
-layout runs on one thread (a parallel layout updates shared coordinates in a
-racy order, so it is not offered).  The PCA is seeded too.  cuML's map is seeded but GPU
-reductions may differ in the last bits between runs and devices.
+give the same map bit for bit on the same machine and library versions.  The
+Euclidean neighbours are exact, ties broken by index, so they do not depend on
+the number of cores; the descent used for other metrics above
+:data:`DESCENT_MIN_ROWS` rows is seeded, but its result depends on the thread
+count.  The layout runs on one thread (a parallel layout updates shared
+coordinates in a racy order, so it is not offered).  The PCA is seeded too.
+cuML's map is seeded but GPU reductions may differ in the last bits between
+runs and devices.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import pandas as pd
 
 from .. import schema
 from ..errors import OptionError
+from . import _blockwise
 from ._validation import as_matrix, check_neighbours, table_matrix
 
 #: Features kept by the PCA that runs before UMAP (rows with more features are reduced).
@@ -196,11 +202,10 @@ def umap_coordinates(
     return _umap_learn(X, options, seed)
 
 
-#: Up to this many rows the neighbours are exact (scikit-learn, brute force): no
-#: random projection trees, nothing numba must compile in each new session (the
-#: approximate search of pynndescent cannot be cached on disk), and the same
-#: neighbours on every machine.
-EXACT_KNN_MAX_ROWS = 50_000
+#: Above this many rows, neighbours for metrics other than Euclidean come from
+#: pynndescent's descent on every core (below, umap-learn finds them itself).
+#: Euclidean neighbours are always exact (:func:`blockwise_neighbours`).
+DESCENT_MIN_ROWS = 50_000
 
 
 def exact_neighbours(X: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray, None]:
@@ -219,12 +224,78 @@ def exact_neighbours(X: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.nd
     return indices.astype(np.int64), distances.astype(np.float32), None
 
 
-#: Above :data:`EXACT_KNN_MAX_ROWS` rows, the layout starts from the PCA of the
-#: rows (on 100,000 stand-in cells the spectral start cost ~17 % more time for the
-#: same trustworthiness, 0.986) and runs this many epochs instead of umap-learn's
-#: 200: on 30,000 cells 100 epochs took half the layout's CPU time (7.4 s vs
-#: 15.0 s) for a trustworthiness of 0.9858 vs 0.9860 (docs/umap-speed.md).
+def blockwise_neighbours(
+    X: np.ndarray,
+    n_neighbors: int,
+    *,
+    block_rows: int = _blockwise.BLOCK_ROWS,
+    block_columns: int = _blockwise.BLOCK_COLUMNS,
+    n_jobs: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, None]:
+    """Exact Euclidean neighbours of every row, tile by tile (BLAS and a small kernel).
+
+    The squared distances of a ``block_rows x block_columns`` tile come from one
+    float32 matrix product; a numba kernel keeps each row's ``n_neighbors +``
+    ``CANDIDATE_MARGIN`` (8) smallest.  These candidates are then measured again
+    in float64 and sorted: itself first, then by distance, ties by index.  A row
+    is exact when its ``n_neighbors``-th float64 distance is below every row left
+    out by the float32 search, allowing for float32's worst-case rounding; the
+    rare rows that fail this test are searched again in float64 against all rows.
+    So the result is the exact neighbours, the same for any ``n_jobs`` and tile
+    size, with nothing compiled per session (the kernel is cached on disk).
+
+    Parameters
+    ----------
+    X
+        ``(n, d)`` rows (float; distances do not change when they are centred,
+        which is done first for precision).
+    n_neighbors
+        Neighbours per row, itself included.
+    block_rows, block_columns
+        The tile: each worker holds ``block_rows x block_columns`` float32 dot
+        products, plus ``block_rows x (n_neighbors + 8) x d`` float64 for the check.
+    n_jobs
+        Worker threads (default every core); each takes whole blocks of rows.
+
+    Returns
+    -------
+    (indices, distances, None)
+        As :func:`exact_neighbours`.
+    """
+    # numba's cache folder must be set before the kernel's module imports numba.
+    _use_numba_cache()
+    indices, squared, _ = _blockwise.search(X, n_neighbors, block_rows, block_columns, n_jobs)
+    return indices, np.sqrt(squared).astype(np.float32), None
+
+
+#: Above this many rows (umap-learn's own limit for small inputs) the layout
+#: starts from the PCA of the rows and runs :data:`LARGE_MAP_EPOCHS` epochs.
+LARGE_MAP_MIN_ROWS = 4_096
+
+#: Epochs of the layout above :data:`LARGE_MAP_MIN_ROWS` rows, instead of
+#: umap-learn's 500 (up to 10,000 rows) or 200: on 10,000 stand-in cells 100
+#: epochs from the PCA took 2.2 CPU s instead of 11.4 (500 epochs, spectral
+#: start) for a trustworthiness of 0.9859 vs 0.9864; on 30,000 cells 100 epochs
+#: against 200 gave 0.9858 vs 0.9860; on 100,000 cells the spectral start cost
+#: ~17 % more time for the same trustworthiness (docs/umap-speed.md).
 LARGE_MAP_EPOCHS = 100
+
+#: Above ``EPOCH_BUDGET / LARGE_MAP_EPOCHS`` rows (50,000) the epochs shrink so
+#: that rows x epochs stays at this budget, down to :data:`MIN_EPOCHS`: the
+#: single-threaded layout is most of a large map's time (on 100,000 stand-in cells
+#: 100 epochs took 20.7 CPU s, 60 epochs 13.1, 40 epochs 8.5, with a
+#: trustworthiness of 0.986 for each).
+EPOCH_BUDGET = 5_000_000
+MIN_EPOCHS = 40
+
+
+def layout_epochs(n_rows: int) -> int:
+    """Layout epochs for a map of ``n_rows`` rows above :data:`LARGE_MAP_MIN_ROWS`.
+
+    :data:`LARGE_MAP_EPOCHS` up to 50,000 rows, then ``EPOCH_BUDGET // n_rows``,
+    at least :data:`MIN_EPOCHS` (100,000 rows: 50 epochs).
+    """
+    return int(np.clip(EPOCH_BUDGET // max(n_rows, 1), MIN_EPOCHS, LARGE_MAP_EPOCHS))
 
 
 def descent_neighbours(
@@ -274,18 +345,25 @@ def _umap_learn(X: np.ndarray, options: dict, seed: int) -> np.ndarray:
         import umap
 
         _cache_compiled_functions()
-        extra: dict = {}
-        if options["metric"] == "euclidean" and len(X) <= EXACT_KNN_MAX_ROWS:
-            extra["precomputed_knn"] = exact_neighbours(X, options["n_neighbors"])
-        elif len(X) > EXACT_KNN_MAX_ROWS:
-            extra["precomputed_knn"] = descent_neighbours(
-                X, options["n_neighbors"], options["metric"], seed
-            )
-            extra.update(init="pca", n_epochs=LARGE_MAP_EPOCHS)
+        extra = _map_options(X, options, seed)
         reducer = umap.UMAP(**options, random_state=seed, n_jobs=1, **extra)
         # Small inputs make umap-learn warn about its spectral initialisation.
         warnings.filterwarnings("ignore", category=UserWarning, module="umap")
         return np.asarray(reducer.fit_transform(X), dtype=np.float64)
+
+
+def _map_options(X: np.ndarray, options: dict, seed: int) -> dict:
+    """umap-learn's options for ``X``: precomputed neighbours, start and epochs by size."""
+    extra: dict = {}
+    if options["metric"] == "euclidean":
+        extra["precomputed_knn"] = blockwise_neighbours(X, options["n_neighbors"])
+    elif len(X) > DESCENT_MIN_ROWS:
+        extra["precomputed_knn"] = descent_neighbours(
+            X, options["n_neighbors"], options["metric"], seed
+        )
+    if len(X) > LARGE_MAP_MIN_ROWS:
+        extra.update(init="pca", n_epochs=layout_epochs(len(X)))
+    return extra
 
 
 def add_umap(
