@@ -264,13 +264,24 @@ def _cpu_pass(
 
     if images.ndim == 4 and _narrow(layers):
         images = images.contiguous(memory_format=torch.channels_last)
+    return stats, _hooked_forward(model, images, layers, record, fn)
+
+
+def _hooked_forward(
+    model: nn.Module,
+    images: torch.Tensor,
+    layers: dict[str, _BatchNorm],
+    record: Callable[[str], Callable],
+    fn: Callable[[nn.Module, torch.Tensor], Any] | None,
+) -> Any:
+    """``fn(model, images)`` (default ``model(images)``) with ``record(name)`` as each
+    layer's forward pre-hook, the hooks removed afterwards whatever happens."""
     handles = [layer.register_forward_pre_hook(record(name)) for name, layer in layers.items()]
     try:
-        outputs = model(images) if fn is None else fn(model, images)
+        return model(images) if fn is None else fn(model, images)
     finally:
         for handle in handles:
             handle.remove()
-    return stats, outputs
 
 
 def _train_mode_pass(
@@ -296,15 +307,10 @@ def _train_mode_pass(
 
         return hook
 
-    handles = [layer.register_forward_pre_hook(record(name)) for name, layer in layers.items()]
-    try:
-        for layer in layers.values():
-            layer.train()
-            layer.momentum = 1.0
-        outputs = model(images) if fn is None else fn(model, images)
-    finally:
-        for handle in handles:
-            handle.remove()
+    for layer in layers.values():
+        layer.train()
+        layer.momentum = 1.0
+    outputs = _hooked_forward(model, images, layers, record, fn)
     stats: Statistics = {}
     for name, layer in layers.items():
         if name not in counts:

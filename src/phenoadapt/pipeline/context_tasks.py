@@ -46,7 +46,7 @@ from ..nn.runtime import select_device
 from ..progress import CancelFn, ProgressFn, check_cancel
 from ..scale.tasks import map_ordered
 from ..train.checkpoint import Checkpoint
-from .runner import embed_contexts
+from .runner import EmbedRunner, embed_contexts
 
 #: The worker resource that marks a GPU (``dask worker --resources GPU=1``).
 GPU_RESOURCE = "GPU"
@@ -282,8 +282,8 @@ class ClusterNetwork:
 
         return run
 
-    def embedder(self, plate_id: str) -> Callable[..., list[np.ndarray]]:
-        """An :data:`~phenoadapt.pipeline.embed.EmbedRunner` that embeds a plate's contexts
+    def embedder(self, plate_id: str) -> EmbedRunner:
+        """An :class:`~phenoadapt.pipeline.runner.EmbedRunner` that embeds a plate's contexts
         as tasks, in context order (the first model of the run is the embedder)."""
 
         def run(

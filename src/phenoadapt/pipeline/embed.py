@@ -39,7 +39,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +72,7 @@ from ..schema import embedding_columns  # re-exported: phenoadapt.embed's API
 from ..train.augment import center_crop
 from ..train.checkpoint import Checkpoint, load_checkpoint
 from .context_tasks import cluster_network
-from .runner import embed_contexts
+from .runner import EmbedRunner, embed_contexts
 from .tiles import field_tiles
 
 LEVELS = ("cell", "site", "well")
@@ -249,11 +249,6 @@ def load_embedder(path: str | os.PathLike, device: str | torch.device = "cpu") -
 
 
 # --------------------------------------------------------------------------- per-image embeddings
-
-
-#: Embeds a plate's planned contexts: the signature of :func:`.runner.embed_contexts`
-#: (e.g. as dask tasks, :meth:`phenoadapt.pipeline.context_tasks.ClusterNetwork.embedder`).
-EmbedRunner = Callable[..., list[np.ndarray]]
 
 
 def _as_tensor(images: np.ndarray | torch.Tensor, idx: np.ndarray | None = None) -> torch.Tensor:

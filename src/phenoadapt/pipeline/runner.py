@@ -16,7 +16,7 @@ their dask tasks (:mod:`.context_tasks`) share.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -117,6 +117,27 @@ def unadapted_features(
         if progress is not None:
             progress("predict", i + 1, len(slices))
     return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
+
+
+class EmbedRunner(Protocol):
+    """Embeds a plate's planned contexts: the signature of :func:`embed_contexts`.
+
+    In this process :func:`embed_contexts` itself; on a cluster
+    :meth:`phenoadapt.pipeline.context_tasks.ClusterNetwork.embedder` (dask tasks),
+    which returns the same arrays in the same order.
+    """
+
+    def __call__(
+        self,
+        model: nn.Module,
+        images: np.ndarray | torch.Tensor,
+        contexts: Sequence[Context],
+        *,
+        input_size: int | None = None,
+        runtime: Runtime,
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+    ) -> list[np.ndarray]: ...
 
 
 def embed_contexts(
