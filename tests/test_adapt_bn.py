@@ -21,6 +21,7 @@ from phenoadapt.adapt import (
     predict_plate,
     use_statistics,
 )
+from phenoadapt.adapt import batchnorm
 from phenoadapt.adapt.batchnorm import (
     _batch_moments,
     _chunk_moments,
@@ -419,3 +420,22 @@ def test_only_narrow_networks_go_channels_last_on_a_cpu() -> None:
         conv_out = net[0](images).detach().double()
         name = next(iter(stats))
         torch.testing.assert_close(stats[name][1].double(), conv_out.var((0, 2, 3), False))
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "rows"])
+def test_blocked_cpu_moments_match_float64_when_the_first_block_is_off_centre(layout: str) -> None:
+    # Large activations are reduced block by block about the first block's mean; here the
+    # first images sit 3 spreads above the rest and the mean is 1e3 times the spread.
+    rng = np.random.default_rng(2)
+    shape = (96, 8, 40, 40) if layout != "rows" else (400_000, 8)
+    data = rng.normal(1000.0, 1.0, shape).astype(np.float32)
+    data[:8] += 3.0
+    x = torch.from_numpy(data)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    assert x.numel() * 4 > 2 * batchnorm.MOMENT_BLOCK_BYTES  # the blocked route
+    mean, var = _batch_moments(x)
+    axes = tuple(d for d in range(data.ndim) if d != 1)
+    exact = data.astype(np.float64)
+    np.testing.assert_allclose(mean.numpy(), exact.mean(axis=axes), rtol=1e-6)
+    np.testing.assert_allclose(var.numpy(), exact.var(axis=axes), rtol=1e-4)
