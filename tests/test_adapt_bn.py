@@ -12,6 +12,7 @@ from torch import nn
 from phenoadapt import schema
 from phenoadapt.adapt import (
     Method,
+    batchnorm,
     batchnorm_layers,
     check_images,
     context_statistics,
@@ -21,7 +22,6 @@ from phenoadapt.adapt import (
     predict_plate,
     use_statistics,
 )
-from phenoadapt.adapt import batchnorm
 from phenoadapt.adapt.batchnorm import (
     _batch_moments,
     _chunk_moments,

@@ -11,8 +11,9 @@ size of batches:
   (:func:`context_statistics` with no chunking): on an accelerator the
   batch-norm layers run in training mode; on a CPU a hook computes each
   layer's float32 moments (two passes, or one blocked sweep about a shift for
-  large activations) and the layer, in eval mode, normalizes with them (PyTorch's own CPU kernel accumulates in unvectorized float64 and
-  cost as much as the convolutions of a cheap network);
+  large activations) and the layer, in eval mode, normalizes with them
+  (PyTorch's own CPU kernel accumulates in unvectorized float64 and cost as
+  much as the convolutions of a cheap network);
 - when it does not fit, layer ``k``'s input depends on the statistics of layers
   ``1..k-1``, so the layers are done one at a time in execution order: with
   layers ``1..k-1`` fixed to their (already exact) context statistics, every
