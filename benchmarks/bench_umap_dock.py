@@ -173,6 +173,8 @@ def render(
     fit: dict[str, float],
 ) -> str:
     """The ``bench:umap-dock`` section from :func:`dock_timings` and :func:`fit_timings`."""
+    from phenoadapt.gui.umap_dock import MAX_CELLS
+
     n = f"{n_cells:,}"
     lines = [
         "Measured by `benchmarks/bench_umap_dock.py` on "
@@ -200,13 +202,13 @@ def render(
         "",
         "## Fitting",
         "",
-        f"- UMAP fit of one feature space (umap-learn, 15 neighbours, seed 0; seeded umap-learn "
-        f"runs single-threaded) on {fit_cells:,} cells: {fit['fit']:.1f} s, numba "
-        "compilation excluded (the first fit of a session adds 10-60 s). The dock fits both "
-        "spaces, before and after, one after the other in a worker thread, so napari stays "
-        "responsive; UMAP time grows somewhat faster than the number of cells. For quick looks "
-        "at large runs, map wells, or lower 'Map at most' (a sample stratified by well; the "
-        "default maps a 20,000-cell sample; raise it to map every cell).",
+        f"- UMAP fit of one feature space (umap-learn, 15 neighbours, seed 0; "
+        f"layout on one thread, exact neighbours on every core) on {fit_cells:,} cells: "
+        f"{fit['fit']:.1f} s, after a 200-cell warm-up fit (which loads numba's compiled code; "
+        "docs/umap-speed.md has the times by cell count and of a session's first fit). The dock "
+        "fits both spaces, before and after, one after the other in a worker thread, so napari "
+        "stays responsive. 'Map at most' caps a cell map (default "
+        f"{MAX_CELLS:,} cells; above it a sample stratified by well is mapped).",
         f"- Batch-mixing scores of one space (kNN plate accuracy, silhouette, LISI on a "
         f"2,000-cell sample of treated cells, stratified by plate): {fit['mixing']:.1f} s. "
         f"On this stand-in: kNN plate accuracy {fit['knn_before']:.2f} before, "

@@ -88,11 +88,11 @@ SHOW = {
     "After adaptation": ("after",),
     "Before adaptation": ("before",),
 }
-#: Default cap on the cells of a cell map: UMAP time grows faster than linearly (seeded
-#: umap-learn runs on one thread: about 24 s for 10,000 cells and 55 s for 100,000 here,
-#: docs/umap-speed.md), so a larger run is mapped through a sample stratified by well
+#: Default cap on the cells of a cell map: a 384-well plate's ~100,000 cells are mapped
+#: whole (about 15 s per map on 2 cores, docs/umap-speed.md; the dock fits two maps,
+#: before and after); a larger run is mapped through a sample stratified by well
 #: unless the user raises the cap.
-MAX_CELLS = 20_000
+MAX_CELLS = 100_000
 
 
 def embedding_spaces(result: Any) -> dict[str, np.ndarray]:
@@ -376,9 +376,8 @@ class UmapWidget(QWidget):
         self.max_cells.setGroupSeparatorShown(True)
         self.max_cells.setValue(MAX_CELLS)
         self.max_cells.setToolTip(
-            "Cell maps use at most this many cells (a sample stratified by well): a UMAP of "
-            "10,000 cells takes about 30 s per map, and time grows faster than the number of "
-            "cells (100,000 cells: several minutes)."
+            "Cell maps use at most this many cells (a sample stratified by well): on two "
+            "cores a UMAP of 10,000 cells takes about 2 s per map, 100,000 cells about 15 s."
         )
         # Buttons, bar, status and error panel of the shared job runner (see jobs.py).
         self.controls = JobControls("Compute UMAP")
